@@ -1,0 +1,102 @@
+//! Stores: where per-key state lives.
+//!
+//! A [`Store`] holds the state of every key and applies a [`Rule`] to it atomically: a check on one key
+//! sees every earlier check on that key, whichever thread or process made it. Two stores implement the
+//! same contract with the same decisions:
+//!
+//! * [`MemoryStore`] — in this process, bounded, the default;
+//! * the Redis store (`redis` feature) — shared by every process that talks to one Redis, Valkey or Redis
+//!   Cluster.
+//!
+//! A store error ([`StoreError`]) means *the store could not answer*. It is never a denial in disguise:
+//! callers choose what to do about it (fail open, fail closed, fall back to a local limiter).
+//!
+//! ```
+//! use ratelimit_core::{Gcra, MemoryStore, Quota, Store};
+//!
+//! async fn admit<S: Store<str, Gcra>>(store: &S, rule: &Gcra, user: &str) -> bool {
+//!     match store.check(rule, user, 1).await {
+//!         Ok(decision) => decision.is_allowed(),
+//!         Err(_) => true, // fail open: this caller prefers availability
+//!     }
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let store = MemoryStore::<String, Gcra>::new();
+//! let rule = Gcra::new(Quota::per_second(1).build()?);
+//! assert!(admit(&store, &rule, "alice").await);
+//! assert!(!admit(&store, &rule, "alice").await);
+//! # Ok::<(), ratelimit_core::QuotaError>(())
+//! # }).unwrap();
+//! ```
+
+use std::future::Future;
+
+use crate::algorithm::Rule;
+use crate::decision::Decision;
+
+pub mod memory;
+
+pub use memory::{MemoryStore, MemoryStoreBuilder, Overflow};
+
+/// Why a store could not answer. Never a rate-limit decision.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The in-memory store is at its key cap, every key is still active, and its [`Overflow`] policy is
+    /// [`Overflow::Reject`].
+    #[error("in-memory store is full ({max_keys} keys, all still limiting): raise max_keys, or use Overflow::EvictSoonest")]
+    Full {
+        /// The configured cap.
+        max_keys: usize,
+    },
+    /// The backend did not answer in time.
+    #[error("store timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    /// The backend is known to be down (for instance, a circuit breaker is open) and was not asked.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The backend answered with an error, or could not be reached.
+    #[error("store backend error: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// The backend's reply did not have the expected shape.
+    #[error("store protocol error: {0}")]
+    Protocol(String),
+    /// The rule cannot run on this store.
+    #[error("rule not supported by this store: {0}")]
+    Unsupported(String),
+}
+
+/// The contract every store implements with identical semantics; see the [module docs](self).
+///
+/// `K` is the key type the store accepts (for [`MemoryStore<K, R>`], anything `K` borrows as), `R` the rule.
+pub trait Store<K: ?Sized, R: Rule>: Send + Sync {
+    /// Checks `cost` units for `key`: charges them if every policy of `rule` allows, else charges nothing
+    /// (unless a policy penalises).
+    fn check(
+        &self,
+        rule: &R,
+        key: &K,
+        cost: u64,
+    ) -> impl Future<Output = Result<Decision, StoreError>> + Send;
+
+    /// What [`Store::check`] would answer, charging nothing. A cost of 0 reports what is left.
+    fn peek(
+        &self,
+        rule: &R,
+        key: &K,
+        cost: u64,
+    ) -> impl Future<Output = Result<Decision, StoreError>> + Send;
+
+    /// Gives back `cost` units charged earlier, for response-dependent limiting or a cancelled
+    /// reservation. Never raises a policy above its full capacity.
+    fn refund(
+        &self,
+        rule: &R,
+        key: &K,
+        cost: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Forgets `key`: its next check sees fresh state.
+    fn reset(&self, rule: &R, key: &K) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
