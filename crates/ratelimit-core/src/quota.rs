@@ -37,7 +37,7 @@
 
 use std::time::Duration;
 
-use crate::clock::{duration_to_micros, Micros, MICROS_PER_SEC};
+use crate::clock::{duration_to_micros, Micros};
 
 /// The largest span, in microseconds, that any quota may cover: `period`, and `burst × emission interval`.
 ///
@@ -115,6 +115,8 @@ pub struct QuotaBuilder {
 
 impl Quota {
     /// `limit` units per `period`.
+    // Returns a builder, not a `Quota`: validation happens once, in `build`, where the error can be typed.
+    #[allow(clippy::new_ret_no_self)]
     pub fn new(limit: u64, period: Duration) -> QuotaBuilder {
         QuotaBuilder {
             limit,
@@ -259,9 +261,6 @@ pub(crate) fn check_no_burst(algorithm: &'static str, q: &Quota) -> Result<(), Q
         Ok(())
     }
 }
-
-#[allow(dead_code)]
-pub(crate) const ONE_SECOND: Micros = MICROS_PER_SEC;
 
 #[cfg(test)]
 mod tests {

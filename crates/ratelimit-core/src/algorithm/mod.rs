@@ -22,13 +22,13 @@
 //! The Redis store runs a Lua twin of each function over the same integer state; the Rust function is the
 //! reference the Lua is tested against.
 
-mod fixed_window;
-mod gcra;
-mod leaky_bucket;
-mod shaper;
-mod sliding_log;
-mod sliding_window;
-mod token_bucket;
+pub mod fixed_window;
+pub mod gcra;
+pub mod leaky_bucket;
+pub mod shaper;
+pub mod sliding_log;
+pub mod sliding_window;
+pub mod token_bucket;
 
 pub use fixed_window::{FixedWindow, WindowState};
 pub use gcra::Gcra;

@@ -149,12 +149,14 @@ impl<K: Hash + Eq, R: Rule, C: Clock> MemoryStoreBuilder<K, R, C> {
 #[repr(align(128))]
 struct Padded<T>(T);
 
+type Shards<K, S> = Box<[Padded<Mutex<Shard<K, S>>>]>;
+
 /// The in-memory store; see the [module docs](self).
 ///
 /// `K` is the owned key type, `R` the rule whose state it holds (`Gcra`, `PolicySet`, …), `C` the clock.
 /// The inherent methods are synchronous; the [`Store`] implementation wraps them in ready futures.
 pub struct MemoryStore<K, R: Rule, C = SystemClock> {
-    shards: Box<[Padded<Mutex<Shard<K, R::State>>>]>,
+    shards: Shards<K, R::State>,
     shard_shift: u32,
     shard_cap: usize,
     overflow: Overflow,
