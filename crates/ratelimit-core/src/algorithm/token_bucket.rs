@@ -105,7 +105,8 @@ impl Algorithm for TokenBucket {
                 delay: 0,
             }
         } else {
-            let short = cost - tokens;
+            // Whole tokens still to drip; more than `cost - tokens` while a penalty left the bucket in debt.
+            let short = (missing + cost).saturating_sub(capacity);
             Status {
                 limit: capacity,
                 remaining: tokens,
