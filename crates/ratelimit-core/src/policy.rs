@@ -504,10 +504,22 @@ impl PolicySet {
 
     fn statuses(&self, state: &PolicyStates, now: Micros, cost: u64) -> Decision {
         let mut statuses = [Status::default(); MAX_POLICIES];
+        let n = self.policies.len();
         for (i, p) in self.policies.iter().enumerate() {
             statuses[i] = p.algorithm.evaluate(state.get(i), now, cost);
         }
-        Decision::combine(&statuses[..self.policies.len()])
+        let decision = Decision::combine(&statuses[..n]);
+        if decision.is_allowed() {
+            return decision;
+        }
+        // Nothing is charged when the set denies: a policy that would have allowed the cost reports what it
+        // really has left, not what it would have left after a charge that did not happen.
+        for (i, p) in self.policies.iter().enumerate() {
+            if statuses[i].allowed() {
+                statuses[i] = p.algorithm.evaluate(state.get(i), now, 0);
+            }
+        }
+        Decision::combine(&statuses[..n])
     }
 }
 
