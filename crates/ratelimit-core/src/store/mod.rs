@@ -36,6 +36,9 @@ use crate::algorithm::Rule;
 use crate::decision::Decision;
 
 pub mod memory;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 
 pub use memory::{MemoryStore, MemoryStoreBuilder, Overflow};
 

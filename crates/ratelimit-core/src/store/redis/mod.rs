@@ -1,0 +1,779 @@
+//! The Redis store: one atomic script call per decision, the same decisions as the in-memory store, on
+//! Redis, Valkey and Redis Cluster, and a defined behaviour when Redis fails.
+//!
+//! ```no_run
+//! use ratelimit_core::{Policy, PolicySet, Quota, Store};
+//! use ratelimit_core::store::redis::RedisStore;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = RedisStore::builder().prefix("rl").connect("redis://127.0.0.1:6379/").await?;
+//! let policies = PolicySet::new([
+//!     Policy::gcra("burst", Quota::per_second(10).build()?)?,
+//!     Policy::sliding_window("hourly", Quota::per_hour(1_000).build()?)?,
+//! ])?;
+//! let decision = store.check(&policies, "api-key-123", 1).await?;
+//! if decision.is_allowed() {
+//!     // serve the request
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # How a decision is made
+//!
+//! Every algorithm of this crate has a Lua twin (`src/store/redis/scripts/<algorithm>.lua`) that keeps the
+//! same integer state (µs timestamps, counts) and makes the same decision, status for status — the
+//! equivalence tests (`tests/redis_equivalence.rs`) drive both with random operations on a manual clock and
+//! compare limit, remaining, reset and retry exactly. One script call checks every policy of a
+//! [`PolicySet`] for one identity, all-or-nothing: either every policy is charged or none (unless a policy
+//! penalises), and a cost above a policy's capacity is [`Outcome::Never`](crate::Outcome::Never).
+//!
+//! * **One round trip**: `EVALSHA`, loaded once; on `NOSCRIPT` (restart, failover, `SCRIPT FLUSH`) the
+//!   store runs `SCRIPT LOAD` and retries, so no caller sees the error — this is done per command, so it
+//!   also holds when many calls are pipelined over one multiplexed connection (where redis-rs's own
+//!   `Script` retry does not apply).
+//! * **Time**: by default the server's `TIME`, read once per call ([`RedisClock::Server`]), so every
+//!   process shares one clock. Deployments that forbid `TIME` in scripts use [`RedisClock::Client`]: the
+//!   caller's clock in µs, kept monotonic per identity by a small `…:@now` key.
+//! * **Exact numbers**: replies are integers only (Redis truncates Lua floats), divisions go through
+//!   `math.fmod` (exact on doubles), numbers are formatted with `%.0f` (never `tostring`, which keeps 14
+//!   digits), and every value stays below 2^53 by construction of [`Quota`].
+//! * **Expiry**: every key is written with a millisecond TTL (`PX`/`PEXPIRE`, rounded up) reaching the
+//!   moment its state becomes indistinguishable from fresh ([`Algorithm::fresh_at`]); state that is fresh
+//!   is deleted. No key is ever written without a TTL, and a denied request writes nothing.
+//! * **Sliding log**: one sorted-set member per admitted request (`ts:cost`, merged within a microsecond),
+//!   so memory is O(limit) per key whatever the costs, and members never collide.
+//!
+//! [`Algorithm::fresh_at`]: crate::Algorithm::fresh_at
+//! [`Quota`]: crate::Quota
+//! [`MemoryStore`]: crate::MemoryStore
+//! [`ConnectionManager`]: redis::aio::ConnectionManager
+//!
+//! # Keys
+//!
+//! `prefix:{hash}:policy`, where `hash` is the first 128 bits of SHA-256 of the identity in hex: fixed
+//! length whatever the identity, never the raw key, and a Redis Cluster hash tag, so every policy of one
+//! identity lives in one slot and a multi-policy check is one script with every key declared (no
+//! `CROSSSLOT`). Rename or remove a policy and its old keys simply expire.
+//!
+//! # Deployments
+//!
+//! * Single node: `redis://host:port/db`, unix sockets (`redis+unix:///path` or `unix:///path`), through a
+//!   [`ConnectionManager`] that multiplexes every call over one connection and
+//!   reconnects on its own. `rediss://` works when the application enables one of redis-rs's TLS features
+//!   (e.g. `redis = { version = "1.2", features = ["tokio-rustls-comp"] }`); this crate does not force a
+//!   TLS stack on everyone.
+//! * Redis Cluster: [`RedisStoreBuilder::connect_cluster`] (redis-rs `cluster-async`), tested against a
+//!   local 3-master cluster.
+//! * Valkey speaks the same protocol and Lua 5.1 `EVALSHA`; it is expected to work but is not tested here
+//!   (Debian has no `valkey-server` package on this machine).
+//!
+//! Redis must keep limiter keys: use `maxmemory-policy noeviction` (or a dedicated instance) — an evicted key
+//! is a forgotten limit.
+//!
+//! # When Redis fails
+//!
+//! Each call has a timeout ([`RedisStoreBuilder::timeout`], default 50 ms). Failures feed a circuit breaker
+//! ([`RedisStoreBuilder::breaker`], default: open after 3 consecutive failures, probe again after 500 ms);
+//! while it is open Redis is not called at all, so a dead Redis costs nothing per request. What a failed or
+//! refused call answers is the [`OnFailure`] policy:
+//!
+//! * [`OnFailure::Error`] (default, fail closed): a typed [`StoreError`] — never a denial in disguise; the
+//!   caller (e.g. the tower layer) decides what to answer.
+//! * [`OnFailure::Allow`] (fail open): an allowed decision with the full quota (a cost above capacity is
+//!   still [`Outcome::Never`](crate::Outcome::Never)).
+//! * [`OnFailure::Local`]: decide with an in-process [`MemoryStore`] whose quotas are
+//!   divided by the number of instances you declare. Approximate: with `N` instances evenly loaded the
+//!   fleet admits about the global quota; unevenly loaded, less; and the local state is not copied to Redis
+//!   when it recovers (for at most one period the two limits add up).
+//!
+//! [`RedisStore::is_degraded`] is true while the breaker is open; the `metrics` gauge
+//! `ratelimit_redis_degraded` mirrors it, and the counters `ratelimit_redis_calls_total`,
+//! `ratelimit_redis_errors_total`, `ratelimit_redis_script_loads_total`,
+//! `ratelimit_redis_deny_cache_hits_total` and `ratelimit_redis_fallbacks_total` count what happened
+//! ([`RedisStore::stats`] gives the same counts for this store).
+//!
+//! # Deny cache
+//!
+//! With [`RedisStoreBuilder::deny_cache`], a limited decision is remembered until its exact retry time, and
+//! later checks of the same identity and policy set (for at least the same cost) are answered locally, with
+//! the retry and reset counted down — a flood on a limited key stops reaching Redis. It is skipped for policy
+//! sets with a penalising policy (the penalty must reach Redis). Refunds and resets clear the entry.
+
+mod breaker;
+mod deny_cache;
+mod keys;
+mod script;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{ErrorKind, RedisError, ServerErrorKind, Value};
+
+use crate::clock::{duration_to_micros, Clock, Micros};
+use crate::decision::Decision;
+use crate::policy::{Policy, PolicySet, PolicyStates};
+use crate::quota::Quota;
+use crate::store::{MemoryStore, Store, StoreError};
+use crate::Rule;
+
+use self::breaker::{Breaker, Permit};
+use self::deny_cache::DenyCache;
+use self::script::Op;
+
+/// The Lua source of the store's script (every algorithm and the entry point), for inspection and for
+/// loading by hand (e.g. `redis-benchmark`).
+pub fn script_source() -> &'static str {
+    script::SCRIPT
+}
+
+/// The SHA-1 of [`script_source`], as `EVALSHA` takes it.
+pub fn script_sha() -> &'static str {
+    script::sha()
+}
+
+/// Where the Redis store takes the time from.
+#[derive(Clone, Default)]
+pub enum RedisClock {
+    /// The server's `TIME`, once per call (default): one clock for every process.
+    #[default]
+    Server,
+    /// The caller's clock, for deployments that forbid `TIME` in scripts (or tests with a
+    /// [`ManualClock`](crate::ManualClock)). The script never lets an identity's time go backwards. Key TTLs
+    /// run on the server's clock, so they are lengthened by `ttl_slack` to cover skew between clients.
+    Client {
+        /// The clock (µs; Unix-epoch aligned, like [`SystemClock`](crate::SystemClock), in production).
+        clock: Arc<dyn Clock>,
+        /// Extra key lifetime beyond the computed expiry.
+        ttl_slack: Duration,
+    },
+}
+
+impl std::fmt::Debug for RedisClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedisClock::Server => f.write_str("Server"),
+            RedisClock::Client { ttl_slack, .. } => f
+                .debug_struct("Client")
+                .field("ttl_slack", ttl_slack)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// What a call answers when Redis fails, times out, or the circuit breaker is open; see the
+/// [module docs](self#when-redis-fails).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OnFailure {
+    /// Return the [`StoreError`] (fail closed: the caller decides; never a fake denial). The default.
+    #[default]
+    Error,
+    /// Admit, with the full quota (fail open).
+    Allow,
+    /// Decide locally, with every quota divided by `instances` (at least 1 unit each).
+    Local {
+        /// How many processes share the Redis quota.
+        instances: u32,
+    },
+}
+
+/// Counts kept by one [`RedisStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct RedisStats {
+    /// Script calls sent to Redis (not counting `SCRIPT LOAD`).
+    pub redis_calls: u64,
+    /// Calls that failed or timed out.
+    pub errors: u64,
+    /// `SCRIPT LOAD`s after a `NOSCRIPT`.
+    pub script_loads: u64,
+    /// Checks answered by the deny cache.
+    pub deny_cache_hits: u64,
+    /// Calls answered by the failure policy (including while the breaker was open).
+    pub fallbacks: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    redis_calls: AtomicU64,
+    errors: AtomicU64,
+    script_loads: AtomicU64,
+    deny_cache_hits: AtomicU64,
+    fallbacks: AtomicU64,
+}
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    async fn query(&self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
+        match self {
+            Conn::Single(c) => c.clone().req_packed_command(cmd).await,
+            Conn::Cluster(c) => c.clone().req_packed_command(cmd).await,
+        }
+    }
+}
+
+/// Builds a [`RedisStore`]; see [`RedisStore::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RedisStoreBuilder {
+    prefix: String,
+    timeout: Duration,
+    clock: RedisClock,
+    on_failure: OnFailure,
+    breaker_threshold: u32,
+    breaker_cooldown: Duration,
+    deny_cache: Option<usize>,
+    local_max_keys: usize,
+}
+
+impl Default for RedisStoreBuilder {
+    fn default() -> Self {
+        RedisStoreBuilder {
+            prefix: "rl".to_owned(),
+            timeout: Duration::from_millis(50),
+            clock: RedisClock::Server,
+            on_failure: OnFailure::Error,
+            breaker_threshold: 3,
+            breaker_cooldown: Duration::from_millis(500),
+            deny_cache: None,
+            local_max_keys: 100_000,
+        }
+    }
+}
+
+impl RedisStoreBuilder {
+    /// The key prefix (default `rl`); keys are `prefix:{hash}:policy`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The longest one call may take, including a script reload (default 50 ms).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Where time comes from (default: the server's `TIME`).
+    pub fn clock(mut self, clock: RedisClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// What a failed call answers (default: the error).
+    pub fn on_failure(mut self, on_failure: OnFailure) -> Self {
+        self.on_failure = on_failure;
+        self
+    }
+
+    /// Opens the circuit breaker after `failures` consecutive failures, for `cooldown` before a probe.
+    pub fn breaker(mut self, failures: u32, cooldown: Duration) -> Self {
+        self.breaker_threshold = failures;
+        self.breaker_cooldown = cooldown;
+        self
+    }
+
+    /// Enables the local deny cache, holding at most `capacity` identities.
+    pub fn deny_cache(mut self, capacity: usize) -> Self {
+        self.deny_cache = Some(capacity);
+        self
+    }
+
+    /// The key cap of the local fallback store used by [`OnFailure::Local`] (default 100,000).
+    pub fn local_max_keys(mut self, max_keys: usize) -> Self {
+        self.local_max_keys = max_keys;
+        self
+    }
+
+    fn validate(&self) -> Result<(), StoreError> {
+        if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
+            return Err(StoreError::Unsupported(format!(
+                "Redis key prefix {:?} is invalid: use a non-empty prefix without braces (braces are the cluster hash tag)",
+                self.prefix
+            )));
+        }
+        if self.timeout.is_zero() {
+            return Err(StoreError::Unsupported(
+                "Redis call timeout is zero: give at least a few milliseconds".to_owned(),
+            ));
+        }
+        if let OnFailure::Local { instances: 0 } = self.on_failure {
+            return Err(StoreError::Unsupported(
+                "OnFailure::Local needs instances >= 1".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Connects to one Redis (or Valkey) server: `redis://host:port/db`, `unix:///path`, or `rediss://…`
+    /// when redis-rs's TLS is enabled. Loads the script.
+    pub async fn connect(self, url: &str) -> Result<RedisStore, StoreError> {
+        self.validate()?;
+        let client = redis::Client::open(url).map_err(backend)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(250))))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(200));
+        let manager = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(backend)?;
+        self.build(Conn::Single(manager)).await
+    }
+
+    /// Uses an existing connection manager (for sharing one with the application). Loads the script.
+    pub async fn from_manager(self, manager: ConnectionManager) -> Result<RedisStore, StoreError> {
+        self.validate()?;
+        self.build(Conn::Single(manager)).await
+    }
+
+    /// Connects to a Redis Cluster through any of its nodes. Loads the script on every primary.
+    pub async fn connect_cluster(self, nodes: &[&str]) -> Result<RedisStore, StoreError> {
+        self.validate()?;
+        let client = redis::cluster::ClusterClient::builder(nodes.iter().copied())
+            .connection_timeout(self.timeout.max(Duration::from_millis(250)))
+            .build()
+            .map_err(backend)?;
+        let conn = client.get_async_connection().await.map_err(backend)?;
+        self.build(Conn::Cluster(conn)).await
+    }
+
+    async fn build(self, conn: Conn) -> Result<RedisStore, StoreError> {
+        let store = RedisStore {
+            inner: Arc::new(Inner {
+                conn,
+                prefix: self.prefix,
+                timeout: self.timeout,
+                clock: self.clock,
+                on_failure: self.on_failure,
+                breaker: Breaker::new(self.breaker_threshold, self.breaker_cooldown),
+                deny: self.deny_cache.map(DenyCache::new),
+                local: MemoryStore::builder().max_keys(self.local_max_keys).build(),
+                scaled: Mutex::new(Vec::new()),
+                counters: Counters::default(),
+            }),
+        };
+        store.inner.load_script().await?;
+        Ok(store)
+    }
+}
+
+struct Inner {
+    conn: Conn,
+    prefix: String,
+    timeout: Duration,
+    clock: RedisClock,
+    on_failure: OnFailure,
+    breaker: Breaker,
+    deny: Option<DenyCache>,
+    local: MemoryStore<Vec<u8>, PolicySet>,
+    /// Policy sets scaled down for `OnFailure::Local`, by the original set.
+    scaled: Mutex<Vec<(PolicySet, PolicySet)>>,
+    counters: Counters,
+}
+
+/// The Redis store; see the [module docs](self). Cheap to clone (clones share the connection).
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.inner.prefix)
+            .field("timeout", &self.inner.timeout)
+            .field("clock", &self.inner.clock)
+            .field("on_failure", &self.inner.on_failure)
+            .field("degraded", &self.is_degraded())
+            .finish_non_exhaustive()
+    }
+}
+
+fn backend(e: RedisError) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+fn is_noscript(e: &RedisError) -> bool {
+    e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+}
+
+impl Inner {
+    async fn load_script(&self) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("SCRIPT");
+        cmd.arg("LOAD").arg(script::SCRIPT);
+        let fut = self.conn.query(&cmd);
+        let sha =
+            match tokio::time::timeout(self.timeout.max(Duration::from_millis(250)), fut).await {
+                Err(_) => return Err(StoreError::Timeout(self.timeout)),
+                Ok(r) => r.map_err(backend)?,
+            };
+        self.counters.script_loads.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("ratelimit_redis_script_loads_total").increment(1);
+        // A cluster answers with one SHA per primary; any textual SHA must be ours.
+        let ok = match &sha {
+            Value::BulkString(b) => b == script::sha().as_bytes(),
+            Value::SimpleString(s) => s == script::sha(),
+            _ => true,
+        };
+        if !ok {
+            return Err(StoreError::Protocol(format!(
+                "SCRIPT LOAD answered {sha:?}, expected {}",
+                script::sha()
+            )));
+        }
+        tracing::debug!(sha = script::sha(), "loaded the rate-limit script");
+        Ok(())
+    }
+
+    /// EVALSHA, reloading the script and retrying once on NOSCRIPT.
+    async fn eval(&self, cmd: &redis::Cmd) -> Result<Value, StoreError> {
+        match self.conn.query(cmd).await {
+            Err(e) if is_noscript(&e) => {
+                tracing::info!("Redis lost the rate-limit script (restart, failover or SCRIPT FLUSH); reloading");
+                self.load_script().await?;
+                self.conn.query(cmd).await.map_err(backend)
+            }
+            r => r.map_err(backend),
+        }
+    }
+
+    fn client_now(&self) -> Option<(Micros, Micros)> {
+        match &self.clock {
+            RedisClock::Server => None,
+            RedisClock::Client { clock, ttl_slack } => {
+                Some((clock.now(), duration_to_micros(*ttl_slack)))
+            }
+        }
+    }
+
+    /// One script call, guarded by the breaker and the timeout.
+    async fn call(
+        &self,
+        op: Op,
+        set: &PolicySet,
+        hash: &keys::IdentityHash,
+        cost: u64,
+    ) -> Result<Value, StoreError> {
+        let permit = self.breaker.permit();
+        if permit == Permit::Refuse {
+            return Err(StoreError::Unavailable(
+                "Redis circuit breaker is open after repeated failures".to_owned(),
+            ));
+        }
+        let mut base = String::new();
+        keys::key_base(&mut base, &self.prefix, hash);
+        let cmd = script::command(op, set, &mut base, self.client_now(), cost);
+        self.counters.redis_calls.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("ratelimit_redis_calls_total").increment(1);
+        let result = match tokio::time::timeout(self.timeout, self.eval(&cmd)).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
+        };
+        match &result {
+            Ok(_) => {
+                if self.breaker.success() {
+                    tracing::info!("Redis answers again; circuit breaker closed");
+                    metrics::gauge!("ratelimit_redis_degraded").set(0.0);
+                }
+            }
+            Err(e) => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("ratelimit_redis_errors_total").increment(1);
+                if self.breaker.failure(permit == Permit::Probe) {
+                    tracing::warn!(error = %e, "Redis failing; circuit breaker open");
+                    metrics::gauge!("ratelimit_redis_degraded").set(1.0);
+                } else {
+                    tracing::debug!(error = %e, "Redis call failed");
+                }
+            }
+        }
+        result
+    }
+
+    fn scaled(&self, set: &PolicySet, instances: u32) -> PolicySet {
+        let mut cache = self.scaled.lock();
+        if let Some((_, s)) = cache.iter().find(|(k, _)| k == set) {
+            return s.clone();
+        }
+        let scaled = scale(set, instances).unwrap_or_else(|| set.clone());
+        if cache.len() >= 64 {
+            cache.clear();
+        }
+        cache.push((set.clone(), scaled.clone()));
+        scaled
+    }
+
+    fn fallback(
+        &self,
+        op: Op,
+        set: &PolicySet,
+        key: &[u8],
+        cost: u64,
+        err: StoreError,
+    ) -> Result<Option<Decision>, StoreError> {
+        let result = match self.on_failure {
+            OnFailure::Error => return Err(err),
+            OnFailure::Allow => match op {
+                Op::Refund => None,
+                _ => Some(set.peek(&PolicyStates::default(), 0, cost)),
+            },
+            OnFailure::Local { instances } => {
+                let local = self.scaled(set, instances);
+                match op {
+                    Op::Check => Some(self.local.check(&local, key, cost)?),
+                    Op::Peek => Some(self.local.peek(&local, key, cost)),
+                    Op::Refund => {
+                        self.local.refund(&local, key, cost);
+                        None
+                    }
+                }
+            }
+        };
+        self.counters.fallbacks.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("ratelimit_redis_fallbacks_total").increment(1);
+        Ok(result)
+    }
+
+    async fn decide(
+        &self,
+        op: Op,
+        set: &PolicySet,
+        key: &[u8],
+        cost: u64,
+    ) -> Result<Decision, StoreError> {
+        let hash = keys::hash_identity(key);
+        let cache_key = (hash, set.policies().as_ptr() as usize);
+        let deny = match &self.deny {
+            Some(d) if op == Op::Check && !set.policies().iter().any(Policy::penalises) => Some(d),
+            _ => None,
+        };
+        if let Some(d) = deny {
+            if let Some(decision) = d.get(&cache_key, cost, Instant::now()) {
+                self.counters
+                    .deny_cache_hits
+                    .fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("ratelimit_redis_deny_cache_hits_total").increment(1);
+                return Ok(decision);
+            }
+        }
+        let sent = Instant::now();
+        match self.call(op, set, &hash, cost).await {
+            Ok(reply) => {
+                let (_, decision) = script::decision(&reply, set.len())?;
+                if let Some(d) = deny {
+                    if decision.outcome() == crate::Outcome::Limited {
+                        // Counted from when the call was sent: the retry is never shortened by the RTT
+                        // being attributed to the wait.
+                        d.insert(cache_key, cost, decision, sent);
+                    }
+                }
+                Ok(decision)
+            }
+            Err(e) => match self.fallback(op, set, key, cost, e)? {
+                Some(d) => Ok(d),
+                None => Err(StoreError::Protocol("no decision for a check".to_owned())),
+            },
+        }
+    }
+
+    async fn refund(&self, set: &PolicySet, key: &[u8], cost: u64) -> Result<(), StoreError> {
+        let hash = keys::hash_identity(key);
+        if let Some(d) = &self.deny {
+            d.remove(&(hash, set.policies().as_ptr() as usize));
+        }
+        match self.call(Op::Refund, set, &hash, cost).await {
+            Ok(reply) => match reply {
+                Value::Array(v) if v.len() == 1 => Ok(()),
+                other => Err(StoreError::Protocol(format!(
+                    "unexpected refund reply {other:?}"
+                ))),
+            },
+            Err(e) => self.fallback(Op::Refund, set, key, cost, e).map(|_| ()),
+        }
+    }
+
+    async fn reset(&self, set: &PolicySet, key: &[u8]) -> Result<(), StoreError> {
+        let hash = keys::hash_identity(key);
+        if let Some(d) = &self.deny {
+            d.remove(&(hash, set.policies().as_ptr() as usize));
+        }
+        if let OnFailure::Local { .. } = self.on_failure {
+            self.local.reset(key);
+        }
+        if self.breaker.permit() == Permit::Refuse {
+            return Err(StoreError::Unavailable(
+                "Redis circuit breaker is open after repeated failures".to_owned(),
+            ));
+        }
+        let mut base = String::new();
+        keys::key_base(&mut base, &self.prefix, &hash);
+        let mut cmd = redis::cmd("DEL");
+        let base_len = base.len();
+        for p in set.policies() {
+            base.truncate(base_len);
+            base.push_str(p.name());
+            cmd.arg(base.as_bytes());
+        }
+        match tokio::time::timeout(self.timeout, self.conn.query(&cmd)).await {
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
+            Ok(r) => r.map(|_| ()).map_err(backend),
+        }
+    }
+}
+
+/// `set` with every quota divided by `instances` (at least one unit each).
+fn scale(set: &PolicySet, instances: u32) -> Option<PolicySet> {
+    let n = u64::from(instances.max(1));
+    let policies = set
+        .policies()
+        .iter()
+        .map(|p| {
+            let q = p.quota();
+            let mut b = Quota::new((q.limit() / n).max(1), q.period());
+            if q.has_custom_burst() {
+                b = b.burst((q.burst() / n).max(1));
+            }
+            let quota = b.build().ok()?;
+            Some(
+                Policy::new(p.name(), p.algorithm().kind(), quota)
+                    .ok()?
+                    .penalise(p.penalises()),
+            )
+        })
+        .collect::<Option<Vec<_>>>()?;
+    PolicySet::new(policies).ok()
+}
+
+impl RedisStore {
+    /// A builder with the defaults: prefix `rl`, 50 ms timeout, server time, fail closed (errors), breaker
+    /// after 3 failures for 500 ms, no deny cache.
+    pub fn builder() -> RedisStoreBuilder {
+        RedisStoreBuilder::default()
+    }
+
+    /// Whether the circuit breaker is open (Redis is considered down and is not being called).
+    pub fn is_degraded(&self) -> bool {
+        self.inner.breaker.is_open()
+    }
+
+    /// What this store has done so far.
+    pub fn stats(&self) -> RedisStats {
+        let c = &self.inner.counters;
+        RedisStats {
+            redis_calls: c.redis_calls.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+            script_loads: c.script_loads.load(Ordering::Relaxed),
+            deny_cache_hits: c.deny_cache_hits.load(Ordering::Relaxed),
+            fallbacks: c.fallbacks.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The Redis key holding `policy`'s state for `identity` (for inspection and tests).
+    pub fn key_for(&self, identity: &[u8], policy: &str) -> String {
+        let mut base = String::new();
+        keys::key_base(
+            &mut base,
+            &self.inner.prefix,
+            &keys::hash_identity(identity),
+        );
+        base.push_str(policy);
+        base
+    }
+
+    /// Checks `cost` for `identity` and also returns the time (µs) the script used: the server's `TIME`,
+    /// or the (monotonic) client time. Goes to Redis whatever the deny cache holds; errors are returned as
+    /// they are, whatever the failure policy.
+    pub async fn check_at(
+        &self,
+        set: &PolicySet,
+        identity: &[u8],
+        cost: u64,
+    ) -> Result<(Micros, Decision), StoreError> {
+        let hash = keys::hash_identity(identity);
+        let reply = self.inner.call(Op::Check, set, &hash, cost).await?;
+        script::decision(&reply, set.len())
+    }
+}
+
+impl Store<[u8], PolicySet> for RedisStore {
+    fn check(
+        &self,
+        rule: &PolicySet,
+        key: &[u8],
+        cost: u64,
+    ) -> impl std::future::Future<Output = Result<Decision, StoreError>> + Send {
+        self.inner.decide(Op::Check, rule, key, cost)
+    }
+
+    fn peek(
+        &self,
+        rule: &PolicySet,
+        key: &[u8],
+        cost: u64,
+    ) -> impl std::future::Future<Output = Result<Decision, StoreError>> + Send {
+        self.inner.decide(Op::Peek, rule, key, cost)
+    }
+
+    fn refund(
+        &self,
+        rule: &PolicySet,
+        key: &[u8],
+        cost: u64,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
+        self.inner.refund(rule, key, cost)
+    }
+
+    fn reset(
+        &self,
+        rule: &PolicySet,
+        key: &[u8],
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
+        self.inner.reset(rule, key)
+    }
+}
+
+impl Store<str, PolicySet> for RedisStore {
+    fn check(
+        &self,
+        rule: &PolicySet,
+        key: &str,
+        cost: u64,
+    ) -> impl std::future::Future<Output = Result<Decision, StoreError>> + Send {
+        self.inner.decide(Op::Check, rule, key.as_bytes(), cost)
+    }
+
+    fn peek(
+        &self,
+        rule: &PolicySet,
+        key: &str,
+        cost: u64,
+    ) -> impl std::future::Future<Output = Result<Decision, StoreError>> + Send {
+        self.inner.decide(Op::Peek, rule, key.as_bytes(), cost)
+    }
+
+    fn refund(
+        &self,
+        rule: &PolicySet,
+        key: &str,
+        cost: u64,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
+        self.inner.refund(rule, key.as_bytes(), cost)
+    }
+
+    fn reset(
+        &self,
+        rule: &PolicySet,
+        key: &str,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
+        self.inner.reset(rule, key.as_bytes())
+    }
+}

@@ -1,0 +1,173 @@
+//! The Lua script, its SHA-1, and how a PolicySet is encoded for it.
+//!
+//! One script holds the Lua twin of every algorithm (`scripts/<algorithm>.lua`, each next to nothing but
+//! its own Rust reference's logic) and an entry point (`scripts/main.lua`) that checks, peeks or refunds
+//! all the policies of one identity in one atomic call.
+
+use std::sync::OnceLock;
+
+use redis::Value;
+
+use crate::clock::{duration_to_micros, Micros};
+use crate::decision::{Decision, Status, MAX_POLICIES};
+use crate::policy::{AnyAlgorithm, PolicySet};
+use crate::store::StoreError;
+
+/// The whole script, as loaded into Redis.
+pub(crate) const SCRIPT: &str = concat!(
+    include_str!("scripts/prelude.lua"),
+    include_str!("scripts/gcra.lua"),
+    include_str!("scripts/token_bucket.lua"),
+    include_str!("scripts/leaky_bucket.lua"),
+    include_str!("scripts/fixed_window.lua"),
+    include_str!("scripts/sliding_window.lua"),
+    include_str!("scripts/sliding_log.lua"),
+    include_str!("scripts/main.lua"),
+);
+
+/// The script's SHA-1 (what `SCRIPT LOAD` answers and `EVALSHA` takes), computed once.
+pub(crate) fn sha() -> &'static str {
+    static SHA: OnceLock<String> = OnceLock::new();
+    SHA.get_or_init(|| redis::Script::new(SCRIPT).get_hash().to_owned())
+}
+
+/// What the script is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    Check,
+    Peek,
+    Refund,
+}
+
+impl Op {
+    fn code(self) -> &'static str {
+        match self {
+            Op::Check => "c",
+            Op::Peek => "p",
+            Op::Refund => "r",
+        }
+    }
+}
+
+/// The algorithm code and parameters `scripts/main.lua` expects for one policy.
+pub(crate) fn params(algorithm: &AnyAlgorithm) -> (u8, [u64; 4]) {
+    let q = algorithm.quota();
+    let (limit, period, burst, interval) = (
+        q.limit(),
+        q.period_micros(),
+        q.burst(),
+        q.emission_interval_micros(),
+    );
+    match algorithm {
+        AnyAlgorithm::Gcra(_) => (1, [interval, burst * interval, burst, 0]),
+        AnyAlgorithm::Shaper(s) => (
+            2,
+            [
+                interval,
+                burst * interval,
+                burst,
+                duration_to_micros(s.max_delay()),
+            ],
+        ),
+        AnyAlgorithm::TokenBucket(_) => (3, [interval, burst, 0, 0]),
+        AnyAlgorithm::LeakyBucket(_) => (4, [limit, period, burst, burst * period]),
+        AnyAlgorithm::FixedWindow(_) => (5, [limit, period, 0, 0]),
+        AnyAlgorithm::SlidingLog(_) => (6, [limit, period, 0, 0]),
+        AnyAlgorithm::SlidingWindow(_) => (7, [limit, period, 0, 0]),
+    }
+}
+
+/// Builds the `EVALSHA` command for `op` over every policy of `set` for the identity whose key prefix
+/// (`prefix:{hash}:`) is `base`.
+pub(crate) fn command(
+    op: Op,
+    set: &PolicySet,
+    base: &mut String,
+    client_now: Option<(Micros, Micros)>,
+    cost: u64,
+) -> redis::Cmd {
+    let n = set.len();
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(sha()).arg(n + usize::from(client_now.is_some()));
+    let base_len = base.len();
+    for p in set.policies() {
+        base.truncate(base_len);
+        base.push_str(p.name());
+        cmd.arg(base.as_bytes());
+    }
+    if client_now.is_some() {
+        // '@' cannot appear in a policy name, so this never collides with a policy's key.
+        base.truncate(base_len);
+        base.push_str("@now");
+        cmd.arg(base.as_bytes());
+    }
+    base.truncate(base_len);
+    cmd.arg(op.code());
+    match client_now {
+        Some((now, slack)) => cmd.arg(now).arg(slack),
+        None => cmd.arg("").arg(0u64),
+    };
+    cmd.arg(cost).arg(n);
+    for p in set.policies() {
+        let (code, ps) = params(p.algorithm());
+        cmd.arg(code)
+            .arg(if p.penalises() { "1" } else { "0" })
+            .arg(ps[0])
+            .arg(ps[1])
+            .arg(ps[2])
+            .arg(ps[3])
+            .arg(0u8);
+    }
+    cmd
+}
+
+fn int(v: &Value) -> Result<i64, StoreError> {
+    match v {
+        Value::Int(i) => Ok(*i),
+        other => Err(StoreError::Protocol(format!(
+            "expected an integer in the script reply, got {other:?}"
+        ))),
+    }
+}
+
+fn non_negative(v: &Value) -> Result<u64, StoreError> {
+    let i = int(v)?;
+    u64::try_from(i)
+        .map_err(|_| StoreError::Protocol(format!("negative value {i} in the script reply")))
+}
+
+/// Parses a reply `{now, (limit, remaining, reset, retry, delay) × n}` into the server's time and a
+/// decision.
+pub(crate) fn decision(reply: &Value, n: usize) -> Result<(Micros, Decision), StoreError> {
+    let Value::Array(items) = reply else {
+        return Err(StoreError::Protocol(format!(
+            "expected an array from the script, got {reply:?}"
+        )));
+    };
+    if items.len() != 1 + 5 * n || n > MAX_POLICIES {
+        return Err(StoreError::Protocol(format!(
+            "expected {} values from the script, got {} (is another version of the script loaded under the same name?)",
+            1 + 5 * n,
+            items.len()
+        )));
+    }
+    let now = non_negative(&items[0])?;
+    let mut statuses = [Status::default(); MAX_POLICIES];
+    for (i, s) in statuses.iter_mut().take(n).enumerate() {
+        let f = &items[1 + 5 * i..6 + 5 * i];
+        let retry = match int(&f[3])? {
+            -1 => Status::NEVER,
+            r => u64::try_from(r).map_err(|_| {
+                StoreError::Protocol(format!("invalid retry {r} in the script reply"))
+            })?,
+        };
+        *s = Status {
+            limit: non_negative(&f[0])?,
+            remaining: non_negative(&f[1])?,
+            reset: non_negative(&f[2])?,
+            retry,
+            delay: non_negative(&f[4])?,
+        };
+    }
+    Ok((now, Decision::combine(&statuses[..n])))
+}

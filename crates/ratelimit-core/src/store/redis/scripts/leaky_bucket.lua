@@ -1,0 +1,84 @@
+-- Leaky bucket (meter): the Lua twin of algorithm/leaky_bucket.rs.
+-- State: "level,last" (level × period, time of the last computation in µs); absent = empty.
+-- Params: p1 = limit, p2 = period (µs), p3 = burst, p4 = capacity = burst × period (< 2^53).
+
+local function lb_load(key)
+  local st = unpack_state(redis.call('GET', key))
+  if not st then
+    return { 0, 0 }
+  end
+  return st
+end
+
+local function lb_level_at(p, s, now)
+  local level = s[1]
+  if level == 0 then
+    return 0
+  end
+  local elapsed = now - s[2]
+  if elapsed <= 0 then
+    return level
+  end
+  -- Compare before multiplying: elapsed × limit may pass 2^53 after a long idle spell.
+  if elapsed >= cdiv(level, p[1]) then
+    return 0
+  end
+  return level - elapsed * p[1]
+end
+
+local function lb_evaluate(p, s, now, cost)
+  local level = lb_level_at(p, s, now)
+  local period, burst, capacity = p[2], p[3], p[4]
+  local lv = level
+  if lv > capacity then
+    lv = capacity
+  end
+  local remaining = idiv(capacity - lv, period)
+  if cost > burst then
+    return { burst, remaining, cdiv(level, p[1]), NEVER, 0 }
+  end
+  local after = level + cost * period
+  if after <= capacity then
+    return { burst, idiv(capacity - after, period), cdiv(after, p[1]), 0, 0 }
+  end
+  return { burst, remaining, cdiv(level, p[1]), cdiv(after - capacity, p[1]), 0 }
+end
+
+local function lb_commit(p, s, now, cost)
+  local level = lb_level_at(p, s, now) + cost * p[2]
+  if level == 0 then
+    s[1], s[2] = 0, 0
+  else
+    s[1], s[2] = level, now
+  end
+end
+
+local function lb_penalise(p, s, now, cost)
+  local level = lb_level_at(p, s, now)
+  local cap = 2 * p[4]
+  local add = cost * p[2]
+  if add >= cap - level then
+    level = cap
+  else
+    level = level + add
+  end
+  s[1], s[2] = level, now
+end
+
+local function lb_release(p, s, now, cost)
+  local level = lb_level_at(p, s, now)
+  local sub = cost * p[2]
+  if sub >= level then
+    s[1], s[2] = 0, 0
+  else
+    s[1], s[2] = level - sub, now
+  end
+end
+
+local function lb_store(key, p, s, now, slack)
+  local fresh_at = 0
+  if s[1] > 0 then
+    fresh_at = s[2] + cdiv(s[1], p[1])
+  end
+  return put_string(key, fmt(s[1]) .. ',' .. fmt(s[2]), fresh_at, now, slack)
+end

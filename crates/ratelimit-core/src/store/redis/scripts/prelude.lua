@@ -1,0 +1,52 @@
+-- ratelimit-core Redis store: shared helpers.
+--
+-- Every number handled here is an integer below 2^53, so Lua 5.1 doubles hold it exactly; the only
+-- operations that could round are division and the formatting of arguments, handled below. Replies are
+-- integers only (a Lua float reply is truncated by Redis) and numbers passed to redis.call are formatted
+-- with '%.0f' (tostring uses '%.14g' and drops digits of a microsecond timestamp).
+
+local fmod = math.fmod
+
+-- floor(a / b) for integers 0 <= a, 0 < b below 2^53: fmod is exact, so is the division of a multiple.
+local function idiv(a, b)
+  return (a - fmod(a, b)) / b
+end
+
+-- ceil(a / b), the rounding for waits that must never be reported early.
+local function cdiv(a, b)
+  local r = fmod(a, b)
+  if r == 0 then
+    return a / b
+  end
+  return (a - r) / b + 1
+end
+
+local function fmt(n)
+  return string.format('%.0f', n)
+end
+
+-- Parses "a,b,c" into numbers; nil when the key is absent.
+local function unpack_state(raw)
+  if not raw then
+    return nil
+  end
+  local out = {}
+  for d in string.gmatch(raw, '%d+') do
+    out[#out + 1] = tonumber(d)
+  end
+  return out
+end
+
+-- Writes a string state with a millisecond TTL reaching its fresh time, or deletes it when it is fresh.
+-- `slack` (client-time mode) keeps state a little longer than the client clock says, for clock skew.
+local function put_string(key, value, fresh_at, now, slack)
+  if fresh_at <= now then
+    redis.call('DEL', key)
+    return 0
+  end
+  local ttl = cdiv(fresh_at - now + slack, 1000)
+  redis.call('SET', key, value, 'PX', fmt(ttl))
+  return ttl
+end
+
+local NEVER = -1

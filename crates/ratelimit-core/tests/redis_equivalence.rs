@@ -1,0 +1,279 @@
+//! The Redis store makes the same decisions as the Rust reference, status for status: random operation
+//! sequences (check, peek, refund, time steps) run against a real `redis-server` in client-time mode with a
+//! `ManualClock`, and against `PolicySet` on local state, comparing outcome, limit, remaining, reset, retry
+//! and delay exactly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use ratelimit_core::{
+    AlgorithmKind, ManualClock, Policy, PolicySet, PolicyStates, Quota, RedisClock, RedisStore,
+    Rule, Store,
+};
+use support::redis_server::RedisServer;
+
+/// Realistic Unix-epoch microseconds, to exercise Lua's doubles at full size.
+const EPOCH: u64 = 1_795_000_000_000_000;
+
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Check(u64),
+    Peek(u64),
+    Refund(u64),
+}
+
+#[derive(Debug, Clone)]
+struct PolicySpec {
+    algo: u8,
+    limit: u64,
+    period: u64,
+    burst: Option<u64>,
+    max_delay: u64,
+    penalise: bool,
+}
+
+impl PolicySpec {
+    fn build(&self, name: &str) -> Policy {
+        let kind = match self.algo {
+            0 => AlgorithmKind::Gcra,
+            1 => AlgorithmKind::TokenBucket,
+            2 => AlgorithmKind::LeakyBucket,
+            3 => AlgorithmKind::Shaper {
+                max_delay: Duration::from_micros(self.max_delay),
+            },
+            4 => AlgorithmKind::FixedWindow,
+            5 => AlgorithmKind::SlidingLog,
+            _ => AlgorithmKind::SlidingWindow,
+        };
+        let mut q = Quota::new(self.limit, Duration::from_micros(self.period));
+        if self.algo <= 3 {
+            if let Some(b) = self.burst {
+                q = q.burst(b);
+            }
+        }
+        Policy::new(name, kind, q.build().unwrap())
+            .unwrap()
+            .penalise(self.penalise)
+    }
+}
+
+fn policy_spec(algos: std::ops::RangeInclusive<u8>) -> impl Strategy<Value = PolicySpec> {
+    (
+        algos,
+        1u64..=12,
+        prop_oneof![
+            Just(1_000_000u64),
+            Just(333_333),
+            Just(10_000_000),
+            Just(60_000_000),
+            1_000u64..5_000_000
+        ],
+        proptest::option::of(1u64..=15),
+        0u64..2_000_000,
+        proptest::bool::weighted(0.2),
+    )
+        .prop_map(
+            |(algo, limit, period, burst, max_delay, penalise)| PolicySpec {
+                algo,
+                limit,
+                period: period.max(limit),
+                burst,
+                max_delay,
+                penalise,
+            },
+        )
+}
+
+fn steps(max_cost: u64) -> impl Strategy<Value = Vec<(u64, Step)>> {
+    let step = prop_oneof![
+        6 => (0..=max_cost).prop_map(Step::Check),
+        1 => (0..=max_cost).prop_map(Step::Peek),
+        1 => (0..=max_cost).prop_map(Step::Refund),
+    ];
+    // Time steps: often none (same microsecond), often small, sometimes beyond a whole period.
+    let advance = prop_oneof![
+        3 => Just(0u64),
+        4 => 1u64..200_000,
+        2 => 200_000u64..3_000_000,
+        1 => 3_000_000u64..120_000_000,
+    ];
+    proptest::collection::vec((advance, step), 1..40)
+}
+
+struct Harness {
+    _server: RedisServer,
+    rt: tokio::runtime::Runtime,
+    store: RedisStore,
+    clock: ManualClock,
+    case: AtomicU64,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let server = RedisServer::start();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let clock = ManualClock::new(EPOCH);
+        let store = rt
+            .block_on(
+                RedisStore::builder()
+                    .timeout(Duration::from_secs(5))
+                    .clock(RedisClock::Client {
+                        clock: Arc::new(clock.clone()),
+                        ttl_slack: Duration::from_secs(600),
+                    })
+                    .connect(&server.url()),
+            )
+            .unwrap();
+        Harness {
+            _server: server,
+            rt,
+            store,
+            clock,
+            case: AtomicU64::new(0),
+        }
+    }
+
+    fn run(&self, set: &PolicySet, ops: &[(u64, Step)]) -> Result<(), TestCaseError> {
+        let key = format!("case-{}", self.case.fetch_add(1, Ordering::Relaxed));
+        let mut state = PolicyStates::default();
+        self.rt.block_on(async {
+            for (i, &(advance, step)) in ops.iter().enumerate() {
+                self.clock.advance_micros(advance);
+                let now = ratelimit_core::Clock::now(&self.clock);
+                match step {
+                    Step::Check(cost) => {
+                        let want = set.check(&mut state, now, cost);
+                        let got = Store::<str, PolicySet>::check(&self.store, set, &key, cost)
+                            .await
+                            .unwrap();
+                        prop_assert_eq!(
+                            got.outcome(),
+                            want.outcome(),
+                            "op {} {:?} at +{}",
+                            i,
+                            step,
+                            now - EPOCH
+                        );
+                        prop_assert_eq!(
+                            got.statuses(),
+                            want.statuses(),
+                            "op {} {:?} at +{}",
+                            i,
+                            step,
+                            now - EPOCH
+                        );
+                        prop_assert_eq!(got.binding_index(), want.binding_index());
+                    }
+                    Step::Peek(cost) => {
+                        let want = set.peek(&state, now, cost);
+                        let got = Store::<str, PolicySet>::peek(&self.store, set, &key, cost)
+                            .await
+                            .unwrap();
+                        prop_assert_eq!(
+                            got.statuses(),
+                            want.statuses(),
+                            "op {} {:?} at +{}",
+                            i,
+                            step,
+                            now - EPOCH
+                        );
+                    }
+                    Step::Refund(cost) => {
+                        set.refund(&mut state, now, cost);
+                        Store::<str, PolicySet>::refund(&self.store, set, &key, cost)
+                            .await
+                            .unwrap();
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+fn check_algos(algos: std::ops::RangeInclusive<u8>, cases: u32) {
+    let h = Harness::new();
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&(policy_spec(algos), steps(16)), |(spec, ops)| {
+            let set = PolicySet::new([spec.build("p")]).unwrap();
+            h.run(&set, &ops)
+        })
+        .unwrap();
+}
+
+#[test]
+fn gcra_matches_the_reference() {
+    check_algos(0..=0, 128);
+}
+
+#[test]
+fn token_bucket_matches_the_reference() {
+    check_algos(1..=1, 128);
+}
+
+#[test]
+fn leaky_bucket_matches_the_reference() {
+    check_algos(2..=2, 128);
+}
+
+#[test]
+fn shaper_matches_the_reference() {
+    check_algos(3..=3, 128);
+}
+
+#[test]
+fn fixed_window_matches_the_reference() {
+    check_algos(4..=4, 128);
+}
+
+#[test]
+fn sliding_log_matches_the_reference() {
+    check_algos(5..=5, 128);
+}
+
+#[test]
+fn sliding_window_matches_the_reference() {
+    check_algos(6..=6, 128);
+}
+
+#[test]
+fn policy_sets_match_the_reference_all_or_nothing() {
+    let h = Harness::new();
+    let mut runner = TestRunner::new(Config {
+        cases: 128,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(
+            &(
+                proptest::collection::vec(policy_spec(0..=6), 2..=4),
+                steps(16),
+            ),
+            |(specs, ops)| {
+                let set = PolicySet::new(
+                    specs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| s.build(&format!("p{i}"))),
+                )
+                .unwrap();
+                h.run(&set, &ops)
+            },
+        )
+        .unwrap();
+}
