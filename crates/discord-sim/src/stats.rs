@@ -1,0 +1,149 @@
+//! What the simulator saw: response counts by kind and, per counter, the admission times from which
+//! utilisation is computed.
+
+use std::time::Duration;
+
+use crate::config::Limit;
+
+/// One counter's record: every admission (offset from the simulator's start) and the 429s it caused.
+///
+/// Utilisation, as issue 7 defines it, is admissions ÷ the most the limit allows in the span they took
+/// ([`BucketStats::utilisation`]); [`BucketStats::efficiency`] compares that span with the shortest
+/// possible one ([`Limit::min_duration`]), which rewards finishing early rather than filling windows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BucketStats {
+    /// The token (or `ip:<addr>` without one) the counter belongs to.
+    pub source: String,
+    /// The counter's name: `hash:<h>` (shared by hash), `route:<METHOD> <template>` (per route),
+    /// `layer:<h>` (a layered limit) or `global`.
+    pub name: String,
+    /// The reported bucket hash (empty for the global counter).
+    pub hash: String,
+    /// The major parameter, for example `channels/100` (empty when none or counted across majors).
+    pub major: String,
+    /// The limit enforced.
+    pub limit: Limit,
+    /// Admission times, offsets from the simulator's start, in order.
+    pub admitted: Vec<Duration>,
+    /// 429s this counter answered (scope `user` or `global`).
+    pub rejected: u64,
+}
+
+impl BucketStats {
+    /// From the first admission to the last (zero with fewer than two).
+    pub fn span(&self) -> Duration {
+        match (self.admitted.first(), self.admitted.last()) {
+            (Some(a), Some(b)) => b.saturating_sub(*a),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// The most requests the limit allows in [`BucketStats::span`].
+    pub fn max_allowed(&self) -> u64 {
+        self.limit.max_admissions(self.span())
+    }
+
+    /// Admissions ÷ [`BucketStats::max_allowed`], in `0..=1` (0 when nothing was admitted).
+    pub fn utilisation(&self) -> f64 {
+        let max = self.max_allowed();
+        if max == 0 || self.admitted.is_empty() {
+            0.0
+        } else {
+            self.admitted.len() as f64 / max as f64
+        }
+    }
+
+    /// The shortest span in which the limit admits this many requests ÷ the span taken, in `0..=1`
+    /// (1 when the shortest span is zero and the span is too, or when the limit was never binding).
+    pub fn efficiency(&self) -> f64 {
+        let best = self.limit.min_duration(self.admitted.len() as u64);
+        let span = self.span();
+        if best.is_zero() || span.is_zero() {
+            1.0
+        } else {
+            (best.as_secs_f64() / span.as_secs_f64()).min(1.0)
+        }
+    }
+
+    /// The most admissions seen in any half-open interval of the limit's period. The sliding-log global
+    /// counter never exceeds `limit`; a fixed window may reach `2 × limit` across a boundary, and a leaky
+    /// bucket `limit` plus what drained meanwhile.
+    pub fn peak_in_period(&self) -> usize {
+        let mut best = 0;
+        let mut lo = 0;
+        for (hi, t) in self.admitted.iter().enumerate() {
+            while *t - self.admitted[lo] >= self.limit.period {
+                lo += 1;
+            }
+            best = best.max(hi - lo + 1);
+        }
+        best
+    }
+}
+
+/// A snapshot of everything the simulator counted since it started (or since
+/// [`crate::RunningSim::reset_stats`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// Time since the simulator started.
+    pub elapsed: Duration,
+    /// Requests received (all of them, banned ones included).
+    pub requests: u64,
+    /// 2xx responses.
+    pub success: u64,
+    /// 429 scope `user` from an exhausted bucket or layered limit (always avoidable once seen).
+    pub user_429: u64,
+    /// 429 scope `user` from a hidden sub-limit (`Remaining > 0`).
+    pub sub_limit_429: u64,
+    /// 429 scope `global`.
+    pub global_429: u64,
+    /// 429 scope `shared` (not the caller's fault, not counted as invalid).
+    pub shared_429: u64,
+    /// Cloudflare-style 429s served while banned.
+    pub cloudflare_429: u64,
+    /// 401 responses (unknown, missing or revoked token).
+    pub unauthorized: u64,
+    /// 403 responses.
+    pub forbidden: u64,
+    /// 404 responses (unknown route, or a route configured to answer 404).
+    pub not_found: u64,
+    /// Requests counted toward the ban (401, 403, non-shared 429) since the start.
+    pub invalid_requests: u64,
+    /// Bans started since the start.
+    pub bans: u64,
+    /// Whether some source IP is banned now.
+    pub banned: bool,
+    /// Offset of the first and the last request received.
+    pub first_request: Option<Duration>,
+    /// Offset of the last request received.
+    pub last_request: Option<Duration>,
+    /// Every counter of every route and layered limit, sorted by source, name and major.
+    pub buckets: Vec<BucketStats>,
+    /// The global counter of each source.
+    pub global: Vec<BucketStats>,
+}
+
+impl SimStats {
+    /// 429s the client could have avoided or must not provoke: user (bucket and sub-limit), global and
+    /// Cloudflare ones; everything but `shared`.
+    pub fn non_shared_429(&self) -> u64 {
+        self.user_429 + self.sub_limit_429 + self.global_429 + self.cloudflare_429
+    }
+
+    /// The counters whose name or hash contains `needle` (for example a hash, or `POST /channels`).
+    pub fn buckets_matching<'a>(
+        &'a self,
+        needle: &'a str,
+    ) -> impl Iterator<Item = &'a BucketStats> + 'a {
+        self.buckets
+            .iter()
+            .filter(move |b| b.name.contains(needle) || b.hash == needle)
+    }
+
+    /// The counter with this name or hash for this major.
+    pub fn bucket(&self, name_or_hash: &str, major: &str) -> Option<&BucketStats> {
+        self.buckets
+            .iter()
+            .find(|b| (b.name == name_or_hash || b.hash == name_or_hash) && b.major == major)
+    }
+}
