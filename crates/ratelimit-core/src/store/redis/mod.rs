@@ -214,10 +214,12 @@ enum Conn {
 
 impl Conn {
     async fn query(&self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
+        // Server errors (NOSCRIPT among them) arrive as a value; make them errors.
         match self {
             Conn::Single(c) => c.clone().req_packed_command(cmd).await,
             Conn::Cluster(c) => c.clone().req_packed_command(cmd).await,
         }
+        .and_then(Value::extract_error)
     }
 }
 

@@ -1,0 +1,321 @@
+//! The Redis store against a real `redis-server`: exactness under concurrency over several connections,
+//! TTLs (every key has one, and state vanishes when it no longer limits), no write on denial, hashed
+//! fixed-length keys, "never" for oversized costs, refunds and resets, and the deny cache.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ratelimit_core::{
+    ManualClock, Outcome, Policy, PolicySet, Quota, RedisClock, RedisStore, Store,
+};
+use support::redis_server::RedisServer;
+
+fn every_algorithm(limit: u64, period: Duration) -> Vec<Policy> {
+    let q = || Quota::new(limit, period).build().unwrap();
+    vec![
+        Policy::gcra("gcra", q()).unwrap(),
+        Policy::token_bucket("tb", q()).unwrap(),
+        Policy::leaky_bucket("lb", q()).unwrap(),
+        Policy::shaper("shaper", q(), Duration::ZERO).unwrap(),
+        Policy::fixed_window("fw", q()).unwrap(),
+        Policy::sliding_log("log", q()).unwrap(),
+        Policy::sliding_window("sw", q()).unwrap(),
+    ]
+}
+
+async fn store(server: &RedisServer) -> RedisStore {
+    RedisStore::builder()
+        .timeout(Duration::from_secs(2))
+        .connect(&server.url())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tasks_over_several_connections_admit_exactly_the_limit() {
+    let server = RedisServer::start();
+    // Four stores = four connections, as four processes would have.
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(store(&server).await);
+    }
+    for policy in every_algorithm(100, Duration::from_secs(24 * 3600)) {
+        let name = policy.name().to_owned();
+        let set = PolicySet::new([policy]).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let store = stores[i % 4].clone();
+            let set = set.clone();
+            tasks.push(tokio::spawn(async move {
+                Store::<str, PolicySet>::check(&store, &set, "hot-key", 1)
+                    .await
+                    .unwrap()
+                    .is_allowed()
+            }));
+        }
+        let mut allowed = 0;
+        for t in tasks {
+            allowed += usize::from(t.await.unwrap());
+        }
+        // A per-day window could roll over mid-test only at midnight UTC; the refill of one unit takes
+        // 14 minutes for the continuous algorithms.
+        assert_eq!(allowed, 100, "{name}: exactly the limit under concurrency");
+    }
+}
+
+#[tokio::test]
+async fn multi_policy_checks_are_all_or_nothing_in_one_call() {
+    let server = RedisServer::start();
+    let store = store(&server).await;
+    let set = PolicySet::new([
+        Policy::gcra("burst", Quota::per_hour(10).build().unwrap()).unwrap(),
+        Policy::sliding_log("hourly", Quota::per_hour(5).build().unwrap()).unwrap(),
+    ])
+    .unwrap();
+    for _ in 0..5 {
+        assert!(Store::<[u8], PolicySet>::check(&store, &set, b"k", 1)
+            .await
+            .unwrap()
+            .is_allowed());
+    }
+    let d = Store::<[u8], PolicySet>::check(&store, &set, b"k", 1)
+        .await
+        .unwrap();
+    assert_eq!(d.outcome(), Outcome::Limited);
+    assert_eq!(d.binding_index(), 1);
+    let calls = store.stats().redis_calls;
+    assert_eq!(calls, 6, "one round trip per decision");
+    // The limited check charged nothing to the GCRA policy.
+    let d = Store::<[u8], PolicySet>::peek(&store, &set, b"k", 0)
+        .await
+        .unwrap();
+    assert_eq!(d.statuses()[0].remaining, 5);
+}
+
+#[tokio::test]
+async fn every_key_has_a_ttl_and_state_vanishes_when_fresh() {
+    let server = RedisServer::start();
+    let store = store(&server).await;
+    let set = PolicySet::new(every_algorithm(5, Duration::from_millis(300))).unwrap();
+    for i in 0..20u64 {
+        let _ = Store::<str, PolicySet>::check(&store, &set, &format!("u{}", i % 3), 1 + i % 3)
+            .await
+            .unwrap();
+        let _ = Store::<str, PolicySet>::refund(&store, &set, "u1", 1).await;
+    }
+    let keys = server.cli(&["--scan"]);
+    let keys: Vec<&str> = keys.lines().collect();
+    assert!(!keys.is_empty());
+    for k in &keys {
+        let ttl: i64 = server.cli(&["PTTL", k]).trim().parse().unwrap();
+        assert!(ttl > 0, "{k} has PTTL {ttl}");
+        // The longest-lived state, the sliding counter, is fresh two windows after its window started.
+        assert!(ttl <= 600, "{k} lives {ttl} ms, longer than it can limit");
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        server.cli(&["DBSIZE"]).trim(),
+        "0",
+        "all state expired once fresh"
+    );
+}
+
+#[tokio::test]
+async fn gcra_key_expires_exactly_when_the_bucket_is_full_again() {
+    let server = RedisServer::start();
+    let store = store(&server).await;
+    let set = PolicySet::new([
+        Policy::gcra("g", Quota::per_second(10).burst(3).build().unwrap()).unwrap(),
+    ])
+    .unwrap();
+    let (now, d) = store.check_at(&set, b"alice", 2).await.unwrap();
+    assert!(d.is_allowed());
+    assert_eq!(d.binding().reset, 200_000);
+    let key = store.key_for(b"alice", "g");
+    let tat: u64 = server.cli(&["GET", &key]).trim().parse().unwrap();
+    assert_eq!(
+        tat,
+        now + 200_000,
+        "the TAT is stored in integer µs, exactly"
+    );
+    let ttl: i64 = server.cli(&["PTTL", &key]).trim().parse().unwrap();
+    assert!((150..=200).contains(&ttl), "PX rounds 200 ms up, got {ttl}");
+}
+
+#[tokio::test]
+async fn denied_checks_write_nothing() {
+    let server = RedisServer::start();
+    let store = store(&server).await;
+    for policy in every_algorithm(3, Duration::from_secs(3600)) {
+        let key = store.key_for(b"bob", policy.name());
+        let set = PolicySet::new([policy]).unwrap();
+        assert!(Store::<[u8], PolicySet>::check(&store, &set, b"bob", 3)
+            .await
+            .unwrap()
+            .is_allowed());
+        let dump = |s: &RedisServer| {
+            (
+                s.cli(&["DUMP", &key]),
+                s.cli(&["PTTL", &key]).trim().parse::<i64>().unwrap(),
+            )
+        };
+        let (before, ttl_before) = dump(&server);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let d = Store::<[u8], PolicySet>::check(&store, &set, b"bob", 1)
+            .await
+            .unwrap();
+        assert_eq!(d.outcome(), Outcome::Limited);
+        let (after, ttl_after) = dump(&server);
+        assert_eq!(before, after, "{key}: state unchanged by a denial");
+        assert!(
+            ttl_after < ttl_before,
+            "{key}: TTL not refreshed by a denial"
+        );
+    }
+}
+
+#[tokio::test]
+async fn oversized_costs_are_never_and_charge_nothing() {
+    let server = RedisServer::start();
+    let store = store(&server).await;
+    for policy in every_algorithm(5, Duration::from_secs(60)) {
+        let set = PolicySet::new([policy]).unwrap();
+        let d = Store::<str, PolicySet>::check(&store, &set, "c", 6)
+            .await
+            .unwrap();
+        assert_eq!(d.outcome(), Outcome::Never);
+        assert_eq!(d.remaining(), 5);
+        let d = Store::<str, PolicySet>::check(&store, &set, "c", u64::MAX)
+            .await
+            .unwrap();
+        assert_eq!(d.outcome(), Outcome::Never);
+    }
+    assert_eq!(server.cli(&["DBSIZE"]).trim(), "0");
+}
+
+#[tokio::test]
+async fn identities_are_hashed_to_fixed_length_keys() {
+    let server = RedisServer::start();
+    let store = store(&server).await;
+    let set = PolicySet::new([Policy::gcra("g", Quota::per_minute(5).build().unwrap()).unwrap()])
+        .unwrap();
+    let huge = vec![b'A'; 1 << 20];
+    Store::<[u8], PolicySet>::check(&store, &set, &huge, 1)
+        .await
+        .unwrap();
+    Store::<str, PolicySet>::check(&store, &set, "sk_live_secret", 1)
+        .await
+        .unwrap();
+    let keys = server.cli(&["--scan"]);
+    for k in keys.lines() {
+        assert_eq!(k.len(), "rl:{}:g".len() + 32, "{k}");
+        assert!(!k.contains("secret") && !k.contains("AAAA"));
+    }
+}
+
+#[tokio::test]
+async fn refund_and_reset() {
+    let server = RedisServer::start();
+    let store = store(&server).await;
+    let set = PolicySet::new(every_algorithm(4, Duration::from_secs(3600))).unwrap();
+    assert!(Store::<str, PolicySet>::check(&store, &set, "r", 4)
+        .await
+        .unwrap()
+        .is_allowed());
+    assert!(Store::<str, PolicySet>::check(&store, &set, "r", 1)
+        .await
+        .unwrap()
+        .is_limited());
+    Store::<str, PolicySet>::refund(&store, &set, "r", 1)
+        .await
+        .unwrap();
+    assert!(Store::<str, PolicySet>::check(&store, &set, "r", 1)
+        .await
+        .unwrap()
+        .is_allowed());
+    Store::<str, PolicySet>::reset(&store, &set, "r")
+        .await
+        .unwrap();
+    let d = Store::<str, PolicySet>::peek(&store, &set, "r", 0)
+        .await
+        .unwrap();
+    assert!(d.statuses().iter().all(|s| s.remaining == 4));
+}
+
+#[tokio::test]
+async fn client_time_never_goes_backwards_per_identity() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(1_000_000_000);
+    let store = RedisStore::builder()
+        .clock(RedisClock::Client {
+            clock: Arc::new(clock.clone()),
+            ttl_slack: Duration::from_secs(1),
+        })
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let set = PolicySet::new([Policy::gcra("g", Quota::per_second(1).build().unwrap()).unwrap()])
+        .unwrap();
+    let (t1, _) = store.check_at(&set, b"x", 1).await.unwrap();
+    // Another client whose clock is 10 s behind talks to the same identity.
+    let behind = ManualClock::new(1_000_000_000 - 10_000_000);
+    let other = RedisStore::builder()
+        .clock(RedisClock::Client {
+            clock: Arc::new(behind),
+            ttl_slack: Duration::from_secs(1),
+        })
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let (t2, d) = other.check_at(&set, b"x", 1).await.unwrap();
+    assert_eq!(t2, t1, "time is clamped to the latest seen");
+    assert_eq!(d.retry_after(), Some(Duration::from_secs(1)));
+}
+
+#[tokio::test]
+async fn deny_cache_answers_a_flood_locally_until_the_exact_retry_time() {
+    let server = RedisServer::start();
+    let store = RedisStore::builder()
+        .deny_cache(1000)
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let set = PolicySet::new([
+        Policy::gcra("g", Quota::per_second(5).burst(1).build().unwrap()).unwrap(),
+    ])
+    .unwrap();
+    assert!(Store::<str, PolicySet>::check(&store, &set, "f", 1)
+        .await
+        .unwrap()
+        .is_allowed());
+    let first = Store::<str, PolicySet>::check(&store, &set, "f", 1)
+        .await
+        .unwrap();
+    assert_eq!(first.outcome(), Outcome::Limited);
+    let calls = store.stats().redis_calls;
+    let mut last_retry = first.binding().retry;
+    for _ in 0..1000 {
+        let d = Store::<str, PolicySet>::check(&store, &set, "f", 1)
+            .await
+            .unwrap();
+        if d.is_allowed() {
+            break;
+        }
+        assert!(d.binding().retry <= last_retry, "retry counts down");
+        last_retry = d.binding().retry;
+    }
+    assert!(
+        store.stats().redis_calls <= calls + 1,
+        "the flood stayed local"
+    );
+    assert!(store.stats().deny_cache_hits >= 900);
+    // After the retry time, the key is admitted again (by Redis).
+    tokio::time::sleep(Duration::from_millis(210)).await;
+    assert!(Store::<str, PolicySet>::check(&store, &set, "f", 1)
+        .await
+        .unwrap()
+        .is_allowed());
+}
