@@ -578,6 +578,9 @@ impl Rule for PolicySet {
                     p.algorithm.penalise(s, now, cost);
                 }
             }
+            // Report the state the penalty left: a retry computed before it would send an obedient client
+            // back too early, to be denied (and penalised) again, forever.
+            return self.statuses(state, now, cost);
         }
         decision
     }
