@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use common::quota;
 use ratelimit_core::{
-    Gcra, ManualClock, MemoryStore, Micros, Outcome, Policy, PolicySet, Quota, Rule, Status, Store,
+    AlgorithmKind, Gcra, ManualClock, MemoryStore, Micros, Outcome, Policy, PolicySet, Quota, Rule,
+    Status, Store,
 };
 
 const LIMIT: u64 = 10;
@@ -296,10 +297,11 @@ fn penalising_charges_denied_requests_up_to_one_extra_capacity() {
 
     let mut s = Default::default();
     assert!(harsh.check(&mut s, T0, 2).is_allowed());
-    // Each denial pushes the retry further, until the debt is one whole capacity.
+    // Each denial pushes the retry further, until the debt is one whole capacity; the retry reported
+    // already counts the denial's own penalty.
     assert_eq!(
         retries(&harsh, &mut s, 5),
-        [100_000, 200_000, 300_000, 300_000, 300_000]
+        [200_000, 300_000, 300_000, 300_000, 300_000]
     );
     // Full again after at most twice the capacity.
     assert_eq!(harsh.peek(&s, T0, 0).binding().reset, 400_000);
@@ -310,6 +312,66 @@ fn penalising_charges_denied_requests_up_to_one_extra_capacity() {
     let d = harsh.check(&mut s, T0, 3);
     assert_eq!(d.outcome(), Outcome::Never);
     assert_eq!(harsh.peek(&s, T0, 0).remaining(), 2);
+}
+
+/// Every algorithm as a penalising one-policy set: a client that waits exactly the retry it was given is
+/// admitted (a retry that ignored the penalty would lock an obedient client out forever), and a flood of
+/// denied requests delays recovery by at most one more period.
+#[test]
+fn under_a_penalty_the_reported_retry_is_honest_and_recovery_bounded() {
+    let kinds = [
+        AlgorithmKind::Gcra,
+        AlgorithmKind::TokenBucket,
+        AlgorithmKind::LeakyBucket,
+        AlgorithmKind::Shaper {
+            max_delay: Duration::ZERO,
+        },
+        AlgorithmKind::FixedWindow,
+        AlgorithmKind::SlidingLog,
+        AlgorithmKind::SlidingWindow,
+    ];
+    let period = PERIOD.as_micros() as Micros;
+    for kind in kinds {
+        let name = kind.name();
+        let set = PolicySet::new([Policy::new("p", kind, quota(LIMIT, PERIOD))
+            .unwrap()
+            .penalise(true)])
+        .unwrap();
+        let mut s = Default::default();
+        assert!(set.check(&mut s, T0, LIMIT).is_allowed(), "{name}");
+        let mut t = T0;
+        for round in 0..5 {
+            let mut admitted = 0;
+            let d = loop {
+                let d = set.check(&mut s, t, 1);
+                if !d.is_allowed() {
+                    break d;
+                }
+                admitted += 1;
+                assert!(admitted <= LIMIT, "{name} round {round}");
+            };
+            assert_eq!(d.outcome(), Outcome::Limited, "{name} round {round}");
+            t += d.binding().retry;
+            let d = set.check(&mut s, t, 1);
+            assert!(
+                d.is_allowed(),
+                "{name} round {round}: denied at the retry time it was given ({d:?})"
+            );
+        }
+
+        let mut s = Default::default();
+        assert!(set.check(&mut s, T0, LIMIT).is_allowed(), "{name}");
+        for _ in 0..1_000 {
+            assert!(set.check(&mut s, T0, 1).is_limited(), "{name}");
+        }
+        let later = T0 + 2 * period;
+        assert_eq!(
+            set.peek(&s, later, 0).remaining(),
+            LIMIT,
+            "{name}: not recovered two periods after a flood"
+        );
+        assert!(set.idle_at(&s) <= later, "{name}");
+    }
 }
 
 #[test]
