@@ -1,0 +1,295 @@
+//! Rendering rate-limit response headers.
+//!
+//! The fields follow **draft-ietf-httpapi-ratelimit-headers-11** (an Internet-Draft, not yet an RFC; this
+//! crate pins revision -11 and will follow later revisions deliberately, not silently). Both fields are
+//! RFC 9651 structured-field *Lists* whose items are *Strings* naming a policy, with parameters:
+//!
+//! ```text
+//! RateLimit-Policy: "burst";q=100;w=60, "daily";q=5000;w=86400
+//! RateLimit: "burst";r=42;t=35, "daily";r=4870;t=41160
+//! ```
+//!
+//! * `q` — the policy's quota (units per window), `w` — its window in seconds (rounded up, at least 1);
+//! * `r` — units remaining after this request;
+//! * `t` — delta seconds, **rounded up**: for a policy that limited this request, until the same request
+//!   would be admitted (exactly the `Retry-After` value, so `Retry-After` is never earlier than `t`); for
+//!   any other policy, until it is back to full capacity. Omitted when the request can never fit;
+//! * `pk` — optional partition key, a byte sequence holding 12 bytes of a SHA-256 of the store key, never
+//!   the raw identity.
+//!
+//! Serialisation is canonical RFC 9651 (no spaces inside items, `", "` between items) and is written by hand
+//! into a stack buffer; the tests and fuzz target parse every output with the `sfv` crate.
+//!
+//! `Retry-After` (RFC 9110 §10.2.3) is integer seconds rounded up and never 0 when a wait is needed: a
+//! 300 ms wait is `Retry-After: 1`, not `0` (which tells clients to hammer the server).
+//!
+//! ```
+//! use ratelimit_core::{Decision, Policy, PolicySet, Quota, Rule};
+//! use ratelimit_tower::headers::{ratelimit_value, policy_value};
+//!
+//! let set = PolicySet::new([Policy::gcra("burst", Quota::per_minute(100).build()?)?])?;
+//! let mut state = Default::default();
+//! let decision = set.check(&mut state, 0, 1);
+//! assert_eq!(policy_value(&set, None, None).unwrap(), r#""burst";q=100;w=60"#);
+//! assert_eq!(ratelimit_value(&set, &decision, None, None).unwrap(), r#""burst";r=99;t=1"#);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use http::HeaderValue;
+use ratelimit_core::{Decision, Micros, PolicySet, Status};
+
+/// How `X-RateLimit-Reset` is written in legacy mode (implementations in the wild disagree).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LegacyReset {
+    /// Delta seconds until reset, rounded up (`X-RateLimit-Reset: 30`).
+    DeltaSeconds,
+    /// Unix time of the reset in seconds, rounded up (GitHub style).
+    UnixEpoch,
+}
+
+const MICROS_PER_SEC: u64 = 1_000_000;
+
+/// Microseconds to whole seconds, rounded up.
+#[inline]
+pub fn ceil_secs(us: Micros) -> u64 {
+    us.div_ceil(MICROS_PER_SEC)
+}
+
+/// The `Retry-After` seconds for a limited decision: the binding policy's retry, rounded up, at least 1.
+/// `None` when allowed, or when the request can never fit (no wait helps).
+#[inline]
+pub fn retry_after_secs(decision: &Decision) -> Option<u64> {
+    decision
+        .retry_after()
+        .map(|_| ceil_secs(decision.binding().retry).max(1))
+}
+
+/// `t` for one policy; see the [module docs](self).
+#[inline]
+fn t_of(s: &Status) -> Option<u64> {
+    if s.never() {
+        None
+    } else if !s.allowed() {
+        Some(ceil_secs(s.retry).max(1))
+    } else {
+        Some(ceil_secs(s.reset))
+    }
+}
+
+/// A fixed stack buffer for one header value.
+pub(crate) struct Buf {
+    buf: [u8; 1536],
+    len: usize,
+}
+
+impl Buf {
+    pub(crate) fn new() -> Self {
+        Buf {
+            buf: [0; 1536],
+            len: 0,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn push(&mut self, s: &[u8]) {
+        let end = (self.len + s.len()).min(self.buf.len());
+        let n = end - self.len;
+        self.buf[self.len..end].copy_from_slice(&s[..n]);
+        self.len = end;
+    }
+
+    #[inline]
+    pub(crate) fn push_u64(&mut self, mut v: u64) {
+        let mut tmp = [0u8; 20];
+        let mut i = tmp.len();
+        loop {
+            i -= 1;
+            tmp[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        self.push(&tmp[i..]);
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    pub(crate) fn value(&self) -> Option<HeaderValue> {
+        HeaderValue::from_bytes(self.as_bytes()).ok()
+    }
+}
+
+/// RFC 9651 Integers are at most 15 digits; larger values (a limit of 10^15) are clamped.
+const SF_INT_MAX: u64 = 999_999_999_999_999;
+
+fn push_item_name(out: &mut Buf, name: &str) {
+    // Policy names are validated by core to [A-Za-z0-9-_.:/], all legal unescaped inside an sf-string.
+    out.push(b"\"");
+    out.push(name.as_bytes());
+    out.push(b"\"");
+}
+
+fn push_pk(out: &mut Buf, pk: Option<&[u8; 12]>) {
+    if let Some(pk) = pk {
+        out.push(b";pk=:");
+        let mut b64 = [0u8; 16];
+        base64_12(pk, &mut b64);
+        out.push(&b64);
+        out.push(b":");
+    }
+}
+
+/// Writes the `RateLimit` field for `decision` over `set` into `out`; `only` restricts it to one policy.
+pub(crate) fn write_ratelimit(
+    out: &mut Buf,
+    set: &PolicySet,
+    decision: &Decision,
+    only: Option<usize>,
+    pk: Option<&[u8; 12]>,
+) {
+    let mut first = true;
+    for (i, (p, s)) in set.policies().iter().zip(decision.statuses()).enumerate() {
+        if only.is_some_and(|o| o != i) {
+            continue;
+        }
+        if !first {
+            out.push(b", ");
+        }
+        first = false;
+        push_item_name(out, p.name());
+        out.push(b";r=");
+        out.push_u64(s.remaining.min(SF_INT_MAX));
+        if let Some(t) = t_of(s) {
+            out.push(b";t=");
+            out.push_u64(t.min(SF_INT_MAX));
+        }
+        push_pk(out, pk);
+    }
+}
+
+/// Writes the `RateLimit-Policy` field for `set` into `out`; `only` restricts it to one policy.
+pub(crate) fn write_policy(
+    out: &mut Buf,
+    set: &PolicySet,
+    only: Option<usize>,
+    pk: Option<&[u8; 12]>,
+) {
+    let mut first = true;
+    for (i, p) in set.policies().iter().enumerate() {
+        if only.is_some_and(|o| o != i) {
+            continue;
+        }
+        if !first {
+            out.push(b", ");
+        }
+        first = false;
+        push_item_name(out, p.name());
+        out.push(b";q=");
+        out.push_u64(p.quota().limit().min(SF_INT_MAX));
+        let w = ceil_secs(u64::try_from(p.quota().period().as_micros()).unwrap_or(u64::MAX)).max(1);
+        out.push(b";w=");
+        out.push_u64(w.min(SF_INT_MAX));
+        push_pk(out, pk);
+    }
+}
+
+/// The `RateLimit` field value (see the [module docs](self)); `None` only if the value would be invalid.
+pub fn ratelimit_value(
+    set: &PolicySet,
+    decision: &Decision,
+    only: Option<usize>,
+    pk: Option<&[u8; 12]>,
+) -> Option<HeaderValue> {
+    let mut b = Buf::new();
+    write_ratelimit(&mut b, set, decision, only, pk);
+    b.value()
+}
+
+/// The `RateLimit-Policy` field value (see the [module docs](self)).
+pub fn policy_value(
+    set: &PolicySet,
+    only: Option<usize>,
+    pk: Option<&[u8; 12]>,
+) -> Option<HeaderValue> {
+    let mut b = Buf::new();
+    write_policy(&mut b, set, only, pk);
+    b.value()
+}
+
+/// A header value holding an integer.
+#[inline]
+pub(crate) fn int_value(v: u64) -> HeaderValue {
+    HeaderValue::from(v)
+}
+
+/// Standard base64 (with padding) of exactly 12 bytes: 16 characters, no padding needed.
+fn base64_12(input: &[u8; 12], out: &mut [u8; 16]) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (chunk, o) in input.chunks_exact(3).zip(out.chunks_exact_mut(4)) {
+        let n = (u32::from(chunk[0]) << 16) | (u32::from(chunk[1]) << 8) | u32::from(chunk[2]);
+        o[0] = ALPHABET[(n >> 18) as usize & 63];
+        o[1] = ALPHABET[(n >> 12) as usize & 63];
+        o[2] = ALPHABET[(n >> 6) as usize & 63];
+        o[3] = ALPHABET[n as usize & 63];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ratelimit_core::{Policy, Quota, Rule};
+
+    fn set() -> PolicySet {
+        PolicySet::new([
+            Policy::gcra("burst", Quota::per_second(2).build().unwrap()).unwrap(),
+            Policy::fixed_window("daily", Quota::per_day(1000).build().unwrap()).unwrap(),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn rounding_up_never_zero_when_waiting() {
+        assert_eq!(ceil_secs(0), 0);
+        assert_eq!(ceil_secs(1), 1);
+        assert_eq!(ceil_secs(1_000_000), 1);
+        assert_eq!(ceil_secs(1_000_001), 2);
+        let s = set();
+        let mut st = Default::default();
+        s.check(&mut st, 0, 2);
+        let d = s.check(&mut st, 0, 1);
+        assert!(d.is_limited());
+        assert_eq!(retry_after_secs(&d), Some(1)); // 500 ms → 1, not 0
+    }
+
+    #[test]
+    fn fields_parse_as_sf_lists() {
+        use sfv::{BareItem, ListEntry, Parser};
+        let s = set();
+        let mut st = Default::default();
+        let d = s.check(&mut st, 0, 1);
+        let v = ratelimit_value(&s, &d, None, Some(&[1; 12])).unwrap();
+        let list = Parser::new(v.to_str().unwrap())
+            .parse::<sfv::List>()
+            .unwrap();
+        assert_eq!(list.len(), 2);
+        let ListEntry::Item(item) = &list[0] else {
+            panic!()
+        };
+        assert_eq!(
+            item.bare_item,
+            BareItem::String(sfv::String::from_string("burst".into()).unwrap())
+        );
+        let p = policy_value(&s, Some(1), None).unwrap();
+        assert_eq!(p.to_str().unwrap(), "\"daily\";q=1000;w=86400");
+    }
+
+    #[test]
+    fn base64_matches_reference() {
+        let mut out = [0u8; 16];
+        base64_12(b"hello world!", &mut out);
+        assert_eq!(&out, b"aGVsbG8gd29ybGQh");
+    }
+}

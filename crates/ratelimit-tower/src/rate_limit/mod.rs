@@ -1,0 +1,553 @@
+//! The rate-limiting middleware: [`RateLimitLayer`], the [`RateLimit`] service and its
+//! [`ResponseFuture`].
+//!
+//! Per request: method filter and skip predicate → key extraction → tier → policy set and cost → store
+//! check (then the global cap, if any) → allowed: call the inner service and add `RateLimit` headers to its
+//! response; limited: 429; store error: the configured [`OnStoreError`].
+//!
+//! # The store call
+//!
+//! [`Store`] futures borrow the store, the policy set and the key, so a response future cannot own one
+//! without boxing (or `unsafe`). The in-memory store answers synchronously, so for
+//! `MemoryStore<Vec<u8>, PolicySet>` (with the system or a manual clock) the layer runs the check inside
+//! `call` — no future is stored, nothing is boxed, the key stays on the stack. Any other store (Redis) gets
+//! one boxed future per request, which is noise next to a network round trip.
+
+mod future;
+mod layer;
+mod service;
+
+use std::any::TypeId;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{HeaderName, CACHE_CONTROL, RETRY_AFTER};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use ratelimit_core::{Decision, ManualClock, MemoryStore, PolicySet, Status, Store, StoreError};
+
+pub use future::ResponseFuture;
+pub use layer::RateLimitLayer;
+pub use service::RateLimit;
+
+use crate::builder::{Cost, SkipFn};
+use crate::headers::{self, Buf, LegacyReset};
+use crate::key::{KeyBuf, KeyError, KeyExtractor, RequestInfo};
+use crate::observe::{self, KeyHash};
+use crate::response::{self, Rejection, NO_STORE};
+use crate::tier::{Entry, TierSource, TierTable};
+
+/// What to do when the store cannot answer (Redis down, timeout, in-memory store full with
+/// `Overflow::Reject`). Never a 429: the client did nothing wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnStoreError {
+    /// Let the request through without rate-limit headers (availability first). Logged at `warn`,
+    /// counted in `ratelimit_fail_open_total`.
+    FailOpen,
+    /// Answer 503 with a `temporary-reduced-capacity` problem (protection first). The default.
+    #[default]
+    FailClosed,
+}
+
+/// What to do when no key can be built for a request (see [`KeyError`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnKeyError {
+    /// Answer with a problem+json saying what is missing: 400 when the client is at fault (missing API key
+    /// header), 500 when the server is (no peer address: `ConnectInfo` missing). The default.
+    #[default]
+    Reject,
+    /// Limit the request under one shared key (everyone without a key shares a bucket).
+    UseGlobalKey,
+    /// Let the request through unlimited.
+    Allow,
+}
+
+/// Which rate-limit headers to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HeaderConfig {
+    pub(crate) ietf: bool,
+    pub(crate) legacy: Option<LegacyReset>,
+    pub(crate) only_binding: bool,
+    pub(crate) partition_key: bool,
+}
+
+/// Request extension inserted when a request is allowed but close to its limit (see
+/// [`RateLimitBuilder::soft_limit_percent`](crate::RateLimitBuilder::soft_limit_percent)), so handlers
+/// can degrade gracefully (skip expensive extras, shrink pages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NearLimit {
+    /// The policy closest to exhaustion.
+    pub policy: Arc<str>,
+    /// Its remaining units.
+    pub remaining: u64,
+    /// Its capacity.
+    pub limit: u64,
+}
+
+pub(crate) struct Config {
+    pub(crate) scope: Box<[u8]>,
+    pub(crate) key: Box<dyn KeyExtractor>,
+    pub(crate) tier_source: TierSource,
+    pub(crate) cost: Cost,
+    pub(crate) methods: Option<Box<[Method]>>,
+    pub(crate) skip: Option<SkipFn>,
+    pub(crate) on_store_error: OnStoreError,
+    pub(crate) on_key_error: OnKeyError,
+    pub(crate) shadow: bool,
+    pub(crate) headers: HeaderConfig,
+    pub(crate) soft_limit_percent: Option<u8>,
+    pub(crate) rejection: Option<crate::builder::RejectFn>,
+    pub(crate) latency: bool,
+}
+
+pub(crate) struct Shared<S> {
+    pub(crate) store: S,
+    pub(crate) cfg: Config,
+    pub(crate) tiers: Arc<ArcSwap<TierTable>>,
+}
+
+/// Headers to add to the inner service's response.
+#[derive(Debug, Default)]
+pub(crate) struct Emit {
+    ratelimit: Option<HeaderValue>,
+    policy: Option<HeaderValue>,
+    legacy: Option<[HeaderValue; 3]>,
+}
+
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static X_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+static X_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+static X_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+impl Emit {
+    #[inline]
+    pub(crate) fn apply(self, headers: &mut HeaderMap) {
+        // Append: an inner layer's RateLimit list stays, and SF lists may span several field lines.
+        if let Some(v) = self.ratelimit {
+            headers.append(RATELIMIT.clone(), v);
+        }
+        if let Some(v) = self.policy {
+            headers.append(RATELIMIT_POLICY.clone(), v);
+        }
+        if let Some([l, r, t]) = self.legacy {
+            headers.insert(X_LIMIT.clone(), l);
+            headers.insert(X_REMAINING.clone(), r);
+            headers.insert(X_RESET.clone(), t);
+        }
+    }
+}
+
+/// What the layer does with a request.
+pub(crate) enum Action {
+    /// Call the inner service; add `Emit`'s headers; insert `NearLimit` first if set.
+    Proceed(Emit, Option<NearLimit>),
+    /// Answer without calling the inner service.
+    Respond(Response<Bytes>),
+}
+
+/// What key extraction led to.
+pub(crate) enum KeyOutcome {
+    /// Limit under this key.
+    Key(KeyBuf),
+    /// Let the request through unlimited.
+    Pass,
+    /// Answer with this.
+    Respond(Response<Bytes>),
+}
+
+/// The result of the store checks.
+pub(crate) struct Checked {
+    primary: Decision,
+    /// The global cap's decision, when one is configured and the primary check allowed.
+    global: Option<Decision>,
+}
+
+/// Whether `S` is a store whose futures complete on their first poll.
+#[inline]
+pub(crate) fn is_sync_store<S: 'static>() -> bool {
+    let t = TypeId::of::<S>();
+    t == TypeId::of::<MemoryStore<Vec<u8>, PolicySet>>()
+        || t == TypeId::of::<MemoryStore<Vec<u8>, PolicySet, ManualClock>>()
+}
+
+impl<S> Shared<S>
+where
+    S: Store<[u8], PolicySet> + 'static,
+{
+    /// Whether the layer applies to this request (method filter, skip predicate).
+    #[inline]
+    pub(crate) fn applies(&self, info: &RequestInfo<'_>) -> bool {
+        if let Some(m) = &self.cfg.methods {
+            if !m.contains(info.method()) {
+                return false;
+            }
+        }
+        if let Some(skip) = &self.cfg.skip {
+            if skip(info) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Builds the key, or says what to do instead.
+    #[inline]
+    pub(crate) fn key(&self, info: &RequestInfo<'_>) -> KeyOutcome {
+        let mut key = KeyBuf::new(&self.cfg.scope);
+        match self.cfg.key.extract(info, &mut key) {
+            Ok(()) => KeyOutcome::Key(key),
+            Err(e) => {
+                observe::count("key_error");
+                match self.cfg.on_key_error {
+                    OnKeyError::UseGlobalKey => {
+                        tracing::debug!(error = %e, "no rate-limit key; using the global key");
+                        key.clear();
+                        key.push(b'g', b"");
+                        KeyOutcome::Key(key)
+                    }
+                    OnKeyError::Allow => {
+                        tracing::debug!(error = %e, "no rate-limit key; letting the request through");
+                        KeyOutcome::Pass
+                    }
+                    OnKeyError::Reject => {
+                        let status = if e.is_server_error() {
+                            StatusCode::INTERNAL_SERVER_ERROR
+                        } else {
+                            StatusCode::BAD_REQUEST
+                        };
+                        tracing::debug!(error = %e, %status, "no rate-limit key; rejecting");
+                        KeyOutcome::Respond(key_error_response(status, e))
+                    }
+                }
+            }
+        }
+    }
+
+    #[inline]
+    pub(crate) fn cost(&self, info: &RequestInfo<'_>) -> u64 {
+        match &self.cfg.cost {
+            Cost::Fixed(c) => *c,
+            Cost::Fn(f) => f(info),
+        }
+    }
+
+    /// The store checks: the tier's set on the client's key, then the global cap on the global key. If
+    /// the cap rejects (or fails while failing closed), the client's charge is refunded — the
+    /// reserve-then-refund protocol for checks that span two keys.
+    pub(crate) async fn decide(
+        &self,
+        entry: &Entry,
+        global: Option<&Entry>,
+        key: &KeyBuf,
+        cost: u64,
+    ) -> Result<Checked, StoreError> {
+        let primary = self.store.check(&entry.set, key.as_bytes(), cost).await?;
+        let Some(global) = global.filter(|_| primary.is_allowed()) else {
+            return Ok(Checked {
+                primary,
+                global: None,
+            });
+        };
+        let mut gkey = KeyBuf::new(&self.cfg.scope);
+        gkey.push(b'G', b"");
+        let refund = match self.store.check(&global.set, gkey.as_bytes(), cost).await {
+            Ok(g) if g.is_allowed() => {
+                return Ok(Checked {
+                    primary,
+                    global: Some(g),
+                })
+            }
+            Ok(g) => Ok(Checked {
+                primary,
+                global: Some(g),
+            }),
+            Err(e) if self.cfg.on_store_error == OnStoreError::FailOpen => {
+                // The client's own check passed; the cap is unknown and we fail open: keep the charge.
+                tracing::warn!(error = %e, "rate-limit store error on the global cap; failing open");
+                metrics::counter!(observe::STORE_ERRORS, "action" => "fail_open").increment(1);
+                return Ok(Checked {
+                    primary,
+                    global: None,
+                });
+            }
+            Err(e) => Err(e),
+        };
+        if cost > 0 {
+            if let Err(e) = self.store.refund(&entry.set, key.as_bytes(), cost).await {
+                tracing::warn!(error = %e, key = %KeyHash::of(key.as_bytes()), "could not refund a reservation after the global cap rejected");
+            }
+        }
+        refund
+    }
+
+    /// Runs [`Shared::decide`] and turns its result into an action, timing the store checks.
+    pub(crate) async fn run(
+        &self,
+        entry: &Entry,
+        global: Option<&Entry>,
+        key: &KeyBuf,
+        cost: u64,
+    ) -> Action {
+        let start = self.cfg.latency.then(Instant::now);
+        let checked = self.decide(entry, global, key, cost).await;
+        if let Some(start) = start {
+            metrics::histogram!(observe::DECISION_SECONDS).record(start.elapsed().as_secs_f64());
+        }
+        self.finish(entry, global, key, cost, checked)
+    }
+
+    fn finish(
+        &self,
+        entry: &Entry,
+        global: Option<&Entry>,
+        key: &KeyBuf,
+        cost: u64,
+        checked: Result<Checked, StoreError>,
+    ) -> Action {
+        let checked = match checked {
+            Ok(c) => c,
+            Err(e) => return self.store_error(e, key),
+        };
+        let cfg = &self.cfg;
+        // Which (set, decision) limited, if any.
+        let (limited_by, limited) = match (&checked.global, global) {
+            (Some(g), Some(ge)) if !g.is_allowed() => (Some(ge), Some(*g)),
+            _ if !checked.primary.is_allowed() => (Some(entry), Some(checked.primary)),
+            _ => (None, None),
+        };
+        // When the global cap rejected, the client's charge was refunded: report what it has again.
+        let primary = if limited_by.is_some() && checked.global.is_some() {
+            refunded(&checked.primary, cost)
+        } else {
+            checked.primary
+        };
+        let primary_part: Part<'_> = (&entry.set, &primary);
+        let global_part: Option<Part<'_>> = match (&checked.global, global) {
+            (Some(g), Some(ge)) => Some((&ge.set, g)),
+            _ => None,
+        };
+
+        match (limited_by, limited) {
+            (Some(le), Some(ld)) => {
+                let binding_name = le.set.policy(ld.binding_index()).name();
+                if cfg.shadow {
+                    observe::count("shadow_limited");
+                    tracing::info!(
+                        policy = binding_name,
+                        tier = &*entry.name,
+                        key = %KeyHash::of(key.as_bytes()),
+                        "rate limit exceeded (shadow mode: letting the request through)"
+                    );
+                    return Action::Proceed(Emit::default(), None);
+                }
+                observe::count("limited");
+                metrics::counter!(observe::REJECTIONS, "policy" => binding_name.to_owned())
+                    .increment(1);
+                let retry_after = headers::retry_after_secs(&ld);
+                tracing::info!(
+                    policy = binding_name,
+                    tier = &*entry.name,
+                    key = %KeyHash::of(key.as_bytes()),
+                    retry_after_secs = retry_after,
+                    "rate limit exceeded"
+                );
+                let rej = Rejection {
+                    decision: &ld,
+                    set: &le.set,
+                    tier: if std::ptr::eq(le, entry) {
+                        &entry.name
+                    } else {
+                        "global"
+                    },
+                    retry_after,
+                };
+                let mut res = match &cfg.rejection {
+                    Some(f) => f(&rej),
+                    None => rej.default_response(),
+                };
+                let h = res.headers_mut();
+                if let Some(s) = retry_after {
+                    h.insert(RETRY_AFTER, headers::int_value(s));
+                }
+                if !h.contains_key(CACHE_CONTROL) {
+                    h.insert(CACHE_CONTROL, NO_STORE.clone());
+                }
+                self.emit(entry, primary_part, global_part, key, Some((le, &ld)))
+                    .apply(h);
+                Action::Respond(res)
+            }
+            _ => {
+                observe::count("allowed");
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    let b = checked.primary.binding();
+                    tracing::debug!(
+                        tier = &*entry.name,
+                        policy = entry.set.policy(checked.primary.binding_index()).name(),
+                        remaining = b.remaining,
+                        key = %KeyHash::of(key.as_bytes()),
+                        "rate limit check passed"
+                    );
+                }
+                let near = cfg.soft_limit_percent.and_then(|pct| {
+                    let (set, d) = most_binding(primary_part, global_part);
+                    let s = d.binding();
+                    (u128::from(s.remaining) * 100 <= u128::from(s.limit) * u128::from(pct)).then(
+                        || NearLimit {
+                            policy: Arc::from(set.policy(d.binding_index()).name()),
+                            remaining: s.remaining,
+                            limit: s.limit,
+                        },
+                    )
+                });
+                Action::Proceed(self.emit(entry, primary_part, global_part, key, None), near)
+            }
+        }
+    }
+
+    /// Renders the headers for a decision over one or two (set, decision) parts.
+    fn emit(
+        &self,
+        entry: &Entry,
+        primary: Part<'_>,
+        global: Option<Part<'_>>,
+        key: &KeyBuf,
+        limited: Option<(&Entry, &Decision)>,
+    ) -> Emit {
+        let hc = &self.cfg.headers;
+        let mut emit = Emit::default();
+        let pk = hc
+            .partition_key
+            .then(|| observe::partition_key(key.as_bytes()));
+        let pk = pk.as_ref();
+        let (bset, bdec) = match limited {
+            Some((e, d)) => (&e.set, d),
+            None => most_binding(primary, global),
+        };
+        if hc.ietf {
+            let mut buf = Buf::new();
+            if hc.only_binding {
+                headers::write_ratelimit(&mut buf, bset, bdec, Some(bdec.binding_index()), pk);
+                emit.ratelimit = buf.value();
+                emit.policy = if pk.is_none() && std::ptr::eq(bset, &entry.set) {
+                    entry.each.get(bdec.binding_index()).cloned().flatten()
+                } else {
+                    headers::policy_value(bset, Some(bdec.binding_index()), pk)
+                };
+            } else {
+                headers::write_ratelimit(&mut buf, primary.0, primary.1, None, pk);
+                if let Some((set, d)) = global {
+                    buf.push(b", ");
+                    headers::write_ratelimit(&mut buf, set, d, None, pk);
+                }
+                emit.ratelimit = buf.value();
+                emit.policy = if pk.is_none() {
+                    if global.is_some() {
+                        entry.policy_header.clone()
+                    } else {
+                        entry.policy_own.clone()
+                    }
+                } else {
+                    let mut buf = Buf::new();
+                    headers::write_policy(&mut buf, primary.0, None, pk);
+                    if let Some((set, _)) = global {
+                        buf.push(b", ");
+                        headers::write_policy(&mut buf, set, None, pk);
+                    }
+                    buf.value()
+                };
+            }
+        }
+        if let Some(mode) = hc.legacy {
+            let s = bdec.binding();
+            let reset = headers::ceil_secs(if s.allowed() || s.never() {
+                s.reset
+            } else {
+                s.retry.max(s.reset)
+            });
+            let reset = match mode {
+                LegacyReset::DeltaSeconds => reset,
+                LegacyReset::UnixEpoch => {
+                    let now = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_micros() as u64);
+                    headers::ceil_secs(now) + reset
+                }
+            };
+            emit.legacy = Some([
+                headers::int_value(s.limit),
+                headers::int_value(s.remaining),
+                headers::int_value(reset),
+            ]);
+        }
+        emit
+    }
+
+    /// The store-error action for a store whose future did not complete when it should have.
+    #[cold]
+    pub(crate) fn store_error_action(&self) -> Action {
+        let e =
+            StoreError::Unavailable("the store's future did not complete synchronously".to_owned());
+        self.store_error(e, &KeyBuf::new(&self.cfg.scope))
+    }
+
+    fn store_error(&self, e: StoreError, key: &KeyBuf) -> Action {
+        observe::count("store_error");
+        match self.cfg.on_store_error {
+            OnStoreError::FailOpen => {
+                tracing::warn!(error = %e, key = %KeyHash::of(key.as_bytes()), "rate-limit store error; failing open");
+                metrics::counter!(observe::STORE_ERRORS, "action" => "fail_open").increment(1);
+                metrics::counter!(observe::FAIL_OPEN).increment(1);
+                Action::Proceed(Emit::default(), None)
+            }
+            OnStoreError::FailClosed => {
+                tracing::warn!(error = %e, key = %KeyHash::of(key.as_bytes()), "rate-limit store error; failing closed (503)");
+                metrics::counter!(observe::STORE_ERRORS, "action" => "fail_closed").increment(1);
+                Action::Respond(response::simple_problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Some(response::TEMPORARY_REDUCED_CAPACITY),
+                    "the rate limiter's store is unavailable; try again shortly",
+                ))
+            }
+        }
+    }
+}
+
+/// The decision as it stands after refunding `cost` to every policy (for reporting only).
+fn refunded(d: &Decision, cost: u64) -> Decision {
+    let mut statuses = [Status::default(); ratelimit_core::MAX_POLICIES];
+    let n = d.statuses().len();
+    for (o, s) in statuses.iter_mut().zip(d.statuses()) {
+        *o = Status {
+            remaining: s.remaining.saturating_add(cost).min(s.limit),
+            ..*s
+        };
+    }
+    Decision::combine(&statuses[..n])
+}
+
+/// A policy set and its decision.
+type Part<'a> = (&'a PolicySet, &'a Decision);
+
+/// The part whose binding policy is closest to exhaustion (longest retry, then least remaining relative
+/// to its limit).
+fn most_binding<'a>(primary: Part<'a>, global: Option<Part<'a>>) -> Part<'a> {
+    let Some(g) = global else { return primary };
+    let (a, b) = (g.1.binding(), primary.1.binding());
+    let tighter = if a.retry != b.retry {
+        a.retry > b.retry
+    } else {
+        u128::from(a.remaining) * u128::from(b.limit)
+            < u128::from(b.remaining) * u128::from(a.limit)
+    };
+    if tighter {
+        g
+    } else {
+        primary
+    }
+}
+
+fn key_error_response(status: StatusCode, e: KeyError) -> Response<Bytes> {
+    response::simple_problem(status, None, &e.to_string())
+}

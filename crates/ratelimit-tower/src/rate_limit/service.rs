@@ -1,0 +1,125 @@
+//! [`RateLimit`], the service.
+
+use std::fmt;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use ratelimit_core::{PolicySet, Store};
+use tower_service::Service;
+
+use super::{is_sync_store, Action, KeyOutcome, ResponseFuture, Shared};
+use crate::key::RequestInfo;
+use crate::observe;
+use crate::response::ResponseBody;
+use crate::tier::{Tier, TierSource};
+
+/// The rate-limiting service made by [`RateLimitLayer`](super::RateLimitLayer). `Clone` whenever the
+/// inner service is; clones share all state.
+pub struct RateLimit<I, S> {
+    inner: I,
+    shared: Arc<Shared<S>>,
+}
+
+impl<I: Clone, S> Clone for RateLimit<I, S> {
+    fn clone(&self) -> Self {
+        RateLimit {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<I: fmt::Debug, S> fmt::Debug for RateLimit<I, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<I, S> RateLimit<I, S> {
+    pub(crate) fn from_parts(inner: I, shared: Arc<Shared<S>>) -> Self {
+        RateLimit { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &I {
+        &self.inner
+    }
+}
+
+impl<I, S, ReqB, ResB> Service<Request<ReqB>> for RateLimit<I, S>
+where
+    I: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    ReqB: Send + 'static,
+    ResB: Body<Data = Bytes>,
+    S: Store<[u8], PolicySet> + 'static,
+{
+    type Response = Response<ResponseBody<ResB>>;
+    type Error = I::Error;
+    type Future = ResponseFuture<I::Future, I, Request<ReqB>>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let shared = &*self.shared;
+        let info = RequestInfo::new(&req);
+        if !shared.applies(&info) {
+            observe::count("skipped");
+            return ResponseFuture::inner(self.inner.call(req), None);
+        }
+        let key = match shared.key(&info) {
+            KeyOutcome::Key(key) => key,
+            KeyOutcome::Pass => return ResponseFuture::inner(self.inner.call(req), None),
+            KeyOutcome::Respond(res) => return ResponseFuture::respond(res),
+        };
+        let cost = shared.cost(&info);
+        let table = shared.tiers.load();
+        let owned_tier: Option<Tier>;
+        let tier = match &shared.cfg.tier_source {
+            TierSource::Extension => info.extensions().get::<Tier>().map(Tier::as_str),
+            TierSource::Fn(f) => {
+                owned_tier = f(&info);
+                owned_tier.as_ref().map(Tier::as_str)
+            }
+        };
+        let entry = table.entry(tier);
+        let global = table.global.as_deref();
+
+        if is_sync_store::<S>() {
+            // The in-memory store answers on the first poll: run the check here, on the stack.
+            let fut = pin!(shared.run(entry, global, &key, cost));
+            let action = match fut.poll(&mut Context::from_waker(Waker::noop())) {
+                Poll::Ready(action) => action,
+                // Not reachable for the stores `is_sync_store` accepts; answer as for a store error.
+                Poll::Pending => shared.store_error_action(),
+            };
+            return match action {
+                Action::Proceed(emit, near) => {
+                    if let Some(near) = near {
+                        req.extensions_mut().insert(near);
+                    }
+                    ResponseFuture::inner(self.inner.call(req), Some(emit))
+                }
+                Action::Respond(res) => ResponseFuture::respond(res),
+            };
+        }
+
+        let owner = self.shared.clone();
+        let entry = entry.clone();
+        let global = table.global.clone();
+        let check = Box::pin(async move { owner.run(&entry, global.as_deref(), &key, cost).await });
+        let clone = self.inner.clone();
+        let svc = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::checking(check, svc, req)
+    }
+}
+
+use std::future::Future as _;

@@ -1,0 +1,267 @@
+//! Tiers: identity → tier → a set of named policies, changeable at run time.
+//!
+//! A [`Tiers`] table maps tier names (`"free"`, `"pro"`, …) to [`PolicySet`]s, plus a **default** set for
+//! anonymous clients and unknown tiers, plus an optional **global cap** checked on one shared key after the
+//! client's own set. Which tier a request is in comes from a [`TierSource`]: by default the [`Tier`] request
+//! extension that your auth middleware sets after verifying the credential — unverified input never picks a
+//! tier.
+//!
+//! The table can be replaced while the server runs ([`TiersHandle`]). Counters live in the store under the
+//! client's key, not under the tier, so changing a tier's quota — or moving a client to another tier — keeps
+//! what the client already used: a policy at the same position with the same algorithm carries its state
+//! over (see [`PolicyStates`](ratelimit_core::PolicyStates)).
+//!
+//! ```
+//! use ratelimit_core::{Policy, PolicySet, Quota};
+//! use ratelimit_tower::{RateLimitLayer, Tiers};
+//!
+//! let free = PolicySet::new([Policy::gcra("burst", Quota::per_second(5).build()?)?])?;
+//! let pro = PolicySet::new([Policy::gcra("burst", Quota::per_second(50).build()?)?])?;
+//! let layer = RateLimitLayer::builder().tiers(Tiers::new(free).tier("pro", pro)).build()?;
+//!
+//! // Later, at run time: raise the pro quota; nobody's counters reset.
+//! let pro2 = PolicySet::new([Policy::gcra("burst", Quota::per_second(100).build()?)?])?;
+//! layer.tiers().set_tier("pro", pro2);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use ratelimit_core::PolicySet;
+
+use crate::headers::policy_value;
+use crate::key::RequestInfo;
+
+/// A tier name, as a request extension (set by auth middleware) or returned by a tier closure.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Tier(TierName);
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum TierName {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl Tier {
+    /// A tier from a static name (no allocation).
+    pub const fn new_static(name: &'static str) -> Self {
+        Tier(TierName::Static(name))
+    }
+
+    /// A tier from any name.
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
+        Tier(TierName::Shared(name.into()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            TierName::Static(s) => s,
+            TierName::Shared(s) => s,
+        }
+    }
+}
+
+impl fmt::Debug for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tier({:?})", self.as_str())
+    }
+}
+
+/// Where a request's tier comes from.
+#[derive(Clone, Default)]
+pub enum TierSource {
+    /// The [`Tier`] request extension (absent → the default tier). The default.
+    #[default]
+    Extension,
+    /// A closure (absent or unknown → the default tier).
+    Fn(TierFn),
+}
+
+/// A closure choosing a request's tier.
+pub type TierFn = Arc<dyn Fn(&RequestInfo<'_>) -> Option<Tier> + Send + Sync>;
+
+impl fmt::Debug for TierSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TierSource::Extension => f.write_str("Extension"),
+            TierSource::Fn(_) => f.write_str("Fn"),
+        }
+    }
+}
+
+/// The tier table; see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct Tiers {
+    default: PolicySet,
+    named: Vec<(Arc<str>, PolicySet)>,
+    global: Option<PolicySet>,
+}
+
+impl Tiers {
+    /// A table whose default tier (anonymous clients, unknown tiers) uses `default`.
+    pub fn new(default: PolicySet) -> Self {
+        Tiers {
+            default,
+            named: Vec::new(),
+            global: None,
+        }
+    }
+
+    /// Adds (or replaces) the tier `name`.
+    pub fn tier(mut self, name: &str, policies: PolicySet) -> Self {
+        self.named.retain(|(n, _)| &**n != name);
+        self.named.push((Arc::from(name), policies));
+        self
+    }
+
+    /// A global cap: after a request passes its own tier's policies, these are checked on one key shared
+    /// by every client (reserve-then-refund: if the cap rejects, the client's charge is refunded). Give
+    /// them names distinct from the tiers' policy names: both appear in the same headers.
+    pub fn global(mut self, policies: PolicySet) -> Self {
+        self.global = Some(policies);
+        self
+    }
+}
+
+/// One tier, with its `RateLimit-Policy` values rendered once.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) name: Arc<str>,
+    pub(crate) set: PolicySet,
+    /// Every policy of this set, then every global policy.
+    pub(crate) policy_header: Option<HeaderValue>,
+    /// Every policy of this set (for responses where the global cap was not reached).
+    pub(crate) policy_own: Option<HeaderValue>,
+    /// One value per policy of this set.
+    pub(crate) each: Vec<Option<HeaderValue>>,
+}
+
+impl Entry {
+    fn new(name: Arc<str>, set: PolicySet, global: Option<&PolicySet>) -> Self {
+        let mut buf = crate::headers::Buf::new();
+        crate::headers::write_policy(&mut buf, &set, None, None);
+        let policy_own = buf.value();
+        if let Some(g) = global {
+            buf.push(b", ");
+            crate::headers::write_policy(&mut buf, g, None, None);
+        }
+        let each = (0..set.len())
+            .map(|i| policy_value(&set, Some(i), None))
+            .collect();
+        Entry {
+            name,
+            policy_header: buf.value(),
+            policy_own,
+            each,
+            set,
+        }
+    }
+}
+
+/// An immutable snapshot of the table, swapped atomically.
+#[derive(Debug)]
+pub(crate) struct TierTable {
+    pub(crate) default: Arc<Entry>,
+    pub(crate) named: HashMap<Arc<str>, Arc<Entry>>,
+    pub(crate) global: Option<Arc<Entry>>,
+    pub(crate) source: Tiers,
+}
+
+impl TierTable {
+    pub(crate) fn build(tiers: Tiers) -> Self {
+        let g = tiers.global.as_ref();
+        TierTable {
+            default: Arc::new(Entry::new(Arc::from("default"), tiers.default.clone(), g)),
+            named: tiers
+                .named
+                .iter()
+                .map(|(n, s)| (n.clone(), Arc::new(Entry::new(n.clone(), s.clone(), g))))
+                .collect(),
+            global: g.map(|s| Arc::new(Entry::new(Arc::from("global"), s.clone(), None))),
+            source: tiers,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn entry(&self, tier: Option<&str>) -> &Arc<Entry> {
+        match tier {
+            None => &self.default,
+            Some(t) => match self.named.get(t) {
+                Some(e) => e,
+                None => {
+                    tracing::debug!(tier = t, "unknown tier; using the default tier");
+                    &self.default
+                }
+            },
+        }
+    }
+}
+
+/// Changes the tier table of a running layer (and of every service it made); from
+/// [`RateLimitLayer::tiers`](crate::RateLimitLayer::tiers). Changes apply to the next request; counters
+/// are kept.
+#[derive(Clone)]
+pub struct TiersHandle {
+    pub(crate) table: Arc<ArcSwap<TierTable>>,
+}
+
+impl fmt::Debug for TiersHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TiersHandle")
+            .field("tiers", &self.get())
+            .finish()
+    }
+}
+
+impl TiersHandle {
+    /// The current table.
+    pub fn get(&self) -> Tiers {
+        self.table.load().source.clone()
+    }
+
+    /// Replaces the whole table.
+    pub fn replace(&self, tiers: Tiers) {
+        self.table.store(Arc::new(TierTable::build(tiers)));
+    }
+
+    /// Adds or replaces one tier.
+    pub fn set_tier(&self, name: &str, policies: PolicySet) {
+        self.table.rcu(|t| {
+            Arc::new(TierTable::build(
+                t.source.clone().tier(name, policies.clone()),
+            ))
+        });
+    }
+
+    /// Removes a tier (its clients fall back to the default tier).
+    pub fn remove_tier(&self, name: &str) {
+        self.table.rcu(|t| {
+            let mut s = t.source.clone();
+            s.named.retain(|(n, _)| &**n != name);
+            Arc::new(TierTable::build(s))
+        });
+    }
+
+    /// Replaces the default tier's policies.
+    pub fn set_default(&self, policies: PolicySet) {
+        self.table.rcu(|t| {
+            let mut s = t.source.clone();
+            s.default = policies.clone();
+            Arc::new(TierTable::build(s))
+        });
+    }
+
+    /// Sets or clears the global cap.
+    pub fn set_global(&self, policies: Option<PolicySet>) {
+        self.table.rcu(|t| {
+            let mut s = t.source.clone();
+            s.global = policies.clone();
+            Arc::new(TierTable::build(s))
+        });
+    }
+}
