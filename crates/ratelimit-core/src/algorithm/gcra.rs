@@ -71,7 +71,8 @@ impl Algorithm for Gcra {
             return Status::never_fits(burst, self.remaining(ahead), ahead);
         }
         let new_ahead = ahead + cost * self.interval;
-        if new_ahead > self.tau {
+        // Cost 0 is a query and always allowed, even while a penalty holds the key beyond its capacity.
+        if cost > 0 && new_ahead > self.tau {
             Status {
                 limit: burst,
                 remaining: self.remaining(ahead),

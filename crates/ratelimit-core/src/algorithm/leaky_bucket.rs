@@ -86,10 +86,11 @@ impl Algorithm for LeakyBucket {
             return Status::never_fits(burst, remaining, self.drain_time(level));
         }
         let after = level + cost * period;
-        if after <= self.capacity {
+        // Cost 0 is a query and always allowed, even while a penalty holds the level above the capacity.
+        if cost == 0 || after <= self.capacity {
             Status {
                 limit: burst,
-                remaining: (self.capacity - after) / period,
+                remaining: self.capacity.saturating_sub(after) / period,
                 reset: self.drain_time(after),
                 retry: 0,
                 delay: 0,

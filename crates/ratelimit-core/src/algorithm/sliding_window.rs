@@ -105,11 +105,12 @@ impl Algorithm for SlidingWindow {
         if cost > limit {
             return Status::never_fits(limit, remaining, self.reset_after(prev, cur, rest));
         }
-        if estimate + cost * period <= capacity {
+        // Cost 0 is a query and always allowed, even while a penalty holds the estimate above the limit.
+        if cost == 0 || estimate + cost * period <= capacity {
             let after = estimate + cost * period;
             return Status {
                 limit,
-                remaining: (capacity - after) / period,
+                remaining: capacity.saturating_sub(after) / period,
                 reset: self.reset_after(prev, cur + cost, rest),
                 retry: 0,
                 delay: 0,
