@@ -231,7 +231,9 @@ impl AnyAlgorithm {
             AlgorithmKind::Gcra => AnyAlgorithm::Gcra(Gcra::new(quota)),
             AlgorithmKind::TokenBucket => AnyAlgorithm::TokenBucket(TokenBucket::new(quota)),
             AlgorithmKind::LeakyBucket => AnyAlgorithm::LeakyBucket(LeakyBucket::new(quota)?),
-            AlgorithmKind::Shaper { max_delay } => AnyAlgorithm::Shaper(Shaper::new(quota, max_delay)),
+            AlgorithmKind::Shaper { max_delay } => {
+                AnyAlgorithm::Shaper(Shaper::new(quota, max_delay))
+            }
             AlgorithmKind::FixedWindow => AnyAlgorithm::FixedWindow(FixedWindow::new(quota)?),
             AlgorithmKind::SlidingLog => AnyAlgorithm::SlidingLog(SlidingLog::new(quota)?),
             AlgorithmKind::SlidingWindow => AnyAlgorithm::SlidingWindow(SlidingWindow::new(quota)?),

@@ -107,7 +107,9 @@ impl Algorithm for Gcra {
     }
 
     fn penalise(&self, tat: &mut u64, now: Micros, cost: u64) {
-        let charged = (*tat).max(now).saturating_add(cost.saturating_mul(self.interval));
+        let charged = (*tat)
+            .max(now)
+            .saturating_add(cost.saturating_mul(self.interval));
         *tat = charged.min(now + 2 * self.tau);
     }
 

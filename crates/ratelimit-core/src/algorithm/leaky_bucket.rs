@@ -59,7 +59,9 @@ impl LeakyBucket {
 
     #[inline]
     fn level_at(&self, s: &LeakState, now: Micros) -> u64 {
-        let leaked = now.saturating_sub(s.last).saturating_mul(self.quota.limit());
+        let leaked = now
+            .saturating_sub(s.last)
+            .saturating_mul(self.quota.limit());
         s.level.saturating_sub(leaked)
     }
 

@@ -158,7 +158,8 @@ impl Algorithm for TokenBucket {
         if s.missing == 0 {
             0
         } else {
-            s.last.saturating_add(s.missing.saturating_mul(self.interval))
+            s.last
+                .saturating_add(s.missing.saturating_mul(self.interval))
         }
     }
 }
