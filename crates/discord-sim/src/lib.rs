@@ -73,6 +73,8 @@
 
 mod config;
 mod engine;
+#[cfg(feature = "clients")]
+pub mod reference;
 mod rng;
 mod route;
 mod scenario;
