@@ -1,1 +1,79 @@
-//! Placeholder; filled in by its own issue.
+//! # ratelimit-client
+//!
+//! An outbound rate limiter for HTTP clients: a tower [`RateLimitLayer`] (and reqwest adapters) that reads
+//! an upstream's rate-limit headers, waits *before* sending when a bucket is empty, and so never takes a
+//! 429 it could have avoided, while running requests in parallel whenever the upstream allows.
+//!
+//! ## How it works
+//!
+//! A [`Profile`] knows one upstream's dialect: it classifies a request into a route
+//! (Discord: method + route template + major parameter) and reads responses into observations (bucket
+//! limit, remaining, reset; 429 scope and precise wait; 401; bans). The [`Limiter`] is the scheduler shared
+//! by every profile:
+//!
+//! * **Buckets.** A route's first request probes alone; the response names the bucket and how much is
+//!   left. Then up to `remaining − in_flight` requests run in parallel. When the bucket is empty, requests
+//!   wait in FIFO order (per [`Lane`]) until the reset measured on a monotonic clock, and are released one
+//!   by one only while the refreshed allowance lasts.
+//! * **Shared hashes.** Routes reporting the same bucket hash for the same major share one counter until a
+//!   response proves a route keeps its own count (Discord message create/edit), then they are split.
+//! * **Global limit.** At most N requests (50 by default) per token in any window of 1 s + a margin, kept as
+//!   an exact sliding log (`ratelimit_core::SlidingLog`), and counted at send time; a global 429 locks the
+//!   token for the precise `retry_after`. Interaction callbacks and follow-ups are exempt.
+//! * **Scopes and sub-limits.** A `shared` 429 blocks the bucket but is not counted as invalid; a `user` 429
+//!   while `Remaining > 0` is a hidden sub-limit: requests with the same body shape wait in their own lane
+//!   while the rest of the route proceeds.
+//! * **Safety.** An invalid-request budget (401, 403 and non-shared 429 per 10 minutes) warns, sheds
+//!   non-urgent work, then stops; a Cloudflare ban stops all traffic and probes with exponential backoff; a
+//!   401 stops the token. Deadlines ([`MaxWait`]) fail fast with [`Error::WouldWait`].
+//!
+//! ## Example
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use ratelimit_client::{profile::Discord, Limiter, RateLimitLayer};
+//! use tower::{service_fn, Layer, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! // Any `Service<http::Request<B>>` works; here a stand-in for Discord.
+//! let discord = service_fn(|_req: http::Request<Full<Bytes>>| async {
+//!     let res = http::Response::builder()
+//!         .header("x-ratelimit-limit", "5")
+//!         .header("x-ratelimit-remaining", "4")
+//!         .header("x-ratelimit-reset-after", "5.000")
+//!         .header("x-ratelimit-bucket", "abcd")
+//!         .body(Full::new(Bytes::new()))?;
+//!     Ok::<_, http::Error>(res)
+//! });
+//! let limiter = Limiter::new(Discord::new());
+//! let client = RateLimitLayer::new(limiter.clone()).layer(discord);
+//! let req = http::Request::post("https://discord.com/api/v10/channels/1/messages")
+//!     .body(Full::new(Bytes::from_static(b"{}")))?;
+//! let res = client.oneshot(req).await?;
+//! assert_eq!(res.status(), 200);
+//! assert_eq!(limiter.snapshot().buckets[0].available, 4);
+//! # Ok(()) }
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod body;
+mod error;
+pub mod layer;
+pub mod parse;
+pub mod profile;
+pub mod scheduler;
+
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod reqwest;
+
+pub use body::{ReplayBody, ResponseBody};
+pub use error::{BoxError, Error};
+pub use layer::{RateLimit, RateLimitLayer};
+pub use profile::{Lane, Profile};
+pub use scheduler::{
+    Config, ConfigError, InvalidBudget, Limiter, LimiterBuilder, MaxWait, Snapshot,
+};

@@ -1,0 +1,129 @@
+//! Scheduler configuration, validated when built.
+
+use std::time::Duration;
+
+use ratelimit_core::clock::duration_to_micros;
+use ratelimit_core::Micros;
+
+/// Thresholds of the invalid-request budget (Discord: 10,000 responses with status 401, 403 or a
+/// non-`shared` 429 per 10 minutes per IP earn a ban).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidBudget {
+    /// The sliding window, in microseconds (default 10 minutes).
+    pub window: Micros,
+    /// Log a warning from this count on (default 5,000).
+    pub warn: usize,
+    /// Refuse non-urgent requests from this count on (default 8,000).
+    pub shed: usize,
+    /// Refuse every request from this count on (default 9,500).
+    pub stop: usize,
+}
+
+impl Default for InvalidBudget {
+    fn default() -> Self {
+        InvalidBudget {
+            window: 600_000_000,
+            warn: 5_000,
+            shed: 8_000,
+            stop: 9_500,
+        }
+    }
+}
+
+/// Scheduler settings; build with [`crate::LimiterBuilder`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Requests per global window per token; `None` disables the pre-emptive global limit.
+    pub global_limit: Option<u32>,
+    /// The global window (default 1 s).
+    pub global_window: Micros,
+    /// Added to the global window so that latency jitter cannot squeeze N+1 requests into one upstream
+    /// second (default 50 ms; dapi#5144 needed 1.1 s with fixed windows).
+    pub global_margin: Micros,
+    /// The invalid-request budget.
+    pub invalid: InvalidBudget,
+    /// First wait after a detected ban before a probe (default 60 s), doubled on each failed probe.
+    pub ban_backoff: Micros,
+    /// Longest wait between ban probes (default 1 h).
+    pub ban_backoff_max: Micros,
+    /// Counters kept at most; idle ones are evicted first (default 10,000).
+    pub max_buckets: usize,
+    /// Routes kept at most; idle ones are evicted first (default 10,000).
+    pub max_routes: usize,
+    /// Retries after a rate-limit response (default 3).
+    pub max_limit_retries: u32,
+    /// Retries after a 5xx or a connection error (default 3).
+    pub max_error_retries: u32,
+    /// First backoff after a 5xx or connection error (default 250 ms); doubles per retry, with jitter.
+    pub backoff_base: Micros,
+    /// Longest backoff (default 10 s).
+    pub backoff_max: Micros,
+    /// Default maximum time a request may wait for the rate limit; `None` waits as long as needed.
+    pub max_wait: Option<Micros>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            global_limit: Some(50),
+            global_window: 1_000_000,
+            global_margin: 50_000,
+            invalid: InvalidBudget::default(),
+            ban_backoff: 60_000_000,
+            ban_backoff_max: 3_600_000_000,
+            max_buckets: 10_000,
+            max_routes: 10_000,
+            max_limit_retries: 3,
+            max_error_retries: 3,
+            backoff_base: 250_000,
+            backoff_max: 10_000_000,
+            max_wait: None,
+        }
+    }
+}
+
+/// A configuration value that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid client configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.global_limit == Some(0) {
+            return Err(ConfigError(
+                "global_limit must be at least 1 (or None to disable it)".into(),
+            ));
+        }
+        if self.global_window == 0 {
+            return Err(ConfigError("global_window must be longer than zero".into()));
+        }
+        let b = &self.invalid;
+        if !(b.warn <= b.shed && b.shed <= b.stop) || b.stop == 0 || b.window == 0 {
+            return Err(ConfigError(format!(
+                "invalid-request thresholds must satisfy 0 < warn <= shed <= stop and a non-zero window; got warn {} shed {} stop {}",
+                b.warn, b.shed, b.stop
+            )));
+        }
+        if self.ban_backoff == 0 || self.ban_backoff > self.ban_backoff_max {
+            return Err(ConfigError(
+                "ban_backoff must be non-zero and at most ban_backoff_max".into(),
+            ));
+        }
+        if self.max_buckets == 0 || self.max_routes == 0 {
+            return Err(ConfigError(
+                "max_buckets and max_routes must be at least 1".into(),
+            ));
+        }
+        if self.backoff_base == 0 || self.backoff_base > self.backoff_max {
+            return Err(ConfigError(
+                "backoff_base must be non-zero and at most backoff_max".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn us(d: Duration) -> Micros {
+    duration_to_micros(d)
+}

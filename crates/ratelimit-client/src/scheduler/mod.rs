@@ -1,0 +1,516 @@
+//! The scheduler shared by every profile: admission, waiting, and learning from responses.
+//!
+//! A [`Limiter`] holds the state for one upstream (one egress IP): per-token global limits, routes and their
+//! FIFO lanes, bucket counters, the invalid-request budget and the ban breaker. The tower layer and the
+//! reqwest middleware both drive it; it can also be used directly. See [`state`](self) for the model.
+//!
+//! ```
+//! use ratelimit_client::{profile::Discord, Limiter};
+//!
+//! let limiter = Limiter::builder(Discord::new()).global_limit(Some(50)).build()?;
+//! assert!(limiter.snapshot().buckets.is_empty());
+//! # Ok::<(), ratelimit_client::ConfigError>(())
+//! ```
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Extensions, HeaderMap, Method, StatusCode, Uri};
+use parking_lot::Mutex;
+use ratelimit_core::{Clock, Micros, SystemClock};
+use tokio::sync::Notify;
+
+pub mod config;
+pub(crate) mod state;
+
+pub use config::{Config, ConfigError, InvalidBudget};
+pub use state::{BucketStatus, RouteStatus, Snapshot};
+
+use crate::error::Error;
+use crate::parse::micros;
+use crate::profile::{Lane, Observation, Profile};
+use config::us;
+use state::{Core, ErrorKind, Grant, Step, Ticket, Verdict};
+
+/// The longest a single request may wait for the rate limit; put it in the request's extensions.
+///
+/// When the predicted wait is longer, the request fails at once with [`Error::WouldWait`] naming the
+/// bucket and the wait; if the wait grows while queued, it fails when the time is spent.
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelimit_client::MaxWait;
+/// let mut req = http::Request::new(());
+/// req.extensions_mut().insert(MaxWait(Duration::from_secs(3)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxWait(pub Duration);
+
+/// Builds a [`Limiter`].
+pub struct LimiterBuilder<P> {
+    profile: P,
+    cfg: Config,
+    clock: Option<Arc<dyn Clock>>,
+}
+
+impl<P: std::fmt::Debug> std::fmt::Debug for LimiterBuilder<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LimiterBuilder")
+            .field("profile", &self.profile)
+            .field("config", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: std::fmt::Debug> std::fmt::Debug for Inner<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter")
+            .field("profile", &self.profile)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Profile> LimiterBuilder<P> {
+    /// Pre-emptive global limit per token per second (`None` to disable). Default 50, Discord's.
+    pub fn global_limit(mut self, n: Option<u32>) -> Self {
+        self.cfg.global_limit = n;
+        self
+    }
+
+    /// The global window and the safety margin added to it (defaults 1 s and 50 ms).
+    pub fn global_window(mut self, window: Duration, margin: Duration) -> Self {
+        self.cfg.global_window = us(window);
+        self.cfg.global_margin = us(margin);
+        self
+    }
+
+    /// The invalid-request budget thresholds.
+    pub fn invalid_budget(mut self, budget: InvalidBudget) -> Self {
+        self.cfg.invalid = budget;
+        self
+    }
+
+    /// First and longest wait between probes after a ban.
+    pub fn ban_backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.cfg.ban_backoff = us(first);
+        self.cfg.ban_backoff_max = us(max);
+        self
+    }
+
+    /// Retries after rate-limit responses and after transient errors.
+    pub fn retries(mut self, limit: u32, errors: u32) -> Self {
+        self.cfg.max_limit_retries = limit;
+        self.cfg.max_error_retries = errors;
+        self
+    }
+
+    /// Backoff for transient errors: first delay and cap (exponential, with jitter).
+    pub fn backoff(mut self, base: Duration, max: Duration) -> Self {
+        self.cfg.backoff_base = us(base);
+        self.cfg.backoff_max = us(max);
+        self
+    }
+
+    /// Default maximum wait per request (overridden by a [`MaxWait`] extension).
+    pub fn max_wait(mut self, d: Option<Duration>) -> Self {
+        self.cfg.max_wait = d.map(us);
+        self
+    }
+
+    /// Caps on tracked counters and routes (idle ones are evicted first).
+    pub fn max_buckets(mut self, buckets: usize, routes: usize) -> Self {
+        self.cfg.max_buckets = buckets;
+        self.cfg.max_routes = routes;
+        self
+    }
+
+    /// Replaces the whole configuration.
+    pub fn config(mut self, cfg: Config) -> Self {
+        self.cfg = cfg;
+        self
+    }
+
+    /// Uses `clock` instead of the system's monotonic clock (tests).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// Validates the configuration and builds the limiter.
+    pub fn build(self) -> Result<Limiter<P>, ConfigError> {
+        self.cfg.validate()?;
+        Ok(Limiter {
+            inner: Arc::new(Inner {
+                core: Mutex::new(Core::new(self.cfg.clone())),
+                cfg: self.cfg,
+                clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock::new())),
+                profile: self.profile,
+                stats: Stats::default(),
+            }),
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    waited_us: AtomicU64,
+    sent: AtomicU64,
+}
+
+struct Inner<P> {
+    profile: P,
+    core: Mutex<Core>,
+    cfg: Config,
+    clock: Arc<dyn Clock>,
+    stats: Stats,
+}
+
+/// The rate-limit scheduler for one upstream. Cheap to clone; clones share state.
+#[derive(Debug)]
+pub struct Limiter<P> {
+    inner: Arc<Inner<P>>,
+}
+
+impl<P> Clone for Limiter<P> {
+    fn clone(&self) -> Self {
+        Limiter {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+/// A stable digest of the credential, so that tokens never appear in keys or logs.
+fn token_digest(headers: &HeaderMap) -> u64 {
+    match headers.get(http::header::AUTHORIZATION) {
+        None => 0,
+        Some(v) => {
+            let mut h = foldhash::fast::FixedState::with_seed(0x70_6b).build_hasher();
+            h.write(v.as_bytes());
+            h.finish() | 1
+        }
+    }
+}
+
+/// A fingerprint of a JSON body's top-level keys, for sub-limits that depend on which fields a request
+/// changes (Discord's channel `name`/`topic` edits).
+pub(crate) fn body_fingerprint(body: Option<&[u8]>) -> u64 {
+    let Some(b) = body.filter(|b| !b.is_empty() && b.len() <= 1 << 20) else {
+        return 0;
+    };
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(b) else {
+        return 0;
+    };
+    let mut keys: Vec<&String> = map.keys().collect();
+    keys.sort();
+    let mut h = foldhash::fast::FixedState::with_seed(0xf1).build_hasher();
+    for k in keys {
+        h.write(k.as_bytes());
+        h.write_u8(0);
+    }
+    h.finish() | 1
+}
+
+/// What the caller should do after a response.
+#[derive(Debug)]
+pub(crate) enum Next {
+    Done,
+    Retry { backoff: Option<Micros> },
+    Fail(Error),
+}
+
+impl<P: Profile> Limiter<P> {
+    /// A limiter with the default configuration.
+    pub fn new(profile: P) -> Self {
+        LimiterBuilder {
+            profile,
+            cfg: Config::default(),
+            clock: None,
+        }
+        .build()
+        .unwrap_or_else(|_| unreachable!("the default configuration is valid"))
+    }
+
+    /// A builder with the default configuration.
+    pub fn builder(profile: P) -> LimiterBuilder<P> {
+        LimiterBuilder {
+            profile,
+            cfg: Config::default(),
+            clock: None,
+        }
+    }
+
+    /// The profile.
+    pub fn profile(&self) -> &P {
+        &self.inner.profile
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.cfg
+    }
+
+    pub(crate) fn now(&self) -> Micros {
+        self.inner.clock.now()
+    }
+
+    /// A point-in-time view of buckets, routes, queues, the global limit and the budgets.
+    pub fn snapshot(&self) -> Snapshot {
+        let now = self.now();
+        self.inner.core.lock().snapshot(now)
+    }
+
+    /// Total time requests spent waiting for the rate limit, and requests sent, since creation.
+    pub fn totals(&self) -> (Duration, u64) {
+        (
+            Duration::from_micros(self.inner.stats.waited_us.load(Ordering::Relaxed)),
+            self.inner.stats.sent.load(Ordering::Relaxed),
+        )
+    }
+
+    pub(crate) fn ticket(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        ext: &Extensions,
+    ) -> Ticket {
+        let route = self.inner.profile.classify(method, uri, headers);
+        let token = token_digest(headers);
+        let route_key: Arc<str> = format!("{token:016x}|{}|{}", route.key, route.major).into();
+        Ticket {
+            route_key,
+            template: route.key.into(),
+            major: route.major.into(),
+            token,
+            lane: ext.get::<Lane>().copied().unwrap_or(route.lane),
+            global_exempt: route.global_exempt,
+            fingerprint: 0,
+        }
+    }
+
+    /// The deadline for a request: its [`MaxWait`] extension or the configured default.
+    pub(crate) fn deadline(&self, ext: &Extensions, start: Micros) -> Option<Micros> {
+        ext.get::<MaxWait>()
+            .map(|m| us(m.0))
+            .or(self.inner.cfg.max_wait)
+            .map(|w| start.saturating_add(w))
+    }
+
+    pub(crate) fn needs_fingerprint(&self, t: &Ticket) -> bool {
+        self.inner
+            .core
+            .lock()
+            .has_sublimits(&t.route_key, self.now())
+    }
+
+    /// Waits until the request may be sent, or fails.
+    pub(crate) async fn acquire(
+        &self,
+        t: &Ticket,
+        deadline: Option<Micros>,
+    ) -> Result<Permit<P>, Error> {
+        let start = self.now();
+        loop {
+            // Sub-limited requests wait in their own lane, outside the route's queue.
+            let sub = self.inner.core.lock().sublimit_until(t, self.now());
+            if let Some(until) = sub {
+                self.sleep_until(until, deadline, "sub-limit", start)
+                    .await?;
+            }
+            let notify = Arc::new(Notify::new());
+            let id = {
+                let now = self.now();
+                self.inner.core.lock().enqueue(t, notify.clone(), now)
+            };
+            let mut guard = QueueGuard {
+                limiter: self,
+                route_key: &t.route_key,
+                id,
+                armed: true,
+            };
+            loop {
+                let now = self.now();
+                let step = self.inner.core.lock().try_admit(id, t, now);
+                match step {
+                    Step::Admit(grant) => {
+                        guard.armed = false;
+                        let waited = now.saturating_sub(start);
+                        self.inner
+                            .stats
+                            .waited_us
+                            .fetch_add(waited, Ordering::Relaxed);
+                        self.inner.stats.sent.fetch_add(1, Ordering::Relaxed);
+                        if waited > 0 {
+                            metrics::histogram!("ratelimit_client_wait_seconds")
+                                .record(waited as f64 / 1e6);
+                        }
+                        return Ok(Permit {
+                            limiter: self.clone(),
+                            grant: Some(grant),
+                        });
+                    }
+                    Step::Fail(e) => return Err(e),
+                    Step::Sublimit => {
+                        guard.armed = false;
+                        break;
+                    }
+                    Step::Wait { until, bucket } => {
+                        if let (Some(d), Some(u)) = (deadline, until) {
+                            if u > d {
+                                metrics::counter!("ratelimit_client_deadline_total").increment(1);
+                                return Err(Error::WouldWait {
+                                    bucket,
+                                    wait: micros(u.saturating_sub(start)),
+                                });
+                            }
+                        }
+                        let wake = match (until, deadline) {
+                            (Some(u), _) => Some(u),
+                            (None, d) => d,
+                        };
+                        let timed_out = match wake {
+                            Some(w) => {
+                                let dur = micros(w.saturating_sub(now));
+                                tokio::select! {
+                                    _ = notify.notified() => false,
+                                    _ = tokio::time::sleep(dur) => until.is_none(),
+                                }
+                            }
+                            None => {
+                                notify.notified().await;
+                                false
+                            }
+                        };
+                        if timed_out && deadline.is_some_and(|d| self.now() >= d) {
+                            return Err(Error::WouldWait {
+                                bucket,
+                                wait: micros(self.now().saturating_sub(start)),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn sleep_until(
+        &self,
+        until: Micros,
+        deadline: Option<Micros>,
+        what: &str,
+        start: Micros,
+    ) -> Result<(), Error> {
+        if deadline.is_some_and(|d| until > d) {
+            return Err(Error::WouldWait {
+                bucket: what.to_owned(),
+                wait: micros(until.saturating_sub(start)),
+            });
+        }
+        let now = self.now();
+        tokio::time::sleep(micros(until.saturating_sub(now))).await;
+        Ok(())
+    }
+
+    /// Backoff with equal jitter: half the exponential delay, plus a random part of the other half.
+    pub(crate) fn backoff(&self, attempt: u32) -> Micros {
+        let cfg = &self.inner.cfg;
+        let exp = cfg
+            .backoff_base
+            .saturating_mul(1u64 << attempt.min(20))
+            .min(cfg.backoff_max);
+        let r = foldhash::fast::RandomState::default().hash_one(self.now());
+        exp / 2 + r % (exp / 2 + 1)
+    }
+}
+
+struct QueueGuard<'a, P> {
+    limiter: &'a Limiter<P>,
+    route_key: &'a str,
+    id: state::WaiterId,
+    armed: bool,
+}
+
+impl<P> Drop for QueueGuard<'_, P> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.limiter
+                .inner
+                .core
+                .lock()
+                .cancel(self.route_key, self.id);
+        }
+    }
+}
+
+/// An admitted request. Completing it with the response updates the limiter; dropping it without a
+/// response (a connection error, a cancelled future) releases its slot conservatively.
+#[derive(Debug)]
+pub(crate) struct Permit<P> {
+    limiter: Limiter<P>,
+    grant: Option<Grant>,
+}
+
+impl<P: Profile> Permit<P> {
+    pub(crate) fn wants_body(&self, status: StatusCode, headers: &HeaderMap) -> bool {
+        self.limiter.inner.profile.wants_body(status, headers)
+    }
+
+    /// Reads the response into the limiter's state and says what to do next.
+    pub(crate) fn complete(
+        mut self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: Option<&[u8]>,
+        request_body: Option<&[u8]>,
+        attempts: (u32, u32),
+    ) -> Next {
+        let Some(grant) = self.grant.take() else {
+            return Next::Done;
+        };
+        let inner = &self.limiter.inner;
+        let obs: Observation = inner.profile.observe(status, headers, body);
+        let fingerprint = if obs.limited.is_some() {
+            body_fingerprint(request_body)
+        } else {
+            0
+        };
+        let now = inner.clock.now();
+        let verdict = inner.core.lock().complete(&grant, &obs, fingerprint, now);
+        metrics::counter!("ratelimit_client_responses_total", "class" => status_class(status))
+            .increment(1);
+        match verdict {
+            Verdict::Done => Next::Done,
+            Verdict::RetryLimit if attempts.0 < inner.cfg.max_limit_retries => {
+                Next::Retry { backoff: None }
+            }
+            Verdict::RetryError if attempts.1 < inner.cfg.max_error_retries => Next::Retry {
+                backoff: Some(self.limiter.backoff(attempts.1)),
+            },
+            Verdict::RetryLimit | Verdict::RetryError => Next::Done,
+            Verdict::Fail(ErrorKind::Banned(b)) => Next::Fail(Error::Banned {
+                retry_in: micros(b),
+            }),
+        }
+    }
+}
+
+fn status_class(s: StatusCode) -> &'static str {
+    match s.as_u16() {
+        200..=299 => "2xx",
+        429 => "429",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    }
+}
+
+impl<P> Drop for Permit<P> {
+    fn drop(&mut self) {
+        if let Some(g) = self.grant.take() {
+            let now = self.limiter.inner.clock.now();
+            self.limiter.inner.core.lock().fail(&g, now);
+        }
+    }
+}

@@ -1,0 +1,1469 @@
+//! The scheduler's state machine: synchronous, clock-free (time is passed in), and therefore testable
+//! step by step with a manual clock.
+//!
+//! Model. A *route* is `token × route key × major`; it owns the FIFO queues (one per lane) of requests
+//! waiting for it. A *counter* is one upstream limit for one major: keyed by bucket hash when routes share
+//! it, or by route when a route is known to keep its own count under a shared hash. A route links to the
+//! counters its responses named. A request is admitted when it is at the head of its route's queue, the
+//! token's global limit has room, and every linked counter has `avail > 0`:
+//!
+//! * `avail` is what may still be *sent* in the current window. Admission decrements it. A response in the
+//!   same window lowers it to `remaining − in_flight` when that is smaller (the header already counts this
+//!   request; requests still in flight may or may not have been counted, so they are assumed counted). It
+//!   never rises inside a window, so out-of-order responses and layered limits only make it safer.
+//! * The window ends at `response time + Reset-After` (on our monotonic clock: later than the upstream's
+//!   own reset by the response latency, never earlier). At that point `avail` returns to the limit, minus
+//!   requests still in flight, and waiters are released one by one, FIFO, each admission waking the next
+//!   head only while `avail` lasts.
+//! * An unknown route sends one probe and holds the rest until it answers.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+type HashMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = hashbrown::HashSet<K, foldhash::fast::RandomState>;
+use ratelimit_core::{Algorithm, Micros, Quota, SlidingLog};
+use tokio::sync::Notify;
+
+use super::config::Config;
+use crate::error::Error;
+use crate::parse::micros;
+use crate::profile::{BucketInfo, Lane, Observation, Scope};
+
+pub(crate) type WaiterId = u64;
+
+/// What the caller knows about one request when it asks to be admitted.
+#[derive(Debug, Clone)]
+pub(crate) struct Ticket {
+    pub route_key: Arc<str>,
+    pub template: Arc<str>,
+    pub major: Arc<str>,
+    pub token: u64,
+    pub lane: Lane,
+    pub global_exempt: bool,
+    pub fingerprint: u64,
+}
+
+/// The bookkeeping for an admitted, in-flight request.
+#[derive(Debug, Clone)]
+pub(crate) struct Grant {
+    pub route_key: Arc<str>,
+    pub token: u64,
+    pub counters: Vec<GrantCounter>,
+    pub probe: bool,
+    pub ban_probe: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct GrantCounter {
+    key: Arc<str>,
+    window: u64,
+    done_at_send: u32,
+    first_half: bool,
+}
+
+/// The result of one admission attempt.
+#[derive(Debug)]
+pub(crate) enum Step {
+    Admit(Grant),
+    /// Wait until `until` (or until notified, when `None`), then try again.
+    Wait {
+        until: Option<Micros>,
+        bucket: String,
+    },
+    /// A sub-limit holds this request's fingerprint: it has left the queue; wait, then enqueue again.
+    Sublimit,
+    Fail(Error),
+}
+
+/// What to do after a response.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Hand the response to the caller.
+    Done,
+    /// A limit: retry (the scheduler's state already holds the wait).
+    RetryLimit,
+    /// A transient server error: retry after a backoff.
+    RetryError,
+    /// Stop: return this error instead of the response.
+    Fail(ErrorKind),
+}
+
+/// Errors a verdict can carry (an `Error` is not `PartialEq`).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ErrorKind {
+    Banned(Micros),
+}
+
+#[derive(Debug)]
+struct Counter {
+    hash: Option<Arc<str>>,
+    limit: u64,
+    avail: u64,
+    in_flight: u32,
+    cur_in_flight: u32,
+    window: u64,
+    rolled_at: Micros,
+    reset_at: Option<Micros>,
+    period: Micros,
+    blocked_until: Micros,
+    probe_next: bool,
+    done: u32,
+    routes: Vec<Arc<str>>,
+    last_used: Micros,
+}
+
+impl Counter {
+    fn new(hash: Option<Arc<str>>, b: &BucketInfo, now: Micros, in_flight_others: u32) -> Self {
+        Counter {
+            hash,
+            limit: b.limit,
+            avail: b.remaining.saturating_sub(u64::from(in_flight_others)),
+            in_flight: 0,
+            cur_in_flight: 0,
+            window: 0,
+            rolled_at: now,
+            reset_at: Some(now.saturating_add(b.reset_after)),
+            period: b.reset_after,
+            blocked_until: 0,
+            probe_next: false,
+            done: 1,
+            routes: Vec::new(),
+            last_used: now,
+        }
+    }
+
+    /// Opens a new window when the current one has ended; guards against a window with no known end.
+    fn roll(&mut self, now: Micros) {
+        match self.reset_at {
+            Some(r) if now >= r => {
+                self.window += 1;
+                self.rolled_at = now;
+                let fresh = if self.probe_next {
+                    self.limit.min(1)
+                } else {
+                    self.limit
+                };
+                self.avail = fresh.saturating_sub(u64::from(self.in_flight));
+                self.probe_next = false;
+                self.reset_at = None;
+                self.cur_in_flight = 0;
+                self.done = 0;
+            }
+            None if self.avail == 0 && self.in_flight == 0 => {
+                // Everything sent in this window failed without telling us when it ends.
+                self.reset_at = Some(now.saturating_add(self.period.max(1_000)));
+            }
+            _ => {}
+        }
+    }
+
+    fn idle(&self, now: Micros) -> bool {
+        self.in_flight == 0 && self.reset_at.is_none_or(|r| r <= now) && self.blocked_until <= now
+    }
+}
+
+#[derive(Debug)]
+struct RouteState {
+    token: u64,
+    template: Arc<str>,
+    major: Arc<str>,
+    counters: Vec<Arc<str>>,
+    unlimited: bool,
+    probe_in_flight: bool,
+    blocked_until: Micros,
+    queue: [VecDeque<(WaiterId, Arc<Notify>)>; Lane::COUNT],
+    sublimits: Vec<(u64, Micros)>,
+    last_used: Micros,
+}
+
+impl RouteState {
+    fn head(&self) -> Option<&(WaiterId, Arc<Notify>)> {
+        self.queue.iter().find_map(|q| q.front())
+    }
+
+    fn queued(&self) -> usize {
+        self.queue.iter().map(VecDeque::len).sum()
+    }
+
+    fn wake_head(&self) {
+        if let Some((_, n)) = self.head() {
+            n.notify_one();
+        }
+    }
+
+    fn remove(&mut self, id: WaiterId) -> bool {
+        for q in &mut self.queue {
+            if let Some(pos) = q.iter().position(|w| w.0 == id) {
+                q.remove(pos);
+                return true;
+            }
+        }
+        false
+    }
+}
+
+#[derive(Debug)]
+struct TokenState {
+    log: <SlidingLog as Algorithm>::State,
+    locked_until: Micros,
+    disabled: bool,
+}
+
+#[derive(Debug, Default)]
+struct Ban {
+    active: bool,
+    until: Micros,
+    backoff: Micros,
+    probe_in_flight: bool,
+}
+
+/// A bucket as the status snapshot shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BucketStatus {
+    /// The counter's key (`token|#hash|major` or `token|=route|major`).
+    pub key: String,
+    /// The upstream's hash for it, if known.
+    pub hash: Option<String>,
+    /// The upstream limit per window.
+    pub limit: u64,
+    /// Requests that may still be sent in this window.
+    pub available: u64,
+    /// Requests in flight.
+    pub in_flight: u32,
+    /// Microseconds until the window resets, if known.
+    pub reset_in: Option<Micros>,
+    /// Routes linked to this counter.
+    pub routes: Vec<String>,
+}
+
+/// A route as the status snapshot shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RouteStatus {
+    /// The route key (method and template).
+    pub route: String,
+    /// The major parameter.
+    pub major: String,
+    /// Requests waiting in its queues.
+    pub queued: usize,
+    /// Whether the route was found to have no per-route limit.
+    pub unlimited: bool,
+    /// Active sub-limits on this route.
+    pub sublimits: usize,
+}
+
+/// A point-in-time view of the scheduler, for dashboards and debugging.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// Known counters.
+    pub buckets: Vec<BucketStatus>,
+    /// Known routes.
+    pub routes: Vec<RouteStatus>,
+    /// Requests sent under the global limit in the last window, per token digest.
+    pub global_used: Vec<(u64, u64)>,
+    /// Tokens stopped after a 401.
+    pub disabled_tokens: usize,
+    /// Invalid responses counted in the current window.
+    pub invalid_requests: usize,
+    /// Time until the ban probe, when a ban is active.
+    pub banned_for: Option<Micros>,
+}
+
+pub(crate) struct Core {
+    cfg: Config,
+    global: Option<SlidingLog>,
+    tokens: HashMap<u64, TokenState>,
+    routes: HashMap<Arc<str>, RouteState>,
+    counters: HashMap<Arc<str>, Counter>,
+    /// `(hash, route template)` pairs known to keep their own counter under a shared hash.
+    own_counter: HashSet<(Arc<str>, Arc<str>)>,
+    invalid: VecDeque<Micros>,
+    invalid_level: u8,
+    ban: Ban,
+    next_waiter: WaiterId,
+}
+
+impl Core {
+    pub(crate) fn new(cfg: Config) -> Self {
+        let global = cfg.global_limit.and_then(|n| {
+            let q = Quota::new(
+                u64::from(n),
+                micros(cfg.global_window.saturating_add(cfg.global_margin)),
+            )
+            .build()
+            .ok()?;
+            SlidingLog::new(q).ok()
+        });
+        Core {
+            cfg,
+            global,
+            tokens: HashMap::default(),
+            routes: HashMap::default(),
+            counters: HashMap::default(),
+            own_counter: HashSet::default(),
+            invalid: VecDeque::new(),
+            invalid_level: 0,
+            ban: Ban::default(),
+            next_waiter: 0,
+        }
+    }
+
+    fn token(&mut self, token: u64) -> &mut TokenState {
+        self.tokens.entry(token).or_insert_with(|| TokenState {
+            log: Default::default(),
+            locked_until: 0,
+            disabled: false,
+        })
+    }
+
+    /// Whether a route has active sub-limits (so the caller should compute a body fingerprint).
+    pub(crate) fn has_sublimits(&self, route_key: &str, now: Micros) -> bool {
+        self.routes
+            .get(route_key)
+            .is_some_and(|r| r.sublimits.iter().any(|s| s.1 > now))
+    }
+
+    /// Until when a sub-limit holds requests with this fingerprint.
+    pub(crate) fn sublimit_until(&self, t: &Ticket, now: Micros) -> Option<Micros> {
+        let r = self.routes.get(&t.route_key)?;
+        r.sublimits
+            .iter()
+            .filter(|s| s.0 == t.fingerprint && s.1 > now)
+            .map(|s| s.1)
+            .max()
+    }
+
+    /// Puts a request at the back of its route's lane.
+    pub(crate) fn enqueue(&mut self, t: &Ticket, notify: Arc<Notify>, now: Micros) -> WaiterId {
+        self.next_waiter += 1;
+        let id = self.next_waiter;
+        if !self.routes.contains_key(&t.route_key) {
+            self.evict_routes(now);
+            let counters = self.link_known(t);
+            self.routes.insert(
+                t.route_key.clone(),
+                RouteState {
+                    token: t.token,
+                    template: t.template.clone(),
+                    major: t.major.clone(),
+                    counters,
+                    unlimited: false,
+                    probe_in_flight: false,
+                    blocked_until: 0,
+                    queue: Default::default(),
+                    sublimits: Vec::new(),
+                    last_used: now,
+                },
+            );
+        }
+        if let Some(r) = self.routes.get_mut(&t.route_key) {
+            r.queue[t.lane.index()].push_back((id, notify));
+            r.last_used = now;
+        }
+        id
+    }
+
+    /// A new route whose template is known to use a hash for which this major already has a counter is
+    /// linked at once, without a probe (the counter's state already covers it).
+    fn link_known(&mut self, t: &Ticket) -> Vec<Arc<str>> {
+        let linked: Vec<Arc<str>> = self
+            .routes
+            .values()
+            .filter(|r| r.template == t.template && r.token == t.token)
+            .flat_map(|r| r.counters.iter())
+            .filter_map(|k| self.counters.get(k).and_then(|c| c.hash.clone()))
+            .filter_map(|h| {
+                let key = self.counter_key(t.token, &h, &t.template, &t.major);
+                self.counters.contains_key(&key).then_some(key)
+            })
+            .take(1)
+            .collect();
+        for k in &linked {
+            if let Some(c) = self.counters.get_mut(k) {
+                c.routes.push(t.route_key.clone());
+            }
+        }
+        linked
+    }
+
+    fn counter_key(
+        &self,
+        token: u64,
+        hash: &Arc<str>,
+        template: &Arc<str>,
+        major: &str,
+    ) -> Arc<str> {
+        if self.own_counter.contains(&(hash.clone(), template.clone())) {
+            format!("{token:016x}|={template}|{major}").into()
+        } else {
+            format!("{token:016x}|#{hash}|{major}").into()
+        }
+    }
+
+    /// Removes a waiter that gave up (deadline, cancellation) and wakes the next head if it was first.
+    pub(crate) fn cancel(&mut self, route_key: &str, id: WaiterId) {
+        if let Some(r) = self.routes.get_mut(route_key) {
+            let was_head = r.head().is_some_and(|h| h.0 == id);
+            r.remove(id);
+            if was_head {
+                r.wake_head();
+            }
+        }
+    }
+
+    fn invalid_count(&mut self, now: Micros) -> usize {
+        let window = self.cfg.invalid.window;
+        while self
+            .invalid
+            .front()
+            .is_some_and(|&t| t.saturating_add(window) <= now)
+        {
+            self.invalid.pop_front();
+        }
+        self.invalid.len()
+    }
+
+    /// One admission attempt for waiter `id`.
+    pub(crate) fn try_admit(&mut self, id: WaiterId, t: &Ticket, now: Micros) -> Step {
+        if self.tokens.get(&t.token).is_some_and(|s| s.disabled) {
+            return Step::Fail(Error::Unauthorized);
+        }
+        let mut ban_probe = false;
+        if self.ban.active {
+            if now < self.ban.until || self.ban.probe_in_flight {
+                return Step::Fail(Error::Banned {
+                    retry_in: micros(self.ban.until.saturating_sub(now)),
+                });
+            }
+            ban_probe = true;
+        }
+        let count = self.invalid_count(now);
+        if count >= self.cfg.invalid.stop {
+            return Step::Fail(Error::InvalidBudget { count });
+        }
+        if count >= self.cfg.invalid.shed && t.lane != Lane::Urgent {
+            return Step::Fail(Error::Shed { count });
+        }
+        let Some(route) = self.routes.get_mut(&t.route_key) else {
+            return Step::Wait {
+                until: Some(now),
+                bucket: t.route_key.to_string(),
+            };
+        };
+        if route
+            .sublimits
+            .iter()
+            .any(|s| s.0 == t.fingerprint && s.1 > now)
+        {
+            route.remove(id);
+            route.wake_head();
+            return Step::Sublimit;
+        }
+        if route.head().is_none_or(|h| h.0 != id) {
+            return Step::Wait {
+                until: None,
+                bucket: t.route_key.to_string(),
+            };
+        }
+        if route.blocked_until > now {
+            return Step::Wait {
+                until: Some(route.blocked_until),
+                bucket: t.route_key.to_string(),
+            };
+        }
+        // The route's counters.
+        let mut wait: Option<(Option<Micros>, String)> = None;
+        let probe = !route.unlimited && route.counters.is_empty();
+        if probe && route.probe_in_flight {
+            return Step::Wait {
+                until: None,
+                bucket: format!("{} (probing)", t.route_key),
+            };
+        }
+        for key in &route.counters {
+            let Some(c) = self.counters.get_mut(key) else {
+                continue;
+            };
+            c.roll(now);
+            let w = if c.blocked_until > now {
+                Some(Some(c.blocked_until))
+            } else if c.avail == 0 {
+                Some(c.reset_at)
+            } else {
+                None
+            };
+            if let Some(until) = w {
+                let later = match (&wait, until) {
+                    (None, _) => true,
+                    (Some((Some(a), _)), Some(b)) => b > *a,
+                    (Some((None, _)), Some(_)) => true,
+                    _ => false,
+                };
+                if later {
+                    wait = Some((until, key.to_string()));
+                }
+            }
+        }
+        if let Some((until, bucket)) = wait {
+            return Step::Wait { until, bucket };
+        }
+        // The token's global limit, checked last so that its slots are only spent on admissions.
+        if !t.global_exempt {
+            let global = self.global;
+            let ts = self.token(t.token);
+            if ts.locked_until > now {
+                return Step::Wait {
+                    until: Some(ts.locked_until),
+                    bucket: "global".into(),
+                };
+            }
+            if let Some(g) = &global {
+                let s = g.evaluate(&ts.log, now, 1);
+                if !s.allowed() {
+                    return Step::Wait {
+                        until: Some(now.saturating_add(s.retry.max(1))),
+                        bucket: "global".into(),
+                    };
+                }
+                g.commit(&mut ts.log, now, 1);
+            }
+        }
+        // Admit.
+        let Some(route) = self.routes.get_mut(&t.route_key) else {
+            return Step::Wait {
+                until: Some(now),
+                bucket: t.route_key.to_string(),
+            };
+        };
+        route.remove(id);
+        route.wake_head();
+        route.last_used = now;
+        if probe {
+            route.probe_in_flight = true;
+        }
+        let mut counters = Vec::with_capacity(route.counters.len());
+        for key in &route.counters {
+            if let Some(c) = self.counters.get_mut(key) {
+                c.avail -= 1;
+                c.in_flight += 1;
+                c.cur_in_flight += 1;
+                c.last_used = now;
+                let first_half = c
+                    .reset_at
+                    .is_some_and(|r| now.saturating_add(c.period / 2) < r);
+                counters.push(GrantCounter {
+                    key: key.clone(),
+                    window: c.window,
+                    done_at_send: c.done,
+                    first_half,
+                });
+            }
+        }
+        if ban_probe {
+            self.ban.probe_in_flight = true;
+        }
+        Step::Admit(Grant {
+            route_key: t.route_key.clone(),
+            token: t.token,
+            counters,
+            probe,
+            ban_probe,
+        })
+    }
+
+    /// Releases what a grant held when no response was read (connection error, cancellation).
+    pub(crate) fn fail(&mut self, g: &Grant, now: Micros) {
+        self.release(g);
+        if let Some(r) = self.routes.get_mut(&g.route_key) {
+            if g.probe {
+                r.probe_in_flight = false;
+            }
+        }
+        for gc in &g.counters {
+            if let Some(c) = self.counters.get_mut(&gc.key) {
+                c.roll(now);
+            }
+        }
+        self.wake_for(g);
+    }
+
+    fn release(&mut self, g: &Grant) {
+        if g.ban_probe {
+            self.ban.probe_in_flight = false;
+        }
+        for gc in &g.counters {
+            if let Some(c) = self.counters.get_mut(&gc.key) {
+                c.in_flight = c.in_flight.saturating_sub(1);
+                if c.window == gc.window {
+                    c.cur_in_flight = c.cur_in_flight.saturating_sub(1);
+                }
+            }
+        }
+    }
+
+    fn wake_for(&self, g: &Grant) {
+        if let Some(r) = self.routes.get(&g.route_key) {
+            r.wake_head();
+        }
+        for gc in &g.counters {
+            self.wake_counter(&gc.key);
+        }
+    }
+
+    fn wake_counter(&self, key: &str) {
+        if let Some(c) = self.counters.get(key) {
+            for rk in &c.routes {
+                if let Some(r) = self.routes.get(rk) {
+                    r.wake_head();
+                }
+            }
+        }
+    }
+
+    fn wake_all(&self) {
+        for r in self.routes.values() {
+            for q in &r.queue {
+                for (_, n) in q {
+                    n.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Applies a response to the state and decides what the caller does next.
+    pub(crate) fn complete(
+        &mut self,
+        g: &Grant,
+        obs: &Observation,
+        fingerprint: u64,
+        now: Micros,
+    ) -> Verdict {
+        self.release(g);
+        if let Some(r) = self.routes.get_mut(&g.route_key) {
+            if g.probe {
+                r.probe_in_flight = false;
+            }
+        }
+        if obs.banned {
+            let backoff = if self.ban.active {
+                self.ban
+                    .backoff
+                    .saturating_mul(2)
+                    .min(self.cfg.ban_backoff_max)
+            } else {
+                self.cfg.ban_backoff
+            };
+            self.ban = Ban {
+                active: true,
+                until: now.saturating_add(backoff),
+                backoff,
+                probe_in_flight: false,
+            };
+            tracing::error!(
+                backoff_ms = backoff / 1000,
+                "upstream ban detected: all traffic stopped until a probe succeeds"
+            );
+            metrics::counter!("ratelimit_client_bans_total").increment(1);
+            self.count_invalid(now);
+            self.wake_all();
+            return Verdict::Fail(ErrorKind::Banned(backoff));
+        }
+        if g.ban_probe && self.ban.active {
+            tracing::info!("ban probe succeeded; traffic resumes");
+            self.ban = Ban::default();
+            self.wake_all();
+        }
+        if obs.invalid {
+            self.count_invalid(now);
+        }
+        if obs.unauthorized {
+            tracing::error!(
+                token = format_args!("{:016x}", g.token),
+                "401 Unauthorized: this token is stopped"
+            );
+            metrics::counter!("ratelimit_client_unauthorized_total").increment(1);
+            self.token(g.token).disabled = true;
+            self.wake_all();
+            return Verdict::Done;
+        }
+        if let Some(l) = obs.limited {
+            metrics::counter!("ratelimit_client_429_total", "scope" => l.scope.as_str())
+                .increment(1);
+            tracing::warn!(route = %g.route_key, scope = l.scope.as_str(), retry_ms = l.retry_after / 1000, "rate limited by upstream");
+        }
+        let until = obs.limited.map(|l| now.saturating_add(l.retry_after));
+        if let Some(l) = obs.limited.filter(|l| l.scope == Scope::Global) {
+            let ts = self.token(g.token);
+            ts.locked_until = ts.locked_until.max(now.saturating_add(l.retry_after));
+            self.wake_for(g);
+            return Verdict::RetryLimit;
+        }
+        // Sub-limit: a user 429 while the headers still show requests left.
+        let sublimit = obs.limited.is_some_and(|l| l.scope == Scope::User)
+            && obs.buckets.iter().any(|b| b.remaining > 0)
+            && obs.buckets.iter().all(|b| b.remaining > 0);
+        let mut learned = Vec::new();
+        for b in &obs.buckets {
+            if let Some(k) = self.observe_bucket(g, b, obs.limited.is_some(), now) {
+                learned.push(k);
+            }
+        }
+        if obs.buckets.is_empty() && obs.limited.is_none() && !obs.server_error {
+            if let Some(r) = self.routes.get_mut(&g.route_key) {
+                if r.counters.is_empty() && !r.unlimited {
+                    tracing::debug!(route = %g.route_key, "route reports no bucket: only the global limit applies");
+                    r.unlimited = true;
+                    r.wake_head();
+                }
+            }
+        }
+        let verdict = match (obs.limited, until) {
+            (Some(l), Some(until)) if sublimit => {
+                tracing::warn!(route = %g.route_key, retry_ms = l.retry_after / 1000, "sub-limit hit: isolating these requests in their own lane");
+                metrics::counter!("ratelimit_client_sublimits_total").increment(1);
+                if let Some(r) = self.routes.get_mut(&g.route_key) {
+                    r.sublimits.retain(|s| s.1 > now);
+                    if r.sublimits.len() < 16 {
+                        r.sublimits.push((fingerprint, until));
+                    }
+                }
+                Verdict::RetryLimit
+            }
+            (Some(l), Some(until)) => {
+                // Block the counters the 429 named (or the route's, or the route itself if none is known).
+                let keys: Vec<Arc<str>> = if learned.is_empty() {
+                    self.routes
+                        .get(&g.route_key)
+                        .map(|r| r.counters.clone())
+                        .unwrap_or_default()
+                } else {
+                    learned.clone()
+                };
+                if keys.is_empty() {
+                    if let Some(r) = self.routes.get_mut(&g.route_key) {
+                        r.blocked_until = r.blocked_until.max(until);
+                    }
+                }
+                for k in &keys {
+                    if let Some(c) = self.counters.get_mut(k) {
+                        c.blocked_until = c.blocked_until.max(until);
+                        if l.scope == Scope::User {
+                            c.avail = 0;
+                            c.reset_at = Some(c.reset_at.map_or(until, |r| r.max(until)));
+                            c.probe_next = true;
+                        }
+                    }
+                }
+                Verdict::RetryLimit
+            }
+            _ if obs.server_error => Verdict::RetryError,
+            _ => Verdict::Done,
+        };
+        self.wake_for(g);
+        for k in &learned {
+            self.wake_counter(k);
+        }
+        verdict
+    }
+
+    fn count_invalid(&mut self, now: Micros) {
+        self.invalid.push_back(now);
+        while self.invalid.len() > self.cfg.invalid.stop.saturating_add(1) {
+            self.invalid.pop_front();
+        }
+        let n = self.invalid_count(now);
+        metrics::gauge!("ratelimit_client_invalid_requests").set(n as f64);
+        let level = if n >= self.cfg.invalid.stop {
+            3
+        } else if n >= self.cfg.invalid.shed {
+            2
+        } else if n >= self.cfg.invalid.warn {
+            1
+        } else {
+            0
+        };
+        if level > self.invalid_level {
+            tracing::warn!(
+                invalid = n,
+                level,
+                "invalid-request budget crossed a threshold (1 warn, 2 shed, 3 stop)"
+            );
+        }
+        self.invalid_level = level;
+    }
+
+    /// Learns from one bucket of a response; returns the counter it concerns.
+    fn observe_bucket(
+        &mut self,
+        g: &Grant,
+        b: &BucketInfo,
+        limited: bool,
+        now: Micros,
+    ) -> Option<Arc<str>> {
+        let route = self.routes.get(&g.route_key)?;
+        let (template, major, token) = (route.template.clone(), route.major.clone(), route.token);
+        let hash: Arc<str> = match &b.id {
+            Some(h) => h.as_str().into(),
+            None => format!("route:{template}").into(),
+        };
+        let key = self.counter_key(token, &hash, &template, &major);
+        let linked = route.counters.contains(&key);
+        if !linked {
+            // A new hash for this route: learn it (a probe), a changed hash, or a layered limit on a 429.
+            if !self.counters.contains_key(&key) {
+                if self.counters.len() >= self.cfg.max_buckets && !self.evict_counters(now) {
+                    tracing::warn!(
+                        max = self.cfg.max_buckets,
+                        "too many buckets; route stays in probe mode"
+                    );
+                    return None;
+                }
+                let mut c = Counter::new(Some(hash.clone()), b, now, 0);
+                c.routes.push(g.route_key.clone());
+                self.counters.insert(key.clone(), c);
+            } else {
+                let shared_counter_fresh = self.counters.get(&key).is_some_and(|c| {
+                    c.done >= 1
+                        && b.remaining + 1 == b.limit
+                        && c.reset_at
+                            .is_some_and(|r| now.saturating_add(c.period / 2) < r)
+                });
+                if shared_counter_fresh && b.id.is_some() {
+                    // The other routes already spent from this window, yet this one reports a fresh count: it
+                    // keeps its own counter under the shared hash (dapi#8073).
+                    return self.split(g, b, &hash, &template, &major, now);
+                }
+                if let Some(c) = self.counters.get_mut(&key) {
+                    c.roll(now);
+                    c.avail = c
+                        .avail
+                        .min(b.remaining.saturating_sub(u64::from(c.in_flight)));
+                    c.routes.push(g.route_key.clone());
+                }
+            }
+            let route = self.routes.get_mut(&g.route_key)?;
+            if limited || route.counters.is_empty() {
+                route.counters.push(key.clone());
+            } else {
+                tracing::debug!(route = %g.route_key, "bucket hash changed");
+                let old = std::mem::replace(&mut route.counters, vec![key.clone()]);
+                for k in old {
+                    if let Some(c) = self.counters.get_mut(&k) {
+                        c.routes.retain(|r| r != &g.route_key);
+                    }
+                }
+            }
+            tracing::debug!(route = %g.route_key, bucket = %key, "learned bucket");
+            metrics::counter!("ratelimit_client_hash_learned_total").increment(1);
+            return Some(key);
+        }
+        let gc = g.counters.iter().find(|gc| gc.key == key);
+        let c = self.counters.get_mut(&key)?;
+        if b.limit != c.limit {
+            tracing::debug!(bucket = %key, old = c.limit, new = b.limit, "bucket limit changed");
+            c.limit = b.limit;
+        }
+        let new_reset = now.saturating_add(b.reset_after);
+        let current = match gc {
+            Some(gc) if gc.window == c.window => true,
+            Some(gc) if gc.window + 1 == c.window => {
+                // Sent in the previous window, answered after we rolled over. Counted in the new window only if
+                // it reports a reset well beyond the old one.
+                if new_reset > c.rolled_at.saturating_add(c.period / 2) {
+                    true
+                } else {
+                    c.avail = (c.avail + 1).min(c.limit.saturating_sub(u64::from(c.in_flight)));
+                    false
+                }
+            }
+            Some(_) => false,
+            None => true,
+        };
+        if !current {
+            return Some(key);
+        }
+        if let Some(gc) = gc {
+            let multi = c.routes.len() > 1;
+            if multi
+                && gc.first_half
+                && gc.done_at_send >= 1
+                && b.remaining + 1 == b.limit
+                && b.id.is_some()
+            {
+                return self.split(g, b, &hash, &template, &major, now);
+            }
+        }
+        c.avail = c
+            .avail
+            .min(b.remaining.saturating_sub(u64::from(c.in_flight)));
+        c.reset_at = Some(c.reset_at.map_or(new_reset, |r| r.max(new_reset)));
+        if b.remaining + 1 >= b.limit || c.period == 0 {
+            c.period = c.period.max(b.reset_after);
+        }
+        c.done += 1;
+        Some(key)
+    }
+
+    /// Gives a route its own counter under a hash it shares with other routes.
+    fn split(
+        &mut self,
+        g: &Grant,
+        b: &BucketInfo,
+        hash: &Arc<str>,
+        template: &Arc<str>,
+        major: &str,
+        now: Micros,
+    ) -> Option<Arc<str>> {
+        tracing::info!(route = %template, hash = %hash, "route keeps its own counter under a shared bucket hash");
+        metrics::counter!("ratelimit_client_hash_split_total").increment(1);
+        self.own_counter.insert((hash.clone(), template.clone()));
+        let key = self.counter_key(g.token, hash, template, major);
+        let mut c = Counter::new(Some(hash.clone()), b, now, 0);
+        c.routes.push(g.route_key.clone());
+        // Keep the safe view: this route's requests still in flight were admitted under the shared counter and
+        // will count against the new one; the shared counter's in-flight total bounds them.
+        let in_flight_here = g
+            .counters
+            .iter()
+            .filter_map(|gc| self.counters.get(&gc.key))
+            .map(|oc| oc.in_flight)
+            .max()
+            .unwrap_or(0);
+        c.avail = c.avail.saturating_sub(u64::from(in_flight_here));
+        self.counters.insert(key.clone(), c);
+        let route = self.routes.get_mut(&g.route_key)?;
+        let old = std::mem::replace(&mut route.counters, vec![key.clone()]);
+        for k in old {
+            if let Some(oc) = self.counters.get_mut(&k) {
+                oc.routes.retain(|r| r != &g.route_key);
+            }
+        }
+        Some(key)
+    }
+
+    fn evict_counters(&mut self, now: Micros) -> bool {
+        let victim = self
+            .counters
+            .iter()
+            .filter(|(_, c)| c.idle(now))
+            .min_by_key(|(_, c)| c.last_used)
+            .map(|(k, _)| k.clone());
+        let Some(k) = victim else {
+            return false;
+        };
+        if let Some(c) = self.counters.remove(&k) {
+            for rk in c.routes {
+                if let Some(r) = self.routes.get_mut(&rk) {
+                    r.counters.retain(|x| x != &k);
+                }
+            }
+        }
+        true
+    }
+
+    fn evict_routes(&mut self, now: Micros) {
+        if self.routes.len() < self.cfg.max_routes {
+            return;
+        }
+        let victim = self
+            .routes
+            .iter()
+            .filter(|(_, r)| r.queued() == 0 && !r.probe_in_flight && r.blocked_until <= now)
+            .min_by_key(|(_, r)| r.last_used)
+            .map(|(k, _)| k.clone());
+        if let Some(k) = victim {
+            if let Some(r) = self.routes.remove(&k) {
+                for ck in r.counters {
+                    if let Some(c) = self.counters.get_mut(&ck) {
+                        c.routes.retain(|x| x != &k);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn snapshot(&mut self, now: Micros) -> Snapshot {
+        let invalid_requests = self.invalid_count(now);
+        let global = self.global;
+        Snapshot {
+            buckets: self
+                .counters
+                .iter()
+                .map(|(k, c)| BucketStatus {
+                    key: k.to_string(),
+                    hash: c.hash.as_ref().map(|h| h.to_string()),
+                    limit: c.limit,
+                    available: if c.reset_at.is_some_and(|r| r <= now) {
+                        c.limit
+                    } else {
+                        c.avail
+                    },
+                    in_flight: c.in_flight,
+                    reset_in: c.reset_at.map(|r| r.saturating_sub(now)),
+                    routes: c.routes.iter().map(|r| r.to_string()).collect(),
+                })
+                .collect(),
+            routes: self
+                .routes
+                .values()
+                .map(|r| RouteStatus {
+                    route: r.template.to_string(),
+                    major: r.major.to_string(),
+                    queued: r.queued(),
+                    unlimited: r.unlimited,
+                    sublimits: r.sublimits.iter().filter(|s| s.1 > now).count(),
+                })
+                .collect(),
+            global_used: self
+                .tokens
+                .iter()
+                .map(|(t, s)| {
+                    let used = global.map_or(0, |g| {
+                        let st = g.evaluate(&s.log, now, 0);
+                        st.limit - st.remaining
+                    });
+                    (*t, used)
+                })
+                .collect(),
+            disabled_tokens: self.tokens.values().filter(|t| t.disabled).count(),
+            invalid_requests,
+            banned_for: self.ban.active.then(|| self.ban.until.saturating_sub(now)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::Limited;
+
+    const S: Micros = 1_000_000;
+
+    fn core() -> Core {
+        Core::new(Config {
+            global_limit: Some(50),
+            ..Config::default()
+        })
+    }
+
+    fn ticket(route: &str, major: &str) -> Ticket {
+        ticket_tok(route, major, 7)
+    }
+
+    fn ticket_tok(route: &str, major: &str, token: u64) -> Ticket {
+        Ticket {
+            route_key: format!("{token}|{route}|{major}").into(),
+            template: route.into(),
+            major: major.into(),
+            token,
+            lane: Lane::Normal,
+            global_exempt: false,
+            fingerprint: 0,
+        }
+    }
+
+    fn bucket(hash: &str, limit: u64, remaining: u64, reset: Micros) -> Observation {
+        Observation {
+            buckets: vec![BucketInfo {
+                id: Some(hash.into()),
+                limit,
+                remaining,
+                reset_after: reset,
+            }],
+            ..Observation::default()
+        }
+    }
+
+    /// Enqueues and tries once: `Ok(grant)` or `Err(waiter id)` left queued.
+    fn try_send(c: &mut Core, t: &Ticket, now: Micros) -> Result<Grant, (WaiterId, Step)> {
+        let id = c.enqueue(t, Arc::new(Notify::new()), now);
+        match c.try_admit(id, t, now) {
+            Step::Admit(g) => Ok(g),
+            Step::Fail(e) => {
+                // As the async caller's queue guard does.
+                c.cancel(&t.route_key, id);
+                Err((id, Step::Fail(e)))
+            }
+            other => Err((id, other)),
+        }
+    }
+
+    fn admit(c: &mut Core, id: WaiterId, t: &Ticket, now: Micros) -> Option<Grant> {
+        match c.try_admit(id, t, now) {
+            Step::Admit(g) => Some(g),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn unknown_route_probes_alone_then_runs_in_parallel_up_to_remaining() {
+        let mut c = core();
+        let t = ticket("POST /channels/{channel_id}/messages", "1");
+        let probe = try_send(&mut c, &t, 0).unwrap();
+        assert!(probe.probe);
+        let (w, step) = try_send(&mut c, &t, 0).unwrap_err();
+        assert!(matches!(step, Step::Wait { until: None, .. }), "{step:?}");
+        assert_eq!(
+            c.complete(&probe, &bucket("h", 5, 4, 5 * S), 0, 10),
+            Verdict::Done
+        );
+        // The waiter and three more go out in parallel: 4 remaining.
+        let mut grants = vec![admit(&mut c, w, &t, 10).unwrap()];
+        for _ in 0..3 {
+            grants.push(try_send(&mut c, &t, 10).unwrap());
+        }
+        let (_, step) = try_send(&mut c, &t, 10).unwrap_err();
+        assert!(
+            matches!(step, Step::Wait { until: Some(u), .. } if u == 10 + 5 * S),
+            "{step:?}"
+        );
+    }
+
+    #[test]
+    fn release_at_reset_is_fifo_and_only_as_many_as_the_limit() {
+        let mut c = core();
+        let t = ticket("PUT /guilds/{guild_id}/members/{id}/roles/{id}", "9");
+        let probe = try_send(&mut c, &t, 0).unwrap();
+        c.complete(&probe, &bucket("roles", 3, 0, S), 0, 0);
+        let waiters: Vec<WaiterId> = (0..7)
+            .map(|_| try_send(&mut c, &t, 0).unwrap_err().0)
+            .collect();
+        // Not before the reset.
+        assert!(admit(&mut c, waiters[0], &t, S - 1).is_none());
+        // At the reset: only the head may go, then the next, for three in all.
+        assert!(admit(&mut c, waiters[1], &t, S).is_none(), "not the head");
+        let mut admitted = Vec::new();
+        for &w in &waiters {
+            if let Some(g) = admit(&mut c, w, &t, S) {
+                admitted.push((w, g));
+            } else {
+                break;
+            }
+        }
+        assert_eq!(
+            admitted.iter().map(|a| a.0).collect::<Vec<_>>(),
+            waiters[..3].to_vec()
+        );
+    }
+
+    #[test]
+    fn out_of_order_responses_never_raise_the_allowance() {
+        let mut c = core();
+        let t = ticket("GET /x", "");
+        let probe = try_send(&mut c, &t, 0).unwrap();
+        c.complete(&probe, &bucket("x", 10, 9, 10 * S), 0, 0);
+        let gs: Vec<Grant> = (0..9).map(|_| try_send(&mut c, &t, 1).unwrap()).collect();
+        // The last response (remaining 0) arrives first, then older ones claiming more.
+        c.complete(&gs[8], &bucket("x", 10, 0, 10 * S), 0, 2);
+        c.complete(&gs[0], &bucket("x", 10, 8, 10 * S), 0, 3);
+        assert!(try_send(&mut c, &t, 4).is_err());
+        let snap = c.snapshot(4);
+        assert_eq!(snap.buckets[0].available, 0);
+    }
+
+    #[test]
+    fn a_smaller_remaining_lowers_the_allowance_for_layered_limits() {
+        let mut c = core();
+        let t = ticket("GET /users/{id}", "");
+        let probe = try_send(&mut c, &t, 0).unwrap();
+        c.complete(&probe, &bucket("u", 2000, 1999, 60 * S), 0, 0);
+        let g = try_send(&mut c, &t, 1).unwrap();
+        let _g2 = try_send(&mut c, &t, 1).unwrap();
+        // Something else used most of it: 3 left, one other request in flight.
+        c.complete(&g, &bucket("u", 2000, 3, 60 * S), 0, 2);
+        assert_eq!(c.snapshot(2).buckets[0].available, 2);
+    }
+
+    #[test]
+    fn global_limit_is_a_sliding_window_with_margin() {
+        let mut c = core();
+        let mut first = None;
+        for i in 0..50 {
+            let t = ticket("GET /unlimited", &i.to_string());
+            let g = try_send(&mut c, &t, i * 1000).unwrap();
+            first.get_or_insert(g);
+        }
+        let t = ticket("GET /unlimited", "x");
+        let (_, step) = try_send(&mut c, &t, 60_000).unwrap_err();
+        assert!(
+            matches!(step, Step::Wait { until: Some(u), ref bucket } if u == 1_050_000 && bucket == "global"),
+            "{step:?}"
+        );
+        // Exempt requests pass.
+        let mut ex = ticket(
+            "POST /interactions/{interaction_id}/{interaction_token}/callback",
+            "5",
+        );
+        ex.global_exempt = true;
+        assert!(try_send(&mut c, &ex, 60_000).is_ok());
+        // Another token has its own window.
+        assert!(try_send(&mut c, &ticket_tok("GET /unlimited", "y", 8), 60_000).is_ok());
+    }
+
+    #[test]
+    fn a_global_429_locks_the_token() {
+        let mut c = core();
+        let t = ticket("GET /a", "");
+        let g = try_send(&mut c, &t, 0).unwrap();
+        let obs = Observation {
+            limited: Some(Limited {
+                scope: Scope::Global,
+                retry_after: 661_000,
+            }),
+            invalid: true,
+            ..Observation::default()
+        };
+        assert_eq!(c.complete(&g, &obs, 0, 0), Verdict::RetryLimit);
+        let (_, step) = try_send(&mut c, &ticket("GET /b", ""), 1).unwrap_err();
+        assert!(
+            matches!(
+                step,
+                Step::Wait {
+                    until: Some(661_000),
+                    ..
+                }
+            ),
+            "{step:?}"
+        );
+        assert_eq!(c.snapshot(1).invalid_requests, 1);
+    }
+
+    #[test]
+    fn a_shared_429_blocks_the_bucket_but_is_not_invalid() {
+        let mut c = core();
+        let t = ticket(
+            "PUT|DELETE /channels/{channel_id}/messages/{id}/reactions",
+            "1",
+        );
+        let g = try_send(&mut c, &t, 0).unwrap();
+        let mut obs = bucket("r", 1, 0, 250_000);
+        obs.limited = Some(Limited {
+            scope: Scope::Shared,
+            retry_after: 3 * S,
+        });
+        assert_eq!(c.complete(&g, &obs, 0, 0), Verdict::RetryLimit);
+        assert_eq!(c.snapshot(0).invalid_requests, 0);
+        let (_, step) = try_send(&mut c, &t, S).unwrap_err();
+        assert!(
+            matches!(step, Step::Wait { until: Some(u), .. } if u == 3 * S),
+            "{step:?}"
+        );
+    }
+
+    #[test]
+    fn a_user_429_with_remaining_is_a_sublimit_in_its_own_lane() {
+        let mut c = core();
+        let t = ticket("PATCH /channels/{channel_id}", "1");
+        let probe = try_send(&mut c, &t, 0).unwrap();
+        c.complete(&probe, &bucket("ch", 10, 9, 15 * S), 0, 0);
+        let mut rename = t.clone();
+        rename.fingerprint = 42;
+        let g = try_send(&mut c, &rename, 1).unwrap();
+        let mut obs = bucket("ch", 10, 8, 15 * S);
+        obs.limited = Some(Limited {
+            scope: Scope::User,
+            retry_after: 582 * S,
+        });
+        obs.invalid = true;
+        assert_eq!(c.complete(&g, &obs, 42, 2), Verdict::RetryLimit);
+        assert!(c.has_sublimits(&t.route_key, 3));
+        let id = c.enqueue(&rename, Arc::new(Notify::new()), 3);
+        assert!(matches!(c.try_admit(id, &rename, 3), Step::Sublimit));
+        assert_eq!(c.sublimit_until(&rename, 3), Some(2 + 582 * S));
+        // Other edits of the same channel are not held up.
+        assert!(try_send(&mut c, &t, 3).is_ok());
+    }
+
+    #[test]
+    fn a_401_stops_the_token_only() {
+        let mut c = core();
+        let t = ticket("GET /a", "");
+        let g = try_send(&mut c, &t, 0).unwrap();
+        let obs = Observation {
+            unauthorized: true,
+            invalid: true,
+            ..Observation::default()
+        };
+        assert_eq!(c.complete(&g, &obs, 0, 0), Verdict::Done);
+        assert!(matches!(
+            try_send(&mut c, &t, 1).unwrap_err().1,
+            Step::Fail(Error::Unauthorized)
+        ));
+        assert!(try_send(&mut c, &ticket_tok("GET /a", "", 9), 1).is_ok());
+    }
+
+    #[test]
+    fn a_ban_stops_everything_and_probes_with_backoff() {
+        let mut c = Core::new(Config {
+            ban_backoff: S,
+            ban_backoff_max: 4 * S,
+            ..Config::default()
+        });
+        let t = ticket("GET /a", "");
+        let g = try_send(&mut c, &t, 0).unwrap();
+        let ban = Observation {
+            banned: true,
+            invalid: true,
+            ..Observation::default()
+        };
+        assert_eq!(
+            c.complete(&g, &ban, 0, 0),
+            Verdict::Fail(ErrorKind::Banned(S))
+        );
+        assert!(matches!(
+            try_send(&mut c, &ticket("GET /b", ""), S / 2)
+                .unwrap_err()
+                .1,
+            Step::Fail(Error::Banned { .. })
+        ));
+        // After the backoff one probe goes; others still fail while it is out.
+        let probe = try_send(&mut c, &t, S).unwrap();
+        assert!(probe.ban_probe);
+        assert!(matches!(
+            try_send(&mut c, &ticket("GET /c", ""), S).unwrap_err().1,
+            Step::Fail(Error::Banned { .. })
+        ));
+        // The probe is banned again: the backoff doubles.
+        assert_eq!(
+            c.complete(&probe, &ban, 0, S),
+            Verdict::Fail(ErrorKind::Banned(2 * S))
+        );
+        assert!(try_send(&mut c, &ticket("GET /d", ""), 2 * S).is_err());
+        let probe = try_send(&mut c, &ticket("GET /e", ""), 3 * S).unwrap();
+        assert_eq!(
+            c.complete(&probe, &Observation::default(), 0, 3 * S),
+            Verdict::Done
+        );
+        assert!(try_send(&mut c, &ticket("GET /f", ""), 3 * S).is_ok());
+    }
+
+    #[test]
+    fn the_invalid_budget_sheds_then_stops() {
+        let mut c = Core::new(Config {
+            global_limit: None,
+            invalid: crate::InvalidBudget {
+                window: 10 * S,
+                warn: 1,
+                shed: 2,
+                stop: 3,
+            },
+            ..Config::default()
+        });
+        let forbidden = Observation {
+            invalid: true,
+            ..Observation::default()
+        };
+        for i in 0..2 {
+            let g = try_send(&mut c, &ticket("GET /a", &i.to_string()), 0).unwrap();
+            c.complete(&g, &forbidden, 0, 0);
+        }
+        assert!(matches!(
+            try_send(&mut c, &ticket("GET /b", ""), 1).unwrap_err().1,
+            Step::Fail(Error::Shed { count: 2 })
+        ));
+        let mut urgent = ticket("GET /b", "");
+        urgent.lane = Lane::Urgent;
+        let g = try_send(&mut c, &urgent, 1).unwrap();
+        c.complete(&g, &forbidden, 0, 1);
+        assert!(matches!(
+            try_send(&mut c, &urgent, 2).unwrap_err().1,
+            Step::Fail(Error::InvalidBudget { count: 3 })
+        ));
+        // The window slides: all clear after 10 s.
+        assert!(try_send(&mut c, &urgent, 10 * S + 2).is_ok());
+    }
+
+    #[test]
+    fn routes_sharing_a_hash_share_a_counter_until_proven_separate() {
+        let mut c = core();
+        let post = ticket("POST /channels/{channel_id}/messages", "1");
+        let patch = ticket("PATCH /channels/{channel_id}/messages/{id}", "1");
+        let g = try_send(&mut c, &post, 0).unwrap();
+        c.complete(&g, &bucket("m", 5, 4, 5 * S), 0, 0);
+        let g = try_send(&mut c, &post, 1).unwrap();
+        c.complete(&g, &bucket("m", 5, 3, 5 * S), 0, 2);
+        // PATCH probes and reports the same hash but a fresh count: it has its own counter (dapi#8073).
+        let g = try_send(&mut c, &patch, 3).unwrap();
+        c.complete(&g, &bucket("m", 5, 4, 5 * S), 0, 4);
+        let snap = c.snapshot(4);
+        assert_eq!(snap.buckets.len(), 2, "{snap:?}");
+        // A truly shared counter (reactions reported one decreasing count) stays shared.
+        let mut c = core();
+        let a = ticket("GET /a", "1");
+        let b = ticket("GET /b", "1");
+        let g = try_send(&mut c, &a, 0).unwrap();
+        c.complete(&g, &bucket("s", 5, 4, 5 * S), 0, 0);
+        let g = try_send(&mut c, &b, 1).unwrap();
+        c.complete(&g, &bucket("s", 5, 3, 5 * S), 0, 1);
+        let snap = c.snapshot(1);
+        assert_eq!(snap.buckets.len(), 1);
+        assert_eq!(snap.buckets[0].routes.len(), 2);
+        assert_eq!(snap.buckets[0].available, 3);
+        // A new major of a known route links to nothing yet, and probes.
+        assert!(try_send(&mut c, &ticket("GET /a", "2"), 1).unwrap().probe);
+    }
+
+    #[test]
+    fn lanes_are_served_most_urgent_first() {
+        let mut c = core();
+        let t = ticket("GET /a", "");
+        let probe = try_send(&mut c, &t, 0).unwrap();
+        c.complete(&probe, &bucket("a", 1, 0, S), 0, 0);
+        let bulk = Ticket {
+            lane: Lane::Bulk,
+            ..t.clone()
+        };
+        let urgent = Ticket {
+            lane: Lane::Urgent,
+            ..t.clone()
+        };
+        let (b, _) = try_send(&mut c, &bulk, 1).unwrap_err();
+        let (u, _) = try_send(&mut c, &urgent, 2).unwrap_err();
+        assert!(admit(&mut c, b, &bulk, S).is_none());
+        assert!(admit(&mut c, u, &urgent, S).is_some());
+    }
+
+    #[test]
+    fn connection_failures_keep_the_slot_spent_and_free_the_probe() {
+        let mut c = core();
+        let t = ticket("GET /a", "");
+        let probe = try_send(&mut c, &t, 0).unwrap();
+        c.fail(&probe, 1);
+        assert!(try_send(&mut c, &t, 1).unwrap().probe);
+        let mut c = core();
+        let probe = try_send(&mut c, &t, 0).unwrap();
+        c.complete(&probe, &bucket("a", 2, 1, S), 0, 0);
+        let g = try_send(&mut c, &t, 1).unwrap();
+        c.fail(&g, 2);
+        let (w, _) = try_send(&mut c, &t, 2).expect_err("the failed request may have been counted");
+        c.cancel(&t.route_key, w);
+        assert!(try_send(&mut c, &t, S + 1).is_ok());
+    }
+
+    #[test]
+    fn too_many_buckets_are_capped() {
+        let mut c = Core::new(Config {
+            max_buckets: 2,
+            global_limit: None,
+            ..Config::default()
+        });
+        for i in 0..3 {
+            let t = ticket("GET /a", &i.to_string());
+            let g = try_send(&mut c, &t, 0).unwrap();
+            c.complete(&g, &bucket(&format!("h{i}"), 5, 4, 10 * S), 0, 0);
+        }
+        assert_eq!(c.snapshot(0).buckets.len(), 2);
+        // Once idle, old ones are evicted to make room.
+        let t = ticket("GET /a", "9");
+        let g = try_send(&mut c, &t, 20 * S).unwrap();
+        c.complete(&g, &bucket("h9", 5, 4, 10 * S), 0, 20 * S);
+        assert!(c
+            .snapshot(20 * S)
+            .buckets
+            .iter()
+            .any(|b| b.hash.as_deref() == Some("h9")));
+    }
+}
