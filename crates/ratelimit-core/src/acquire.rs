@@ -43,7 +43,9 @@ use crate::store::{Store, StoreError};
 #[non_exhaustive]
 pub enum AcquireError {
     /// The wait needed would pass the deadline; nothing was charged.
-    #[error("rate limited: allowed in {needed:?}, more than the {max_wait:?} the caller would wait")]
+    #[error(
+        "rate limited: allowed in {needed:?}, more than the {max_wait:?} the caller would wait"
+    )]
     Deadline {
         /// How long the caller would have had to wait from the last check.
         needed: Duration,
@@ -149,4 +151,3 @@ impl<S: Store<K, R>, K: ?Sized, R: Rule> Drop for RefundOnDrop<'_, S, K, R> {
         }
     }
 }
-

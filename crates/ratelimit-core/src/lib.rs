@@ -45,8 +45,10 @@ pub use algorithm::{
 };
 pub use clock::{Clock, ManualClock, Micros, SystemClock};
 pub use decision::{Decision, Outcome, Status, MAX_POLICIES};
-pub use policy::{AlgorithmKind, AnyAlgorithm, AnyState, Policy, PolicyError, PolicySet, PolicyStates};
+pub use policy::{
+    AlgorithmKind, AnyAlgorithm, AnyState, Policy, PolicyError, PolicySet, PolicyStates,
+};
 pub use quota::{Quota, QuotaBuilder, QuotaError};
-pub use store::{MemoryStore, MemoryStoreBuilder, Overflow, Store, StoreError};
 #[cfg(feature = "redis")]
 pub use store::redis::{OnFailure, RedisClock, RedisStore, RedisStoreBuilder};
+pub use store::{MemoryStore, MemoryStoreBuilder, Overflow, Store, StoreError};

@@ -53,7 +53,9 @@ pub enum QuotaError {
     #[error("quota limit is 0: a quota must allow at least 1 unit per period (to block everything, reject the request before the limiter)")]
     ZeroLimit,
     /// The period was zero.
-    #[error("quota period is 0: give a period of at least 1 microsecond, e.g. Quota::per_second(n)")]
+    #[error(
+        "quota period is 0: give a period of at least 1 microsecond, e.g. Quota::per_second(n)"
+    )]
     ZeroPeriod,
     /// The burst was zero.
     #[error("quota burst is 0: burst is how many units pass at once and must be at least 1 (leave it unset to use the limit)")]
