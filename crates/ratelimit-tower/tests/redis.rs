@@ -1,0 +1,182 @@
+//! The layer over the Redis store: real `redis-server` processes on free loopback ports (started here,
+//! killed on drop; a missing `redis-server` fails loudly), real axum servers, a real HTTP client.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::routing;
+use axum::Router;
+use http::StatusCode;
+use ratelimit_core::{RedisStore, Store};
+use ratelimit_tower::key::Global;
+use ratelimit_tower::{OnStoreError, RateLimitLayer};
+
+use common::*;
+
+struct RedisServer {
+    port: u16,
+    child: Child,
+}
+
+impl RedisServer {
+    fn start() -> Self {
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run redis-server ({e}): install it (Debian: apt-get install redis-server)"));
+            let mut s = RedisServer { port, child };
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(5) {
+                if let Ok(Some(_)) = s.child.try_wait() {
+                    break; // exited: port taken; try another
+                }
+                if ping(port) {
+                    return s;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = s.child.kill();
+            let _ = s.child.wait();
+        }
+        panic!("could not start redis-server");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ping(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 7];
+    s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+async fn store(url: &str) -> RedisStore {
+    // Generous timeout: 200 concurrent requests on a 2-core machine queue up; a timeout would be a 503.
+    RedisStore::builder()
+        .timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .unwrap()
+}
+
+fn app<S: Store<[u8], ratelimit_core::PolicySet> + 'static>(layer: RateLimitLayer<S>) -> Router {
+    Router::new()
+        .route("/", routing::get(|| async { "ok" }))
+        .layer(layer)
+}
+
+async fn hammer(addrs: &[std::net::SocketAddr], n: usize) -> (usize, usize) {
+    let c = client();
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let c = c.clone();
+        let addr = addrs[i % addrs.len()];
+        tasks.push(tokio::spawn(
+            async move { get(&c, addr, "/", &[]).await.status },
+        ));
+    }
+    let (mut ok, mut limited) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            StatusCode::OK => ok += 1,
+            StatusCode::TOO_MANY_REQUESTS => limited += 1,
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    (ok, limited)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_over_redis_admit_exactly_the_limit_across_two_servers() {
+    let redis = RedisServer::start();
+    // Two independent servers (as two processes would be), each with its own Redis connection.
+    let mut addrs = Vec::new();
+    for _ in 0..2 {
+        let layer = RateLimitLayer::with_store(store(&redis.url()).await)
+            .policy(per_hour("hourly", 50))
+            .key(Global)
+            .build()
+            .unwrap();
+        addrs.push(serve(app(layer)).await);
+    }
+    assert_eq!(hammer(&addrs, 200).await, (50, 150));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_headers_match_the_memory_store_and_outages_follow_the_layer_policy() {
+    let redis = RedisServer::start();
+    let layer = RateLimitLayer::with_store(store(&redis.url()).await)
+        .policy(per_hour("hourly", 3))
+        .build()
+        .unwrap();
+    let addr = serve(app(layer)).await;
+    let c = client();
+    for i in 0..3 {
+        let r = get(&c, addr, "/", &[]).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(sf_list(&r.headers, "ratelimit")[0].int("r"), Some(2 - i));
+    }
+    let r = get(&c, addr, "/", &[]).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+
+    // Redis goes away: fail closed → 503 (not 429); fail open → 200 without headers.
+    let url = redis.url();
+    let closed = RateLimitLayer::with_store(
+        RedisStore::builder()
+            .timeout(Duration::from_millis(200))
+            .connect(&url)
+            .await
+            .unwrap(),
+    )
+    .policy(per_hour("hourly", 3))
+    .build()
+    .unwrap();
+    let open = RateLimitLayer::with_store(
+        RedisStore::builder()
+            .timeout(Duration::from_millis(200))
+            .connect(&url)
+            .await
+            .unwrap(),
+    )
+    .policy(per_hour("hourly", 3))
+    .on_store_error(OnStoreError::FailOpen)
+    .build()
+    .unwrap();
+    let closed_addr = serve(app(closed)).await;
+    let open_addr = serve(app(open)).await;
+    drop(redis);
+    let r = get(&c, closed_addr, "/", &[]).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    let r = get(&c, open_addr, "/", &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.headers.get("ratelimit").is_none());
+}
