@@ -210,6 +210,9 @@ pub struct RouteConfig {
     pub requires_auth: bool,
     /// The status of an admitted request (200, 204, or 403/404 to model failing requests, which count too).
     pub status: StatusCode,
+    /// Further hashes the route reports in rotation with `hash`, one per response (dapi#1295: a hash that
+    /// cycled from one request to the next). The counter stays the same; only the reported name changes.
+    pub alternate_hashes: Vec<String>,
 }
 
 impl RouteConfig {
@@ -244,6 +247,7 @@ impl RouteConfig {
             exempt_global: exempt,
             requires_auth: !exempt,
             status: StatusCode::OK,
+            alternate_hashes: Vec::new(),
         }
     }
 
@@ -320,6 +324,12 @@ impl RouteConfig {
     /// Sets the status of admitted requests (403 makes every admitted request invalid).
     pub fn status(mut self, status: StatusCode) -> Self {
         self.status = status;
+        self
+    }
+
+    /// Reports `hashes` in rotation with the route's own hash, one per response.
+    pub fn alternate_hashes(mut self, hashes: &[&str]) -> Self {
+        self.alternate_hashes = hashes.iter().map(|s| (*s).to_owned()).collect();
         self
     }
 

@@ -205,6 +205,8 @@ struct State {
     banned_until: HashMap<IpAddr, u64>,
     storms: HashMap<String, Storm>,
     revoked: HashSet<String>,
+    /// Responses per route with alternate hashes, to rotate them.
+    rotations: HashMap<String, u64>,
     stats: SimStats,
     next_id: u64,
 }
@@ -245,6 +247,7 @@ impl Engine {
             banned_until: HashMap::new(),
             storms: HashMap::new(),
             revoked: HashSet::new(),
+            rotations: HashMap::new(),
             stats: SimStats::default(),
             next_id: 1,
         };
@@ -545,14 +548,8 @@ impl Engine {
         }
         let mut headers = Vec::new();
         if let (Some(limit), Some(e)) = (route.limit, evals.first()) {
-            self.bucket_headers(
-                &mut headers,
-                &limit,
-                &route.hash,
-                e.remaining,
-                e.reset_after,
-                now,
-            );
+            let hash = reported_hash(st, route);
+            self.bucket_headers(&mut headers, &limit, &hash, e.remaining, e.reset_after, now);
             if self.config.scope_on_success {
                 headers.push(("x-ratelimit-scope", "user".to_owned()));
             }
@@ -729,6 +726,24 @@ pub(crate) fn match_route<'a>(
 /// Whether a JSON body has one of `fields` at top level (any body when `fields` is empty).
 pub(crate) fn sub_limit_applies(body: &[u8], fields: &[String]) -> bool {
     body_has_field(body, fields)
+}
+
+/// The hash a response of `route` reports: its own, or the next in rotation with its alternates.
+fn reported_hash(st: &mut State, route: &RouteConfig) -> String {
+    if route.alternate_hashes.is_empty() {
+        return route.hash.clone();
+    }
+    let n = st
+        .rotations
+        .entry(format!("{} {}", route.method, route.template))
+        .or_insert(0);
+    let i = (*n % (route.alternate_hashes.len() as u64 + 1)) as usize;
+    *n += 1;
+    if i == 0 {
+        route.hash.clone()
+    } else {
+        route.alternate_hashes[i - 1].clone()
+    }
 }
 
 /// The token of `Bot <t>` or `Bearer <t>`.

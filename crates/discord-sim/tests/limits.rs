@@ -607,3 +607,25 @@ async fn skewed_reset_and_scope_on_success() {
     assert!(r.f("x-ratelimit-reset") < now - 8.0);
     assert_eq!(r.h("x-ratelimit-reset-after"), "1.000");
 }
+
+#[tokio::test]
+async fn alternating_hashes_rotate_over_one_counter() {
+    let config =
+        SimConfig::empty().route(messages(Limit::fixed(5, ms(1000))).alternate_hashes(&["other"]));
+    let sim = Simulator::start(config).await.unwrap();
+    let c = reqwest::Client::new();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let r = bot(&c, &sim.base_url(), Method::POST, "/channels/1/messages").await;
+        seen.push((
+            r.h("x-ratelimit-bucket").to_owned(),
+            r.h("x-ratelimit-remaining").to_owned(),
+        ));
+    }
+    let expected = [("msghash", "4"), ("other", "3"), ("msghash", "2")];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(h, r)| ((*h).to_owned(), (*r).to_owned()))
+        .collect();
+    assert_eq!(seen, expected);
+}
