@@ -191,13 +191,18 @@ mod middleware {
                 ) {
                     Verdict::Done => return Ok(resp),
                     Verdict::Fail(e) => return Err(mw(e)),
-                    Verdict::Retry { backoff } => match backoff {
-                        Some(wait) => {
-                            error_tries += 1;
-                            tokio::time::sleep(std::time::Duration::from_micros(wait)).await;
+                    Verdict::Retry { backoff } => {
+                        match backoff {
+                            Some(wait) => {
+                                error_tries += 1;
+                                tokio::time::sleep(std::time::Duration::from_micros(wait)).await;
+                            }
+                            None => limit_tries += 1,
                         }
-                        None => limit_tries += 1,
-                    },
+                        if ticket.fingerprint == 0 && limiter.needs_fingerprint(&ticket) {
+                            ticket.fingerprint = body_fingerprint(req_body.as_deref());
+                        }
+                    }
                 }
             }
         }

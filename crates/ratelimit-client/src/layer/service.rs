@@ -173,6 +173,11 @@ where
                     }
                     None => limit_tries += 1,
                 }
+                // A sub-limit may have been learned from this very response: the retry must wait in its lane.
+                if ticket.fingerprint == 0 && limiter.needs_fingerprint(&ticket) {
+                    ticket.fingerprint =
+                        body_fingerprint(body.as_ref().and_then(ReplayBody::bytes));
+                }
             }
         }
     }

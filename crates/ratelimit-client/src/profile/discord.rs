@@ -139,8 +139,11 @@ pub(crate) fn discord_route(method: &Method, path: &str) -> Route {
             key.push_str("{webhook_id}");
             major.push_str(seg);
             if let Some(token) = segs.get(2) {
+                // Interaction follow-ups are exempt from the global limit; plain webhook executions (same
+                // shape, no way to tell them apart without the token's prefix) are exempt too, as twilight
+                // treats them and as the notes' model does (A.11.3).
+                global_exempt = true;
                 if token.starts_with(INTERACTION_TOKEN_PREFIX) {
-                    global_exempt = true;
                     lane = Lane::Urgent;
                 }
                 key.push_str("/{webhook_token}");
@@ -404,7 +407,9 @@ mod tests {
         assert_eq!(r.key, "POST /webhooks/{webhook_id}/{webhook_token}");
         assert!(r.major.starts_with("77/"));
         assert!(!r.major.contains("secret"));
-        assert!(!r.global_exempt);
+        assert!(r.global_exempt);
+        assert_eq!(r.lane, Lane::Normal);
+        assert!(!route(Method::GET, "/api/v10/webhooks/77").global_exempt);
         let other = route(Method::POST, "/api/v10/webhooks/77/other-token");
         assert_ne!(r.major, other.major);
     }

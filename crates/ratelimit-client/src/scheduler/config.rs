@@ -38,8 +38,9 @@ pub struct Config {
     pub global_limit: Option<u32>,
     /// The global window (default 1 s).
     pub global_window: Micros,
-    /// Added to the global window so that latency jitter cannot squeeze N+1 requests into one upstream
-    /// second (default 50 ms; dapi#5144 needed 1.1 s with fixed windows).
+    /// Added to the global window (default 0). The global accounting is already exact for any latency
+    /// (a request holds its slot from admission until one window after its response); a margin only
+    /// covers an upstream whose window is longer than it says.
     pub global_margin: Micros,
     /// The invalid-request budget.
     pub invalid: InvalidBudget,
@@ -51,7 +52,7 @@ pub struct Config {
     pub max_buckets: usize,
     /// Routes kept at most; idle ones are evicted first (default 10,000).
     pub max_routes: usize,
-    /// Retries after a rate-limit response (default 3).
+    /// Retries after a rate-limit response (default 5; shared-scope storms can answer several in a row).
     pub max_limit_retries: u32,
     /// Retries after a 5xx or a connection error (default 3).
     pub max_error_retries: u32,
@@ -61,6 +62,9 @@ pub struct Config {
     pub backoff_max: Micros,
     /// Default maximum time a request may wait for the rate limit; `None` waits as long as needed.
     pub max_wait: Option<Micros>,
+    /// Share (percent, 0–100) of the smallest round trip seen that is taken off reported resets, so that
+    /// requests released at a reset arrive just after it rather than a full round trip late (default 90).
+    pub latency_compensation: u8,
 }
 
 impl Default for Config {
@@ -68,17 +72,18 @@ impl Default for Config {
         Config {
             global_limit: Some(50),
             global_window: 1_000_000,
-            global_margin: 50_000,
+            global_margin: 0,
             invalid: InvalidBudget::default(),
             ban_backoff: 60_000_000,
             ban_backoff_max: 3_600_000_000,
             max_buckets: 10_000,
             max_routes: 10_000,
-            max_limit_retries: 3,
+            max_limit_retries: 5,
             max_error_retries: 3,
             backoff_base: 250_000,
             backoff_max: 10_000_000,
             max_wait: None,
+            latency_compensation: 90,
         }
     }
 }
@@ -113,6 +118,11 @@ impl Config {
         if self.max_buckets == 0 || self.max_routes == 0 {
             return Err(ConfigError(
                 "max_buckets and max_routes must be at least 1".into(),
+            ));
+        }
+        if self.latency_compensation > 100 {
+            return Err(ConfigError(
+                "latency_compensation is a percentage: 0 to 100".into(),
             ));
         }
         if self.backoff_base == 0 || self.backoff_base > self.backoff_max {

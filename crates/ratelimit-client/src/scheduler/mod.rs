@@ -79,7 +79,7 @@ impl<P: Profile> LimiterBuilder<P> {
         self
     }
 
-    /// The global window and the safety margin added to it (defaults 1 s and 50 ms).
+    /// The global window and a margin added to it (defaults 1 s and 0).
     pub fn global_window(mut self, window: Duration, margin: Duration) -> Self {
         self.cfg.global_window = us(window);
         self.cfg.global_margin = us(margin);
@@ -123,6 +123,13 @@ impl<P: Profile> LimiterBuilder<P> {
     pub fn max_buckets(mut self, buckets: usize, routes: usize) -> Self {
         self.cfg.max_buckets = buckets;
         self.cfg.max_routes = routes;
+        self
+    }
+
+    /// Share (percent) of the smallest round trip taken off reported resets (default 90; 0 waits for the
+    /// full reported time).
+    pub fn latency_compensation(mut self, percent: u8) -> Self {
+        self.cfg.latency_compensation = percent;
         self
     }
 

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 type HashMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
 type HashSet<K> = hashbrown::HashSet<K, foldhash::fast::RandomState>;
-use ratelimit_core::{Algorithm, Micros, Quota, SlidingLog};
+use ratelimit_core::Micros;
 use tokio::sync::Notify;
 
 use super::config::Config;
@@ -52,6 +52,8 @@ pub(crate) struct Grant {
     pub counters: Vec<GrantCounter>,
     pub probe: bool,
     pub ban_probe: bool,
+    pub global: bool,
+    pub sent_at: Micros,
 }
 
 #[derive(Debug, Clone)]
@@ -114,16 +116,16 @@ struct Counter {
 }
 
 impl Counter {
-    fn new(hash: Option<Arc<str>>, b: &BucketInfo, now: Micros, in_flight_others: u32) -> Self {
+    fn new(hash: Option<Arc<str>>, b: &BucketInfo, now: Micros, reset_at: Micros) -> Self {
         Counter {
             hash,
             limit: b.limit,
-            avail: b.remaining.saturating_sub(u64::from(in_flight_others)),
+            avail: b.remaining,
             in_flight: 0,
             cur_in_flight: 0,
             window: 0,
             rolled_at: now,
-            reset_at: Some(now.saturating_add(b.reset_after)),
+            reset_at: Some(reset_at),
             period: b.reset_after,
             blocked_until: 0,
             probe_next: false,
@@ -203,11 +205,30 @@ impl RouteState {
     }
 }
 
-#[derive(Debug)]
+/// The global limit of one token, exact whatever the latency: the upstream counts a request at some
+/// unknown moment between our send and its response, so a request occupies a slot from its admission
+/// until one window after its response (or failure). Then no upstream window of that length can hold more
+/// than N of our requests: if the last of N+1 was admitted at `s`, every earlier one had either not been
+/// answered by `s` or was answered after `s − window`, so all N occupied slots at `s`.
+#[derive(Debug, Default)]
 struct TokenState {
-    log: <SlidingLog as Algorithm>::State,
+    in_flight: u32,
+    done: VecDeque<Micros>,
     locked_until: Micros,
     disabled: bool,
+}
+
+impl TokenState {
+    fn used(&mut self, now: Micros, window: Micros) -> u64 {
+        while self
+            .done
+            .front()
+            .is_some_and(|&t| t.saturating_add(window) <= now)
+        {
+            self.done.pop_front();
+        }
+        u64::from(self.in_flight) + self.done.len() as u64
+    }
 }
 
 #[derive(Debug, Default)]
@@ -274,7 +295,10 @@ pub struct Snapshot {
 
 pub(crate) struct Core {
     cfg: Config,
-    global: Option<SlidingLog>,
+    /// Global window (window + margin) in microseconds.
+    global_window: Micros,
+    /// Smallest round trip seen, for latency compensation.
+    min_rtt: Micros,
     tokens: HashMap<u64, TokenState>,
     routes: HashMap<Arc<str>, RouteState>,
     counters: HashMap<Arc<str>, Counter>,
@@ -288,18 +312,10 @@ pub(crate) struct Core {
 
 impl Core {
     pub(crate) fn new(cfg: Config) -> Self {
-        let global = cfg.global_limit.and_then(|n| {
-            let q = Quota::new(
-                u64::from(n),
-                micros(cfg.global_window.saturating_add(cfg.global_margin)),
-            )
-            .build()
-            .ok()?;
-            SlidingLog::new(q).ok()
-        });
         Core {
+            global_window: cfg.global_window.saturating_add(cfg.global_margin),
+            min_rtt: Micros::MAX,
             cfg,
-            global,
             tokens: HashMap::default(),
             routes: HashMap::default(),
             counters: HashMap::default(),
@@ -312,11 +328,7 @@ impl Core {
     }
 
     fn token(&mut self, token: u64) -> &mut TokenState {
-        self.tokens.entry(token).or_insert_with(|| TokenState {
-            log: Default::default(),
-            locked_until: 0,
-            disabled: false,
-        })
+        self.tokens.entry(token).or_default()
     }
 
     /// Whether a route has active sub-limits (so the caller should compute a body fingerprint).
@@ -512,7 +524,7 @@ impl Core {
         }
         // The token's global limit, checked last so that its slots are only spent on admissions.
         if !t.global_exempt {
-            let global = self.global;
+            let (limit, window) = (self.cfg.global_limit, self.global_window);
             let ts = self.token(t.token);
             if ts.locked_until > now {
                 return Step::Wait {
@@ -520,15 +532,17 @@ impl Core {
                     bucket: "global".into(),
                 };
             }
-            if let Some(g) = &global {
-                let s = g.evaluate(&ts.log, now, 1);
-                if !s.allowed() {
+            if let Some(n) = limit {
+                if ts.used(now, window) >= u64::from(n) {
+                    // The earliest a slot can free is one window after the oldest answered request, or one
+                    // window from now if all are still in flight.
+                    let until = ts.done.front().map_or(now, |&t| t).saturating_add(window);
                     return Step::Wait {
-                        until: Some(now.saturating_add(s.retry.max(1))),
+                        until: Some(until.max(now + 1)),
                         bucket: "global".into(),
                     };
                 }
-                g.commit(&mut ts.log, now, 1);
+                ts.in_flight += 1;
             }
         }
         // Admit.
@@ -571,12 +585,14 @@ impl Core {
             counters,
             probe,
             ban_probe,
+            global: !t.global_exempt && self.cfg.global_limit.is_some(),
+            sent_at: now,
         })
     }
 
     /// Releases what a grant held when no response was read (connection error, cancellation).
     pub(crate) fn fail(&mut self, g: &Grant, now: Micros) {
-        self.release(g);
+        self.release(g, now);
         if let Some(r) = self.routes.get_mut(&g.route_key) {
             if g.probe {
                 r.probe_in_flight = false;
@@ -590,7 +606,12 @@ impl Core {
         self.wake_for(g);
     }
 
-    fn release(&mut self, g: &Grant) {
+    fn release(&mut self, g: &Grant, now: Micros) {
+        if g.global {
+            let ts = self.token(g.token);
+            ts.in_flight = ts.in_flight.saturating_sub(1);
+            ts.done.push_back(now);
+        }
         if g.ban_probe {
             self.ban.probe_in_flight = false;
         }
@@ -641,7 +662,8 @@ impl Core {
         fingerprint: u64,
         now: Micros,
     ) -> Verdict {
-        self.release(g);
+        self.release(g, now);
+        self.min_rtt = self.min_rtt.min(now.saturating_sub(g.sent_at));
         if let Some(r) = self.routes.get_mut(&g.route_key) {
             if g.probe {
                 r.probe_in_flight = false;
@@ -821,7 +843,12 @@ impl Core {
                     );
                     return None;
                 }
-                let mut c = Counter::new(Some(hash.clone()), b, now, 0);
+                let mut c = Counter::new(
+                    Some(hash.clone()),
+                    b,
+                    now,
+                    self.reset_from(now, b.reset_after),
+                );
                 c.routes.push(g.route_key.clone());
                 self.counters.insert(key.clone(), c);
             } else {
@@ -861,12 +888,12 @@ impl Core {
             return Some(key);
         }
         let gc = g.counters.iter().find(|gc| gc.key == key);
+        let new_reset = self.reset_from(now, b.reset_after);
         let c = self.counters.get_mut(&key)?;
         if b.limit != c.limit {
             tracing::debug!(bucket = %key, old = c.limit, new = b.limit, "bucket limit changed");
             c.limit = b.limit;
         }
-        let new_reset = now.saturating_add(b.reset_after);
         let current = match gc {
             Some(gc) if gc.window == c.window => true,
             Some(gc) if gc.window + 1 == c.window => {
@@ -907,6 +934,24 @@ impl Core {
         Some(key)
     }
 
+    /// When a window reported in a response ends, on our clock, and when to send so as to arrive just after.
+    ///
+    /// `now + reset_after` is late by the time the response took to come back, and a request sent then
+    /// arrives later still by its own trip. Both are bounded below by the smallest round trip seen, so a
+    /// configured share of it (`latency_compensation`, 90 % by default) is taken off. This assumes the
+    /// upstream counts a request and computes its headers when it arrives (as Discord's edge does, and the
+    /// simulator); set the share to 0 to wait for the full reported time.
+    fn reset_from(&self, now: Micros, reset_after: Micros) -> Micros {
+        let shift = if self.min_rtt == Micros::MAX {
+            0
+        } else {
+            self.min_rtt / 100 * u64::from(self.cfg.latency_compensation)
+        };
+        now.saturating_add(reset_after)
+            .saturating_sub(shift)
+            .max(now)
+    }
+
     /// Gives a route its own counter under a hash it shares with other routes.
     fn split(
         &mut self,
@@ -921,7 +966,12 @@ impl Core {
         metrics::counter!("ratelimit_client_hash_split_total").increment(1);
         self.own_counter.insert((hash.clone(), template.clone()));
         let key = self.counter_key(g.token, hash, template, major);
-        let mut c = Counter::new(Some(hash.clone()), b, now, 0);
+        let mut c = Counter::new(
+            Some(hash.clone()),
+            b,
+            now,
+            self.reset_from(now, b.reset_after),
+        );
         c.routes.push(g.route_key.clone());
         // Keep the safe view: this route's requests still in flight were admitted under the shared counter and
         // will count against the new one; the shared counter's in-flight total bounds them.
@@ -987,7 +1037,6 @@ impl Core {
 
     pub(crate) fn snapshot(&mut self, now: Micros) -> Snapshot {
         let invalid_requests = self.invalid_count(now);
-        let global = self.global;
         Snapshot {
             buckets: self
                 .counters
@@ -1017,17 +1066,13 @@ impl Core {
                     sublimits: r.sublimits.iter().filter(|s| s.1 > now).count(),
                 })
                 .collect(),
-            global_used: self
-                .tokens
-                .iter()
-                .map(|(t, s)| {
-                    let used = global.map_or(0, |g| {
-                        let st = g.evaluate(&s.log, now, 0);
-                        st.limit - st.remaining
-                    });
-                    (*t, used)
-                })
-                .collect(),
+            global_used: {
+                let window = self.global_window;
+                self.tokens
+                    .iter_mut()
+                    .map(|(t, s)| (*t, s.used(now, window)))
+                    .collect()
+            },
             disabled_tokens: self.tokens.values().filter(|t| t.disabled).count(),
             invalid_requests,
             banned_for: self.ban.active.then(|| self.ban.until.saturating_sub(now)),
@@ -1178,29 +1223,52 @@ mod tests {
     }
 
     #[test]
-    fn global_limit_is_a_sliding_window_with_margin() {
+    fn global_limit_holds_slots_from_send_until_a_window_after_the_response() {
         let mut c = core();
-        let mut first = None;
+        let mut grants = Vec::new();
         for i in 0..50 {
             let t = ticket("GET /unlimited", &i.to_string());
-            let g = try_send(&mut c, &t, i * 1000).unwrap();
-            first.get_or_insert(g);
+            grants.push(try_send(&mut c, &t, i * 1000).unwrap());
         }
         let t = ticket("GET /unlimited", "x");
-        let (_, step) = try_send(&mut c, &t, 60_000).unwrap_err();
+        let (w, step) = try_send(&mut c, &t, 60_000).unwrap_err();
+        // All 50 in flight: nothing frees before a window from now.
         assert!(
-            matches!(step, Step::Wait { until: Some(u), ref bucket } if u == 1_050_000 && bucket == "global"),
+            matches!(step, Step::Wait { until: Some(u), ref bucket } if u == 1_060_000 && bucket == "global"),
             "{step:?}"
         );
+        // The first answer comes back at 100 ms (the upstream counted it somewhere in 0..100 ms): its slot
+        // frees at 1.1 s, not at 1 s after the send.
+        c.complete(&grants[0], &Observation::default(), 0, 100_000);
+        assert!(admit(&mut c, w, &t, 1_099_999).is_none());
+        assert!(admit(&mut c, w, &t, 1_100_000).is_some());
         // Exempt requests pass.
         let mut ex = ticket(
             "POST /interactions/{interaction_id}/{interaction_token}/callback",
             "5",
         );
         ex.global_exempt = true;
-        assert!(try_send(&mut c, &ex, 60_000).is_ok());
+        assert!(try_send(&mut c, &ex, 1_100_000).is_ok());
         // Another token has its own window.
-        assert!(try_send(&mut c, &ticket_tok("GET /unlimited", "y", 8), 60_000).is_ok());
+        assert!(try_send(&mut c, &ticket_tok("GET /unlimited", "y", 8), 1_100_000).is_ok());
+        assert_eq!(
+            c.snapshot(1_100_000).global_used.iter().map(|g| g.1).max(),
+            Some(50)
+        );
+    }
+
+    #[test]
+    fn resets_are_compensated_by_most_of_the_smallest_round_trip() {
+        let mut c = core();
+        let t = ticket("GET /a", "");
+        let probe = try_send(&mut c, &t, 0).unwrap();
+        // Round trip 100 ms; the window reported at the response has 1 s left.
+        c.complete(&probe, &bucket("a", 1, 0, S), 0, 100_000);
+        let (_, step) = try_send(&mut c, &t, 100_000).unwrap_err();
+        assert!(
+            matches!(step, Step::Wait { until: Some(u), .. } if u == 100_000 + S - 90_000),
+            "{step:?}"
+        );
     }
 
     #[test]
