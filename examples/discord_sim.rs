@@ -162,10 +162,12 @@ async fn main() -> ExitCode {
                 }
             };
             println!(
-                "\n{demo}: {} operations in {:.3} s (lower bound {:.3} s): {} requests, {} ok, {} failed, {} 429s",
+                "\n{demo}: {} operations in {:.3} s (lower bound {:.3} s, {:.3} s learning resets from responses): \
+                 {} requests, {} ok, {} failed, {} 429s",
                 scenario.operations.len(),
                 report.elapsed.as_secs_f64(),
                 scenario.lower_bound().as_secs_f64(),
+                scenario.lower_bound_reactive().as_secs_f64(),
                 report.requests,
                 report.succeeded,
                 report.failed,
@@ -283,12 +285,13 @@ fn print_stats(s: &SimStats) {
             continue;
         }
         println!(
-            "  {:52} {:22} admitted {:4} in {:7.3} s  utilisation {:5.1} %  efficiency {:5.1} %  rejected {}",
+            "  {:52} {:22} admitted {:4} in {:7.3} s  utilisation {:5.1} %  window fill {:5.1} %  efficiency {:5.1} %  rejected {}",
             b.name,
             b.major,
             b.admitted.len(),
             b.span().as_secs_f64(),
             100.0 * b.utilisation(),
+            100.0 * b.window_fill(),
             100.0 * b.efficiency(),
             b.rejected
         );

@@ -182,6 +182,7 @@ impl Counter {
                 major: major.to_owned(),
                 limit,
                 admitted: Vec::new(),
+                windows: Vec::new(),
                 rejected: 0,
             },
         }
@@ -345,6 +346,7 @@ impl Engine {
         st.stats = SimStats::default();
         for c in st.counters.values_mut() {
             c.stats.admitted.clear();
+            c.stats.windows.clear();
             c.stats.rejected = 0;
         }
         for (_, c) in st.global.values_mut() {
@@ -539,6 +541,13 @@ impl Engine {
             if let Some(c) = st.counters.get_mut(key) {
                 commit(limit, &mut c.ws, now);
                 c.stats.admitted.push(at);
+                if let WindowState::Fixed {
+                    start: Some(start),
+                    count: 1,
+                } = c.ws
+                {
+                    c.stats.windows.push(Duration::from_micros(start));
+                }
             }
         }
         if let Some((key, limit)) = &sub_key {

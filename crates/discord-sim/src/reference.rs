@@ -109,7 +109,8 @@ pub async fn fire_all(base_url: &str, token: &str, operations: &[Operation]) -> 
 
 /// Sends one request per bucket at a time (buckets keyed by method, route shape and major, as
 /// @discordjs/rest does before it learns hashes), honouring `Remaining`/`Reset-After`, 429 waits and,
-/// when `global` is given, a pre-emptive sliding-window global limit with a 10 % margin.
+/// when `global` is given, a pre-emptive sliding-window global limit with a margin of 10 % + 20 ms (for
+/// the jitter between leaving the client and being counted by the server).
 pub async fn serial_per_bucket(
     base_url: &str,
     token: &str,
@@ -290,7 +291,7 @@ impl GlobalLog {
     fn new(g: GlobalLimit) -> Self {
         Self {
             limit: g.limit.max(1) as usize,
-            period: g.period.mul_f64(1.1),
+            period: g.period.mul_f64(1.1) + Duration::from_millis(20),
             log: Mutex::new(VecDeque::new()),
         }
     }

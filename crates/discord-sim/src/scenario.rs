@@ -289,13 +289,25 @@ impl Scenario {
     /// global limit), the shortest span in which it admits the operations that count against it, plus
     /// the smallest latency (the last response still has to come back). Shared storms are not included.
     pub fn lower_bound(&self) -> Duration {
+        self.bound(false)
+    }
+
+    /// [`Scenario::lower_bound`] for a client that learns each fixed window's reset from a response
+    /// (`Reset-After` on a monotonic clock, as the notes prescribe): every further fixed window opens at
+    /// least one minimum round trip after the previous one ended, because the first request of the new
+    /// window leaves only once the reset is known and still has to travel.
+    pub fn lower_bound_reactive(&self) -> Duration {
+        self.bound(true)
+    }
+
+    fn bound(&self, reactive: bool) -> Duration {
         let templates: Vec<Template> = self
             .config
             .routes
             .iter()
             .map(|r| Template::parse(&r.template))
             .collect();
-        let mut counts: HashMap<String, (Limit, u64)> = HashMap::new();
+        let mut counts: HashMap<String, (Limit, u64, bool)> = HashMap::new();
         for op in &self.operations {
             let Some(route) = match_route(&self.config.routes, &templates, &op.method, &op.path)
             else {
@@ -305,7 +317,7 @@ impl Scenario {
             for (name, _, major, limit) in Engine::counter_names(route, &op.path) {
                 counts
                     .entry(format!("{source}|{name}|{major}"))
-                    .or_insert((limit, 0))
+                    .or_insert((limit, 0, true))
                     .1 += 1;
             }
             if let Some(sub) = &route.sub_limit {
@@ -315,22 +327,31 @@ impl Scenario {
                 ) {
                     let major = crate::route::major_of(&op.path);
                     let key = format!("{source}|sub:{} {}|{major}", route.method, route.template);
-                    counts.entry(key).or_insert((sub.limit, 0)).1 += 1;
+                    counts.entry(key).or_insert((sub.limit, 0, true)).1 += 1;
                 }
             }
             if let (Some(g), false) = (self.config.global, route.exempt_global) {
+                // A sliding log the client can keep itself: no round trip per window.
                 counts
                     .entry(format!("{source}|global"))
-                    .or_insert((g.as_limit(), 0))
+                    .or_insert((g.as_limit(), 0, false))
                     .1 += 1;
             }
         }
+        let rtt = self.config.latency.min();
         let slowest = counts
             .values()
-            .map(|(limit, n)| limit.min_duration(*n))
+            .map(|(limit, n, learned)| {
+                let mut d = limit.min_duration(*n);
+                if reactive && *learned && limit.window == crate::config::Window::Fixed {
+                    let windows = n.div_ceil(limit.limit_u64());
+                    d += rtt * u32::try_from(windows.saturating_sub(1)).unwrap_or(u32::MAX);
+                }
+                d
+            })
             .max()
             .unwrap_or_default();
-        slowest + self.config.latency.min()
+        slowest + rtt
     }
 }
 
@@ -495,6 +516,7 @@ mod tests {
         let p = Scenario::parallel();
         assert_eq!(p.operations.len(), 306);
         assert_eq!(p.lower_bound(), ms(2000) + ms(80));
+        assert_eq!(p.lower_bound_reactive(), ms(2000) + 3 * ms(80));
         // 6 renames at 2 per 600 ms.
         assert_eq!(Scenario::sublimit().lower_bound(), ms(1200) + ms(2));
         // 10 per channel at 5 per 500 ms.

@@ -7,9 +7,18 @@ use crate::config::Limit;
 
 /// One counter's record: every admission (offset from the simulator's start) and the 429s it caused.
 ///
-/// Utilisation, as issue 7 defines it, is admissions ÷ the most the limit allows in the span they took
-/// ([`BucketStats::utilisation`]); [`BucketStats::efficiency`] compares that span with the shortest
-/// possible one ([`Limit::min_duration`]), which rewards finishing early rather than filling windows.
+/// Three measures of how well a client used the limit:
+///
+/// * [`BucketStats::utilisation`]: admissions ÷ the most the limit allows in the span they took. Strict:
+///   on fixed windows a partial final window caps it (102 requests at 40 per second take three windows,
+///   so at most 102 ÷ 120 = 85 %).
+/// * [`BucketStats::window_fill`]: for fixed windows, how full every window but the last was, the measure
+///   of "the bucket at its limit while enough work is queued"; a client with one request in flight per
+///   bucket and 100 ms latency fills a 40-per-second window about a quarter.
+/// * [`BucketStats::efficiency`]: the shortest span the limit allows for these admissions
+///   ([`Limit::min_duration`]) ÷ the span taken: finishing close to the limits' bound. A client that learns
+///   each fixed window's reset from a response loses at least one round trip per window
+///   ([`crate::Scenario::lower_bound_reactive`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BucketStats {
     /// The token (or `ip:<addr>` without one) the counter belongs to.
@@ -25,6 +34,8 @@ pub struct BucketStats {
     pub limit: Limit,
     /// Admission times, offsets from the simulator's start, in order.
     pub admitted: Vec<Duration>,
+    /// When each fixed window opened (empty for leaky and global counters).
+    pub windows: Vec<Duration>,
     /// 429s this counter answered (scope `user` or `global`).
     pub rejected: u64,
 }
@@ -50,6 +61,21 @@ impl BucketStats {
             0.0
         } else {
             self.admitted.len() as f64 / max as f64
+        }
+    }
+
+    /// For fixed windows with at least two windows opened: the admissions before the last window opened ÷
+    /// `limit × (windows − 1)`, that is how full the windows were while more work followed. With a single
+    /// window the limit never held the client back: 1. For leaky and global counters (no windows
+    /// recorded): [`BucketStats::utilisation`].
+    pub fn window_fill(&self) -> f64 {
+        match (self.windows.len(), self.windows.last()) {
+            (n, Some(last)) if n >= 2 => {
+                let before = self.admitted.iter().filter(|t| *t < last).count() as f64;
+                before / (f64::from(self.limit.limit.max(1)) * (n - 1) as f64)
+            }
+            (1, _) => 1.0,
+            _ => self.utilisation(),
         }
     }
 

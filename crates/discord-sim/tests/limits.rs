@@ -229,7 +229,7 @@ async fn majors_count_separately_unless_across_majors() {
 
 #[tokio::test]
 async fn leaky_window_refills_one_at_a_time_and_reset_after_moves() {
-    let sim = Simulator::start(SimConfig::empty().route(messages(Limit::leaky(4, ms(200)))))
+    let sim = Simulator::start(SimConfig::empty().route(messages(Limit::leaky(4, ms(400)))))
         .await
         .unwrap();
     let c = reqwest::Client::new();
@@ -242,12 +242,12 @@ async fn leaky_window_refills_one_at_a_time_and_reset_after_moves() {
     }
     // Reset-After grows with each request (one more unit to drain), unlike a fixed window.
     assert!(resets.windows(2).all(|w| w[1] > w[0]), "{resets:?}");
-    assert!(resets[0] <= 0.050 && resets[3] > 0.150, "{resets:?}");
+    assert!(resets[0] <= 0.100 && resets[3] > 0.300, "{resets:?}");
     let limited = bot(&c, &base, Method::POST, "/channels/1/messages").await;
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
     let wait = limited.json()["retry_after"].as_f64().unwrap();
-    // The next unit frees within one leak interval (50 ms), not after a whole window.
-    assert!(wait > 0.0 && wait <= 0.050, "{wait}");
+    // The next unit frees within one leak interval (100 ms), not after a whole window.
+    assert!(wait > 0.0 && wait <= 0.100, "{wait}");
     tokio::time::sleep(Duration::from_secs_f64(wait)).await;
     let r = bot(&c, &base, Method::POST, "/channels/1/messages").await;
     assert_eq!(r.status, StatusCode::OK);
@@ -368,7 +368,7 @@ async fn global_limit_is_a_sliding_window_per_token_with_exemptions() {
             Limit::fixed(100, ms(1000)),
         ))
         .token("second-token")
-        .global(10, ms(300));
+        .global(10, ms(1000));
     let sim = Simulator::start(config).await.unwrap();
     let c = reqwest::Client::new();
     let base = sim.base_url();
@@ -396,7 +396,7 @@ async fn global_limit_is_a_sliding_window_per_token_with_exemptions() {
             let body = r.json();
             assert_eq!(body["global"], true);
             let wait = body["retry_after"].as_f64().unwrap();
-            assert!(wait > 0.0 && wait <= 0.3, "{wait}");
+            assert!(wait > 0.0 && wait <= 1.0, "{wait}");
         }
     }
     assert_eq!(ok, 10);
@@ -429,7 +429,7 @@ async fn global_limit_is_a_sliding_window_per_token_with_exemptions() {
     assert!(g.peak_in_period() <= 10);
 
     // The sliding window frees slots as the oldest age out, not at a boundary.
-    tokio::time::sleep(ms(310)).await;
+    tokio::time::sleep(ms(1010)).await;
     assert_eq!(
         bot(&c, &base, Method::GET, "/users/1").await.status,
         StatusCode::OK
@@ -508,7 +508,7 @@ async fn invalid_requests_ban_the_ip_with_a_cloudflare_page_then_expire() {
             .status(StatusCode::FORBIDDEN),
         )
         .route(RouteConfig::unlimited(Method::GET, "/users/{user_id}"))
-        .ban(5, ms(1000), ms(300));
+        .ban(5, ms(2000), ms(500));
     let sim = Simulator::start(config).await.unwrap();
     let c = reqwest::Client::new();
     let base = sim.base_url();
@@ -530,7 +530,7 @@ async fn invalid_requests_ban_the_ip_with_a_cloudflare_page_then_expire() {
     assert!(s.banned);
     assert_eq!((s.forbidden, s.bans, s.cloudflare_429), (5, 1, 1));
 
-    tokio::time::sleep(ms(320)).await;
+    tokio::time::sleep(ms(520)).await;
     let r = bot(&c, &base, Method::GET, "/users/1").await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(!sim.stats().banned);
@@ -628,4 +628,36 @@ async fn alternating_hashes_rotate_over_one_counter() {
         .map(|(h, r)| ((*h).to_owned(), (*r).to_owned()))
         .collect();
     assert_eq!(seen, expected);
+}
+
+#[tokio::test]
+async fn utilisation_measures_from_admission_records() {
+    let sim = Simulator::start(SimConfig::empty().route(messages(Limit::fixed(2, ms(100)))))
+        .await
+        .unwrap();
+    let c = reqwest::Client::new();
+    let base = sim.base_url();
+    let p = "/channels/1/messages";
+    // Window 1: one request of two; window 2: full; window 3: one (the tail).
+    bot(&c, &base, Method::POST, p).await;
+    tokio::time::sleep(ms(110)).await;
+    bot(&c, &base, Method::POST, p).await;
+    bot(&c, &base, Method::POST, p).await;
+    tokio::time::sleep(ms(110)).await;
+    bot(&c, &base, Method::POST, p).await;
+    let s = sim.stats();
+    let b = s.bucket("msghash", "channels/1").unwrap();
+    assert_eq!(b.windows.len(), 3);
+    assert_eq!(b.admitted.len(), 4);
+    assert!((b.window_fill() - 0.75).abs() < 1e-9, "{}", b.window_fill());
+    // Span 220+ ms holds three windows: at most 6.
+    assert_eq!(b.max_allowed(), 6);
+    assert!((b.utilisation() - 4.0 / 6.0).abs() < 1e-9);
+    // Four requests need one reset (100 ms); it took more than twice that.
+    assert!(
+        b.efficiency() < 0.5 && b.efficiency() > 0.3,
+        "{}",
+        b.efficiency()
+    );
+    assert!(s.global[0].windows.is_empty());
 }
