@@ -387,9 +387,12 @@ pub enum StoreTarget {
 /// Reads `REDIS_URL`:
 ///
 /// * unset or empty: in memory;
-/// * `redis://host:port/db` (also `rediss://`, `redis+unix:///path`, `unix:///path`): one server;
-/// * `redis+cluster://host1:port,host2:port` (or `rediss+cluster://`), or several comma-separated
-///   `redis://` URLs: a Redis Cluster, reached through any of those seed nodes.
+/// * `redis://host:port/db` (also `redis+unix:///path`, `unix:///path`): one server;
+/// * `redis+cluster://host1:port,host2:port`, or several comma-separated `redis://` URLs: a Redis Cluster,
+///   reached through any of those seed nodes.
+///
+/// `rediss://` (TLS) is accepted but needs one of redis-rs's TLS features in the build, which this example
+/// does not enable.
 pub fn store_target(redis_url: Option<&str>) -> Result<StoreTarget, ConfigError> {
     let Some(url) = redis_url.map(str::trim).filter(|u| !u.is_empty()) else {
         return Ok(StoreTarget::Memory);

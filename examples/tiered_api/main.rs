@@ -32,7 +32,7 @@ const USAGE: &str = "usage: cargo run --example tiered_api -- [--addr HOST:PORT]
   -h, --help        this text
 
   REDIS_URL         keep the limits in Redis instead of in memory:
-                      redis://host:port/db, rediss://…, redis+unix:///path    one server
+                      redis://host:port/db, redis+unix:///path               one server
                       redis+cluster://host1:port,host2:port                    a Redis Cluster
                       redis://host1:port,redis://host2:port                    a Redis Cluster too
   RUST_LOG          log filter (default info), e.g. ratelimit_tower=debug";
@@ -266,25 +266,26 @@ fn print_banner(config: &Config, args: &Args, addr: SocketAddr, store: &str) {
     let ent = config
         .key_for_tier("enterprise")
         .unwrap_or("enterprise-demo");
+    let report_cost = config.costs.get("/v1/report").copied().unwrap_or(1);
+    let try_lines = [
+        format!("curl -i {base}/v1/hello -H 'x-api-key: {free}'"),
+        format!("curl -i {base}/v1/hello -H 'Authorization: Bearer {pro}'"),
+        format!("curl -i {base}/v1/report -H 'x-api-key: {ent}'      # costs {report_cost}"),
+        format!("curl -i {base}/v1/hello -H 'x-api-key: not-a-key'             # 401"),
+        format!(
+            "for i in $(seq {}); do curl -s -o /dev/null -w '%{{http_code}}\\n' {base}/v1/hello; done | sort | uniq -c",
+            anon_burst + 1
+        ),
+        format!("    # anonymous: {anon_burst} at once per client IP, then 429 (the rejected key above counted too)"),
+        format!("curl -i {base}/v1/hello                                        # the 429 itself"),
+        format!("curl -s {base}/metrics | grep '^ratelimit_'"),
+    ];
     out.push_str("try:\n");
-    out.push_str(&format!(
-        "  curl -i {base}/v1/hello -H 'x-api-key: {free}'\n"
-    ));
-    out.push_str(&format!(
-        "  curl -i {base}/v1/hello -H 'Authorization: Bearer {pro}'\n"
-    ));
-    out.push_str(&format!(
-        "  curl -i {base}/v1/report -H 'x-api-key: {ent}'\n"
-    ));
-    out.push_str(&format!(
-        "  for i in $(seq {}); do curl -s -o /dev/null -w '%{{http_code}}\\n' {base}/v1/hello; done | sort | uniq -c\n",
-        anon_burst + 1
-    ));
-    out.push_str(&format!("  curl -i {base}/v1/hello                                 # anonymous, after the loop: 429\n"));
-    out.push_str(&format!(
-        "  curl -i {base}/v1/hello -H 'x-api-key: not-a-key'       # 401\n"
-    ));
-    out.push_str(&format!("  curl -s {base}/metrics | grep '^ratelimit_'\n"));
+    for line in try_lines {
+        out.push_str("  ");
+        out.push_str(&line);
+        out.push('\n');
+    }
     println!("{out}");
 }
 
