@@ -63,7 +63,7 @@ pub struct Config {
     /// Default maximum time a request may wait for the rate limit; `None` waits as long as needed.
     pub max_wait: Option<Micros>,
     /// Share (percent, 0–100) of the smallest round trip seen that is taken off reported resets, so that
-    /// requests released at a reset arrive just after it rather than a full round trip late (default 90).
+    /// requests released at a reset arrive just after it rather than a full round trip late (default 80).
     pub latency_compensation: u8,
 }
 
@@ -83,7 +83,7 @@ impl Default for Config {
             backoff_base: 250_000,
             backoff_max: 10_000_000,
             max_wait: None,
-            latency_compensation: 90,
+            latency_compensation: 80,
         }
     }
 }

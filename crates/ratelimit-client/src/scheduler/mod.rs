@@ -126,7 +126,7 @@ impl<P: Profile> LimiterBuilder<P> {
         self
     }
 
-    /// Share (percent) of the smallest round trip taken off reported resets (default 90; 0 waits for the
+    /// Share (percent) of the smallest round trip taken off reported resets (default 80; 0 waits for the
     /// full reported time).
     pub fn latency_compensation(mut self, percent: u8) -> Self {
         self.cfg.latency_compensation = percent;
@@ -164,6 +164,7 @@ impl<P: Profile> LimiterBuilder<P> {
 struct Stats {
     waited_us: AtomicU64,
     sent: AtomicU64,
+    calls: AtomicU64,
 }
 
 struct Inner<P> {
@@ -294,6 +295,7 @@ impl<P: Profile> Limiter<P> {
             lane: ext.get::<Lane>().copied().unwrap_or(route.lane),
             global_exempt: route.global_exempt,
             fingerprint: 0,
+            seq: self.inner.stats.calls.fetch_add(1, Ordering::Relaxed),
         }
     }
 

@@ -22,6 +22,9 @@ use std::sync::Arc;
 
 type HashMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
 type HashSet<K> = hashbrown::HashSet<K, foldhash::fast::RandomState>;
+
+/// Responses needed before latency compensation applies.
+const RTT_SAMPLES: u64 = 8;
 use ratelimit_core::Micros;
 use tokio::sync::Notify;
 
@@ -42,6 +45,8 @@ pub(crate) struct Ticket {
     pub lane: Lane,
     pub global_exempt: bool,
     pub fingerprint: u64,
+    /// Arrival order of the call (kept across its retries): global slots go to the oldest waiting call.
+    pub seq: u64,
 }
 
 /// The bookkeeping for an admitted, in-flight request.
@@ -136,9 +141,10 @@ impl Counter {
     }
 
     /// Opens a new window when the current one has ended; guards against a window with no known end.
-    fn roll(&mut self, now: Micros) {
+    /// `shift` is the latency compensation: the window is taken to end that much before `reset_at`.
+    fn roll(&mut self, now: Micros, shift: Micros) {
         match self.reset_at {
-            Some(r) if now >= r => {
+            Some(r) if now.saturating_add(shift) >= r => {
                 self.window += 1;
                 self.rolled_at = now;
                 let fresh = if self.probe_next {
@@ -214,11 +220,27 @@ impl RouteState {
 struct TokenState {
     in_flight: u32,
     done: VecDeque<Micros>,
+    /// Route heads ready but for the global limit, by call arrival order (FIFO across routes).
+    waiting: std::collections::BTreeMap<u64, (WaiterId, Arc<Notify>)>,
     locked_until: Micros,
     disabled: bool,
 }
 
 impl TokenState {
+    fn leave(&mut self, id: WaiterId) {
+        let before = self.waiting.len();
+        self.waiting.retain(|_, w| w.0 != id);
+        if self.waiting.len() != before {
+            self.wake_first();
+        }
+    }
+
+    fn wake_first(&self) {
+        if let Some((_, (_, n))) = self.waiting.first_key_value() {
+            n.notify_one();
+        }
+    }
+
     fn used(&mut self, now: Micros, window: Micros) -> u64 {
         while self
             .done
@@ -297,8 +319,9 @@ pub(crate) struct Core {
     cfg: Config,
     /// Global window (window + margin) in microseconds.
     global_window: Micros,
-    /// Smallest round trip seen, for latency compensation.
+    /// Smallest round trip seen, and how many were seen, for latency compensation.
     min_rtt: Micros,
+    rtt_samples: u64,
     tokens: HashMap<u64, TokenState>,
     routes: HashMap<Arc<str>, RouteState>,
     counters: HashMap<Arc<str>, Counter>,
@@ -315,6 +338,7 @@ impl Core {
         Core {
             global_window: cfg.global_window.saturating_add(cfg.global_margin),
             min_rtt: Micros::MAX,
+            rtt_samples: 0,
             cfg,
             tokens: HashMap::default(),
             routes: HashMap::default(),
@@ -417,6 +441,9 @@ impl Core {
 
     /// Removes a waiter that gave up (deadline, cancellation) and wakes the next head if it was first.
     pub(crate) fn cancel(&mut self, route_key: &str, id: WaiterId) {
+        if let Some(token) = self.routes.get(route_key).map(|r| r.token) {
+            self.token(token).leave(id);
+        }
         if let Some(r) = self.routes.get_mut(route_key) {
             let was_head = r.head().is_some_and(|h| h.0 == id);
             r.remove(id);
@@ -440,6 +467,7 @@ impl Core {
 
     /// One admission attempt for waiter `id`.
     pub(crate) fn try_admit(&mut self, id: WaiterId, t: &Ticket, now: Micros) -> Step {
+        let shift = self.shift();
         if self.tokens.get(&t.token).is_some_and(|s| s.disabled) {
             return Step::Fail(Error::Unauthorized);
         }
@@ -499,11 +527,11 @@ impl Core {
             let Some(c) = self.counters.get_mut(key) else {
                 continue;
             };
-            c.roll(now);
+            c.roll(now, shift);
             let w = if c.blocked_until > now {
                 Some(Some(c.blocked_until))
             } else if c.avail == 0 {
-                Some(c.reset_at)
+                Some(c.reset_at.map(|r| r.saturating_sub(shift)))
             } else {
                 None
             };
@@ -520,6 +548,9 @@ impl Core {
             }
         }
         if let Some((until, bucket)) = wait {
+            if let Some(ts) = self.tokens.get_mut(&t.token) {
+                ts.leave(id);
+            }
             return Step::Wait { until, bucket };
         }
         // The token's global limit, checked last so that its slots are only spent on admissions.
@@ -533,7 +564,15 @@ impl Core {
                 };
             }
             if let Some(n) = limit {
+                let notify = self
+                    .routes
+                    .get(&t.route_key)
+                    .and_then(|r| r.head().map(|h| h.1.clone()));
+                let ts = self.token(t.token);
                 if ts.used(now, window) >= u64::from(n) {
+                    if let Some(notify) = notify {
+                        ts.waiting.insert(t.seq, (id, notify));
+                    }
                     // The earliest a slot can free is one window after the oldest answered request, or one
                     // window from now if all are still in flight.
                     let until = ts.done.front().map_or(now, |&t| t).saturating_add(window);
@@ -542,7 +581,27 @@ impl Core {
                         bucket: "global".into(),
                     };
                 }
+                if ts
+                    .waiting
+                    .first_key_value()
+                    .is_some_and(|(&first, w)| first < t.seq && w.0 != id)
+                {
+                    // An older call is waiting for a global slot: it gets this one. Poll again shortly in
+                    // case it has gone.
+                    if let Some(notify) = notify {
+                        ts.waiting.insert(t.seq, (id, notify));
+                    }
+                    ts.wake_first();
+                    return Step::Wait {
+                        until: Some(now + 2_000),
+                        bucket: "global".into(),
+                    };
+                }
+                ts.waiting.remove(&t.seq);
                 ts.in_flight += 1;
+                if ts.used(now, window) < u64::from(n) {
+                    ts.wake_first();
+                }
             }
         }
         // Admit.
@@ -593,6 +652,7 @@ impl Core {
     /// Releases what a grant held when no response was read (connection error, cancellation).
     pub(crate) fn fail(&mut self, g: &Grant, now: Micros) {
         self.release(g, now);
+        let shift = self.shift();
         if let Some(r) = self.routes.get_mut(&g.route_key) {
             if g.probe {
                 r.probe_in_flight = false;
@@ -600,7 +660,7 @@ impl Core {
         }
         for gc in &g.counters {
             if let Some(c) = self.counters.get_mut(&gc.key) {
-                c.roll(now);
+                c.roll(now, shift);
             }
         }
         self.wake_for(g);
@@ -664,6 +724,7 @@ impl Core {
     ) -> Verdict {
         self.release(g, now);
         self.min_rtt = self.min_rtt.min(now.saturating_sub(g.sent_at));
+        self.rtt_samples += 1;
         if let Some(r) = self.routes.get_mut(&g.route_key) {
             if g.probe {
                 r.probe_in_flight = false;
@@ -714,7 +775,15 @@ impl Core {
         if let Some(l) = obs.limited {
             metrics::counter!("ratelimit_client_429_total", "scope" => l.scope.as_str())
                 .increment(1);
-            tracing::warn!(route = %g.route_key, scope = l.scope.as_str(), retry_ms = l.retry_after / 1000, "rate limited by upstream");
+            tracing::warn!(
+                route = %g.route_key,
+                scope = l.scope.as_str(),
+                retry_ms = l.retry_after / 1000,
+                sent_at = g.sent_at,
+                now,
+                counters = ?g.counters.iter().map(|c| (c.window, c.done_at_send)).collect::<Vec<_>>(),
+                "rate limited by upstream"
+            );
         }
         let until = obs.limited.map(|l| now.saturating_add(l.retry_after));
         if let Some(l) = obs.limited.filter(|l| l.scope == Scope::Global) {
@@ -863,8 +932,9 @@ impl Core {
                     // keeps its own counter under the shared hash (dapi#8073).
                     return self.split(g, b, &hash, &template, &major, now);
                 }
+                let shift = self.shift();
                 if let Some(c) = self.counters.get_mut(&key) {
-                    c.roll(now);
+                    c.roll(now, shift);
                     c.avail = c
                         .avail
                         .min(b.remaining.saturating_sub(u64::from(c.in_flight)));
@@ -909,6 +979,7 @@ impl Core {
             Some(_) => false,
             None => true,
         };
+        tracing::trace!(bucket = %key, remaining = b.remaining, reset_after = b.reset_after, window = c.window, grant_window = ?gc.map(|g| g.window), current, now, avail = c.avail, in_flight = c.in_flight, reset_at = ?c.reset_at, "observed");
         if !current {
             return Some(key);
         }
@@ -934,22 +1005,27 @@ impl Core {
         Some(key)
     }
 
-    /// When a window reported in a response ends, on our clock, and when to send so as to arrive just after.
-    ///
-    /// `now + reset_after` is late by the time the response took to come back, and a request sent then
-    /// arrives later still by its own trip. Both are bounded below by the smallest round trip seen, so a
-    /// configured share of it (`latency_compensation`, 90 % by default) is taken off. This assumes the
-    /// upstream counts a request and computes its headers when it arrives (as Discord's edge does, and the
-    /// simulator); set the share to 0 to wait for the full reported time.
+    /// When a window reported in a response ends on our clock: `now + reset_after`, late by the time the
+    /// response took to come back.
     fn reset_from(&self, now: Micros, reset_after: Micros) -> Micros {
-        let shift = if self.min_rtt == Micros::MAX {
-            0
-        } else {
-            self.min_rtt / 100 * u64::from(self.cfg.latency_compensation)
-        };
         now.saturating_add(reset_after)
-            .saturating_sub(shift)
-            .max(now)
+    }
+
+    /// How much earlier than a recorded reset a request may be sent.
+    ///
+    /// A recorded reset is late by the response's trip back, and a request sent at the reset arrives later
+    /// still by its own trip there. Together they are about one round trip, so a share of the smallest
+    /// round trip seen (`latency_compensation`, 80 % by default) is taken off, evaluated when sending. The
+    /// smallest is the sample with the least local queueing in it: a recent or average round trip can be
+    /// inflated by congestion on our side (a pool of connections being opened) that the next request does
+    /// not meet, and would release it early. Nothing is taken off before [`RTT_SAMPLES`] responses. This
+    /// assumes the upstream counts a request and computes its headers when the request arrives, as
+    /// Discord's edge and the simulator do; set the share to 0 to wait for the full reported time.
+    fn shift(&self) -> Micros {
+        if self.rtt_samples < RTT_SAMPLES {
+            return 0;
+        }
+        self.min_rtt / 100 * u64::from(self.cfg.latency_compensation)
     }
 
     /// Gives a route its own counter under a hash it shares with other routes.
@@ -1107,8 +1183,11 @@ mod tests {
             lane: Lane::Normal,
             global_exempt: false,
             fingerprint: 0,
+            seq: SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
+
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
     fn bucket(hash: &str, limit: u64, remaining: u64, reset: Micros) -> Observation {
         Observation {
@@ -1260,13 +1339,17 @@ mod tests {
     #[test]
     fn resets_are_compensated_by_most_of_the_smallest_round_trip() {
         let mut c = core();
+        for i in 0..7 {
+            let g = try_send(&mut c, &ticket("GET /warm", &i.to_string()), 0).unwrap();
+            c.complete(&g, &Observation::default(), 0, 150_000);
+        }
         let t = ticket("GET /a", "");
         let probe = try_send(&mut c, &t, 0).unwrap();
-        // Round trip 100 ms; the window reported at the response has 1 s left.
+        // Round trip 100 ms (the smallest); the window reported at the response has 1 s left.
         c.complete(&probe, &bucket("a", 1, 0, S), 0, 100_000);
         let (_, step) = try_send(&mut c, &t, 100_000).unwrap_err();
         assert!(
-            matches!(step, Step::Wait { until: Some(u), .. } if u == 100_000 + S - 90_000),
+            matches!(step, Step::Wait { until: Some(u), .. } if u == 100_000 + S - 80_000),
             "{step:?}"
         );
     }
