@@ -50,7 +50,7 @@ async fn multi_policy_checks_work_across_a_three_master_cluster() {
             .policies()
             .iter()
             .map(|p| {
-                let key = store.key_for(id.as_bytes(), p.name());
+                let key = store.key_for(id.as_bytes(), p);
                 cluster.nodes[0]
                     .cli(&["CLUSTER", "KEYSLOT", &key])
                     .trim()

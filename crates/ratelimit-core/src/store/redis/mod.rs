@@ -50,10 +50,11 @@
 //!
 //! # Keys
 //!
-//! `prefix:{hash}:policy`, where `hash` is the first 128 bits of SHA-256 of the identity in hex: fixed
+//! `prefix:{hash}:policy:algorithm`, where `hash` is the first 128 bits of SHA-256 of the identity in hex: fixed
 //! length whatever the identity, never the raw key, and a Redis Cluster hash tag, so every policy of one
 //! identity lives in one slot and a multi-policy check is one script with every key declared (no
-//! `CROSSSLOT`). Rename or remove a policy and its old keys simply expire.
+//! `CROSSSLOT`). Rename a policy, change its algorithm or remove it, and its old keys simply expire;
+//! change only its quota and the state carries over.
 //!
 //! # Deployments
 //!
@@ -124,15 +125,15 @@ use self::breaker::{Breaker, Permit};
 use self::deny_cache::DenyCache;
 use self::script::Op;
 
-/// The Lua source of the store's script (every algorithm and the entry point), for inspection and for
-/// loading by hand (e.g. `redis-benchmark`).
-pub fn script_source() -> &'static str {
-    script::SCRIPT
+/// The Lua source of the script the store runs for `set` (the algorithms `set` uses and the entry
+/// point), for inspection and for loading by hand (e.g. with `redis-benchmark`).
+pub fn script_source(set: &PolicySet) -> &'static str {
+    &script::script(script::mask(set)).source
 }
 
 /// The SHA-1 of [`script_source`], as `EVALSHA` takes it.
-pub fn script_sha() -> &'static str {
-    script::sha()
+pub fn script_sha(set: &PolicySet) -> &'static str {
+    &script::script(script::mask(set)).sha
 }
 
 /// Where the Redis store takes the time from.
@@ -363,7 +364,10 @@ impl RedisStoreBuilder {
                 counters: Counters::default(),
             }),
         };
-        store.inner.load_script().await?;
+        // Load the script variants of single-algorithm sets now; others load on first use.
+        for part in 0..6 {
+            store.inner.load_script(1 << part).await?;
+        }
         Ok(store)
     }
 }
@@ -409,9 +413,10 @@ fn is_noscript(e: &RedisError) -> bool {
 }
 
 impl Inner {
-    async fn load_script(&self) -> Result<(), StoreError> {
+    async fn load_script(&self, mask: u8) -> Result<(), StoreError> {
+        let script = script::script(mask);
         let mut cmd = redis::cmd("SCRIPT");
-        cmd.arg("LOAD").arg(script::SCRIPT);
+        cmd.arg("LOAD").arg(&script.source);
         let fut = self.conn.query(&cmd);
         let sha =
             match tokio::time::timeout(self.timeout.max(Duration::from_millis(250)), fut).await {
@@ -422,26 +427,26 @@ impl Inner {
         metrics::counter!("ratelimit_redis_script_loads_total").increment(1);
         // A cluster answers with one SHA per primary; any textual SHA must be ours.
         let ok = match &sha {
-            Value::BulkString(b) => b == script::sha().as_bytes(),
-            Value::SimpleString(s) => s == script::sha(),
+            Value::BulkString(b) => b == script.sha.as_bytes(),
+            Value::SimpleString(s) => s == &script.sha,
             _ => true,
         };
         if !ok {
             return Err(StoreError::Protocol(format!(
                 "SCRIPT LOAD answered {sha:?}, expected {}",
-                script::sha()
+                script.sha
             )));
         }
-        tracing::debug!(sha = script::sha(), "loaded the rate-limit script");
+        tracing::debug!(sha = %script.sha, "loaded the rate-limit script");
         Ok(())
     }
 
     /// EVALSHA, reloading the script and retrying once on NOSCRIPT.
-    async fn eval(&self, cmd: &redis::Cmd) -> Result<Value, StoreError> {
+    async fn eval(&self, cmd: &redis::Cmd, mask: u8) -> Result<Value, StoreError> {
         match self.conn.query(cmd).await {
             Err(e) if is_noscript(&e) => {
                 tracing::info!("Redis lost the rate-limit script (restart, failover or SCRIPT FLUSH); reloading");
-                self.load_script().await?;
+                self.load_script(mask).await?;
                 self.conn.query(cmd).await.map_err(backend)
             }
             r => r.map_err(backend),
@@ -476,10 +481,11 @@ impl Inner {
         let cmd = script::command(op, set, &mut base, self.client_now(), cost);
         self.counters.redis_calls.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("ratelimit_redis_calls_total").increment(1);
-        let result = match tokio::time::timeout(self.timeout, self.eval(&cmd)).await {
-            Ok(r) => r,
-            Err(_) => Err(StoreError::Timeout(self.timeout)),
-        };
+        let result =
+            match tokio::time::timeout(self.timeout, self.eval(&cmd, script::mask(set))).await {
+                Ok(r) => r,
+                Err(_) => Err(StoreError::Timeout(self.timeout)),
+            };
         match &result {
             Ok(_) => {
                 if self.breaker.success() {
@@ -622,7 +628,7 @@ impl Inner {
         let base_len = base.len();
         for p in set.policies() {
             base.truncate(base_len);
-            base.push_str(p.name());
+            script::push_policy_key(&mut base, p);
             cmd.arg(base.as_bytes());
         }
         match tokio::time::timeout(self.timeout, self.conn.query(&cmd)).await {
@@ -679,15 +685,16 @@ impl RedisStore {
         }
     }
 
-    /// The Redis key holding `policy`'s state for `identity` (for inspection and tests).
-    pub fn key_for(&self, identity: &[u8], policy: &str) -> String {
+    /// The Redis key holding `policy`'s state for `identity` (for inspection and tests):
+    /// `prefix:{hash}:name:algorithm`.
+    pub fn key_for(&self, identity: &[u8], policy: &Policy) -> String {
         let mut base = String::new();
         keys::key_base(
             &mut base,
             &self.inner.prefix,
             &keys::hash_identity(identity),
         );
-        base.push_str(policy);
+        script::push_policy_key(&mut base, policy);
         base
     }
 

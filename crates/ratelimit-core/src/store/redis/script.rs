@@ -1,8 +1,8 @@
 //! The Lua script, its SHA-1, and how a PolicySet is encoded for it.
 //!
-//! One script holds the Lua twin of every algorithm (`scripts/<algorithm>.lua`, each next to nothing but
-//! its own Rust reference's logic) and an entry point (`scripts/main.lua`) that checks, peeks or refunds
-//! all the policies of one identity in one atomic call.
+//! Each algorithm's Lua twin lives in `scripts/<algorithm>.lua` (its Rust reference is
+//! `src/algorithm/<algorithm>.rs`); `scripts/main.lua` checks, peeks or refunds all the policies of one
+//! identity in one atomic call. The script sent for a policy set holds only the algorithms it uses.
 
 use std::sync::OnceLock;
 
@@ -13,22 +13,72 @@ use crate::decision::{Decision, Status, MAX_POLICIES};
 use crate::policy::{AnyAlgorithm, PolicySet};
 use crate::store::StoreError;
 
-/// The whole script, as loaded into Redis.
-pub(crate) const SCRIPT: &str = concat!(
-    include_str!("scripts/prelude.lua"),
-    include_str!("scripts/gcra.lua"),
+const PRELUDE: &str = include_str!("scripts/prelude.lua");
+const MAIN: &str = include_str!("scripts/main.lua");
+
+/// The algorithm files, in the order their bits appear in a script mask.
+const PARTS: [&str; 6] = [
+    include_str!("scripts/gcra.lua"), // GCRA (code 1) and the shaper (code 2)
     include_str!("scripts/token_bucket.lua"),
     include_str!("scripts/leaky_bucket.lua"),
     include_str!("scripts/fixed_window.lua"),
-    include_str!("scripts/sliding_window.lua"),
     include_str!("scripts/sliding_log.lua"),
-    include_str!("scripts/main.lua"),
-);
+    include_str!("scripts/sliding_window.lua"),
+];
 
-/// The script's SHA-1 (what `SCRIPT LOAD` answers and `EVALSHA` takes), computed once.
-pub(crate) fn sha() -> &'static str {
-    static SHA: OnceLock<String> = OnceLock::new();
-    SHA.get_or_init(|| redis::Script::new(SCRIPT).get_hash().to_owned())
+/// Every algorithm.
+pub(crate) const ALL: u8 = (1 << PARTS.len()) - 1;
+
+/// One variant of the script: the prelude, the algorithms of a mask, the entry point.
+#[derive(Debug)]
+pub(crate) struct Script {
+    pub(crate) source: String,
+    pub(crate) sha: String,
+}
+
+/// The script holding the algorithms in `mask` (a script that builds only the closures it can run: a
+/// Lua call pays for every function its body defines, and the server's time is the shared resource).
+pub(crate) fn script(mask: u8) -> &'static Script {
+    static SCRIPTS: [OnceLock<Script>; 1 << PARTS.len()] =
+        [const { OnceLock::new() }; 1 << PARTS.len()];
+    let mask = mask & ALL;
+    SCRIPTS[usize::from(mask)].get_or_init(|| {
+        let mut source = String::from(PRELUDE);
+        for (i, part) in PARTS.iter().enumerate() {
+            if mask & (1 << i) != 0 {
+                source.push_str(part);
+            }
+        }
+        source.push_str(MAIN);
+        let sha = redis::Script::new(&source).get_hash().to_owned();
+        Script { source, sha }
+    })
+}
+
+/// The mask of the algorithm files a policy set needs.
+pub(crate) fn mask(set: &PolicySet) -> u8 {
+    set.policies()
+        .iter()
+        .fold(0, |m, p| m | (1 << part(p.algorithm())))
+}
+
+fn part(algorithm: &AnyAlgorithm) -> u8 {
+    match algorithm {
+        AnyAlgorithm::Gcra(_) | AnyAlgorithm::Shaper(_) => 0,
+        AnyAlgorithm::TokenBucket(_) => 1,
+        AnyAlgorithm::LeakyBucket(_) => 2,
+        AnyAlgorithm::FixedWindow(_) => 3,
+        AnyAlgorithm::SlidingLog(_) => 4,
+        AnyAlgorithm::SlidingWindow(_) => 5,
+    }
+}
+
+/// The key suffix of a policy: its name, then its algorithm, so that changing a policy's algorithm under
+/// the same name starts fresh state instead of misreading the old one (a sorted set read as a string).
+pub(crate) fn push_policy_key(base: &mut String, policy: &crate::policy::Policy) {
+    base.push_str(policy.name());
+    base.push(':');
+    base.push_str(policy.algorithm().kind().name());
 }
 
 /// What the script is asked to do.
@@ -88,11 +138,12 @@ pub(crate) fn command(
 ) -> redis::Cmd {
     let n = set.len();
     let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(sha()).arg(n + usize::from(client_now.is_some()));
+    cmd.arg(&script(mask(set)).sha)
+        .arg(n + usize::from(client_now.is_some()));
     let base_len = base.len();
     for p in set.policies() {
         base.truncate(base_len);
-        base.push_str(p.name());
+        push_policy_key(base, p);
         cmd.arg(base.as_bytes());
     }
     if client_now.is_some() {

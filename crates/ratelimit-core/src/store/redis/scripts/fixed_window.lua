@@ -75,3 +75,6 @@ local function fw_store(key, p, s, now, slack)
   end
   return put_string(key, fmt(s[1]) .. ',' .. fmt(s[2]), fresh_at, now, slack)
 end
+
+ALGS[5] = { load = fw_load, evaluate = fw_evaluate, commit = fw_commit, penalise = fw_penalise,
+            release = fw_release, store = fw_store }

@@ -26,7 +26,8 @@ local function gcra_evaluate(p, s, now, cost)
     return { burst, gcra_remaining(p, ahead), ahead, NEVER, 0 }
   end
   local new_ahead = ahead + cost * p[1]
-  if new_ahead > p[2] then
+  -- Cost 0 is a query and always allowed, even while a penalty holds the key beyond its capacity.
+  if cost > 0 and new_ahead > p[2] then
     return { burst, gcra_remaining(p, ahead), ahead, new_ahead - p[2], 0 }
   end
   return { burst, gcra_remaining(p, new_ahead), new_ahead, 0, 0 }
@@ -89,3 +90,8 @@ end
 local function tat_store(key, p, s, now, slack)
   return put_string(key, fmt(s[1]), s[1], now, slack)
 end
+
+ALGS[1] = { load = tat_load, evaluate = gcra_evaluate, commit = tat_commit, penalise = gcra_penalise,
+            release = tat_release, store = tat_store }
+ALGS[2] = { load = tat_load, evaluate = shaper_evaluate, commit = tat_commit, release = tat_release,
+            store = tat_store }

@@ -38,8 +38,13 @@ local function lb_evaluate(p, s, now, cost)
     return { burst, remaining, cdiv(level, p[1]), NEVER, 0 }
   end
   local after = level + cost * period
-  if after <= capacity then
-    return { burst, idiv(capacity - after, period), cdiv(after, p[1]), 0, 0 }
+  -- Cost 0 is a query and always allowed, even while a penalty holds the level above the capacity.
+  if cost == 0 or after <= capacity then
+    local left = 0
+    if after < capacity then
+      left = idiv(capacity - after, period)
+    end
+    return { burst, left, cdiv(after, p[1]), 0, 0 }
   end
   return { burst, remaining, cdiv(level, p[1]), cdiv(after - capacity, p[1]), 0 }
 end
@@ -82,3 +87,6 @@ local function lb_store(key, p, s, now, slack)
   end
   return put_string(key, fmt(s[1]) .. ',' .. fmt(s[2]), fresh_at, now, slack)
 end
+
+ALGS[4] = { load = lb_load, evaluate = lb_evaluate, commit = lb_commit, penalise = lb_penalise,
+            release = lb_release, store = lb_store }

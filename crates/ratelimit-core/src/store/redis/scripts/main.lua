@@ -7,23 +7,9 @@
 -- time in µs. ARGV[3]: extra TTL in µs for client-time mode. ARGV[4]: cost. ARGV[5]: n.
 -- Then 7 fields per policy: algorithm code, penalise ('1'/'0'), p1, p2, p3, p4, reserved.
 -- Reply: { now, then per policy: limit, remaining, reset, retry (-1 = never), delay } -- integers only.
-
-local ALGS = {
-  [1] = { load = tat_load, evaluate = gcra_evaluate, commit = tat_commit, penalise = gcra_penalise,
-          release = tat_release, store = tat_store },
-  [2] = { load = tat_load, evaluate = shaper_evaluate, commit = tat_commit, release = tat_release,
-          store = tat_store },
-  [3] = { load = tb_load, evaluate = tb_evaluate, commit = tb_commit, penalise = tb_penalise,
-          release = tb_release, store = tb_store },
-  [4] = { load = lb_load, evaluate = lb_evaluate, commit = lb_commit, penalise = lb_penalise,
-          release = lb_release, store = lb_store },
-  [5] = { load = fw_load, evaluate = fw_evaluate, commit = fw_commit, penalise = fw_penalise,
-          release = fw_release, store = fw_store },
-  [6] = { load = sl_load, evaluate = sl_evaluate, commit = sl_commit, release = sl_release,
-          store = sl_store },
-  [7] = { load = sw_load, evaluate = sw_evaluate, commit = sw_commit, penalise = sw_penalise,
-          release = sw_release, store = sw_store },
-}
+--
+-- The script sent to Redis is this prelude, the files of the algorithms a policy set uses (each registers
+-- itself in ALGS), and this entry point: a call only builds the closures it can run.
 
 local op = ARGV[1]
 local cost = tonumber(ARGV[4])
@@ -64,15 +50,10 @@ local function store(pol)
   end
 end
 
-local reply = { now }
-if op == 'r' then
-  for i = 1, n do
-    local pol = policies[i]
-    pol.alg.release(pol.p, pol.state, now, cost)
-    store(pol)
-  end
-else
-  local never, limited = false, false
+-- Every policy's status for `cost`. When the set denies, nothing is charged, so a policy that would have
+-- allowed the cost reports what it really has left (its status for cost 0) -- as PolicySet does.
+local function statuses()
+  local out, never, limited = {}, false, false
   for i = 1, n do
     local pol = policies[i]
     local st = pol.alg.evaluate(pol.p, pol.state, now, cost)
@@ -81,10 +62,36 @@ else
     elseif st[4] > 0 then
       limited = true
     end
-    for j = 1, 5 do
-      reply[#reply + 1] = st[j]
+    out[i] = st
+  end
+  if never or limited then
+    for i = 1, n do
+      if out[i][4] == 0 then
+        local pol = policies[i]
+        out[i] = pol.alg.evaluate(pol.p, pol.state, now, 0)
+      end
     end
   end
+  return out, never, limited
+end
+
+local reply = { now }
+local function answer(out)
+  for i = 1, n do
+    for j = 1, 5 do
+      reply[#reply + 1] = out[i][j]
+    end
+  end
+end
+
+if op == 'r' then
+  for i = 1, n do
+    local pol = policies[i]
+    pol.alg.release(pol.p, pol.state, now, cost)
+    store(pol)
+  end
+else
+  local out, never, limited = statuses()
   if op == 'c' then
     if not never and not limited then
       if cost > 0 then
@@ -95,16 +102,22 @@ else
         end
       end
     elseif not never then
-      -- Denied: nothing is written unless a policy penalises.
+      -- Denied: nothing is written unless a policy penalises; then report the state the penalty left.
+      local penalised = false
       for i = 1, n do
         local pol = policies[i]
         if pol.penalise and pol.alg.penalise then
           pol.alg.penalise(pol.p, pol.state, now, cost)
           store(pol)
+          penalised = true
         end
+      end
+      if penalised then
+        out = statuses()
       end
     end
   end
+  answer(out)
 end
 
 if clock_key and max_ttl > 0 then

@@ -50,3 +50,6 @@ local function put_string(key, value, fresh_at, now, slack)
 end
 
 local NEVER = -1
+
+-- Algorithm code -> its functions; each algorithm file registers itself.
+local ALGS = {}

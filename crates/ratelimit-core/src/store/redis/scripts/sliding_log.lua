@@ -149,3 +149,6 @@ local function sl_store(key, p, s, now, slack)
   redis.call('PEXPIRE', key, fmt(ttl))
   return ttl
 end
+
+ALGS[6] = { load = sl_load, evaluate = sl_evaluate, commit = sl_commit, release = sl_release,
+            store = sl_store }

@@ -46,6 +46,10 @@ local function sw_evaluate(p, s, now, cost)
   if cost > limit then
     return { limit, remaining, sw_reset_after(p, prev, cur, rest), NEVER, 0 }
   end
+  -- Cost 0 is a query and always allowed, even while a penalty holds the estimate above the limit.
+  if cost == 0 then
+    return { limit, remaining, sw_reset_after(p, prev, cur, rest), 0, 0 }
+  end
   if cur + cost <= limit and weighted <= free - cost * period then
     local room = free - cost * period - weighted
     return { limit, idiv(room, period), sw_reset_after(p, prev, cur + cost, rest), 0, 0 }
@@ -110,3 +114,6 @@ local function sw_store(key, p, s, now, slack)
   end
   return put_string(key, fmt(s[1]) .. ',' .. fmt(s[2]) .. ',' .. fmt(s[3]), fresh_at, now, slack)
 end
+
+ALGS[7] = { load = sw_load, evaluate = sw_evaluate, commit = sw_commit, penalise = sw_penalise,
+            release = sw_release, store = sw_store }

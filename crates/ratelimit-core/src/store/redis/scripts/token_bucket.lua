@@ -95,3 +95,6 @@ local function tb_store(key, p, s, now, slack)
   end
   return put_string(key, fmt(s[1]) .. ',' .. fmt(s[2]), fresh_at, now, slack)
 end
+
+ALGS[3] = { load = tb_load, evaluate = tb_evaluate, commit = tb_commit, penalise = tb_penalise,
+            release = tb_release, store = tb_store }
