@@ -560,6 +560,91 @@ impl SimConfig {
     }
 }
 
+/// A configuration the simulator refuses, with what to change.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid simulator configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl SimConfig {
+    /// Checks every limit, storm, ban and template; [`crate::Simulator::start`] calls it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use discord_sim::{Limit, RouteConfig, SimConfig};
+    /// let bad = SimConfig::empty().route(RouteConfig::new(http::Method::GET, "/gateway/bot", "h",
+    ///     Limit::fixed(0, Duration::from_secs(1))));
+    /// assert!(bad.validate().unwrap_err().to_string().contains("limit 0"));
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn check(what: &str, l: &Limit) -> Result<(), ConfigError> {
+            if l.limit == 0 {
+                return Err(ConfigError(format!(
+                    "{what}: limit 0 admits nothing; use at least 1"
+                )));
+            }
+            if l.period.is_zero() {
+                return Err(ConfigError(format!(
+                    "{what}: the period must be longer than zero"
+                )));
+            }
+            Ok(())
+        }
+        for r in &self.routes {
+            let what = format!("route {} {}", r.method, r.template);
+            if !r.template.starts_with('/') {
+                return Err(ConfigError(format!(
+                    "{what}: templates start with '/' (under /api/v10)"
+                )));
+            }
+            if let Some(l) = &r.limit {
+                check(&what, l)?;
+            }
+            for layer in &r.layers {
+                check(&format!("{what}, layer {}", layer.hash), &layer.limit)?;
+            }
+            if let Some(sub) = &r.sub_limit {
+                check(&format!("{what}, sub-limit"), &sub.limit)?;
+            }
+            if let Some(storm) = &r.shared {
+                match storm.trigger {
+                    StormTrigger::EveryNth(0) => {
+                        return Err(ConfigError(format!(
+                            "{what}: EveryNth(0) never triggers; use 1 or more"
+                        )))
+                    }
+                    StormTrigger::Probability(p) if !(0.0..=1.0).contains(&p) => {
+                        return Err(ConfigError(format!(
+                            "{what}: storm probability {p} is not within 0..=1"
+                        )))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(g) = &self.global {
+            check("global limit", &g.as_limit())?;
+        }
+        if let Some(b) = &self.ban {
+            if b.threshold == 0 || b.window.is_zero() {
+                return Err(ConfigError(
+                    "ban: the threshold and the window must be above zero (or set `ban` to None)"
+                        .to_owned(),
+                ));
+            }
+        }
+        if self
+            .tokens
+            .iter()
+            .any(|t| t.is_empty() || t.contains(char::is_whitespace))
+        {
+            return Err(ConfigError(
+                "tokens must be non-empty and contain no whitespace".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn scale(d: Duration, factor: f64) -> Duration {
     Duration::try_from_secs_f64(d.as_secs_f64() * factor).unwrap_or(d)
 }

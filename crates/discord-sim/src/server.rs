@@ -40,7 +40,12 @@ impl Simulator {
     }
 
     /// Binds `addr` and serves `config`. Bind only loopback addresses: the simulator is a test tool.
+    ///
+    /// Fails with [`io::ErrorKind::InvalidInput`] when [`SimConfig::validate`] refuses the configuration.
     pub async fn bind(config: SimConfig, addr: SocketAddr) -> io::Result<RunningSim> {
+        config
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let engine = Arc::new(Engine::new(config));

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{bot, send};
 use discord_sim::{
-    BanBody, Latency, Limit, RouteConfig, SimConfig, Simulator, StormTrigger, DEFAULT_TOKEN,
+    BanBody, Latency, Limit, RouteConfig, Scenario, SimConfig, Simulator, StormTrigger,
+    DEFAULT_TOKEN,
 };
 use http::{Method, StatusCode};
 
@@ -660,4 +661,28 @@ async fn utilisation_measures_from_admission_records() {
         b.efficiency()
     );
     assert!(s.global[0].windows.is_empty());
+}
+
+#[tokio::test]
+async fn invalid_configurations_are_refused_with_what_to_change() {
+    let zero = SimConfig::empty().route(messages(Limit::fixed(0, ms(100))));
+    let err = Simulator::start(zero).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("limit 0"), "{err}");
+    let storm = SimConfig::empty().route(messages(Limit::fixed(1, ms(100))).shared_storm(
+        StormTrigger::Probability(1.5),
+        ms(10),
+        None,
+    ));
+    assert!(storm
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("probability"));
+    let template = SimConfig::empty().route(messages(Limit::fixed(1, ms(100))));
+    let mut template = template;
+    template.routes[0].template = "channels/{id}".to_owned();
+    assert!(template.validate().is_err());
+    assert!(Scenario::all().iter().all(|s| s.config.validate().is_ok()));
+    assert!(SimConfig::default().validate().is_ok());
 }
