@@ -1,6 +1,6 @@
 //! The Redis store on a local 3-master Redis Cluster: multi-policy checks are one script call with every
-//! key in one slot (no CROSSSLOT), identities spread over every node, and SCRIPT FLUSH on all nodes is
-//! recovered from.
+//! key in one slot (no CROSSSLOT), identities spread over every node, and SCRIPT/FUNCTION FLUSH on all
+//! nodes is recovered from.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -69,6 +69,7 @@ async fn multi_policy_checks_work_across_a_three_master_cluster() {
     // SCRIPT FLUSH everywhere: the next checks reload the script where needed and succeed.
     for node in &cluster.nodes {
         assert_eq!(node.cli(&["SCRIPT", "FLUSH"]).trim(), "OK");
+        assert_eq!(node.cli(&["FUNCTION", "FLUSH"]).trim(), "OK");
     }
     for user in 100..130 {
         let d = Store::<str, PolicySet>::check(&store, &set, &format!("user-{user}"), 1)

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
+use ratelimit_core::store::redis::Scripting;
 use ratelimit_core::{
     AlgorithmKind, ManualClock, Policy, PolicySet, PolicyStates, Quota, RedisClock, RedisStore,
     Rule, Store,
@@ -115,7 +116,7 @@ struct Harness {
 }
 
 impl Harness {
-    fn new() -> Self {
+    fn new(scripting: Scripting) -> Self {
         let server = RedisServer::start();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -126,6 +127,7 @@ impl Harness {
             .block_on(
                 RedisStore::builder()
                     .timeout(Duration::from_secs(5))
+                    .scripting(scripting)
                     .clock(RedisClock::Client {
                         clock: Arc::new(clock.clone()),
                         ttl_slack: Duration::from_secs(600),
@@ -201,7 +203,7 @@ impl Harness {
 }
 
 fn check_algos(algos: std::ops::RangeInclusive<u8>, cases: u32) {
-    let h = Harness::new();
+    let h = Harness::new(Scripting::Functions);
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,
@@ -250,9 +252,8 @@ fn sliding_window_matches_the_reference() {
     check_algos(6..=6, 128);
 }
 
-#[test]
-fn policy_sets_match_the_reference_all_or_nothing() {
-    let h = Harness::new();
+fn check_sets(scripting: Scripting) {
+    let h = Harness::new(scripting);
     let mut runner = TestRunner::new(Config {
         cases: 128,
         failure_persistence: None,
@@ -276,4 +277,15 @@ fn policy_sets_match_the_reference_all_or_nothing() {
             },
         )
         .unwrap();
+}
+
+#[test]
+fn policy_sets_match_the_reference_all_or_nothing() {
+    check_sets(Scripting::Functions);
+}
+
+/// The same Lua through `SCRIPT LOAD` + `EVALSHA` (servers that refuse `FUNCTION`).
+#[test]
+fn policy_sets_match_the_reference_through_evalsha() {
+    check_sets(Scripting::Eval);
 }

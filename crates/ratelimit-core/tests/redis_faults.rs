@@ -7,6 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use ratelimit_core::store::redis::Scripting;
 use ratelimit_core::{OnFailure, Outcome, Policy, PolicySet, Quota, RedisStore, Store, StoreError};
 use support::redis_server::RedisServer;
 
@@ -136,11 +137,11 @@ async fn killed_and_restarted_redis_recovers_and_reloads_the_script() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn script_flush_mid_run_is_invisible_to_callers() {
+async fn flush_mid_run(scripting: Scripting, flush: &'static str) {
     let server = RedisServer::start();
     let store = RedisStore::builder()
         .timeout(Duration::from_secs(2))
+        .scripting(scripting)
         .connect(&server.url())
         .await
         .unwrap();
@@ -151,7 +152,7 @@ async fn script_flush_mid_run_is_invisible_to_callers() {
             let mut conn = client.get_multiplexed_async_connection().await.unwrap();
             for _ in 0..20 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
-                let _: () = redis::cmd("SCRIPT")
+                let _: () = redis::cmd(flush)
                     .arg("FLUSH")
                     .query_async(&mut conn)
                     .await
@@ -174,7 +175,7 @@ async fn script_flush_mid_run_is_invisible_to_callers() {
             while Instant::now() < until {
                 Store::<str, PolicySet>::check(&store, &set, &format!("t{t}"), 1)
                     .await
-                    .expect("no caller sees NOSCRIPT");
+                    .expect("no caller sees NOSCRIPT / Function not found");
                 n += 1;
             }
             n
@@ -186,6 +187,16 @@ async fn script_flush_mid_run_is_invisible_to_callers() {
     }
     flusher.await.unwrap();
     assert!(total > 100, "the run made {total} checks");
-    assert!(store.stats().script_loads > 1, "flushes forced reloads");
+    assert!(store.stats().script_loads > 7, "flushes forced reloads");
     assert_eq!(store.stats().errors, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_flush_mid_run_is_invisible_to_callers() {
+    flush_mid_run(Scripting::Eval, "SCRIPT").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_flush_mid_run_is_invisible_to_callers() {
+    flush_mid_run(Scripting::Functions, "FUNCTION").await;
 }

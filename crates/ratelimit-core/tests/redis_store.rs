@@ -133,6 +133,11 @@ async fn gcra_key_expires_exactly_when_the_bucket_is_full_again() {
     ])
     .unwrap();
     let (now, d) = store.check_at(&set, b"alice", 2).await.unwrap();
+    // Redis 7 accepts FUNCTION: the default installs a library and calls it with FCALL.
+    assert!(server.cli(&["FUNCTION", "LIST"]).contains("ratelimit_"));
+    assert!(server
+        .cli(&["INFO", "commandstats"])
+        .contains("cmdstat_fcall:"));
     assert!(d.is_allowed());
     assert_eq!(d.binding().reset, 200_000);
     let key = store.key_for(b"alice", &set.policies()[0]);

@@ -27,10 +27,13 @@
 //! [`PolicySet`] for one identity, all-or-nothing: either every policy is charged or none (unless a policy
 //! penalises), and a cost above a policy's capacity is [`Outcome::Never`](crate::Outcome::Never).
 //!
-//! * **One round trip**: `EVALSHA`, loaded once; on `NOSCRIPT` (restart, failover, `SCRIPT FLUSH`) the
-//!   store runs `SCRIPT LOAD` and retries, so no caller sees the error — this is done per command, so it
-//!   also holds when many calls are pipelined over one multiplexed connection (where redis-rs's own
-//!   `Script` retry does not apply).
+//! * **One round trip**: the code is installed once — as a `FUNCTION` library called with `FCALL` where
+//!   the server allows it (Redis ≥ 7, Valkey: the code is defined once, so a call runs only its own body),
+//!   else with `SCRIPT LOAD` and called with `EVALSHA` ([`Scripting`]). When the server has lost it
+//!   (`NOSCRIPT` or `Function not found`: restart, failover, `SCRIPT FLUSH`, `FUNCTION FLUSH`) the store
+//!   loads it again and retries, so no caller sees the error — per command, so it also holds when many
+//!   calls are pipelined over one multiplexed connection (where redis-rs's own `Script` retry does not
+//!   apply). The code sent for a policy set holds only the algorithms it uses.
 //! * **Time**: by default the server's `TIME`, read once per call ([`RedisClock::Server`]), so every
 //!   process shares one clock. Deployments that forbid `TIME` in scripts use [`RedisClock::Client`]: the
 //!   caller's clock in µs, kept monotonic per identity by a small `…:@now` key.
@@ -105,7 +108,7 @@ mod deny_cache;
 mod keys;
 mod script;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -134,6 +137,20 @@ pub fn script_source(set: &PolicySet) -> &'static str {
 /// The SHA-1 of [`script_source`], as `EVALSHA` takes it.
 pub fn script_sha(set: &PolicySet) -> &'static str {
     &script::script(script::mask(set)).sha
+}
+
+/// How the store's Lua code is installed on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Scripting {
+    /// A `FUNCTION` library where the server allows it (Redis ≥ 7, Valkey), else `EVALSHA` (default).
+    #[default]
+    Auto,
+    /// `FUNCTION LOAD` + `FCALL`: the code is defined once per server, so a call runs only its own body
+    /// (faster), and libraries survive restarts when persisted and are replicated to replicas.
+    Functions,
+    /// `SCRIPT LOAD` + `EVALSHA`, for servers that refuse `FUNCTION` (Redis 6, some managed services).
+    Eval,
 }
 
 /// Where the Redis store takes the time from.
@@ -236,6 +253,7 @@ pub struct RedisStoreBuilder {
     breaker_cooldown: Duration,
     deny_cache: Option<usize>,
     local_max_keys: usize,
+    scripting: Scripting,
 }
 
 impl Default for RedisStoreBuilder {
@@ -249,6 +267,7 @@ impl Default for RedisStoreBuilder {
             breaker_cooldown: Duration::from_millis(500),
             deny_cache: None,
             local_max_keys: 100_000,
+            scripting: Scripting::Auto,
         }
     }
 }
@@ -288,6 +307,12 @@ impl RedisStoreBuilder {
     /// Enables the local deny cache, holding at most `capacity` identities.
     pub fn deny_cache(mut self, capacity: usize) -> Self {
         self.deny_cache = Some(capacity);
+        self
+    }
+
+    /// How the Lua code is installed (default: a `FUNCTION` library where allowed, else `EVALSHA`).
+    pub fn scripting(mut self, scripting: Scripting) -> Self {
+        self.scripting = scripting;
         self
     }
 
@@ -362,9 +387,16 @@ impl RedisStoreBuilder {
                 local: MemoryStore::builder().max_keys(self.local_max_keys).build(),
                 scaled: Mutex::new(Vec::new()),
                 counters: Counters::default(),
+                functions: AtomicBool::new(self.scripting != Scripting::Eval),
             }),
         };
-        // Load the script variants of single-algorithm sets now; others load on first use.
+        // Load the variants for single-algorithm sets now; others load on first use.
+        if self.scripting == Scripting::Auto {
+            if let Err(e) = store.inner.load_script(1).await {
+                tracing::info!(error = %e, "FUNCTION LOAD refused; using SCRIPT LOAD + EVALSHA");
+                store.inner.functions.store(false, Ordering::Relaxed);
+            }
+        }
         for part in 0..6 {
             store.inner.load_script(1 << part).await?;
         }
@@ -384,6 +416,8 @@ struct Inner {
     /// Policy sets scaled down for `OnFailure::Local`, by the original set.
     scaled: Mutex<Vec<(PolicySet, PolicySet)>>,
     counters: Counters,
+    /// Whether the code is a FUNCTION library (FCALL) rather than a script (EVALSHA).
+    functions: AtomicBool,
 }
 
 /// The Redis store; see the [module docs](self). Cheap to clone (clones share the connection).
@@ -408,15 +442,30 @@ fn backend(e: RedisError) -> StoreError {
     StoreError::Backend(Box::new(e))
 }
 
+/// NOSCRIPT (a script cache emptied) or "Function not found" (a library gone).
 fn is_noscript(e: &RedisError) -> bool {
     e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+        || e.detail()
+            .is_some_and(|d| d.starts_with("Function not found"))
 }
 
 impl Inner {
+    fn uses_functions(&self) -> bool {
+        self.functions.load(Ordering::Relaxed)
+    }
+
     async fn load_script(&self, mask: u8) -> Result<(), StoreError> {
         let script = script::script(mask);
-        let mut cmd = redis::cmd("SCRIPT");
-        cmd.arg("LOAD").arg(&script.source);
+        let functions = self.uses_functions();
+        let cmd = if functions {
+            let mut c = redis::cmd("FUNCTION");
+            c.arg("LOAD").arg("REPLACE").arg(&script.library);
+            c
+        } else {
+            let mut c = redis::cmd("SCRIPT");
+            c.arg("LOAD").arg(&script.source);
+            c
+        };
         let fut = self.conn.query(&cmd);
         let sha =
             match tokio::time::timeout(self.timeout.max(Duration::from_millis(250)), fut).await {
@@ -426,15 +475,19 @@ impl Inner {
         self.counters.script_loads.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("ratelimit_redis_script_loads_total").increment(1);
         // A cluster answers with one SHA per primary; any textual SHA must be ours.
+        let expected = if functions {
+            &script.function
+        } else {
+            &script.sha
+        };
         let ok = match &sha {
-            Value::BulkString(b) => b == script.sha.as_bytes(),
-            Value::SimpleString(s) => s == &script.sha,
+            Value::BulkString(b) => b == expected.as_bytes(),
+            Value::SimpleString(s) => s == expected,
             _ => true,
         };
         if !ok {
             return Err(StoreError::Protocol(format!(
-                "SCRIPT LOAD answered {sha:?}, expected {}",
-                script.sha
+                "loading the script answered {sha:?}, expected {expected}"
             )));
         }
         tracing::debug!(sha = %script.sha, "loaded the rate-limit script");
@@ -445,7 +498,7 @@ impl Inner {
     async fn eval(&self, cmd: &redis::Cmd, mask: u8) -> Result<Value, StoreError> {
         match self.conn.query(cmd).await {
             Err(e) if is_noscript(&e) => {
-                tracing::info!("Redis lost the rate-limit script (restart, failover or SCRIPT FLUSH); reloading");
+                tracing::info!("Redis lost the rate-limit code (restart, failover, SCRIPT/FUNCTION FLUSH); reloading");
                 self.load_script(mask).await?;
                 self.conn.query(cmd).await.map_err(backend)
             }
@@ -478,7 +531,14 @@ impl Inner {
         }
         let mut base = String::new();
         keys::key_base(&mut base, &self.prefix, hash);
-        let cmd = script::command(op, set, &mut base, self.client_now(), cost);
+        let cmd = script::command(
+            self.uses_functions(),
+            op,
+            set,
+            &mut base,
+            self.client_now(),
+            cost,
+        );
         self.counters.redis_calls.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("ratelimit_redis_calls_total").increment(1);
         let result =

@@ -29,11 +29,19 @@ const PARTS: [&str; 6] = [
 /// Every algorithm.
 pub(crate) const ALL: u8 = (1 << PARTS.len()) - 1;
 
-/// One variant of the script: the prelude, the algorithms of a mask, the entry point.
+/// One variant of the script: the prelude, the algorithms of a mask, the entry point; as an `EVAL`
+/// script and as a `FUNCTION` library.
 #[derive(Debug)]
 pub(crate) struct Script {
+    /// The `EVAL` script.
     pub(crate) source: String,
+    /// Its SHA-1, for `EVALSHA`.
     pub(crate) sha: String,
+    /// The same code as a library (`#!lua name=…`), registering [`Script::function`].
+    pub(crate) library: String,
+    /// The function's name, for `FCALL`: versioned by the code's hash, so two versions of this crate can
+    /// share a server.
+    pub(crate) function: String,
 }
 
 /// The script holding the algorithms in `mask` (a script that builds only the closures it can run: a
@@ -43,15 +51,24 @@ pub(crate) fn script(mask: u8) -> &'static Script {
         [const { OnceLock::new() }; 1 << PARTS.len()];
     let mask = mask & ALL;
     SCRIPTS[usize::from(mask)].get_or_init(|| {
-        let mut source = String::from(PRELUDE);
+        let mut body = String::from(PRELUDE);
         for (i, part) in PARTS.iter().enumerate() {
             if mask & (1 << i) != 0 {
-                source.push_str(part);
+                body.push_str(part);
             }
         }
-        source.push_str(MAIN);
+        body.push_str(MAIN);
+        let source = format!("{body}return rl_run(KEYS, ARGV)\n");
         let sha = redis::Script::new(&source).get_hash().to_owned();
-        Script { source, sha }
+        let function = format!("ratelimit_{}", &sha[..16]);
+        let library =
+            format!("#!lua name={function}\n{body}redis.register_function('{function}', rl_run)\n");
+        Script {
+            source,
+            sha,
+            library,
+            function,
+        }
     })
 }
 
@@ -127,9 +144,10 @@ pub(crate) fn params(algorithm: &AnyAlgorithm) -> (u8, [u64; 4]) {
     }
 }
 
-/// Builds the `EVALSHA` command for `op` over every policy of `set` for the identity whose key prefix
+/// Builds the `FCALL` (with `functions`) or `EVALSHA` command for `op` over every policy of `set` for the identity whose key prefix
 /// (`prefix:{hash}:`) is `base`.
 pub(crate) fn command(
+    functions: bool,
     op: Op,
     set: &PolicySet,
     base: &mut String,
@@ -137,9 +155,17 @@ pub(crate) fn command(
     cost: u64,
 ) -> redis::Cmd {
     let n = set.len();
-    let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(&script(mask(set)).sha)
-        .arg(n + usize::from(client_now.is_some()));
+    let script = script(mask(set));
+    let mut cmd = if functions {
+        let mut c = redis::cmd("FCALL");
+        c.arg(&script.function);
+        c
+    } else {
+        let mut c = redis::cmd("EVALSHA");
+        c.arg(&script.sha);
+        c
+    };
+    cmd.arg(n + usize::from(client_now.is_some()));
     let base_len = base.len();
     for p in set.policies() {
         base.truncate(base_len);

@@ -11,7 +11,7 @@ local function fw_load(key)
 end
 
 local function fw_window(p, s, now)
-  local start = now - fmod(now, p[2])
+  local start = now - math.fmod(now, p[2])
   if s[1] == start then
     return start, s[2]
   end

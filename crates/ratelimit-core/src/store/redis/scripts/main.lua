@@ -1,5 +1,5 @@
 -- ratelimit-core Redis store: the entry point. One call checks, peeks or refunds every policy of one
--- identity atomically (a script runs alone on the server).
+-- identity atomically (a script or function runs alone on the server).
 --
 -- KEYS[i] (i = 1..n): the state of policy i, all under one {hash tag}. KEYS[n + 1]: the identity's
 -- last-seen client time (client-time mode only).
@@ -8,51 +8,13 @@
 -- Then 7 fields per policy: algorithm code, penalise ('1'/'0'), p1, p2, p3, p4, reserved.
 -- Reply: { now, then per policy: limit, remaining, reset, retry (-1 = never), delay } -- integers only.
 --
--- The script sent to Redis is this prelude, the files of the algorithms a policy set uses (each registers
--- itself in ALGS), and this entry point: a call only builds the closures it can run.
-
-local op = ARGV[1]
-local cost = tonumber(ARGV[4])
-local n = tonumber(ARGV[5])
-local slack = 0
-local now
-local clock_key
-if ARGV[2] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  -- Client time, kept monotonic per identity: never behind the latest time this identity has seen.
-  now = tonumber(ARGV[2])
-  slack = tonumber(ARGV[3])
-  clock_key = KEYS[n + 1]
-  local seen = tonumber(redis.call('GET', clock_key))
-  if seen and seen > now then
-    now = seen
-  end
-end
-
-local policies = {}
-for i = 1, n do
-  local b = 5 + (i - 1) * 7
-  local alg = ALGS[tonumber(ARGV[b + 1])]
-  if not alg then
-    return redis.error_reply('ERR ratelimit: unknown algorithm code ' .. tostring(ARGV[b + 1]))
-  end
-  local p = { tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6]) }
-  policies[i] = { alg = alg, key = KEYS[i], penalise = ARGV[b + 2] == '1', p = p, state = alg.load(KEYS[i]) }
-end
-
-local max_ttl = 0
-local function store(pol)
-  local ttl = pol.alg.store(pol.key, pol.p, pol.state, now, slack)
-  if ttl > max_ttl then
-    max_ttl = ttl
-  end
-end
+-- What is sent to Redis is the prelude, the files of the algorithms a policy set uses (each registers
+-- itself in ALGS) and this file, followed by `return rl_run(KEYS, ARGV)` (EVALSHA) or by the function's
+-- registration (FUNCTION LOAD / FCALL, where nothing but rl_run's body runs per call).
 
 -- Every policy's status for `cost`. When the set denies, nothing is charged, so a policy that would have
 -- allowed the cost reports what it really has left (its status for cost 0) -- as PolicySet does.
-local function statuses()
+local function rl_statuses(policies, n, now, cost)
   local out, never, limited = {}, false, false
   for i = 1, n do
     local pol = policies[i]
@@ -75,56 +37,95 @@ local function statuses()
   return out, never, limited
 end
 
-local reply = { now }
-local function answer(out)
-  for i = 1, n do
-    for j = 1, 5 do
-      reply[#reply + 1] = out[i][j]
+local function rl_run(KEYS, ARGV)
+  local op = ARGV[1]
+  local cost = tonumber(ARGV[4])
+  local n = tonumber(ARGV[5])
+  local slack = 0
+  local now
+  local clock_key
+  if ARGV[2] == '' then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  else
+    -- Client time, kept monotonic per identity: never behind the latest time this identity has seen.
+    now = tonumber(ARGV[2])
+    slack = tonumber(ARGV[3])
+    clock_key = KEYS[n + 1]
+    local seen = tonumber(redis.call('GET', clock_key))
+    if seen and seen > now then
+      now = seen
     end
   end
-end
 
-if op == 'r' then
+  local policies = {}
   for i = 1, n do
-    local pol = policies[i]
-    pol.alg.release(pol.p, pol.state, now, cost)
-    store(pol)
+    local b = 5 + (i - 1) * 7
+    local alg = ALGS[tonumber(ARGV[b + 1])]
+    if not alg then
+      return redis.error_reply('ERR ratelimit: unknown algorithm code ' .. tostring(ARGV[b + 1]))
+    end
+    local p = { tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6]) }
+    policies[i] = { alg = alg, key = KEYS[i], penalise = ARGV[b + 2] == '1', p = p, state = alg.load(KEYS[i]) }
   end
-else
-  local out, never, limited = statuses()
-  if op == 'c' then
-    if not never and not limited then
-      if cost > 0 then
+
+  local max_ttl = 0
+  local reply = { now }
+  if op == 'r' then
+    for i = 1, n do
+      local pol = policies[i]
+      pol.alg.release(pol.p, pol.state, now, cost)
+      local ttl = pol.alg.store(pol.key, pol.p, pol.state, now, slack)
+      if ttl > max_ttl then
+        max_ttl = ttl
+      end
+    end
+  else
+    local out, never, limited = rl_statuses(policies, n, now, cost)
+    if op == 'c' then
+      if not never and not limited then
+        if cost > 0 then
+          for i = 1, n do
+            local pol = policies[i]
+            pol.alg.commit(pol.p, pol.state, now, cost)
+            local ttl = pol.alg.store(pol.key, pol.p, pol.state, now, slack)
+            if ttl > max_ttl then
+              max_ttl = ttl
+            end
+          end
+        end
+      elseif not never then
+        -- Denied: nothing is written unless a policy penalises; then report the state the penalty left.
+        local penalised = false
         for i = 1, n do
           local pol = policies[i]
-          pol.alg.commit(pol.p, pol.state, now, cost)
-          store(pol)
+          if pol.penalise and pol.alg.penalise then
+            pol.alg.penalise(pol.p, pol.state, now, cost)
+            local ttl = pol.alg.store(pol.key, pol.p, pol.state, now, slack)
+            if ttl > max_ttl then
+              max_ttl = ttl
+            end
+            penalised = true
+          end
         end
-      end
-    elseif not never then
-      -- Denied: nothing is written unless a policy penalises; then report the state the penalty left.
-      local penalised = false
-      for i = 1, n do
-        local pol = policies[i]
-        if pol.penalise and pol.alg.penalise then
-          pol.alg.penalise(pol.p, pol.state, now, cost)
-          store(pol)
-          penalised = true
+        if penalised then
+          out = rl_statuses(policies, n, now, cost)
         end
-      end
-      if penalised then
-        out = statuses()
       end
     end
+    for i = 1, n do
+      local st = out[i]
+      local k = #reply
+      reply[k + 1], reply[k + 2], reply[k + 3], reply[k + 4], reply[k + 5] = st[1], st[2], st[3], st[4], st[5]
+    end
   end
-  answer(out)
-end
 
-if clock_key and max_ttl > 0 then
-  local left = redis.call('PTTL', clock_key)
-  if left > max_ttl then
-    max_ttl = left
+  if clock_key and max_ttl > 0 then
+    local left = redis.call('PTTL', clock_key)
+    if left > max_ttl then
+      max_ttl = left
+    end
+    redis.call('SET', clock_key, fmt(now), 'PX', fmt(max_ttl))
   end
-  redis.call('SET', clock_key, fmt(now), 'PX', fmt(max_ttl))
+  return reply
 end
-return reply

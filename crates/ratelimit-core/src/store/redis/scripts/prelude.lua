@@ -5,16 +5,15 @@
 -- integers only (a Lua float reply is truncated by Redis) and numbers passed to redis.call are formatted
 -- with '%.0f' (tostring uses '%.14g' and drops digits of a microsecond timestamp).
 
-local fmod = math.fmod
 
 -- floor(a / b) for integers 0 <= a, 0 < b below 2^53: fmod is exact, so is the division of a multiple.
 local function idiv(a, b)
-  return (a - fmod(a, b)) / b
+  return (a - math.fmod(a, b)) / b
 end
 
 -- ceil(a / b), the rounding for waits that must never be reported early.
 local function cdiv(a, b)
-  local r = fmod(a, b)
+  local r = math.fmod(a, b)
   if r == 0 then
     return a / b
   end

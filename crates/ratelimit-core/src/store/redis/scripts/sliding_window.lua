@@ -12,7 +12,7 @@ end
 
 local function sw_roll(p, s, now)
   local period = p[2]
-  local start = now - fmod(now, period)
+  local start = now - math.fmod(now, period)
   if s[1] == start then
     return start, s[2], s[3]
   elseif s[1] + period == start then
