@@ -46,7 +46,7 @@ use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
 use std::marker::PhantomData;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 use self::shard::Shard;
 use crate::algorithm::Rule;
@@ -68,7 +68,8 @@ pub enum Overflow {
 #[must_use]
 pub struct MemoryStoreBuilder<K, R, C = SystemClock> {
     max_keys: usize,
-    shards: usize,
+    /// `None`: chosen by [`shard_layout`] from the core count and `max_keys`.
+    shards: Option<usize>,
     overflow: Overflow,
     clock: C,
     _types: PhantomData<fn() -> (K, R)>,
@@ -87,10 +88,9 @@ impl<K, R, C: std::fmt::Debug> std::fmt::Debug for MemoryStoreBuilder<K, R, C> {
 
 impl<K, R> MemoryStoreBuilder<K, R, SystemClock> {
     fn new() -> Self {
-        let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
         MemoryStoreBuilder {
             max_keys: 1_000_000,
-            shards: (cores * 4).next_power_of_two().clamp(4, 256),
+            shards: None,
             overflow: Overflow::default(),
             clock: SystemClock::new(),
             _types: PhantomData,
@@ -105,9 +105,10 @@ impl<K: Hash + Eq, R: Rule, C: Clock> MemoryStoreBuilder<K, R, C> {
         self
     }
 
-    /// The number of shards, rounded up to a power of two in 1..=4096. Default: 4 × cores, at least 4.
+    /// The number of shards, rounded up to a power of two in 1..=4096. Default: about 4 × cores (at least
+    /// 4), adjusted so that each shard's table is densely filled when the store is full.
     pub fn shards(mut self, n: usize) -> Self {
-        self.shards = n.clamp(1, 4096).next_power_of_two();
+        self.shards = Some(n.clamp(1, 4096).next_power_of_two());
         self
     }
 
@@ -130,12 +131,19 @@ impl<K: Hash + Eq, R: Rule, C: Clock> MemoryStoreBuilder<K, R, C> {
 
     /// Builds the store.
     pub fn build(self) -> MemoryStore<K, R, C> {
-        let shard_cap = self.max_keys.div_ceil(self.shards).max(1);
+        let shards = match self.shards {
+            Some(n) => n,
+            None => {
+                let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
+                shard_layout(self.max_keys, (cores * 4).next_power_of_two().clamp(4, 256))
+            }
+        };
+        let shard_cap = self.max_keys.div_ceil(shards).max(1);
         MemoryStore {
-            shards: (0..self.shards)
+            shards: (0..shards)
                 .map(|_| Padded(Mutex::new(Shard::new())))
                 .collect(),
-            shard_shift: 64 - self.shards.trailing_zeros(),
+            shard_count: shards as u64,
             shard_cap,
             overflow: self.overflow,
             hasher: foldhash::fast::RandomState::default(),
@@ -143,6 +151,25 @@ impl<K: Hash + Eq, R: Rule, C: Clock> MemoryStoreBuilder<K, R, C> {
             _rule: PhantomData,
         }
     }
+}
+
+/// How many shards to use for `max_keys` keys, starting from `base` shards.
+///
+/// A shard's table has a power-of-two number of buckets and holds at most 7/8 of them, so with `base`
+/// shards a full store can sit at barely more than half load (1,000,000 keys over 8 shards need 125,000
+/// per shard: 262,144 buckets each, 17 bytes a bucket for a `u64` key and GCRA state, 36 bytes a key). A
+/// few more shards, so that each shard's share just fits the power of two below, make the full tables
+/// dense (9 shards of 111,112 keys fit 131,072 buckets each: 20 bytes a key). The count stays within
+/// `base..=2 × base`; small stores keep `base`.
+fn shard_layout(max_keys: usize, base: usize) -> usize {
+    let per = max_keys.div_ceil(base);
+    if per < 1_024 {
+        return base;
+    }
+    // The bucket count a share of `per` keys needs, and the table capacity one power of two below it.
+    let needed = (per.saturating_mul(8) / 7 + 1).next_power_of_two();
+    let below = needed / 2 / 8 * 7;
+    max_keys.div_ceil(below).clamp(base, base * 2)
 }
 
 /// Keeps each shard's lock on its own cache line, so two threads on two shards do not share one.
@@ -157,7 +184,7 @@ type Shards<K, S> = Box<[Padded<Mutex<Shard<K, S>>>]>;
 /// The inherent methods are synchronous; the [`Store`] implementation wraps them in ready futures.
 pub struct MemoryStore<K, R: Rule, C = SystemClock> {
     shards: Shards<K, R::State>,
-    shard_shift: u32,
+    shard_count: u64,
     shard_cap: usize,
     overflow: Overflow,
     hasher: foldhash::fast::RandomState,
@@ -196,14 +223,12 @@ impl<K: Hash + Eq, R: Rule> Default for MemoryStore<K, R> {
 impl<K: Hash + Eq, R: Rule, C: Clock> MemoryStore<K, R, C> {
     #[inline]
     fn shard_of(&self, hash: u64) -> &Mutex<Shard<K, R::State>> {
-        // The shard comes from the hash's top bits … but hashbrown also reads the top 7 bits (its control
-        // byte), so rotate first: the shard index uses bits that the table uses for neither purpose.
-        let idx = if self.shard_shift >= 64 {
-            0
-        } else {
-            (hash.rotate_left(24) >> self.shard_shift) as usize
-        };
-        &self.shards[idx].0
+        // One hash serves both the shard and the table. hashbrown indexes buckets with the low bits and
+        // tags them with the top 7, so the shard comes from bits 24..56, which it uses for neither (unless
+        // a shard's table exceeds 2^24 buckets): a multiply-shift maps them onto any shard count, not only
+        // powers of two, and the index is always in range.
+        let idx = (((hash >> 24) & 0xFFFF_FFFF) * self.shard_count) >> 32;
+        &self.shards[idx as usize].0
     }
 
     /// Checks `cost` for `key` at the clock's current time.
@@ -217,6 +242,7 @@ impl<K: Hash + Eq, R: Rule, C: Clock> MemoryStore<K, R, C> {
     }
 
     /// Checks `cost` for `key` at time `now` (µs on this store's clock).
+    #[inline]
     pub fn check_at<Q>(
         &self,
         rule: &R,
@@ -233,6 +259,25 @@ impl<K: Hash + Eq, R: Rule, C: Clock> MemoryStore<K, R, C> {
         if let Some((_, state)) = shard.table.find_mut(hash, |(k, _)| k.borrow() == key) {
             return Ok(rule.check(state, now, cost));
         }
+        self.check_new(shard, hash, rule, key, cost, now)
+    }
+
+    /// [`MemoryStore::check_at`] for a key that holds no state: kept out of line so the hot path of a
+    /// known key stays small enough to inline.
+    #[inline(never)]
+    fn check_new<Q>(
+        &self,
+        mut shard: MutexGuard<'_, Shard<K, R::State>>,
+        hash: u64,
+        rule: &R,
+        key: &Q,
+        cost: u64,
+        now: Micros,
+    ) -> Result<Decision, StoreError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let mut state = R::State::default();
         let decision = rule.check(&mut state, now, cost);
         if rule.idle_at(&state) > now {
@@ -242,7 +287,12 @@ impl<K: Hash + Eq, R: Rule, C: Clock> MemoryStore<K, R, C> {
     }
 
     #[cold]
-    fn make_room(&self, shard: &mut Shard<K, R::State>, rule: &R, now: Micros) -> Result<(), StoreError> {
+    fn make_room(
+        &self,
+        shard: &mut Shard<K, R::State>,
+        rule: &R,
+        now: Micros,
+    ) -> Result<(), StoreError> {
         let hasher = |k: &K| self.hasher.hash_one(k);
         shard.sweep(hasher, |s| rule.idle_at(s), now);
         if shard.table.len() >= self.shard_cap {
@@ -275,6 +325,13 @@ impl<K: Hash + Eq, R: Rule, C: Clock> MemoryStore<K, R, C> {
         if len >= self.shard_cap || len == shard.table.capacity() {
             // Either full, or about to grow: first drop what no longer limits.
             self.make_room(shard, rule, now)?;
+            let len = shard.table.len();
+            if len == shard.table.capacity() && len >= self.shard_cap / 2 {
+                // Still no room: either the table must grow, or removals left it full of tombstones,
+                // and hashbrown would then double a table that already holds the shard's cap. Rebuild it
+                // at the size the cap needs instead, so a full store never holds more than that.
+                shard.rebuild(self.shard_cap, |k| self.hasher.hash_one(k));
+            }
         }
         let hasher = |k: &K| self.hasher.hash_one(k);
         shard
@@ -404,5 +461,76 @@ where
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
         MemoryStore::reset(self, key);
         std::future::ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::{Gcra, ManualClock, Quota};
+
+    #[test]
+    fn shard_layout_fills_tables_densely_at_the_cap() {
+        // 1,000,000 keys: 9 shards of 111,112 fit 131,072-bucket tables (capacity 114,688), where 8 shards of
+        // 125,000 would need 262,144 buckets each.
+        assert_eq!(shard_layout(1_000_000, 8), 9);
+        for (max_keys, base) in [
+            (1_000_000, 8),
+            (1_100_000, 8),
+            (2_000_000, 16),
+            (50_000, 4),
+            (123_457, 8),
+        ] {
+            let n = shard_layout(max_keys, base);
+            assert!((base..=2 * base).contains(&n), "{max_keys}/{base}: {n}");
+            let per = max_keys.div_ceil(n);
+            let buckets = (per * 8 / 7 + 1).next_power_of_two();
+            assert!(
+                per * 2 > buckets / 8 * 7 / 2,
+                "{max_keys}/{base}: {per} keys a shard leave a {buckets}-bucket table under half full"
+            );
+        }
+        // Small stores keep the base count.
+        assert_eq!(shard_layout(1_000, 8), 8);
+    }
+
+    #[test]
+    fn shard_index_is_in_range_for_any_count() {
+        for n in [1u64, 3, 9, 10, 4096] {
+            let store = MemoryStore::<u64, Gcra>::builder().build();
+            let store = MemoryStore {
+                shard_count: n,
+                shards: (0..n).map(|_| Padded(Mutex::new(Shard::new()))).collect(),
+                ..store
+            };
+            for h in [0, u64::MAX, 1 << 55, 0xFFFF_FFFF << 24, 12345] {
+                let _ = store.shard_of(h);
+            }
+        }
+    }
+
+    /// Churn at the cap (every key active, so each newcomer evicts) leaves tombstones behind; the table must
+    /// be rebuilt at the cap's size rather than doubled.
+    #[test]
+    fn a_full_shard_under_churn_never_outgrows_its_cap() {
+        let clock = ManualClock::new(0);
+        let store = MemoryStore::<u64, Gcra, _>::builder()
+            .max_keys(3_000)
+            .shards(1)
+            .clock(clock.clone())
+            .build();
+        let rule = Gcra::new(Quota::per_hour(1).build().unwrap());
+        for k in 0..3_000u64 {
+            store.check(&rule, &k, 1).unwrap();
+            clock.advance_micros(1);
+        }
+        let full = store.shards[0].0.lock().table.allocation_size();
+        for k in 3_000..200_000u64 {
+            store.check(&rule, &k, 1).unwrap();
+            clock.advance_micros(1);
+            assert!(store.len() <= 3_000);
+        }
+        assert_eq!(store.shards[0].0.lock().table.allocation_size(), full);
     }
 }

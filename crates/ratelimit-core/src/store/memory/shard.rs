@@ -18,7 +18,12 @@ impl<K, S> Shard<K, S> {
     }
 
     /// Drops every entry that no longer limits; shrinks the table when it became mostly empty.
-    pub(crate) fn sweep(&mut self, hasher: impl Fn(&K) -> u64, idle_at: impl Fn(&S) -> Micros, now: Micros) -> usize {
+    pub(crate) fn sweep(
+        &mut self,
+        hasher: impl Fn(&K) -> u64,
+        idle_at: impl Fn(&S) -> Micros,
+        now: Micros,
+    ) -> usize {
         let before = self.table.len();
         self.table.retain(|(_, s)| idle_at(s) > now);
         let removed = before - self.table.len();
@@ -27,6 +32,16 @@ impl<K, S> Shard<K, S> {
                 .shrink_to(self.table.len() * 2, |(k, _)| hasher(k));
         }
         removed
+    }
+
+    /// Moves every entry into a fresh table sized for `capacity` entries (no tombstones left).
+    pub(crate) fn rebuild(&mut self, capacity: usize, hasher: impl Fn(&K) -> u64) {
+        let mut table = HashTable::with_capacity(capacity.max(self.table.len()));
+        for (k, s) in self.table.drain() {
+            let h = hasher(&k);
+            table.insert_unique(h, (k, s), |(k, _)| hasher(k));
+        }
+        self.table = table;
     }
 
     /// Evicts about `n` entries, those that stop limiting soonest (ties may take a few more).
