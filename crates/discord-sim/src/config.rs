@@ -213,6 +213,25 @@ pub struct RouteConfig {
     /// Further hashes the route reports in rotation with `hash`, one per response (dapi#1295: a hash that
     /// cycled from one request to the next). The counter stays the same; only the reported name changes.
     pub alternate_hashes: Vec<String>,
+    /// Corrupts the rate-limit numbers of every response of the route, to test a client's defences.
+    pub header_fault: Option<HeaderFault>,
+}
+
+/// Malformed or hostile rate-limit values a route can send instead of the real ones (headers
+/// `X-RateLimit-Limit`, `-Remaining`, `-Reset`, `-Reset-After`, `Retry-After`, and a 429 body's
+/// `retry_after`). The decision itself is unchanged: only what the client reads is corrupted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeaderFault {
+    /// `NaN` and `inf` where numbers belong.
+    NonFinite,
+    /// Negative numbers.
+    Negative,
+    /// Numbers beyond `u64` and `f64` range (`1e308`, `18446744073709551616`, `1e400` in the body).
+    Huge,
+    /// Not numbers at all.
+    Garbage,
+    /// `Remaining: 0` with a reset a year away: a client must cap the wait, not sleep for a year.
+    AbsurdWindow,
 }
 
 impl RouteConfig {
@@ -248,6 +267,7 @@ impl RouteConfig {
             requires_auth: !exempt,
             status: StatusCode::OK,
             alternate_hashes: Vec::new(),
+            header_fault: None,
         }
     }
 
@@ -330,6 +350,12 @@ impl RouteConfig {
     /// Reports `hashes` in rotation with the route's own hash, one per response.
     pub fn alternate_hashes(mut self, hashes: &[&str]) -> Self {
         self.alternate_hashes = hashes.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
+
+    /// Corrupts this route's rate-limit values ([`HeaderFault`]).
+    pub fn header_fault(mut self, fault: HeaderFault) -> Self {
+        self.header_fault = Some(fault);
         self
     }
 

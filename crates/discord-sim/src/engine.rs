@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::{Method, StatusCode};
 use parking_lot::Mutex;
 
-use crate::config::{CounterMode, Latency, Limit, RouteConfig, SimConfig, StormTrigger, Window};
+use crate::config::{
+    CounterMode, HeaderFault, Latency, Limit, RouteConfig, SimConfig, StormTrigger, Window,
+};
 use crate::rng::SplitMix64;
 use crate::route::{major_of, Template};
 use crate::stats::{BucketStats, SimStats};
@@ -365,8 +367,19 @@ impl Engine {
         st.invalid.clear();
     }
 
-    /// Decides one request at `now`.
+    /// Decides one request at `now`, then corrupts the answer if the route says so.
     pub(crate) fn handle(&self, req: &SimRequest<'_>, now: u64) -> Reply {
+        let mut reply = self.decide(req, now);
+        if let Some(fault) = self
+            .route_for(req.method, req.path)
+            .and_then(|r| r.header_fault)
+        {
+            corrupt(&mut reply, fault);
+        }
+        reply
+    }
+
+    fn decide(&self, req: &SimRequest<'_>, now: u64) -> Reply {
         let mut guard = self.state.lock();
         let st = &mut *guard;
         st.stats.requests += 1;
@@ -735,6 +748,61 @@ pub(crate) fn match_route<'a>(
 /// Whether a JSON body has one of `fields` at top level (any body when `fields` is empty).
 pub(crate) fn sub_limit_applies(body: &[u8], fields: &[String]) -> bool {
     body_has_field(body, fields)
+}
+
+/// Replaces the rate-limit numbers of `reply` with `fault`'s values (only those present).
+fn corrupt(reply: &mut Reply, fault: HeaderFault) {
+    let value = |name: &str| -> Option<&'static str> {
+        Some(match (fault, name) {
+            (HeaderFault::NonFinite, "x-ratelimit-reset")
+            | (HeaderFault::NonFinite, "retry-after") => "inf",
+            (HeaderFault::NonFinite, _) => "NaN",
+            (HeaderFault::Negative, "x-ratelimit-limit") => "-5",
+            (HeaderFault::Negative, "x-ratelimit-remaining")
+            | (HeaderFault::Negative, "retry-after") => "-1",
+            (HeaderFault::Negative, "x-ratelimit-reset") => "-1.000",
+            (HeaderFault::Negative, _) => "-3.500",
+            (HeaderFault::Huge, "x-ratelimit-remaining") => "99999999999999999999999",
+            (HeaderFault::Huge, "x-ratelimit-limit") | (HeaderFault::Huge, "retry-after") => {
+                "18446744073709551616"
+            }
+            (HeaderFault::Huge, _) => "1e308",
+            (HeaderFault::Garbage, "x-ratelimit-reset-after") => "soon",
+            (HeaderFault::Garbage, _) => "abc",
+            (HeaderFault::AbsurdWindow, "x-ratelimit-remaining") => "0",
+            (HeaderFault::AbsurdWindow, "x-ratelimit-limit") => return None,
+            (HeaderFault::AbsurdWindow, "x-ratelimit-reset") => "4102444800.000",
+            (HeaderFault::AbsurdWindow, _) => "31536000.000",
+        })
+    };
+    const NUMERIC: [&str; 5] = [
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+        "x-ratelimit-reset-after",
+        "retry-after",
+    ];
+    for (name, v) in &mut reply.headers {
+        if NUMERIC.contains(name) {
+            if let Some(bad) = value(name) {
+                bad.clone_into(v);
+            }
+        }
+    }
+    if let ReplyBody::Json(body) = &mut reply.body {
+        if let Some(start) = body.find("\"retry_after\": ") {
+            let from = start + "\"retry_after\": ".len();
+            let end = body[from..].find(',').map_or(body.len(), |i| from + i);
+            let bad = match fault {
+                HeaderFault::NonFinite => "\"NaN\"",
+                HeaderFault::Negative => "-1.5",
+                HeaderFault::Huge => "1e400",
+                HeaderFault::Garbage => "\"soon\"",
+                HeaderFault::AbsurdWindow => "31536000.0",
+            };
+            body.replace_range(from..end, bad);
+        }
+    }
 }
 
 /// The hash a response of `route` reports: its own, or the next in rotation with its alternates.

@@ -82,8 +82,8 @@ mod server;
 mod stats;
 
 pub use config::{
-    BanBody, BanConfig, ConfigError, CounterMode, GlobalLimit, Latency, LayeredLimit, Limit,
-    RouteConfig, SharedStorm, SimConfig, StormTrigger, SubLimit, Window, DEFAULT_TOKEN,
+    BanBody, BanConfig, ConfigError, CounterMode, GlobalLimit, HeaderFault, Latency, LayeredLimit,
+    Limit, RouteConfig, SharedStorm, SimConfig, StormTrigger, SubLimit, Window, DEFAULT_TOKEN,
 };
 pub use scenario::{
     Operation, Scenario, HASH_CHANNEL_EDIT, HASH_DELETE, HASH_LAYER_BIG, HASH_LAYER_SMALL,

@@ -109,8 +109,9 @@ pub async fn fire_all(base_url: &str, token: &str, operations: &[Operation]) -> 
 
 /// Sends one request per bucket at a time (buckets keyed by method, route shape and major, as
 /// @discordjs/rest does before it learns hashes), honouring `Remaining`/`Reset-After`, 429 waits and,
-/// when `global` is given, a pre-emptive sliding-window global limit with a margin of 10 % + 20 ms (for
-/// the jitter between leaving the client and being counted by the server).
+/// when `global` is given, a pre-emptive sliding-window global limit with a generous margin of 25 % + 50 ms
+/// (connection set-up and scheduling on a loaded machine delay some requests between leaving the client
+/// and being counted by the server).
 pub async fn serial_per_bucket(
     base_url: &str,
     token: &str,
@@ -291,7 +292,7 @@ impl GlobalLog {
     fn new(g: GlobalLimit) -> Self {
         Self {
             limit: g.limit.max(1) as usize,
-            period: g.period.mul_f64(1.1) + Duration::from_millis(20),
+            period: g.period.mul_f64(1.25) + Duration::from_millis(50),
             log: Mutex::new(VecDeque::new()),
         }
     }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{bot, send};
 use discord_sim::{
-    BanBody, Latency, Limit, RouteConfig, Scenario, SimConfig, Simulator, StormTrigger,
-    DEFAULT_TOKEN,
+    BanBody, HeaderFault, Latency, Limit, RouteConfig, Scenario, SimConfig, Simulator,
+    StormTrigger, DEFAULT_TOKEN,
 };
 use http::{Method, StatusCode};
 
@@ -685,4 +685,55 @@ async fn invalid_configurations_are_refused_with_what_to_change() {
     assert!(template.validate().is_err());
     assert!(Scenario::all().iter().all(|s| s.config.validate().is_ok()));
     assert!(SimConfig::default().validate().is_ok());
+}
+
+#[tokio::test]
+async fn header_faults_corrupt_what_the_client_reads_not_the_decision() {
+    let mut config = SimConfig::empty();
+    let faults = [
+        ("nonfinite", HeaderFault::NonFinite, "NaN"),
+        ("negative", HeaderFault::Negative, "-1"),
+        ("huge", HeaderFault::Huge, "99999999999999999999999"),
+        ("garbage", HeaderFault::Garbage, "abc"),
+        ("absurd", HeaderFault::AbsurdWindow, "0"),
+    ];
+    for (name, fault, _) in faults {
+        config = config.route(
+            RouteConfig::new(
+                Method::POST,
+                format!("/{name}/{{id}}"),
+                name,
+                Limit::fixed(1, ms(1000)),
+            )
+            .header_fault(fault),
+        );
+    }
+    let sim = Simulator::start(config).await.unwrap();
+    let c = reqwest::Client::new();
+    let base = sim.base_url();
+    for (name, _, remaining) in faults {
+        let ok = bot(&c, &base, Method::POST, &format!("/{name}/1")).await;
+        assert_eq!(ok.status, StatusCode::OK, "{name}");
+        assert_eq!(ok.h("x-ratelimit-remaining"), remaining, "{name}");
+        assert_eq!(ok.h("x-ratelimit-bucket"), name);
+        // The limit still holds: the second request is refused, with a corrupted wait.
+        let limited = bot(&c, &base, Method::POST, &format!("/{name}/1")).await;
+        assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS, "{name}");
+        let wait = limited.h("retry-after").to_owned();
+        assert_ne!(wait, "1", "{name}");
+        assert!(
+            !limited.body.contains("\"retry_after\": 0.") || name == "absurd",
+            "{}",
+            limited.body
+        );
+    }
+    // (No major here: /absurd/2 shares the exhausted counter and is refused, still absurdly.)
+    let absurd = bot(&c, &base, Method::POST, "/absurd/2").await;
+    assert_eq!(absurd.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(absurd.h("x-ratelimit-reset-after"), "31536000.000");
+    assert_eq!(absurd.h("x-ratelimit-limit"), "1");
+    let huge = bot(&c, &base, Method::POST, "/huge/1").await;
+    assert!(huge.body.contains("1e400"), "{}", huge.body);
+    let s = sim.stats();
+    assert_eq!((s.success, s.user_429), (5, 7));
 }
