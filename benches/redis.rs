@@ -3,13 +3,14 @@
 //! Rows, each at 1, 16, 64 and 256 concurrent tasks over **one** multiplexed connection, against a
 //! `redis-server` this bench starts on a free loopback port (no persistence):
 //!
-//! * `RedisStore` with a one-policy [`PolicySet`] of each algorithm (decisions/s, p50, p99 latency);
+//! * `RedisStore` with a one-policy [`PolicySet`] of each algorithm (decisions/s, p50, p99 latency),
+//!   through `FCALL` (the default on Redis 7), and GCRA again through `EVALSHA`;
 //! * the baseline most crates ship: a plain `redis::Script` GCRA (`invoke_async`, EVALSHA with redis-rs's
 //!   NOSCRIPT fallback) over a `MultiplexedConnection`;
 //! * the deny cache on a single-key flood (one limited key, every check denied), with and without the
 //!   cache, with the number of Redis calls made;
-//! * the ceiling: `redis-benchmark -c 50 -P 16` running our GCRA `EVALSHA` (and the baseline's) straight
-//!   at the server, parsed from its `--csv` output.
+//! * the ceiling: `redis-benchmark -c 50 -P 16 -r 10000` running our GCRA (`EVALSHA` and `FCALL`) and the
+//!   baseline's `EVALSHA` straight at the server, parsed from its `--csv` output.
 //!
 //! Keys: 10,000 identities, quota 1,000 per second (burst 1,000) so nearly every check is admitted and the
 //! admit path (which writes) is what is measured.
@@ -26,7 +27,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ratelimit::core::store::redis::{script_sha, RedisStore};
+use ratelimit::core::store::redis::{
+    function_name, script_sha, script_source, RedisStore, Scripting,
+};
 use ratelimit::core::{Policy, PolicySet, Quota, Store};
 use redis_server::RedisServer;
 
@@ -228,6 +231,31 @@ fn main() {
             }
         }
 
+        // The same GCRA through EVALSHA (servers that refuse FUNCTION).
+        let eval_store = RedisStore::builder()
+            .timeout(Duration::from_secs(5))
+            .scripting(Scripting::Eval)
+            .connect(&server.url())
+            .await
+            .unwrap();
+        let gcra_set = PolicySet::new([Policy::gcra("p", q()).unwrap()]).unwrap();
+        let mut cells = Vec::new();
+        for &n in levels {
+            let (store, set, keys) = (eval_store.clone(), gcra_set.clone(), keys.clone());
+            let cell = measure(n, dur, move |t, i| {
+                let (store, set, keys) = (store.clone(), set.clone(), keys.clone());
+                async move {
+                    let d = Store::<str, PolicySet>::check(&store, &set, &keys[key_index(t, i)], 1)
+                        .await
+                        .unwrap();
+                    std::hint::black_box(d);
+                }
+            })
+            .await;
+            cells.push((n, cell));
+        }
+        print_row("RedisStore gcra via EVALSHA", &cells);
+
         // Deny cache: one limited key flooded.
         let flood = PolicySet::new([Policy::gcra("p", Quota::per_hour(1).build().unwrap()).unwrap()]).unwrap();
         let cached = RedisStore::builder()
@@ -281,11 +309,20 @@ fn main() {
             "0",
         ];
         let requests = 400_000;
+        server.cli(&["SCRIPT", "LOAD", script_source(&gcra)]);
         match redis_benchmark(server.port, &ours, requests) {
             Some(rps) => {
-                println!("ceiling: redis-benchmark -c 50 -P 16 EVALSHA (our GCRA): {rps:.0} req/s")
+                println!("ceiling: redis-benchmark -c 50 -P 16 EVALSHA (our GCRA script): {rps:.0} req/s")
             }
             None => println!("ceiling: redis-benchmark not available or failed"),
+        }
+        let mut fcall = ours;
+        fcall[0] = "FCALL";
+        fcall[1] = function_name(&gcra);
+        if let Some(rps) = redis_benchmark(server.port, &fcall, requests) {
+            println!(
+                "ceiling: redis-benchmark -c 50 -P 16 FCALL (our GCRA function): {rps:.0} req/s"
+            );
         }
         let base_sha = redis::Script::new(BASELINE_GCRA).get_hash().to_owned();
         let base = [

@@ -139,6 +139,11 @@ pub fn script_sha(set: &PolicySet) -> &'static str {
     &script::script(script::mask(set)).sha
 }
 
+/// The name of the function the store's `FUNCTION` library for `set` registers, as `FCALL` takes it.
+pub fn function_name(set: &PolicySet) -> &'static str {
+    &script::script(script::mask(set)).function
+}
+
 /// How the store's Lua code is installed on the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]

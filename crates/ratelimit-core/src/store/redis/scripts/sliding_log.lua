@@ -35,16 +35,20 @@ local function sl_expired(p, s, now)
   return units
 end
 
--- The newest entry: member and time, or nil.
+-- The newest entry: member and time, or nil. Cached in s until an entry is added or removed.
 local function sl_newest(s)
-  if s.total <= 0 then
-    return nil
+  if s.newest_known then
+    return s.newest_member, s.newest_ts
   end
-  local r = redis.call('ZRANGE', s.key, -1, -1, 'WITHSCORES')
-  if r[1] == nil or r[1] == '#' then
-    return nil
+  local member, ts = nil, nil
+  if s.total > 0 then
+    local r = redis.call('ZRANGE', s.key, -1, -1, 'WITHSCORES')
+    if r[1] ~= nil and r[1] ~= '#' then
+      member, ts = r[1], tonumber(r[2])
+    end
   end
-  return r[1], tonumber(r[2])
+  s.newest_known, s.newest_member, s.newest_ts = true, member, ts
+  return member, ts
 end
 
 local function sl_evaluate(p, s, now, cost)
@@ -92,6 +96,7 @@ local function sl_prune(p, s, now)
   if units > 0 then
     redis.call('ZREMRANGEBYSCORE', s.key, '0', fmt(now - p[2]))
     s.total = s.total - units
+    s.newest_known = false
   end
   s.expired_at, s.expired = now, 0
 end
@@ -104,11 +109,16 @@ local function sl_commit(p, s, now, cost)
   local member, ts = sl_newest(s)
   if member and ts >= now then
     -- Same microsecond (or a server clock that stepped back): merge into the newest entry.
+    local merged = fmt(ts) .. ':' .. fmt(sl_cost(member) + cost)
     redis.call('ZREM', s.key, member)
-    redis.call('ZADD', s.key, fmt(ts), fmt(ts) .. ':' .. fmt(sl_cost(member) + cost))
+    redis.call('ZADD', s.key, fmt(ts), merged)
+    s.newest_member = merged
   else
-    redis.call('ZADD', s.key, fmt(now), fmt(now) .. ':' .. fmt(cost))
+    local added = fmt(now) .. ':' .. fmt(cost)
+    redis.call('ZADD', s.key, fmt(now), added)
+    s.newest_member, s.newest_ts = added, now
   end
+  s.newest_known = true
   s.total = s.total + cost
 end
 
@@ -128,6 +138,7 @@ local function sl_release(p, s, now, cost)
     if c > take then
       redis.call('ZADD', s.key, fmt(ts), fmt(ts) .. ':' .. fmt(c - take))
     end
+    s.newest_known = false
     s.total = s.total - take
     cost = cost - take
   end
