@@ -215,6 +215,23 @@ pub struct RouteConfig {
     pub alternate_hashes: Vec<String>,
     /// Corrupts the rate-limit numbers of every response of the route, to test a client's defences.
     pub header_fault: Option<HeaderFault>,
+    /// The path parameter (for example `message_id`) whose snowflake age selects a tier in `age_tiers`.
+    pub age_param: Option<String>,
+    /// Buckets chosen by the age of a snowflake in the path (message deletion, dapi#8330); when set they
+    /// replace `hash`/`limit`. Checked in order; the first tier the age is younger than wins, and a tier
+    /// with `younger_than: None` takes every age.
+    pub age_tiers: Vec<AgeTier>,
+}
+
+/// One bucket of a route whose bucket depends on a snowflake's age ([`RouteConfig::by_snowflake_age`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgeTier {
+    /// The tier applies to snowflakes younger than this; `None` = any age.
+    pub younger_than: Option<Duration>,
+    /// The reported hash (and the counter's name: tiers are separate counters).
+    pub hash: String,
+    /// Its numbers.
+    pub limit: Limit,
 }
 
 /// Malformed or hostile rate-limit values a route can send instead of the real ones (headers
@@ -268,6 +285,8 @@ impl RouteConfig {
             status: StatusCode::OK,
             alternate_hashes: Vec::new(),
             header_fault: None,
+            age_param: None,
+            age_tiers: Vec::new(),
         }
     }
 
@@ -359,8 +378,34 @@ impl RouteConfig {
         self
     }
 
+    /// Chooses the bucket by the age of the snowflake in path parameter `param` (`message_id` for
+    /// `{message_id}`), as Discord does for message deletion (dapi#8330). Snowflake time is
+    /// `(id >> 22) + 1420070400000` ms since the Unix epoch; ages are not scaled by [`SimConfig::scaled`],
+    /// the tiers' windows are.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use discord_sim::{AgeTier, Limit, RouteConfig};
+    /// let r = RouteConfig::new(http::Method::DELETE, "/channels/{channel_id}/messages/{message_id}", "",
+    ///     Limit::fixed(5, Duration::from_secs(1)))
+    ///     .by_snowflake_age("message_id", vec![
+    ///         AgeTier { younger_than: Some(Duration::from_secs(10)), hash: "young".into(),
+    ///                   limit: Limit::fixed(5, Duration::from_secs(1)) },
+    ///         AgeTier { younger_than: None, hash: "old".into(), limit: Limit::fixed(30, Duration::from_secs(4)) },
+    ///     ]);
+    /// assert_eq!(r.age_tiers.len(), 2);
+    /// ```
+    pub fn by_snowflake_age(mut self, param: &str, tiers: Vec<AgeTier>) -> Self {
+        self.age_param = Some(param.to_owned());
+        self.age_tiers = tiers;
+        self
+    }
+
     fn scaled(mut self, factor: f64) -> Self {
         self.limit = self.limit.map(|l| l.scaled(factor));
+        for t in &mut self.age_tiers {
+            t.limit = t.limit.scaled(factor);
+        }
         for l in &mut self.layers {
             l.limit = l.limit.scaled(factor);
         }
@@ -627,6 +672,20 @@ impl SimConfig {
             }
             for layer in &r.layers {
                 check(&format!("{what}, layer {}", layer.hash), &layer.limit)?;
+            }
+            for t in &r.age_tiers {
+                check(&format!("{what}, age tier {}", t.hash), &t.limit)?;
+            }
+            if let Some(param) = &r.age_param {
+                if !r
+                    .template
+                    .split('/')
+                    .any(|seg| seg == format!("{{{param}}}"))
+                {
+                    return Err(ConfigError(format!(
+                        "{what}: the age parameter {{{param}}} is not in the template"
+                    )));
+                }
             }
             if let Some(sub) = &r.sub_limit {
                 check(&format!("{what}, sub-limit"), &sub.limit)?;

@@ -272,6 +272,11 @@ impl Engine {
         u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
+    /// Unix time in milliseconds at `now`.
+    fn unix_ms(&self, now: u64) -> i128 {
+        (self.epoch_start_us + i128::from(now)).div_euclid(1000)
+    }
+
     /// Draws this request's latency from the seeded RNG.
     pub(crate) fn draw_latency(&self) -> Duration {
         match self.config.latency {
@@ -296,18 +301,26 @@ impl Engine {
     pub(crate) fn counter_names(
         route: &RouteConfig,
         path: &str,
+        now_unix_ms: i128,
     ) -> Vec<(String, String, String, Limit)> {
         let major = major_of(path);
         let mut out = Vec::new();
-        if let Some(limit) = route.limit {
+        let m = if route.per_major {
+            major.clone()
+        } else {
+            String::new()
+        };
+        if let Some(tier) = age_tier(route, path, now_unix_ms) {
+            out.push((
+                format!("hash:{}", tier.hash),
+                tier.hash.clone(),
+                m,
+                tier.limit,
+            ));
+        } else if let Some(limit) = route.limit {
             let name = match route.counter {
                 CounterMode::SharedByHash => format!("hash:{}", route.hash),
                 CounterMode::PerRoute => format!("route:{} {}", route.method, route.template),
-            };
-            let m = if route.per_major {
-                major.clone()
-            } else {
-                String::new()
             };
             out.push((name, route.hash.clone(), m, limit));
         }
@@ -465,7 +478,7 @@ impl Engine {
         }
 
         // 4. The route's counters: the reported limit, then hidden layers. All must admit.
-        let names = Self::counter_names(route, req.path);
+        let names = Self::counter_names(route, req.path, self.unix_ms(now));
         let keys: Vec<String> = names
             .iter()
             .map(|(n, _, m, _)| format!("{source}|{n}|{m}"))
@@ -569,9 +582,9 @@ impl Engine {
             }
         }
         let mut headers = Vec::new();
-        if let (Some(limit), Some(e)) = (route.limit, evals.first()) {
-            let hash = reported_hash(st, route);
-            self.bucket_headers(&mut headers, &limit, &hash, e.remaining, e.reset_after, now);
+        if let (Some((_, hash, _, limit)), Some(e)) = (reported(route, &names), evals.first()) {
+            let hash = reported_hash(st, route, hash);
+            self.bucket_headers(&mut headers, limit, &hash, e.remaining, e.reset_after, now);
             if self.config.scope_on_success {
                 headers.push(("x-ratelimit-scope", "user".to_owned()));
             }
@@ -623,15 +636,14 @@ impl Engine {
         now: u64,
     ) -> Vec<(&'static str, String)> {
         let mut headers = Vec::new();
-        if let (Some(limit), Some(key)) = (route.limit, keys.first()) {
+        if let (Some((_, hash, _, limit)), Some(key)) = (reported(route, names), keys.first()) {
             let (remaining, reset_after) = st
                 .counters
                 .get(key)
                 .map_or((limit.limit_u64(), limit.period_us()), |c| {
                     peek(&c.limit, &c.ws, now)
                 });
-            let hash = names.first().map_or("", |n| n.1.as_str());
-            self.bucket_headers(&mut headers, &limit, hash, remaining, reset_after, now);
+            self.bucket_headers(&mut headers, limit, hash, remaining, reset_after, now);
         }
         headers
     }
@@ -805,10 +817,49 @@ fn corrupt(reply: &mut Reply, fault: HeaderFault) {
     }
 }
 
-/// The hash a response of `route` reports: its own, or the next in rotation with its alternates.
-fn reported_hash(st: &mut State, route: &RouteConfig) -> String {
+/// The bucket a route reports (the first counter), if it has one; layers never show.
+fn reported<'a>(
+    route: &RouteConfig,
+    names: &'a [(String, String, String, Limit)],
+) -> Option<&'a (String, String, String, Limit)> {
+    if route.limit.is_some() || !route.age_tiers.is_empty() {
+        names.first()
+    } else {
+        None
+    }
+}
+
+/// The tier of an age-tiered route that `path`'s snowflake falls in.
+fn age_tier<'a>(
+    route: &'a RouteConfig,
+    path: &str,
+    now_unix_ms: i128,
+) -> Option<&'a crate::config::AgeTier> {
+    let param = route.age_param.as_ref()?;
+    let wanted = format!("{{{param}}}");
+    let index = route
+        .template
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .position(|s| s == wanted)?;
+    let id: u64 = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .nth(index)?
+        .parse()
+        .ok()?;
+    let created_ms = i128::from(id >> 22) + 1_420_070_400_000;
+    let age_ms = (now_unix_ms - created_ms).max(0);
+    route.age_tiers.iter().find(|t| {
+        t.younger_than
+            .is_none_or(|d| age_ms < i128::try_from(d.as_millis()).unwrap_or(i128::MAX))
+    })
+}
+
+/// The hash a response reports: `hash`, or the next in rotation with the route's alternates.
+fn reported_hash(st: &mut State, route: &RouteConfig, hash: &str) -> String {
     if route.alternate_hashes.is_empty() {
-        return route.hash.clone();
+        return hash.to_owned();
     }
     let n = st
         .rotations
@@ -817,7 +868,7 @@ fn reported_hash(st: &mut State, route: &RouteConfig) -> String {
     let i = (*n % (route.alternate_hashes.len() as u64 + 1)) as usize;
     *n += 1;
     if i == 0 {
-        route.hash.clone()
+        hash.to_owned()
     } else {
         route.alternate_hashes[i - 1].clone()
     }

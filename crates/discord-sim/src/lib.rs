@@ -39,7 +39,13 @@
 //! * **The invalid-request ban** ([`BanConfig`]): N responses of 401, 403 or non-shared 429 from one IP
 //!   within a window ban it; then every request gets a Cloudflare-style 429 with no `X-RateLimit-*` and no
 //!   `Via` header.
-//! * **Tokens**: `Authorization: Bot <token>` must name a configured token; anything else gets 401.
+//! * **Hashes that move**: a route can rotate its reported hash over one counter
+//!   ([`RouteConfig::alternate_hashes`], dapi#1295) or pick its bucket by the age of a snowflake in the path
+//!   ([`RouteConfig::by_snowflake_age`], message deletion, dapi#8330).
+//! * **Hostile values** ([`HeaderFault`]): a route can send NaN, negative, huge, non-numeric or absurd
+//!   rate-limit values while still enforcing the real limit, to test a client's defences.
+//! * **Tokens**: `Authorization: Bot <token>` must name a configured token; anything else gets 401;
+//!   [`RunningSim::revoke_token`] invalidates one mid-test.
 //! * **Latency** ([`Latency`]): fixed or uniform in a range, drawn from a seeded RNG, half before admission
 //!   and half after.
 //!
@@ -82,12 +88,13 @@ mod server;
 mod stats;
 
 pub use config::{
-    BanBody, BanConfig, ConfigError, CounterMode, GlobalLimit, HeaderFault, Latency, LayeredLimit,
-    Limit, RouteConfig, SharedStorm, SimConfig, StormTrigger, SubLimit, Window, DEFAULT_TOKEN,
+    AgeTier, BanBody, BanConfig, ConfigError, CounterMode, GlobalLimit, HeaderFault, Latency,
+    LayeredLimit, Limit, RouteConfig, SharedStorm, SimConfig, StormTrigger, SubLimit, Window,
+    DEFAULT_TOKEN,
 };
 pub use scenario::{
-    Operation, Scenario, HASH_CHANNEL_EDIT, HASH_DELETE, HASH_LAYER_BIG, HASH_LAYER_SMALL,
-    HASH_MESSAGES, HASH_REACTIONS, HASH_ROLES, HASH_WEBHOOK,
+    Operation, Scenario, HASH_CHANNEL_EDIT, HASH_DELETE, HASH_DELETE_OLD, HASH_DELETE_RECENT,
+    HASH_LAYER_BIG, HASH_LAYER_SMALL, HASH_MESSAGES, HASH_REACTIONS, HASH_ROLES, HASH_WEBHOOK,
 };
 pub use server::{RunningSim, Simulator, API_PREFIX};
 pub use stats::{BucketStats, SimStats};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 
-use crate::config::{Latency, Limit, RouteConfig, SimConfig, StormTrigger};
+use crate::config::{AgeTier, Latency, Limit, RouteConfig, SimConfig, StormTrigger};
 use crate::engine::{match_route, sub_limit_applies, Engine};
 use crate::route::Template;
 
@@ -20,8 +20,12 @@ pub const HASH_ROLES: &str = "4a6f9e7c0e1a3a3f8f3e2d5b7c6a9e10";
 pub const HASH_CHANNEL_EDIT: &str = "1d2e5a8e7c3b4f6a9b0c1d2e3f4a5b6c";
 /// Bucket hash of webhook execution.
 pub const HASH_WEBHOOK: &str = "d1a2b3c4e5f60718293a4b5c6d7e8f90";
-/// Bucket hash of message deletion.
+/// Bucket hash of deleting a message younger than 10 s (dapi#8330).
 pub const HASH_DELETE: &str = "9a4e0c7d2b8f1e3a5c6d7e8f9a0b1853";
+/// Bucket hash of deleting a message between 10 s and 14 days old.
+pub const HASH_DELETE_RECENT: &str = "c51d2e3f4a5b6c7d8e9f0a1b2c3d4d45";
+/// Bucket hash of deleting a message older than 14 days.
+pub const HASH_DELETE_OLD: &str = "b5e3f4a5b6c7d8e9f0a1b2c3d4e5fad6";
 /// The large bucket a layered route reports until its hidden limit trips (dapi#5646).
 pub const HASH_LAYER_BIG: &str = "b0f3c2a1d4e5f60718293a4b5c6d7e8f";
 /// The hidden layered limit's hash.
@@ -308,13 +312,16 @@ impl Scenario {
             .map(|r| Template::parse(&r.template))
             .collect();
         let mut counts: HashMap<String, (Limit, u64, bool)> = HashMap::new();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i128);
         for op in &self.operations {
             let Some(route) = match_route(&self.config.routes, &templates, &op.method, &op.path)
             else {
                 continue;
             };
             let source = if op.authorized { "token" } else { "ip" };
-            for (name, _, major, limit) in Engine::counter_names(route, &op.path) {
+            for (name, _, major, limit) in Engine::counter_names(route, &op.path, now_ms) {
                 counts
                     .entry(format!("{source}|{name}|{major}"))
                     .or_insert((limit, 0, true))
@@ -397,12 +404,16 @@ pub(crate) fn discord_routes(config: SimConfig) -> SimConfig {
             Method::GET,
             "/channels/{channel_id}/messages",
         ))
-        .route(RouteConfig::new(
-            Method::DELETE,
-            "/channels/{channel_id}/messages/{message_id}",
-            HASH_DELETE,
-            Limit::fixed(5, s(1)),
-        ))
+        .route(
+            RouteConfig::new(
+                Method::DELETE,
+                "/channels/{channel_id}/messages/{message_id}",
+                HASH_DELETE,
+                Limit::fixed(5, s(1)),
+            )
+            .by_snowflake_age("message_id", delete_tiers(s(1), ms(333), s(4)))
+            .status(StatusCode::NO_CONTENT),
+        )
         .route(RouteConfig::new(
             Method::POST,
             "/channels/{channel_id}/messages/bulk-delete",
@@ -477,6 +488,28 @@ pub(crate) fn discord_routes(config: SimConfig) -> SimConfig {
         )
 }
 
+/// Message deletion by age (dapi#8330): younger than 10 s → [`HASH_DELETE`] 5 per `young`; up to 14 days
+/// → [`HASH_DELETE_RECENT`] 3 per `recent`; older → [`HASH_DELETE_OLD`] 30 per `old`.
+pub(crate) fn delete_tiers(young: Duration, recent: Duration, old: Duration) -> Vec<AgeTier> {
+    vec![
+        AgeTier {
+            younger_than: Some(Duration::from_secs(10)),
+            hash: HASH_DELETE.to_owned(),
+            limit: Limit::fixed(5, young),
+        },
+        AgeTier {
+            younger_than: Some(Duration::from_secs(14 * 24 * 3600)),
+            hash: HASH_DELETE_RECENT.to_owned(),
+            limit: Limit::fixed(3, recent),
+        },
+        AgeTier {
+            younger_than: None,
+            hash: HASH_DELETE_OLD.to_owned(),
+            limit: Limit::fixed(30, old),
+        },
+    ]
+}
+
 fn reaction(method: Method, tail: &str, limit: Limit) -> RouteConfig {
     RouteConfig::new(
         method,
@@ -545,8 +578,8 @@ mod tests {
             "/channels/1/messages/2/reactions/x/5",
         )
         .unwrap();
-        let p = Engine::counter_names(put, "/channels/1/messages/2/reactions/x/@me");
-        let d = Engine::counter_names(del, "/channels/1/messages/2/reactions/x/5");
+        let p = Engine::counter_names(put, "/channels/1/messages/2/reactions/x/@me", 0);
+        let d = Engine::counter_names(del, "/channels/1/messages/2/reactions/x/5", 0);
         assert_eq!(p[0].0, d[0].0);
         let bulk = match_route(
             &c.routes,

@@ -737,3 +737,65 @@ async fn header_faults_corrupt_what_the_client_reads_not_the_decision() {
     let s = sim.stats();
     assert_eq!((s.success, s.user_429), (5, 7));
 }
+
+#[tokio::test]
+async fn message_deletes_pick_a_bucket_by_snowflake_age() {
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    let c = reqwest::Client::new();
+    let base = sim.base_url();
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let snowflake = |age_ms: u64| ((now_ms - age_ms - 1_420_070_400_000) << 22).to_string();
+    let cases = [
+        (1_000, discord_sim::HASH_DELETE, "5"),
+        (24 * 3600 * 1000, discord_sim::HASH_DELETE_RECENT, "3"),
+        (30 * 24 * 3600 * 1000, discord_sim::HASH_DELETE_OLD, "30"),
+    ];
+    for (age, hash, limit) in cases {
+        let r = bot(
+            &c,
+            &base,
+            Method::DELETE,
+            &format!("/channels/1/messages/{}", snowflake(age)),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT);
+        assert_eq!(r.h("x-ratelimit-bucket"), hash);
+        assert_eq!(r.h("x-ratelimit-limit"), limit);
+        // Each tier is its own counter: the first request of each sees Limit - 1.
+        assert_eq!(
+            r.h("x-ratelimit-remaining"),
+            (limit.parse::<u32>().unwrap() - 1).to_string()
+        );
+    }
+    // Three recent deletes empty their tier; the fourth is refused with that tier's numbers.
+    for _ in 0..2 {
+        bot(
+            &c,
+            &base,
+            Method::DELETE,
+            &format!("/channels/1/messages/{}", snowflake(3_600_000)),
+        )
+        .await;
+    }
+    let r = bot(
+        &c,
+        &base,
+        Method::DELETE,
+        &format!("/channels/1/messages/{}", snowflake(3_600_000)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.h("x-ratelimit-bucket"), discord_sim::HASH_DELETE_RECENT);
+    // Old deletes are unaffected.
+    let old = bot(
+        &c,
+        &base,
+        Method::DELETE,
+        &format!("/channels/1/messages/{}", snowflake(40 * 24 * 3600 * 1000)),
+    )
+    .await;
+    assert_eq!(old.h("x-ratelimit-remaining"), "28");
+}
