@@ -331,3 +331,42 @@ async fn deny_cache_answers_a_flood_locally_until_the_exact_retry_time() {
         .unwrap()
         .is_allowed());
 }
+
+#[tokio::test]
+async fn connects_over_a_unix_socket() {
+    let sock = std::env::temp_dir().join(format!("ratelimit-redis-{}.sock", std::process::id()));
+    let sock_str = sock.to_str().unwrap().to_owned();
+    let server = RedisServer::start_with(&["--unixsocket", &sock_str, "--unixsocketperm", "700"]);
+    let store = RedisStore::builder()
+        .connect(&format!("unix://{sock_str}"))
+        .await
+        .unwrap();
+    let set = PolicySet::new([Policy::gcra("g", Quota::per_minute(1).build().unwrap()).unwrap()])
+        .unwrap();
+    assert!(Store::<str, PolicySet>::check(&store, &set, "u", 1)
+        .await
+        .unwrap()
+        .is_allowed());
+    assert!(Store::<str, PolicySet>::check(&store, &set, "u", 1)
+        .await
+        .unwrap()
+        .is_limited());
+    drop(server);
+    let _ = std::fs::remove_file(&sock);
+}
+
+#[tokio::test]
+async fn invalid_configuration_is_rejected_with_a_message() {
+    let err = RedisStore::builder()
+        .prefix("a{b}")
+        .connect("redis://127.0.0.1:1/")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("prefix"), "{err}");
+    let err = RedisStore::builder()
+        .on_failure(ratelimit_core::OnFailure::Local { instances: 0 })
+        .connect("redis://127.0.0.1:1/")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("instances"), "{err}");
+}
