@@ -515,6 +515,7 @@ where
         .map_err(|e| ConfigError(format!("rate limiter: {e}")))?;
 
     let keys = Arc::new(config.keys.clone());
+    let credential = Arc::new(ApiKey::header_or_bearer(API_KEY_HEADER));
     let api = Router::new()
         .route("/v1/hello", get(hello))
         .route("/v1/report", get(report))
@@ -522,10 +523,11 @@ where
         .layer(middleware::from_fn(reject_bad_credential))
         .layer(limiter)
         .layer(middleware::from_fn(move |req: Request, next: Next| {
-            identify(keys.clone(), req, next)
+            identify(keys.clone(), credential.clone(), req, next)
         }));
 
-    // Added after `.layer`, so outside the limiter: probes and scrapers are never limited or counted.
+    // Added after `.layer`, so outside the limiter: probes and scrapers are never limited or counted. In
+    // production, serve /metrics on an internal address instead: it tells anyone how busy you are.
     Ok(api.route("/health", get(|| async { "ok\n" })).route(
         "/metrics",
         get(move || {
@@ -543,10 +545,15 @@ where
     ))
 }
 
-async fn identify(keys: Arc<HashMap<Vec<u8>, Account>>, mut req: Request, next: Next) -> Response {
+async fn identify(
+    keys: Arc<HashMap<Vec<u8>, Account>>,
+    credential: Arc<ApiKey>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let found = {
         let info = RequestInfo::new(&req);
-        match ApiKey::header_or_bearer(API_KEY_HEADER).raw(&info) {
+        match credential.raw(&info) {
             // Not a constant-time comparison: a demo key table. A real service verifies keys against a
             // database of hashes and puts that lookup here.
             Ok(raw) => Some(keys.get(raw).cloned().ok_or("unknown API key")),
