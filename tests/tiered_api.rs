@@ -4,7 +4,7 @@
 //! `redis-server` shared by two instances. Headers are parsed with `sfv` (RFC 9651). Tier limits are small
 //! and hourly, so nothing refills while a test runs.
 //!
-//! Also: the tier file's validation (every rejected file says what to change), `REDIS_URL` parsing, and
+//! Also: reloading the tier file while serving (counters kept), the tier file's validation (every rejected file says what to change), `REDIS_URL` parsing, and
 //! that the shipped `tiers.toml` holds the documented figures.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -81,7 +81,11 @@ impl Drop for Server {
 }
 
 async fn serve_with<S: Store<[u8], PolicySet> + 'static>(cfg: &Config, store: S) -> Server {
-    let router = app::router(cfg, store, app::prometheus().unwrap()).unwrap();
+    let (router, _reloader) = app::router(cfg, store, app::prometheus().unwrap()).unwrap();
+    serve_router(router).await
+}
+
+async fn serve_router(router: axum::Router) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
@@ -468,6 +472,72 @@ async fn the_global_cap_limits_everyone_together() {
 
 fn other_ip_client() -> reqwest::Client {
     client_from(Ipv4Addr::new(127, 0, 0, 3))
+}
+
+#[tokio::test]
+async fn a_reload_changes_limits_costs_and_keys_but_keeps_counters() {
+    let (router, reloader) = app::router(
+        &config(TEST_TIERS),
+        MemoryStore::new(),
+        app::prometheus().unwrap(),
+    )
+    .unwrap();
+    let s = serve_router(router).await;
+    let c = client();
+    let hello = format!("{}/v1/hello", s.base);
+    for expect in [5, 4] {
+        let r = get(&c, &hello, Auth::Header("free-demo")).await;
+        assert_eq!(
+            param(&sf_list(&r.headers, "ratelimit"), "hourly", "r"),
+            expect
+        );
+    }
+    assert_eq!(
+        get(&c, &hello, Auth::Header("pro-demo")).await.status,
+        StatusCode::OK
+    );
+
+    // Free: same rate, twice the burst; the pro key replaced by another; the report costs 4.
+    let text = TEST_TIERS
+        .replace(
+            r#"{ name = "hourly", algorithm = "gcra", limit = 3, per = "1h", burst = 6 }"#,
+            r#"{ name = "hourly", algorithm = "gcra", limit = 3, per = "1h", burst = 12 }"#,
+        )
+        .replace(r#"key = "pro-demo""#, r#"key = "pro-demo-2""#)
+        .replace(r#""/v1/report" = 3"#, r#""/v1/report" = 4"#);
+    reloader.apply(&config(&text)).unwrap();
+
+    // The 2 already used still count: 12 - 2 - 1 left (a reset would leave 11).
+    let r = get(&c, &hello, Auth::Header("free-demo")).await;
+    assert_eq!(param(&sf_list(&r.headers, "ratelimit"), "hourly", "r"), 9);
+    assert_eq!(
+        param(&sf_list(&r.headers, "ratelimit-policy"), "hourly", "q"),
+        3
+    );
+    assert_eq!(
+        get(&c, &hello, Auth::Header("pro-demo")).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // The same account under its new key: 20 - 1 used - 4 for the report.
+    let r = get(
+        &c,
+        &format!("{}/v1/report", s.base),
+        Auth::Header("pro-demo-2"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(param(&sf_list(&r.headers, "ratelimit"), "hourly", "r"), 15);
+
+    // trusted_proxies need a restart: refused whole, nothing changes.
+    let text2 = format!("trusted_proxies = [\"10.0.0.0/8\"]\n{TEST_TIERS}");
+    let e = reloader.apply(&config(&text2)).unwrap_err().to_string();
+    assert!(e.contains("restart the server"), "{e}");
+    let r = get(&c, &hello, Auth::Header("free-demo")).await;
+    assert_eq!(param(&sf_list(&r.headers, "ratelimit"), "hourly", "r"), 8);
+    assert_eq!(
+        get(&c, &hello, Auth::Header("pro-demo")).await.status,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------------

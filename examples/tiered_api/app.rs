@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request};
@@ -20,7 +20,7 @@ use ratelimit::core::{AlgorithmKind, Policy, PolicySet, Quota, Store};
 use ratelimit::tower::key::{
     ApiKey, ClientIp, KeyError, KeyExtractorExt, RequestInfo, User, UserId,
 };
-use ratelimit::tower::{RateLimitLayer, Tier, Tiers};
+use ratelimit::tower::{RateLimitLayer, Tier, Tiers, TiersHandle};
 use serde::{Deserialize, Serialize};
 
 /// The API's routes. `[costs]` in the tier file may only name these (a typo would silently cost 1).
@@ -469,8 +469,74 @@ pub fn prometheus() -> Result<PrometheusHandle, String> {
 #[derive(Debug, Clone, Copy)]
 struct BadCredential(&'static str);
 
+/// What a reload may change while the server runs: every tier's and the global cap's policies, the route
+/// costs and the API keys. Counters are kept: the store holds them under the client's key, not under the
+/// tier, so raising a tier's burst leaves what each client already used in place.
+#[derive(Clone)]
+pub struct Reloader {
+    tiers: TiersHandle,
+    live: Arc<RwLock<Arc<Live>>>,
+    trusted_proxies: Vec<String>,
+}
+
+impl fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reloader")
+            .field("tiers", &self.tiers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The parts of the configuration read on every request.
+#[derive(Debug)]
+struct Live {
+    keys: HashMap<Vec<u8>, Account>,
+    costs: BTreeMap<String, u64>,
+}
+
+impl Live {
+    fn of(config: &Config) -> Arc<Live> {
+        Arc::new(Live {
+            keys: config.keys.clone(),
+            costs: config.costs.clone(),
+        })
+    }
+}
+
+fn current(live: &RwLock<Arc<Live>>) -> Arc<Live> {
+    // A poisoned lock still holds a complete `Arc` (writers only swap it): keep serving.
+    live.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+impl Reloader {
+    /// Applies a new, already validated configuration. Changing `trusted_proxies` needs a restart; such a
+    /// configuration is refused whole and nothing changes.
+    pub fn apply(&self, config: &Config) -> Result<(), ConfigError> {
+        if config.trusted_proxies != self.trusted_proxies {
+            return err(
+                "trusted_proxies changed: restart the server to apply it (nothing was reloaded)",
+            );
+        }
+        self.tiers.replace(tiers_of(config));
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) = Live::of(config);
+        Ok(())
+    }
+}
+
+fn tiers_of(config: &Config) -> Tiers {
+    let mut tiers = Tiers::new(config.anonymous.clone());
+    for (name, set) in &config.tiers {
+        tiers = tiers.tier(name, set.clone());
+    }
+    match &config.global {
+        Some(g) => tiers.global(g.clone()),
+        None => tiers,
+    }
+}
+
 /// Builds the API: the limited routes (`/v1/hello`, `/v1/report`) behind the API-key check and the rate
-/// limiter, plus `/health` and `/metrics`, which are never limited.
+/// limiter, plus `/health` and `/metrics`, which are never limited; and the [`Reloader`] that changes its
+/// configuration while it runs.
 ///
 /// The order of a request through the layers:
 ///
@@ -484,37 +550,34 @@ pub fn router<S>(
     config: &Config,
     store: S,
     metrics: PrometheusHandle,
-) -> Result<Router, ConfigError>
+) -> Result<(Router, Reloader), ConfigError>
 where
     S: Store<[u8], PolicySet> + 'static,
 {
-    let mut tiers = Tiers::new(config.anonymous.clone());
-    for (name, set) in &config.tiers {
-        tiers = tiers.tier(name, set.clone());
-    }
-    let costs: Arc<BTreeMap<String, u64>> = Arc::new(config.costs.clone());
-    let mut builder = RateLimitLayer::with_store(store)
-        .tiers(tiers)
+    let live = Arc::new(RwLock::new(Live::of(config)));
+    let costs = live.clone();
+    let limiter = RateLimitLayer::with_store(store)
+        .tiers(tiers_of(config))
         // Accounts by name; everyone else (anonymous, or a rejected key) by client IP: the TCP peer, or
         // behind `trusted_proxies` the right-most untrusted X-Forwarded-For hop.
         .key(User::<UserId>::new().or(client_ip(&config.trusted_proxies)?))
         .cost_fn(move |req: &RequestInfo<'_>| {
             // The matched route template (axum sets it before `Router::layer` middleware runs), so
-            // `/v1/report?x=1` and `/v1/report/` cannot dodge the cost.
+            // `/v1/report?x=1` pays like `/v1/report`.
             let route = req
                 .extensions()
                 .get::<MatchedPath>()
                 .map_or(req.uri().path(), |m| m.as_str());
-            costs.get(route).copied().unwrap_or(1)
-        });
-    if let Some(global) = &config.global {
-        builder = builder.global_cap(global.clone());
-    }
-    let limiter = builder
+            current(&costs).costs.get(route).copied().unwrap_or(1)
+        })
         .build()
         .map_err(|e| ConfigError(format!("rate limiter: {e}")))?;
+    let reloader = Reloader {
+        tiers: limiter.tiers(),
+        live: live.clone(),
+        trusted_proxies: config.trusted_proxies.clone(),
+    };
 
-    let keys = Arc::new(config.keys.clone());
     let credential = Arc::new(ApiKey::header_or_bearer(API_KEY_HEADER));
     let api = Router::new()
         .route("/v1/hello", get(hello))
@@ -523,12 +586,12 @@ where
         .layer(middleware::from_fn(reject_bad_credential))
         .layer(limiter)
         .layer(middleware::from_fn(move |req: Request, next: Next| {
-            identify(keys.clone(), credential.clone(), req, next)
+            identify(current(&live), credential.clone(), req, next)
         }));
 
     // Added after `.layer`, so outside the limiter: probes and scrapers are never limited or counted. In
     // production, serve /metrics on an internal address instead: it tells anyone how busy you are.
-    Ok(api.route("/health", get(|| async { "ok\n" })).route(
+    let router = api.route("/health", get(|| async { "ok\n" })).route(
         "/metrics",
         get(move || {
             let body = metrics.render();
@@ -542,11 +605,12 @@ where
                 )
             }
         }),
-    ))
+    );
+    Ok((router, reloader))
 }
 
 async fn identify(
-    keys: Arc<HashMap<Vec<u8>, Account>>,
+    live: Arc<Live>,
     credential: Arc<ApiKey>,
     mut req: Request,
     next: Next,
@@ -556,7 +620,7 @@ async fn identify(
         match credential.raw(&info) {
             // Not a constant-time comparison: a demo key table. A real service verifies keys against a
             // database of hashes and puts that lookup here.
-            Ok(raw) => Some(keys.get(raw).cloned().ok_or("unknown API key")),
+            Ok(raw) => Some(live.keys.get(raw).cloned().ok_or("unknown API key")),
             Err(KeyError::Missing(_)) => None,
             Err(_) => Some(Err(
                 "malformed credential: send `x-api-key: <key>` or `Authorization: Bearer <key>`",

@@ -134,7 +134,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     });
 
     let target = app::store_target(std::env::var("REDIS_URL").ok().as_deref())?;
-    let (router, store_name) = match &target {
+    let ((router, reloader), store_name) = match &target {
         StoreTarget::Memory => (
             app::router(&config, MemoryStore::new(), metrics)?,
             "in memory (this process only; set REDIS_URL to share limits between processes)"
@@ -180,6 +180,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let addr = listener.local_addr()?;
     print_banner(&config, &args, addr, &store_name);
     tracing::info!(%addr, "listening");
+    #[cfg(unix)]
+    tokio::spawn(reload_on_sighup(args.tiers.clone(), reloader));
+    #[cfg(not(unix))]
+    drop(reloader);
     axum::serve(
         listener,
         // The limiter keys anonymous clients by the TCP peer address: serve with connect info.
@@ -191,6 +195,26 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     })
     .await?;
     Ok(())
+}
+
+/// Reloads the tier file on SIGHUP (`kill -HUP <pid>`): new limits, costs and keys apply to the next
+/// request and no counter is reset. A file with an error is refused whole; the running tiers stay.
+#[cfg(unix)]
+async fn reload_on_sighup(path: PathBuf, reloader: app::Reloader) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; the tier file will not be reloaded");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        match Config::load(&path).and_then(|c| reloader.apply(&c)) {
+            Ok(()) => tracing::info!(path = %path.display(), "tier file reloaded"),
+            Err(e) => tracing::error!("tier file NOT reloaded, the running tiers stay: {e}"),
+        }
+    }
 }
 
 /// Connects within 5 s, with an error that says what to do.
@@ -253,7 +277,14 @@ fn print_banner(config: &Config, args: &Args, addr: SocketAddr, store: &str) {
             "  cost        {route:<24} {cost} units per request\n"
         ));
     }
-    out.push_str("  never limited: /health, /metrics\n\n");
+    out.push_str("  never limited: /health, /metrics\n");
+    if cfg!(unix) {
+        out.push_str(&format!(
+            "  reload the tier file without losing counters: kill -HUP {}\n",
+            std::process::id()
+        ));
+    }
+    out.push('\n');
     let anon_burst = config
         .anonymous
         .policies()
