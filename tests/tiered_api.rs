@@ -832,3 +832,57 @@ fn redis_url_forms() {
         .to_string();
     assert!(e.contains("names no node"), "{e}");
 }
+
+mod hostile_tier_files {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any edit of a valid file — bytes overwritten, the file cut short — parses or is refused with a
+        /// message naming the file; it never panics.
+        #[test]
+        fn edits_never_panic(at in 0usize..TEST_TIERS.len(), bytes in proptest::collection::vec(any::<u8>(), 0..8), cut in any::<bool>()) {
+            let mut text = TEST_TIERS.as_bytes().to_vec();
+            if cut {
+                text.truncate(at);
+            } else {
+                for (i, b) in bytes.iter().enumerate() {
+                    if let Some(slot) = text.get_mut(at + i) {
+                        *slot = *b;
+                    }
+                }
+            }
+            let text = String::from_utf8_lossy(&text);
+            if let Err(e) = Config::parse(&text, "test.toml") {
+                prop_assert!(e.to_string().starts_with("test.toml: "), "{}", e);
+            }
+        }
+
+        /// Extreme numbers and periods are rejected with an explanation, never a panic or an overflow.
+        #[test]
+        fn extreme_quotas_never_panic(
+            limit in prop_oneof![0u64..10_000, 0..=i64::MAX as u64],
+            burst in prop_oneof![0u64..20_000, 0..=i64::MAX as u64],
+            n in prop_oneof![0u64..100, any::<u64>()],
+            unit in prop::sample::select(vec!["ms", "s", "m", "h", "d", "x", ""]),
+        ) {
+            let policy = format!(
+                r#"{{ name = "hourly", algorithm = "gcra", limit = {limit}, per = "{n}{unit}", burst = {burst} }}"#,
+            );
+            let text = TEST_TIERS.replacen(
+                r#"{ name = "hourly", algorithm = "gcra", limit = 3, per = "1h", burst = 6 }"#,
+                &policy,
+                1,
+            );
+            match Config::parse(&text, "test.toml") {
+                Ok(cfg) => {
+                    let free = &cfg.tiers.iter().find(|(n, _)| n == "free").unwrap().1;
+                    prop_assert_eq!(free.policies()[0].quota().limit(), limit);
+                }
+                Err(e) => prop_assert!(e.to_string().starts_with("test.toml: "), "{}", e),
+            }
+        }
+    }
+}
