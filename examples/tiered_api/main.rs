@@ -71,9 +71,16 @@ fn parse_args(
         *slot = Some(value);
     }
     let addr = addr.unwrap_or_else(|| "127.0.0.1:3000".to_owned());
-    let addr: SocketAddr = addr.parse().map_err(|_| {
-        format!("invalid address {addr:?} (from --addr or ADDR): write an IP and a port, e.g. 127.0.0.1:3000 or [::1]:3000")
-    })?;
+    // An IP and a port, or a host name and a port (`localhost:3000`: its first address).
+    let addr: SocketAddr = match addr.parse() {
+        Ok(a) => a,
+        Err(_) => std::net::ToSocketAddrs::to_socket_addrs(addr.as_str())
+            .ok()
+            .and_then(|mut all| all.next())
+            .ok_or_else(|| {
+                format!("invalid address {addr:?} (from --addr or ADDR): write a host and a port, e.g. 127.0.0.1:3000, [::1]:3000 or localhost:3000")
+            })?,
+    };
     let tiers = tiers.map_or_else(
         || {
             PathBuf::from(concat!(
@@ -373,6 +380,10 @@ mod tests {
         assert!(e.contains("--addr needs a value"), "{e}");
         let e = parse_args(args(&["--addr", "localhost"]), env(&[])).unwrap_err();
         assert!(e.contains("e.g. 127.0.0.1:3000"), "{e}");
+        let a = parse_args(args(&["--addr", "localhost:3001"]), env(&[]))
+            .unwrap()
+            .unwrap();
+        assert!(a.addr.ip().is_loopback() && a.addr.port() == 3001, "{a:?}");
     }
 
     #[test]
