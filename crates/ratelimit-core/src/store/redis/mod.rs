@@ -96,6 +96,12 @@
 //! `ratelimit_redis_deny_cache_hits_total` and `ratelimit_redis_fallbacks_total` count what happened
 //! ([`RedisStore::stats`] gives the same counts for this store).
 //!
+//! # Hybrid mode
+//!
+//! [`HybridStore`] admits most requests locally from leases of quota taken from Redis (one round trip per
+//! `lease` units instead of per request), with over-admission bounded by `instances × (lease − 1)` units in
+//! any span; see [`hybrid`].
+//!
 //! # Deny cache
 //!
 //! With [`RedisStoreBuilder::deny_cache`], a limited decision is remembered until its exact retry time, and
@@ -105,8 +111,11 @@
 
 mod breaker;
 mod deny_cache;
+pub mod hybrid;
 mod keys;
 mod script;
+
+pub use hybrid::HybridStore;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
