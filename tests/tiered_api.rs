@@ -17,7 +17,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use app::{Config, Hello, StoreTarget};
-use ratelimit::core::store::redis::RedisStore;
 use ratelimit::core::{MemoryStore, PolicySet, Store};
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
@@ -590,24 +589,8 @@ async fn on_redis_two_servers_share_the_limits() {
         StoreTarget::Redis(url.clone())
     );
     let cfg = config(TEST_TIERS);
-    let a = serve_with(
-        &cfg,
-        RedisStore::builder()
-            .prefix("tiered_api")
-            .connect(&url)
-            .await
-            .unwrap(),
-    )
-    .await;
-    let b = serve_with(
-        &cfg,
-        RedisStore::builder()
-            .prefix("tiered_api")
-            .connect(&url)
-            .await
-            .unwrap(),
-    )
-    .await;
+    let a = serve_with(&cfg, app::redis_store().connect(&url).await.unwrap()).await;
+    let b = serve_with(&cfg, app::redis_store().connect(&url).await.unwrap()).await;
     let c = client();
     // 6 at once for free, spread over both servers.
     for i in 0..6 {

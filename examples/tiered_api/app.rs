@@ -16,7 +16,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use ratelimit::core::{AlgorithmKind, Policy, PolicySet, Quota, Store};
+use ratelimit::core::{
+    AlgorithmKind, Policy, PolicySet, Quota, RedisStore, RedisStoreBuilder, Store,
+};
 use ratelimit::tower::key::{
     ApiKey, ClientIp, KeyError, KeyExtractorExt, RequestInfo, User, UserId,
 };
@@ -439,6 +441,16 @@ pub fn store_target(redis_url: Option<&str>) -> Result<StoreTarget, ConfigError>
         ));
     }
     Ok(StoreTarget::Redis(url.to_owned()))
+}
+
+/// The Redis store's settings: its own key prefix, and a deny cache so that a client hammering a limited
+/// key is answered here, until the exact retry time Redis gave, instead of costing a Redis call per
+/// request. The other settings keep their defaults: 50 ms per call, a circuit breaker after 3 failures,
+/// and a typed error when Redis is down, which the layer turns into a 503 (fail closed).
+pub fn redis_store() -> RedisStoreBuilder {
+    RedisStore::builder()
+        .prefix("tiered_api")
+        .deny_cache(100_000)
 }
 
 // ---------------------------------------------------------------------------------------------------------

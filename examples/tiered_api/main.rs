@@ -148,8 +148,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .to_owned(),
         ),
         StoreTarget::Redis(url) => {
-            let store =
-                connect(RedisStore::builder().prefix("tiered_api").connect(url), url).await?;
+            let store = connect(app::redis_store().connect(url), url).await?;
             (
                 app::router(&config, store, metrics)?,
                 format!("Redis at {}", redact(url)),
@@ -162,13 +161,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 .map(|n| redact(n))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let store = connect(
-                RedisStore::builder()
-                    .prefix("tiered_api")
-                    .connect_cluster(&seeds),
-                &shown,
-            )
-            .await?;
+            let store = connect(app::redis_store().connect_cluster(&seeds), &shown).await?;
             (
                 app::router(&config, store, metrics)?,
                 format!("Redis Cluster via {shown}"),
