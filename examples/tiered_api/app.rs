@@ -236,7 +236,7 @@ impl Config {
         })
     }
 
-    /// The demo keys of each tier, for the banner: (tier, first key of that tier).
+    /// The alphabetically first API key of `tier`, for the start-up banner.
     pub fn key_for_tier(&self, tier: &str) -> Option<&str> {
         let mut found: Vec<&str> = self
             .keys
