@@ -76,26 +76,34 @@ fn t_of(s: &Status) -> Option<u64> {
     }
 }
 
-/// A fixed stack buffer for one header value.
+/// One header value under construction: on the stack (512 bytes covers several policies), spilling to
+/// the heap only for very long lists. Turning it into a `HeaderValue` is the one allocation.
 pub(crate) struct Buf {
-    buf: [u8; 1536],
+    stack: [u8; 512],
     len: usize,
+    heap: Vec<u8>,
 }
 
 impl Buf {
     pub(crate) fn new() -> Self {
         Buf {
-            buf: [0; 1536],
+            stack: [0; 512],
             len: 0,
+            heap: Vec::new(),
         }
     }
 
     #[inline]
     pub(crate) fn push(&mut self, s: &[u8]) {
-        let end = (self.len + s.len()).min(self.buf.len());
-        let n = end - self.len;
-        self.buf[self.len..end].copy_from_slice(&s[..n]);
-        self.len = end;
+        if self.heap.is_empty() && self.len + s.len() <= self.stack.len() {
+            self.stack[self.len..self.len + s.len()].copy_from_slice(s);
+            self.len += s.len();
+        } else {
+            if self.heap.is_empty() {
+                self.heap.extend_from_slice(&self.stack[..self.len]);
+            }
+            self.heap.extend_from_slice(s);
+        }
     }
 
     #[inline]
@@ -114,9 +122,14 @@ impl Buf {
     }
 
     pub(crate) fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
+        if self.heap.is_empty() {
+            &self.stack[..self.len]
+        } else {
+            &self.heap
+        }
     }
 
+    /// The value.
     pub(crate) fn value(&self) -> Option<HeaderValue> {
         HeaderValue::from_bytes(self.as_bytes()).ok()
     }

@@ -119,6 +119,29 @@ impl Tiers {
         self
     }
 
+    /// The default tier's policies.
+    pub fn default_policies(&self) -> &PolicySet {
+        &self.default
+    }
+
+    /// The policies of tier `name`, if it exists.
+    pub fn tier_policies(&self, name: &str) -> Option<&PolicySet> {
+        self.named
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, s)| s)
+    }
+
+    /// The names of the named tiers, in the order added.
+    pub fn tier_names(&self) -> impl Iterator<Item = &str> {
+        self.named.iter().map(|(n, _)| &**n)
+    }
+
+    /// The global cap, if any.
+    pub fn global_policies(&self) -> Option<&PolicySet> {
+        self.global.as_ref()
+    }
+
     /// A global cap: after a request passes its own tier's policies, these are checked on one key shared
     /// by every client (reserve-then-refund: if the cap rejects, the client's charge is refunded). Give
     /// them names distinct from the tiers' policy names: both appear in the same headers.

@@ -9,15 +9,16 @@
 //!
 //! [`Store`] futures borrow the store, the policy set and the key, so a response future cannot own one
 //! without boxing (or `unsafe`). The in-memory store answers synchronously, so for
-//! `MemoryStore<Vec<u8>, PolicySet>` (with the system or a manual clock) the layer runs the check inside
-//! `call` — no future is stored, nothing is boxed, the key stays on the stack. Any other store (Redis) gets
-//! one boxed future per request, which is noise next to a network round trip.
+//! `MemoryStore<Vec<u8>, PolicySet>` (with the system or a manual clock; recognised by a `TypeId`
+//! comparison that the compiler folds away) the layer calls its synchronous `check` inside `call` — no
+//! future at all, nothing boxed, the key on the stack. Any other store (Redis) gets one boxed future per
+//! request, which is noise next to a network round trip.
 
 mod future;
 mod layer;
 mod service;
 
-use std::any::TypeId;
+use std::any::Any;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -25,7 +26,9 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{HeaderName, CACHE_CONTROL, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
-use ratelimit_core::{Decision, ManualClock, MemoryStore, PolicySet, Status, Store, StoreError};
+use ratelimit_core::{
+    Clock, Decision, ManualClock, MemoryStore, PolicySet, Status, Store, StoreError,
+};
 
 pub use future::ResponseFuture;
 pub use layer::RateLimitLayer;
@@ -164,12 +167,9 @@ pub(crate) struct Checked {
     global: Option<Decision>,
 }
 
-/// Whether `S` is a store whose futures complete on their first poll.
-#[inline]
-pub(crate) fn is_sync_store<S: 'static>() -> bool {
-    let t = TypeId::of::<S>();
-    t == TypeId::of::<MemoryStore<Vec<u8>, PolicySet>>()
-        || t == TypeId::of::<MemoryStore<Vec<u8>, PolicySet, ManualClock>>()
+#[cold]
+fn refund_failed(e: &StoreError, key: &KeyBuf) {
+    tracing::warn!(error = %e, key = %KeyHash::of(key.as_bytes()), "could not refund a reservation after the global cap rejected");
 }
 
 impl<S> Shared<S>
@@ -199,7 +199,7 @@ where
         match self.cfg.key.extract(info, &mut key) {
             Ok(()) => KeyOutcome::Key(key),
             Err(e) => {
-                observe::count("key_error");
+                observe::count!("key_error");
                 match self.cfg.on_key_error {
                     OnKeyError::UseGlobalKey => {
                         tracing::debug!(error = %e, "no rate-limit key; using the global key");
@@ -250,36 +250,77 @@ where
                 global: None,
             });
         };
+        let gkey = self.global_key();
+        let g = self.store.check(&global.set, gkey.as_bytes(), cost).await;
+        let (result, refund) = self.after_global(primary, g);
+        if refund && cost > 0 {
+            if let Err(e) = self.store.refund(&entry.set, key.as_bytes(), cost).await {
+                refund_failed(&e, key);
+            }
+        }
+        result
+    }
+
+    /// [`Shared::decide`] on the in-memory store, synchronously: no future, nothing boxed.
+    fn decide_sync<C: Clock>(
+        mem: &MemoryStore<Vec<u8>, PolicySet, C>,
+        shared: &Self,
+        entry: &Entry,
+        global: Option<&Entry>,
+        key: &KeyBuf,
+        cost: u64,
+    ) -> Result<Checked, StoreError> {
+        let primary = mem.check(&entry.set, key.as_bytes(), cost)?;
+        let Some(global) = global.filter(|_| primary.is_allowed()) else {
+            return Ok(Checked {
+                primary,
+                global: None,
+            });
+        };
+        let gkey = shared.global_key();
+        let g = mem.check(&global.set, gkey.as_bytes(), cost);
+        let (result, refund) = shared.after_global(primary, g);
+        if refund && cost > 0 {
+            mem.refund(&entry.set, key.as_bytes(), cost);
+        }
+        result
+    }
+
+    fn global_key(&self) -> KeyBuf {
         let mut gkey = KeyBuf::new(&self.cfg.scope);
         gkey.push(b'G', b"");
-        let refund = match self.store.check(&global.set, gkey.as_bytes(), cost).await {
-            Ok(g) if g.is_allowed() => {
-                return Ok(Checked {
+        gkey
+    }
+
+    /// What the global cap's answer means: the result, and whether the client's charge must be refunded.
+    fn after_global(
+        &self,
+        primary: Decision,
+        g: Result<Decision, StoreError>,
+    ) -> (Result<Checked, StoreError>, bool) {
+        match g {
+            Ok(g) => (
+                Ok(Checked {
                     primary,
                     global: Some(g),
-                })
-            }
-            Ok(g) => Ok(Checked {
-                primary,
-                global: Some(g),
-            }),
+                }),
+                !g.is_allowed(),
+            ),
             Err(e) if self.cfg.on_store_error == OnStoreError::FailOpen => {
                 // The client's own check passed; the cap is unknown and we fail open: keep the charge.
                 tracing::warn!(error = %e, "rate-limit store error on the global cap; failing open");
-                metrics::counter!(observe::STORE_ERRORS, "action" => "fail_open").increment(1);
-                return Ok(Checked {
-                    primary,
-                    global: None,
-                });
+                metrics::counter!("ratelimit_store_errors_total", "action" => "fail_open")
+                    .increment(1);
+                (
+                    Ok(Checked {
+                        primary,
+                        global: None,
+                    }),
+                    false,
+                )
             }
-            Err(e) => Err(e),
-        };
-        if cost > 0 {
-            if let Err(e) = self.store.refund(&entry.set, key.as_bytes(), cost).await {
-                tracing::warn!(error = %e, key = %KeyHash::of(key.as_bytes()), "could not refund a reservation after the global cap rejected");
-            }
+            Err(e) => (Err(e), true),
         }
-        refund
     }
 
     /// Runs [`Shared::decide`] and turns its result into an action, timing the store checks.
@@ -292,10 +333,39 @@ where
     ) -> Action {
         let start = self.cfg.latency.then(Instant::now);
         let checked = self.decide(entry, global, key, cost).await;
-        if let Some(start) = start {
-            metrics::histogram!(observe::DECISION_SECONDS).record(start.elapsed().as_secs_f64());
-        }
+        self.record_latency(start);
         self.finish(entry, global, key, cost, checked)
+    }
+
+    /// The whole decision for the in-memory store, synchronously, when `S` is one.
+    #[inline]
+    pub(crate) fn run_sync(
+        &self,
+        entry: &Entry,
+        global: Option<&Entry>,
+        key: &KeyBuf,
+        cost: u64,
+    ) -> Option<Action> {
+        // `S` is known at compile time: each downcast folds to a constant.
+        let any = &self.store as &dyn Any;
+        let start = self.cfg.latency.then(Instant::now);
+        let checked = if let Some(mem) = any.downcast_ref::<MemoryStore<Vec<u8>, PolicySet>>() {
+            Self::decide_sync(mem, self, entry, global, key, cost)
+        } else if let Some(mem) = any.downcast_ref::<MemoryStore<Vec<u8>, PolicySet, ManualClock>>()
+        {
+            Self::decide_sync(mem, self, entry, global, key, cost)
+        } else {
+            return None;
+        };
+        self.record_latency(start);
+        Some(self.finish(entry, global, key, cost, checked))
+    }
+
+    #[inline]
+    fn record_latency(&self, start: Option<Instant>) {
+        if let Some(start) = start {
+            metrics::histogram!("ratelimit_decision_seconds").record(start.elapsed().as_secs_f64());
+        }
     }
 
     fn finish(
@@ -333,7 +403,7 @@ where
             (Some(le), Some(ld)) => {
                 let binding_name = le.set.policy(ld.binding_index()).name();
                 if cfg.shadow {
-                    observe::count("shadow_limited");
+                    observe::count!("shadow_limited");
                     tracing::info!(
                         policy = binding_name,
                         tier = &*entry.name,
@@ -342,8 +412,8 @@ where
                     );
                     return Action::Proceed(Emit::default(), None);
                 }
-                observe::count("limited");
-                metrics::counter!(observe::REJECTIONS, "policy" => binding_name.to_owned())
+                observe::count!("limited");
+                metrics::counter!("ratelimit_rejections_total", "policy" => binding_name.to_owned())
                     .increment(1);
                 let retry_after = headers::retry_after_secs(&ld);
                 tracing::info!(
@@ -379,7 +449,7 @@ where
                 Action::Respond(res)
             }
             _ => {
-                observe::count("allowed");
+                observe::count!("allowed");
                 if tracing::enabled!(tracing::Level::DEBUG) {
                     let b = checked.primary.binding();
                     tracing::debug!(
@@ -484,26 +554,20 @@ where
         emit
     }
 
-    /// The store-error action for a store whose future did not complete when it should have.
-    #[cold]
-    pub(crate) fn store_error_action(&self) -> Action {
-        let e =
-            StoreError::Unavailable("the store's future did not complete synchronously".to_owned());
-        self.store_error(e, &KeyBuf::new(&self.cfg.scope))
-    }
-
     fn store_error(&self, e: StoreError, key: &KeyBuf) -> Action {
-        observe::count("store_error");
+        observe::count!("store_error");
         match self.cfg.on_store_error {
             OnStoreError::FailOpen => {
                 tracing::warn!(error = %e, key = %KeyHash::of(key.as_bytes()), "rate-limit store error; failing open");
-                metrics::counter!(observe::STORE_ERRORS, "action" => "fail_open").increment(1);
-                metrics::counter!(observe::FAIL_OPEN).increment(1);
+                metrics::counter!("ratelimit_store_errors_total", "action" => "fail_open")
+                    .increment(1);
+                metrics::counter!("ratelimit_fail_open_total").increment(1);
                 Action::Proceed(Emit::default(), None)
             }
             OnStoreError::FailClosed => {
                 tracing::warn!(error = %e, key = %KeyHash::of(key.as_bytes()), "rate-limit store error; failing closed (503)");
-                metrics::counter!(observe::STORE_ERRORS, "action" => "fail_closed").increment(1);
+                metrics::counter!("ratelimit_store_errors_total", "action" => "fail_closed")
+                    .increment(1);
                 Action::Respond(response::simple_problem(
                     StatusCode::SERVICE_UNAVAILABLE,
                     Some(response::TEMPORARY_REDUCED_CAPACITY),

@@ -1,9 +1,8 @@
 //! [`RateLimit`], the service.
 
 use std::fmt;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -11,7 +10,7 @@ use http_body::Body;
 use ratelimit_core::{PolicySet, Store};
 use tower_service::Service;
 
-use super::{is_sync_store, Action, KeyOutcome, ResponseFuture, Shared};
+use super::{Action, KeyOutcome, ResponseFuture, Shared};
 use crate::key::RequestInfo;
 use crate::observe;
 use crate::response::ResponseBody;
@@ -72,7 +71,7 @@ where
         let shared = &*self.shared;
         let info = RequestInfo::new(&req);
         if !shared.applies(&info) {
-            observe::count("skipped");
+            observe::count!("skipped");
             return ResponseFuture::inner(self.inner.call(req), None);
         }
         let key = match shared.key(&info) {
@@ -93,14 +92,7 @@ where
         let entry = table.entry(tier);
         let global = table.global.as_deref();
 
-        if is_sync_store::<S>() {
-            // The in-memory store answers on the first poll: run the check here, on the stack.
-            let fut = pin!(shared.run(entry, global, &key, cost));
-            let action = match fut.poll(&mut Context::from_waker(Waker::noop())) {
-                Poll::Ready(action) => action,
-                // Not reachable for the stores `is_sync_store` accepts; answer as for a store error.
-                Poll::Pending => shared.store_error_action(),
-            };
+        if let Some(action) = shared.run_sync(entry, global, &key, cost) {
             return match action {
                 Action::Proceed(emit, near) => {
                     if let Some(near) = near {
@@ -121,5 +113,3 @@ where
         ResponseFuture::checking(check, svc, req)
     }
 }
-
-use std::future::Future as _;

@@ -1,0 +1,108 @@
+//! Allocation budget of the hot path: an admitted request through the layer with the in-memory store
+//! allocates nothing beyond the `RateLimit` header value (one allocation; `RateLimit-Policy` is rendered
+//! once per tier and shared).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// A counting global allocator needs `unsafe impl GlobalAlloc`; it only forwards to `System`. Test-only.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use ratelimit_core::{Policy, PolicySet, Quota};
+use ratelimit_tower::RateLimitLayer;
+use tower::{Layer, Service};
+
+struct Counting;
+
+thread_local! {
+    static COUNT: Cell<usize> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        COUNT.with(|c| c.set(c.get() + 1));
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+fn allocations<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let before = COUNT.with(Cell::get);
+    let v = f();
+    (v, COUNT.with(Cell::get) - before)
+}
+
+fn now<F: Future>(f: F) -> F::Output {
+    match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("not ready"),
+    }
+}
+
+#[test]
+fn an_admitted_request_allocates_only_its_ratelimit_header() {
+    let set = PolicySet::new([
+        Policy::gcra("burst", Quota::per_hour(1_000_000).build().unwrap()).unwrap(),
+        Policy::fixed_window("daily", Quota::per_day(1_000_000).build().unwrap()).unwrap(),
+    ])
+    .unwrap();
+    let layer = RateLimitLayer::builder()
+        .policies(set)
+        .decision_latency_histogram(false)
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(tower::service_fn(|_req: Request<()>| async {
+        // A typical response already has a header (so its map is allocated).
+        let mut res = Response::new(Full::new(Bytes::from_static(b"hi")));
+        res.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain"),
+        );
+        Ok::<_, Infallible>(res)
+    }));
+    let peer: SocketAddr = "192.0.2.1:1000".parse().unwrap();
+    let req = || {
+        let mut r = Request::new(());
+        r.extensions_mut().insert(peer);
+        r
+    };
+    // Warm up: the key's first check inserts it into the store.
+    for _ in 0..3 {
+        assert!(now(svc.call(req()))
+            .unwrap()
+            .headers()
+            .contains_key("ratelimit"));
+    }
+    let r = req();
+    let (res, n) = allocations(|| now(svc.call(r)).unwrap());
+    assert!(res.headers().contains_key("ratelimit-policy"));
+    // The inner service's own response map (it inserts a header) accounts for the rest; measure it.
+    let (_, inner) = allocations(|| {
+        let mut res = Response::new(Full::new(Bytes::from_static(b"hi")));
+        res.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain"),
+        );
+        res
+    });
+    assert_eq!(
+        n,
+        inner + 1,
+        "the layer should add exactly one allocation (the RateLimit value)"
+    );
+}
