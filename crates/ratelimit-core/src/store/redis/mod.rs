@@ -509,14 +509,19 @@ impl Inner {
     }
 
     /// EVALSHA, reloading the script and retrying once on NOSCRIPT.
+    /// EVALSHA/FCALL, reloading the code and retrying when the server has lost it. A few attempts, not
+    /// one: another flush can land between the reload and the retry. The caller's timeout bounds the loop.
     async fn eval(&self, cmd: &redis::Cmd, mask: u8) -> Result<Value, StoreError> {
-        match self.conn.query(cmd).await {
-            Err(e) if is_noscript(&e) => {
-                tracing::info!("Redis lost the rate-limit code (restart, failover, SCRIPT/FUNCTION FLUSH); reloading");
-                self.load_script(mask).await?;
-                self.conn.query(cmd).await.map_err(backend)
+        let mut attempts = 0;
+        loop {
+            match self.conn.query(cmd).await {
+                Err(e) if is_noscript(&e) && attempts < 4 => {
+                    attempts += 1;
+                    tracing::info!("Redis lost the rate-limit code (restart, failover, SCRIPT/FUNCTION FLUSH); reloading");
+                    self.load_script(mask).await?;
+                }
+                r => return r.map_err(backend),
             }
-            r => r.map_err(backend),
         }
     }
 
