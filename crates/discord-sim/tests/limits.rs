@@ -799,3 +799,60 @@ async fn message_deletes_pick_a_bucket_by_snowflake_age() {
     .await;
     assert_eq!(old.h("x-ratelimit-remaining"), "28");
 }
+
+#[tokio::test]
+async fn without_a_token_the_global_limit_and_the_ban_count_per_ip() {
+    let config = SimConfig::empty()
+        .route(
+            RouteConfig::unlimited(Method::POST, "/webhooks/{webhook_id}")
+                .requires_auth(false)
+                .exempt_global(false),
+        )
+        .route(RouteConfig::unlimited(Method::GET, "/users/{user_id}"))
+        .token("second-token")
+        .global(3, ms(1000))
+        .ban(4, ms(2000), ms(2000));
+    let sim = Simulator::start(config).await.unwrap();
+    let c = reqwest::Client::new();
+    let base = sim.base_url();
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(
+            send(&c, &base, Method::POST, "/webhooks/1", None, Some("{}"))
+                .await
+                .status,
+        );
+    }
+    assert_eq!(statuses[..3], [StatusCode::OK; 3]);
+    assert_eq!(statuses[3], StatusCode::TOO_MANY_REQUESTS);
+    let s = sim.stats();
+    assert!(
+        s.global
+            .iter()
+            .any(|g| g.source == "ip:127.0.0.1" && g.admitted.len() == 3),
+        "{:?}",
+        s.global
+    );
+    // The token's own global window is untouched by the IP's.
+    assert_eq!(
+        bot(&c, &base, Method::GET, "/users/1").await.status,
+        StatusCode::OK
+    );
+    // Invalid requests add up per IP whatever the token: the global 429 above and three 401s from a
+    // mistyped token reach the threshold of 4, and then every token on the IP is banned.
+    for _ in 0..3 {
+        send(&c, &base, Method::GET, "/users/1", Some("typo"), None).await;
+    }
+    let banned = send(
+        &c,
+        &base,
+        Method::GET,
+        "/users/1",
+        Some("second-token"),
+        None,
+    )
+    .await;
+    assert_eq!(banned.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(!banned.has("via"));
+    assert_eq!(sim.stats().invalid_requests, 4);
+}
