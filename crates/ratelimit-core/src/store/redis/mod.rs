@@ -108,6 +108,8 @@
 //! later checks of the same identity and policy set (for at least the same cost) are answered locally, with
 //! the retry and reset counted down — a flood on a limited key stops reaching Redis. It is skipped for policy
 //! sets with a penalising policy (the penalty must reach Redis). Refunds and resets clear the entry.
+//! Entries are keyed by identity and by policy-set *instance* (clones share one): build a [`PolicySet`]
+//! once and reuse it, not one per request, or the cache never hits.
 
 mod breaker;
 mod deny_cache;
