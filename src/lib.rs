@@ -16,7 +16,7 @@
 //! let quota = Quota::per_second(10).burst(20).build()?;
 //! let store: MemoryStore<String, Gcra> = MemoryStore::new();
 //! let rule = Gcra::new(quota);
-//! let decision = store.check_now(&rule, "alice", 1)?;
+//! let decision = store.check(&rule, "alice", 1)?;
 //! assert!(decision.is_allowed());
 //! assert_eq!(decision.remaining(), 19);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
