@@ -70,6 +70,11 @@
 //! 1 s; see [`SimConfig::scaled`]). `X-RateLimit-Reset` is derived from the wall clock at start plus the
 //! monotonic offset, optionally skewed ([`SimConfig::reset_skew_ms`]).
 //!
+//! Under tokio's paused clock (`#[tokio::test(start_paused = true)]`) windows and latency follow virtual
+//! time, so a test can wait out a 10-second window instantly (`tests/paused.rs`). Tokio advances a paused
+//! clock whenever every task waits, including on socket I/O, so with many requests in flight assert on
+//! counts and headers rather than exact instants.
+//!
 //! ## Measuring a client
 //!
 //! [`RunningSim::stats`] returns [`SimStats`]: responses by kind and, for every counter, the admission
