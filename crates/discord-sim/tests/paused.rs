@@ -18,14 +18,26 @@ async fn windows_follow_a_paused_clock() {
         "h",
         Limit::fixed(1, Duration::from_secs(10)),
     );
-    let sim = Simulator::start(SimConfig::empty().route(route)).await.unwrap();
+    let sim = Simulator::start(SimConfig::empty().route(route))
+        .await
+        .unwrap();
     let c = reqwest::Client::new();
     let base = sim.base_url();
     let real = std::time::Instant::now();
-    assert_eq!(bot(&c, &base, Method::POST, "/channels/1/messages").await.status, StatusCode::OK);
+    assert_eq!(
+        bot(&c, &base, Method::POST, "/channels/1/messages")
+            .await
+            .status,
+        StatusCode::OK
+    );
     let limited = bot(&c, &base, Method::POST, "/channels/1/messages").await;
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
     tokio::time::sleep(Duration::from_secs(10)).await;
-    assert_eq!(bot(&c, &base, Method::POST, "/channels/1/messages").await.status, StatusCode::OK);
+    assert_eq!(
+        bot(&c, &base, Method::POST, "/channels/1/messages")
+            .await
+            .status,
+        StatusCode::OK
+    );
     assert!(real.elapsed() < Duration::from_secs(5));
 }
