@@ -215,6 +215,9 @@ pub struct RouteConfig {
     pub alternate_hashes: Vec<String>,
     /// Corrupts the rate-limit numbers of every response of the route, to test a client's defences.
     pub header_fault: Option<HeaderFault>,
+    /// Count every 4xx answer of this route toward the ban, not only 401 and 403: a deleted webhook
+    /// answers 404, and "repeated attempts … will result in a temporary restriction" (A.7).
+    pub errors_count_as_invalid: bool,
     /// The path parameter (for example `message_id`) whose snowflake age selects a tier in `age_tiers`.
     pub age_param: Option<String>,
     /// Buckets chosen by the age of a snowflake in the path (message deletion, dapi#8330); when set they
@@ -285,6 +288,7 @@ impl RouteConfig {
             status: StatusCode::OK,
             alternate_hashes: Vec::new(),
             header_fault: None,
+            errors_count_as_invalid: false,
             age_param: None,
             age_tiers: Vec::new(),
         }
@@ -369,6 +373,12 @@ impl RouteConfig {
     /// Reports `hashes` in rotation with the route's own hash, one per response.
     pub fn alternate_hashes(mut self, hashes: &[&str]) -> Self {
         self.alternate_hashes = hashes.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
+
+    /// Counts every 4xx answer of this route toward the ban (a deleted webhook's 404s).
+    pub fn errors_count_as_invalid(mut self, yes: bool) -> Self {
+        self.errors_count_as_invalid = yes;
         self
     }
 

@@ -603,6 +603,9 @@ impl Engine {
             }
             401 => ReplyBody::Json(r#"{"message": "401: Unauthorized", "code": 0}"#.to_owned()),
             403 => ReplyBody::Json(r#"{"message": "Missing Access", "code": 50001}"#.to_owned()),
+            404 if route.template.starts_with("/webhooks") => {
+                ReplyBody::Json(r#"{"message": "Unknown Webhook", "code": 10015}"#.to_owned())
+            }
             404 => ReplyBody::Json(r#"{"message": "Unknown Channel", "code": 10003}"#.to_owned()),
             _ => ReplyBody::Json(format!(r#"{{"message": "{status}", "code": 0}}"#)),
         };
@@ -613,7 +616,9 @@ impl Engine {
             404 => st.stats.not_found += 1,
             _ => {}
         }
-        if matches!(status.as_u16(), 401 | 403) {
+        if matches!(status.as_u16(), 401 | 403)
+            || (route.errors_count_as_invalid && status.is_client_error())
+        {
             self.count_invalid(st, req.ip, now);
         }
         if matches!(body, ReplyBody::Json(_)) {

@@ -856,3 +856,47 @@ async fn without_a_token_the_global_limit_and_the_ban_count_per_ip() {
     assert!(!banned.has("via"));
     assert_eq!(sim.stats().invalid_requests, 4);
 }
+
+#[tokio::test]
+async fn a_deleted_webhook_hammered_with_404s_earns_a_ban() {
+    let config = SimConfig::empty()
+        .route(
+            RouteConfig::new(
+                Method::POST,
+                "/webhooks/{webhook_id}/{webhook_token}",
+                "wh",
+                Limit::fixed(100, ms(1000)),
+            )
+            .status(StatusCode::NOT_FOUND)
+            .errors_count_as_invalid(true),
+        )
+        .ban(3, ms(2000), ms(2000));
+    let sim = Simulator::start(config).await.unwrap();
+    let c = reqwest::Client::new();
+    let base = sim.base_url();
+    for _ in 0..3 {
+        let r = send(
+            &c,
+            &base,
+            Method::POST,
+            "/webhooks/1/gone",
+            None,
+            Some("{}"),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        assert_eq!(r.json()["code"], 10015); // Unknown Webhook
+    }
+    let banned = send(
+        &c,
+        &base,
+        Method::POST,
+        "/webhooks/1/gone",
+        None,
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(banned.status, StatusCode::TOO_MANY_REQUESTS);
+    let s = sim.stats();
+    assert_eq!((s.not_found, s.invalid_requests, s.bans), (3, 3, 1));
+}
