@@ -37,7 +37,8 @@
 //! * **The global limit** ([`GlobalLimit`]): per token (per IP without one), a sliding log of at most N per
 //!   period, checked before the route; interaction callbacks and tokened webhooks are exempt.
 //! * **The invalid-request ban** ([`BanConfig`]): N responses of 401, 403 or non-shared 429 from one IP
-//!   within a window ban it; then every request gets a Cloudflare-style 429 with no `X-RateLimit-*` and no
+//!   within a window ban it (every 4xx of a route with [`RouteConfig::errors_count_as_invalid`], such as a
+//!   deleted webhook's 404s); then every request gets a Cloudflare-style 429 with no `X-RateLimit-*` and no
 //!   `Via` header.
 //! * **Hashes that move**: a route can rotate its reported hash over one counter
 //!   ([`RouteConfig::alternate_hashes`], dapi#1295) or pick its bucket by the age of a snowflake in the path
