@@ -64,7 +64,7 @@
 //! * Single node: `redis://host:port/db`, unix sockets (`redis+unix:///path` or `unix:///path`), through a
 //!   [`ConnectionManager`] that multiplexes every call over one connection and
 //!   reconnects on its own. `rediss://` works when the application enables one of redis-rs's TLS features
-//!   (e.g. `redis = { version = "1.2", features = ["tokio-rustls-comp"] }`); this crate does not force a
+//!   (e.g. `redis = { version = "1.8", features = ["tokio-rustls-comp"] }`); this crate does not force a
 //!   TLS stack on everyone.
 //! * Redis Cluster: [`RedisStoreBuilder::connect_cluster`] (redis-rs `cluster-async`), tested against a
 //!   local 3-master cluster.
