@@ -209,5 +209,8 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     overhead(&mut c);
     c.final_summary();
-    utilisation();
+    // Set RATELIMIT_BENCH_NO_SIM=1 to measure only the added latency.
+    if std::env::var_os("RATELIMIT_BENCH_NO_SIM").is_none() {
+        utilisation();
+    }
 }

@@ -34,11 +34,14 @@ impl Default for Caps {
 }
 
 /// Reads a header as trimmed visible ASCII, `None` if absent, repeated with different values, or not text.
-pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub fn header_str<'a, K>(headers: &'a HeaderMap, name: K) -> Option<&'a str>
+where
+    K: http::header::AsHeaderName + Copy + std::fmt::Debug,
+{
     let mut values = headers.get_all(name).iter();
     let first = values.next()?;
     if values.any(|v| v != first) {
-        tracing::debug!(header = name, "conflicting repeated header ignored");
+        tracing::debug!(header = ?name, "conflicting repeated header ignored");
         return None;
     }
     first.to_str().ok().map(str::trim)

@@ -79,7 +79,7 @@ mod middleware {
 
     use crate::layer::MAX_OBSERVED_BODY;
     use crate::profile::Profile;
-    use crate::scheduler::{body_fingerprint, Next as Verdict};
+    use crate::scheduler::Next as Verdict;
     use crate::{Error, Limiter};
 
     /// The client rate limiter as a [`reqwest_middleware::Middleware`].
@@ -134,9 +134,6 @@ mod middleware {
                 .body()
                 .and_then(reqwest::Body::as_bytes)
                 .map(<[u8]>::to_vec);
-            if limiter.needs_fingerprint(&ticket) {
-                ticket.fingerprint = body_fingerprint(req_body.as_deref());
-            }
             let mut original = Some(req);
             let (mut limit_tries, mut error_tries) = (0u32, 0u32);
             let mut last_status = None;
@@ -146,7 +143,10 @@ mod middleware {
                         status: last_status,
                     }));
                 };
-                let permit = limiter.acquire(&ticket, deadline).await.map_err(mw)?;
+                let permit = limiter
+                    .acquire(&mut ticket, req_body.as_deref(), deadline)
+                    .await
+                    .map_err(mw)?;
                 let attempt = match template.try_clone() {
                     Some(r) => r,
                     None => match original.take() {
@@ -191,18 +191,13 @@ mod middleware {
                 ) {
                     Verdict::Done => return Ok(resp),
                     Verdict::Fail(e) => return Err(mw(e)),
-                    Verdict::Retry { backoff } => {
-                        match backoff {
-                            Some(wait) => {
-                                error_tries += 1;
-                                tokio::time::sleep(std::time::Duration::from_micros(wait)).await;
-                            }
-                            None => limit_tries += 1,
+                    Verdict::Retry { backoff } => match backoff {
+                        Some(wait) => {
+                            error_tries += 1;
+                            tokio::time::sleep(std::time::Duration::from_micros(wait)).await;
                         }
-                        if ticket.fingerprint == 0 && limiter.needs_fingerprint(&ticket) {
-                            ticket.fingerprint = body_fingerprint(req_body.as_deref());
-                        }
-                    }
+                        None => limit_tries += 1,
+                    },
                 }
             }
         }

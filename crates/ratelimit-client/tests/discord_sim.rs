@@ -426,3 +426,44 @@ async fn server_errors_are_retried_with_a_bound() {
     assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
     assert_eq!(sim.stats().requests, 3, "one try and two retries");
 }
+
+#[cfg(feature = "reqwest-middleware")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reqwest_middleware_schedules_the_same_way() {
+    use ratelimit_client::reqwest::RateLimitMiddleware;
+
+    let config = SimConfig::empty().route(RouteConfig::new(
+        Method::POST,
+        "/channels/{channel_id}/messages",
+        "m1dd1e",
+        Limit::fixed(5, Duration::from_millis(300)),
+    ));
+    let sim = Simulator::start(config).await.unwrap();
+    let limiter = limiter_for(sim.config());
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(RateLimitMiddleware::new(limiter.clone()))
+        .build();
+    let base = sim.base_url();
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let client = client.clone();
+            let url = format!("{base}/channels/{}/messages", 1 + i % 2);
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .header("authorization", format!("Bot {DEFAULT_TOKEN}"))
+                    .body("{}")
+                    .send()
+                    .await
+                    .map(|r| r.status())
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert!(t.await.unwrap().unwrap().is_success());
+    }
+    let s = sim.stats();
+    assert_eq!(s.non_shared_429(), 0, "{s:#?}");
+    assert_eq!(s.success, 24);
+    assert_eq!(limiter.snapshot().buckets.len(), 2);
+}

@@ -9,7 +9,7 @@ use tower_service::Service;
 use super::ResponseFuture;
 use crate::body::{ReplayBody, ResponseBody};
 use crate::profile::Profile;
-use crate::scheduler::{body_fingerprint, Next};
+use crate::scheduler::Next;
 use crate::{BoxError, Error, Limiter};
 
 /// Largest response body read to observe a limit (a Discord 429 body is ~100 bytes).
@@ -87,9 +87,6 @@ where
     let (parts, body) = req.into_parts();
     let mut ticket = limiter.ticket(&parts.method, &parts.uri, &parts.headers, &parts.extensions);
     let deadline = limiter.deadline(&parts.extensions, limiter.now());
-    if limiter.needs_fingerprint(&ticket) {
-        ticket.fingerprint = body_fingerprint(body.bytes());
-    }
     let mut body = Some(body);
     let (mut limit_tries, mut error_tries) = (0u32, 0u32);
     let mut last_status = None;
@@ -99,7 +96,13 @@ where
                 status: last_status,
             });
         }
-        let permit = limiter.acquire(&ticket, deadline).await?;
+        let permit = limiter
+            .acquire(
+                &mut ticket,
+                body.as_ref().and_then(ReplayBody::bytes),
+                deadline,
+            )
+            .await?;
         let attempt_body = match body.as_ref().and_then(ReplayBody::try_clone_body) {
             Some(copy) => copy,
             None => match body.take() {
@@ -172,11 +175,6 @@ where
                         tokio::time::sleep(std::time::Duration::from_micros(wait)).await;
                     }
                     None => limit_tries += 1,
-                }
-                // A sub-limit may have been learned from this very response: the retry must wait in its lane.
-                if ticket.fingerprint == 0 && limiter.needs_fingerprint(&ticket) {
-                    ticket.fingerprint =
-                        body_fingerprint(body.as_ref().and_then(ReplayBody::bytes));
                 }
             }
         }

@@ -32,7 +32,7 @@
 use std::hash::{BuildHasher, Hasher};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::{HeaderMap, Method, StatusCode, Uri};
+use http::{HeaderMap, HeaderName, Method, StatusCode, Uri};
 
 use super::{is_transient, BucketInfo, Lane, Limited, Observation, Profile, Route, Scope};
 use crate::parse::{cap, float_seconds, header_str, parse_seconds, parse_u64, Caps};
@@ -41,6 +41,14 @@ use crate::parse::{cap, float_seconds, header_str, parse_seconds, parse_u64, Cap
 const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
 /// Interaction tokens are base64 of `interaction:…`.
 const INTERACTION_TOKEN_PREFIX: &str = "aW50ZXJhY3Rpb24";
+// Header names, built once: looking a header up by `&str` parses the name on every call.
+const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const RESET_AFTER: HeaderName = HeaderName::from_static("x-ratelimit-reset-after");
+const BUCKET: HeaderName = HeaderName::from_static("x-ratelimit-bucket");
+const SCOPE: HeaderName = HeaderName::from_static("x-ratelimit-scope");
+const GLOBAL: HeaderName = HeaderName::from_static("x-ratelimit-global");
+
 /// A bucket hash longer than this is not a Discord hash; it is ignored.
 const MAX_HASH_LEN: usize = 64;
 
@@ -237,11 +245,11 @@ pub(crate) fn parse_limit_body(body: &[u8]) -> LimitBody {
 
 /// Reads the bucket headers of a Discord response (on any status).
 pub(crate) fn parse_bucket(headers: &HeaderMap, caps: &Caps) -> Option<BucketInfo> {
-    let limit = header_str(headers, "x-ratelimit-limit").and_then(parse_u64);
-    let remaining = header_str(headers, "x-ratelimit-remaining").and_then(parse_u64);
-    let reset_after = header_str(headers, "x-ratelimit-reset-after").and_then(parse_seconds);
+    let limit = header_str(headers, &LIMIT).and_then(parse_u64);
+    let remaining = header_str(headers, &REMAINING).and_then(parse_u64);
+    let reset_after = header_str(headers, &RESET_AFTER).and_then(parse_seconds);
     let (Some(limit), Some(remaining), Some(reset_after)) = (limit, remaining, reset_after) else {
-        if has_ratelimit_headers(headers) && header_str(headers, "x-ratelimit-limit").is_some() {
+        if has_ratelimit_headers(headers) && header_str(headers, &LIMIT).is_some() {
             tracing::warn!("malformed Discord bucket headers ignored");
         }
         return None;
@@ -253,7 +261,7 @@ pub(crate) fn parse_bucket(headers: &HeaderMap, caps: &Caps) -> Option<BucketInf
     let limit = cap("x-ratelimit-limit", limit, caps.max_limit);
     let remaining = remaining.min(limit);
     let reset_after = cap("x-ratelimit-reset-after", reset_after, caps.max_reset);
-    let id = header_str(headers, "x-ratelimit-bucket").and_then(|h| {
+    let id = header_str(headers, &BUCKET).and_then(|h| {
         if h.is_empty()
             || h.len() > MAX_HASH_LEN
             || !h
@@ -310,10 +318,9 @@ impl Profile for Discord {
                 obs.invalid = true;
                 return obs;
             }
-            let scope_header =
-                header_str(headers, "x-ratelimit-scope").map(str::to_ascii_lowercase);
-            let global_header = header_str(headers, "x-ratelimit-global")
-                .is_some_and(|g| g.eq_ignore_ascii_case("true"));
+            let scope_header = header_str(headers, &SCOPE).map(str::to_ascii_lowercase);
+            let global_header =
+                header_str(headers, &GLOBAL).is_some_and(|g| g.eq_ignore_ascii_case("true"));
             let scope = match scope_header.as_deref() {
                 Some("global") => Scope::Global,
                 Some("shared") => Scope::Shared,

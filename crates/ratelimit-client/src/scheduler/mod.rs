@@ -307,20 +307,50 @@ impl<P: Profile> Limiter<P> {
             .map(|w| start.saturating_add(w))
     }
 
-    pub(crate) fn needs_fingerprint(&self, t: &Ticket) -> bool {
+    fn admitted(&self, grant: Grant, start: Micros, now: Micros) -> Permit<P> {
+        let waited = now.saturating_sub(start);
         self.inner
-            .core
-            .lock()
-            .has_sublimits(&t.route_key, self.now())
+            .stats
+            .waited_us
+            .fetch_add(waited, Ordering::Relaxed);
+        self.inner.stats.sent.fetch_add(1, Ordering::Relaxed);
+        if waited > 0 {
+            metrics::histogram!("ratelimit_client_wait_seconds").record(waited as f64 / 1e6);
+        }
+        Permit {
+            limiter: self.clone(),
+            grant: Some(grant),
+        }
     }
 
-    /// Waits until the request may be sent, or fails.
+    /// Waits until the request may be sent, or fails. `body` is read only on routes with an active sub-limit
+    /// (to tell which requests it holds).
     pub(crate) async fn acquire(
         &self,
-        t: &Ticket,
+        t: &mut Ticket,
+        body: Option<&[u8]>,
         deadline: Option<Micros>,
     ) -> Result<Permit<P>, Error> {
         let start = self.now();
+        // Fast path, under one lock: nothing queued ahead and room now means no queue entry, no notifier.
+        {
+            let mut core = self.inner.core.lock();
+            if t.fingerprint == 0 && core.has_sublimits(&t.route_key, start) {
+                t.fingerprint = body_fingerprint(body);
+            }
+            if core.sublimit_until(t, start).is_none() {
+                core.ensure_route(t, start);
+                match core.try_admit(state::FAST_PATH, t, start) {
+                    Step::Admit(grant) => {
+                        drop(core);
+                        return Ok(self.admitted(grant, start, start));
+                    }
+                    Step::Fail(e) => return Err(e),
+                    Step::Wait { .. } | Step::Sublimit => {}
+                }
+            }
+        }
+        let t = &*t;
         loop {
             // Sub-limited requests wait in their own lane, outside the route's queue.
             let sub = self.inner.core.lock().sublimit_until(t, self.now());
@@ -345,20 +375,7 @@ impl<P: Profile> Limiter<P> {
                 match step {
                     Step::Admit(grant) => {
                         guard.armed = false;
-                        let waited = now.saturating_sub(start);
-                        self.inner
-                            .stats
-                            .waited_us
-                            .fetch_add(waited, Ordering::Relaxed);
-                        self.inner.stats.sent.fetch_add(1, Ordering::Relaxed);
-                        if waited > 0 {
-                            metrics::histogram!("ratelimit_client_wait_seconds")
-                                .record(waited as f64 / 1e6);
-                        }
-                        return Ok(Permit {
-                            limiter: self.clone(),
-                            grant: Some(grant),
-                        });
+                        return Ok(self.admitted(grant, start, now));
                     }
                     Step::Fail(e) => return Err(e),
                     Step::Sublimit => {

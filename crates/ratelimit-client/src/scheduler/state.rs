@@ -35,6 +35,9 @@ use crate::profile::{BucketInfo, Lane, Observation, Scope};
 
 pub(crate) type WaiterId = u64;
 
+/// The waiter id of a request that is not queued: it may be admitted only if nobody is waiting.
+pub(crate) const FAST_PATH: WaiterId = 0;
+
 /// What the caller knows about one request when it asks to be admitted.
 #[derive(Debug, Clone)]
 pub(crate) struct Ticket {
@@ -372,10 +375,8 @@ impl Core {
             .max()
     }
 
-    /// Puts a request at the back of its route's lane.
-    pub(crate) fn enqueue(&mut self, t: &Ticket, notify: Arc<Notify>, now: Micros) -> WaiterId {
-        self.next_waiter += 1;
-        let id = self.next_waiter;
+    /// Creates the route's state if it is new.
+    pub(crate) fn ensure_route(&mut self, t: &Ticket, now: Micros) {
         if !self.routes.contains_key(&t.route_key) {
             self.evict_routes(now);
             let counters = self.link_known(t);
@@ -395,6 +396,13 @@ impl Core {
                 },
             );
         }
+    }
+
+    /// Puts a request at the back of its route's lane.
+    pub(crate) fn enqueue(&mut self, t: &Ticket, notify: Arc<Notify>, now: Micros) -> WaiterId {
+        self.next_waiter += 1;
+        let id = self.next_waiter;
+        self.ensure_route(t, now);
         if let Some(r) = self.routes.get_mut(&t.route_key) {
             r.queue[t.lane.index()].push_back((id, notify));
             r.last_used = now;
@@ -502,7 +510,12 @@ impl Core {
             route.wake_head();
             return Step::Sublimit;
         }
-        if route.head().is_none_or(|h| h.0 != id) {
+        let not_first = if id == FAST_PATH {
+            route.queued() > 0
+        } else {
+            route.head().is_none_or(|h| h.0 != id)
+        };
+        if not_first {
             return Step::Wait {
                 until: None,
                 bucket: t.route_key.to_string(),
@@ -786,6 +799,17 @@ impl Core {
             );
         }
         let until = obs.limited.map(|l| now.saturating_add(l.retry_after));
+        if obs.limited.is_some_and(|l| l.scope != Scope::User) {
+            // A global or shared 429 was not counted by the bucket: give its slot back (the headers, read
+            // next, still cap it by the true remaining).
+            for gc in &g.counters {
+                if let Some(c) = self.counters.get_mut(&gc.key) {
+                    if c.window == gc.window {
+                        c.avail = (c.avail + 1).min(c.limit.saturating_sub(u64::from(c.in_flight)));
+                    }
+                }
+            }
+        }
         if let Some(l) = obs.limited.filter(|l| l.scope == Scope::Global) {
             let ts = self.token(g.token);
             ts.locked_until = ts.locked_until.max(now.saturating_add(l.retry_after));
@@ -895,13 +919,34 @@ impl Core {
         now: Micros,
     ) -> Option<Arc<str>> {
         let route = self.routes.get(&g.route_key)?;
+        // The common case, a response for a counter the route already uses: found by hash, no key built.
+        let known = route.counters.iter().find(|k| {
+            self.counters
+                .get(*k)
+                .is_some_and(|c| match (&c.hash, &b.id) {
+                    (Some(h), Some(id)) => **h == **id,
+                    _ => false,
+                })
+        });
         let (template, major, token) = (route.template.clone(), route.major.clone(), route.token);
-        let hash: Arc<str> = match &b.id {
-            Some(h) => h.as_str().into(),
-            None => format!("route:{template}").into(),
+        let (hash, key): (Arc<str>, Arc<str>) = match known {
+            Some(k) => (
+                self.counters
+                    .get(k)
+                    .and_then(|c| c.hash.clone())
+                    .unwrap_or_else(|| "".into()),
+                k.clone(),
+            ),
+            None => {
+                let hash: Arc<str> = match &b.id {
+                    Some(h) => h.as_str().into(),
+                    None => format!("route:{template}").into(),
+                };
+                let key = self.counter_key(token, &hash, &template, &major);
+                (hash, key)
+            }
         };
-        let key = self.counter_key(token, &hash, &template, &major);
-        let linked = route.counters.contains(&key);
+        let linked = known.is_some() || route.counters.contains(&key);
         if !linked {
             // A new hash for this route: learn it (a probe), a changed hash, or a layered limit on a 429.
             if !self.counters.contains_key(&key) {
