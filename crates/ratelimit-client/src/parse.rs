@@ -34,7 +34,7 @@ impl Default for Caps {
 }
 
 /// Reads a header as trimmed visible ASCII, `None` if absent, repeated with different values, or not text.
-pub fn header_str<'a, K>(headers: &'a HeaderMap, name: K) -> Option<&'a str>
+pub fn header_str<K>(headers: &HeaderMap, name: K) -> Option<&str>
 where
     K: http::header::AsHeaderName + Copy + std::fmt::Debug,
 {
