@@ -76,10 +76,10 @@ fn t_of(s: &Status) -> Option<u64> {
     }
 }
 
-/// One header value under construction: on the stack (512 bytes covers several policies), spilling to
+/// One header value under construction: on the stack (256 bytes covers a few policies), spilling to
 /// the heap only for very long lists. Turning it into a `HeaderValue` is the one allocation.
 pub(crate) struct Buf {
-    stack: [u8; 512],
+    stack: [u8; 256],
     len: usize,
     heap: Vec<u8>,
 }
@@ -87,7 +87,7 @@ pub(crate) struct Buf {
 impl Buf {
     pub(crate) fn new() -> Self {
         Buf {
-            stack: [0; 512],
+            stack: [0; 256],
             len: 0,
             heap: Vec::new(),
         }

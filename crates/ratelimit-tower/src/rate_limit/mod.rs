@@ -115,7 +115,8 @@ pub(crate) struct Shared<S> {
 pub(crate) struct Emit {
     ratelimit: Option<HeaderValue>,
     policy: Option<HeaderValue>,
-    legacy: Option<[HeaderValue; 3]>,
+    /// Boxed: legacy mode is opt-in, and keeping `Emit` small keeps the response future small.
+    legacy: Option<Box<[HeaderValue; 3]>>,
 }
 
 static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
@@ -134,7 +135,8 @@ impl Emit {
         if let Some(v) = self.policy {
             headers.append(RATELIMIT_POLICY.clone(), v);
         }
-        if let Some([l, r, t]) = self.legacy {
+        if let Some(legacy) = self.legacy {
+            let [l, r, t] = *legacy;
             headers.insert(X_LIMIT.clone(), l);
             headers.insert(X_REMAINING.clone(), r);
             headers.insert(X_RESET.clone(), t);
@@ -376,24 +378,27 @@ where
         cost: u64,
         checked: Result<Checked, StoreError>,
     ) -> Action {
-        let checked = match checked {
+        // Decisions are a few hundred bytes: work on references, copy nothing.
+        let checked = match &checked {
             Ok(c) => c,
             Err(e) => return self.store_error(e, key),
         };
         let cfg = &self.cfg;
         // Which (set, decision) limited, if any.
         let (limited_by, limited) = match (&checked.global, global) {
-            (Some(g), Some(ge)) if !g.is_allowed() => (Some(ge), Some(*g)),
-            _ if !checked.primary.is_allowed() => (Some(entry), Some(checked.primary)),
+            (Some(g), Some(ge)) if !g.is_allowed() => (Some(ge), Some(g)),
+            _ if !checked.primary.is_allowed() => (Some(entry), Some(&checked.primary)),
             _ => (None, None),
         };
         // When the global cap rejected, the client's charge was refunded: report what it has again.
+        let refunded_primary;
         let primary = if limited_by.is_some() && checked.global.is_some() {
-            refunded(&checked.primary, cost)
+            refunded_primary = refunded(&checked.primary, cost);
+            &refunded_primary
         } else {
-            checked.primary
+            &checked.primary
         };
-        let primary_part: Part<'_> = (&entry.set, &primary);
+        let primary_part: Part<'_> = (&entry.set, primary);
         let global_part: Option<Part<'_>> = match (&checked.global, global) {
             (Some(g), Some(ge)) => Some((&ge.set, g)),
             _ => None,
@@ -415,7 +420,7 @@ where
                 observe::count!("limited");
                 metrics::counter!("ratelimit_rejections_total", "policy" => binding_name.to_owned())
                     .increment(1);
-                let retry_after = headers::retry_after_secs(&ld);
+                let retry_after = headers::retry_after_secs(ld);
                 tracing::info!(
                     policy = binding_name,
                     tier = &*entry.name,
@@ -424,7 +429,7 @@ where
                     "rate limit exceeded"
                 );
                 let rej = Rejection {
-                    decision: &ld,
+                    decision: ld,
                     set: &le.set,
                     tier: if std::ptr::eq(le, entry) {
                         &entry.name
@@ -444,7 +449,7 @@ where
                 if !h.contains_key(CACHE_CONTROL) {
                     h.insert(CACHE_CONTROL, NO_STORE.clone());
                 }
-                self.emit(entry, primary_part, global_part, key, Some((le, &ld)))
+                self.emit(entry, primary_part, global_part, key, Some((le, ld)))
                     .apply(h);
                 Action::Respond(res)
             }
@@ -545,16 +550,16 @@ where
                     headers::ceil_secs(now) + reset
                 }
             };
-            emit.legacy = Some([
+            emit.legacy = Some(Box::new([
                 headers::int_value(s.limit),
                 headers::int_value(s.remaining),
                 headers::int_value(reset),
-            ]);
+            ]));
         }
         emit
     }
 
-    fn store_error(&self, e: StoreError, key: &KeyBuf) -> Action {
+    fn store_error(&self, e: &StoreError, key: &KeyBuf) -> Action {
         observe::count!("store_error");
         match self.cfg.on_store_error {
             OnStoreError::FailOpen => {
