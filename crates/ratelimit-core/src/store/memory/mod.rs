@@ -232,7 +232,7 @@ impl<K: Hash + Eq, R: Rule, C: Clock> MemoryStore<K, R, C> {
     }
 
     /// Checks `cost` for `key` at the clock's current time.
-    #[inline]
+    #[inline(always)]
     pub fn check<Q>(&self, rule: &R, key: &Q, cost: u64) -> Result<Decision, StoreError>
     where
         K: Borrow<Q>,
@@ -242,7 +242,7 @@ impl<K: Hash + Eq, R: Rule, C: Clock> MemoryStore<K, R, C> {
     }
 
     /// Checks `cost` for `key` at time `now` (µs on this store's clock).
-    #[inline]
+    #[inline(always)]
     pub fn check_at<Q>(
         &self,
         rule: &R,
