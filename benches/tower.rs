@@ -9,6 +9,8 @@
 //!
 //! ```sh
 //! cargo bench --bench tower
+//! TOWER_BENCH_LOOP=1 target/release/deps/tower-* --bench      # plain timing loop, no criterion
+//! TOWER_BENCH_SERVE=ours target/release/deps/tower-* --bench  # axum hello-world on 127.0.0.1:3999 for wrk
 //! ```
 
 use std::convert::Infallible;
@@ -160,8 +162,49 @@ where
     println!("{name:<45} {best:>8.1} ns/request (best of 5 x {n})");
 }
 
+/// Serves an axum hello-world on `addr` with the layer `which` (`none`, `governor`, `ours`), for an
+/// end-to-end load test with wrk; runs until killed.
+fn serve(which: &str, addr: &str) {
+    use axum::routing::get;
+    let app = axum::Router::new().route("/", get(|| async { "hello" }));
+    let app = match which {
+        "none" => app,
+        "governor" => {
+            let gov = tower_governor::governor::GovernorConfigBuilder::default()
+                .period(Duration::from_nanos(3_600))
+                .burst_size(1_000_000_000)
+                .finish()
+                .unwrap_or_else(|| panic!("governor config"));
+            app.layer(tower_governor::GovernorLayer::new(Arc::new(gov)))
+        }
+        "ours" => app.layer(ours(true, true)),
+        other => panic!("unknown layer {other:?}: use none, governor or ours"),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    });
+}
+
 /// Runs every row (criterion's command-line arguments apply, e.g. a filter).
 fn main() {
+    if let Some(which) = std::env::var_os("TOWER_BENCH_SERVE") {
+        let addr =
+            std::env::var("TOWER_BENCH_ADDR").unwrap_or_else(|_| "127.0.0.1:3999".to_owned());
+        serve(&which.to_string_lossy(), &addr);
+        return;
+    }
     if let Some(only) = std::env::var_os("TOWER_BENCH_LOOP") {
         if only == "ours" {
             plain_loop("loop/ours_ietf_headers", ours(true, true).layer(inner()));
