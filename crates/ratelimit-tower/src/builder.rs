@@ -55,6 +55,9 @@ pub enum ConfigError {
         "an empty method list would exempt every request: omit .methods(..) to limit every method"
     )]
     NoMethods,
+    /// A shaping (delaying) policy: the layer admits or rejects, it never holds requests back.
+    #[error("policy {0:?} is a shaper (leaky bucket as a queue), but the layer never delays requests: use gcra, token_bucket or leaky_bucket (meter) instead")]
+    Shaper(String),
 }
 
 /// Builds a [`RateLimitLayer`]; from [`RateLimitLayer::builder`] (in-memory store) or
@@ -369,6 +372,19 @@ impl<S> RateLimitBuilder<S> {
         };
         if let Some(g) = self.global {
             tiers = tiers.global(g);
+        }
+        let sets = std::iter::once(tiers.default_policies())
+            .chain(tiers.tier_names().filter_map(|n| tiers.tier_policies(n)))
+            .chain(tiers.global_policies());
+        for set in sets {
+            if let Some(p) = set.policies().iter().find(|p| {
+                matches!(
+                    p.algorithm().kind(),
+                    ratelimit_core::AlgorithmKind::Shaper { .. }
+                )
+            }) {
+                return Err(ConfigError::Shaper(p.name().to_owned()));
+            }
         }
         let skip: Option<SkipFn> = match self.skip.len() {
             0 => None,

@@ -227,7 +227,8 @@ impl TierTable {
 
 /// Changes the tier table of a running layer (and of every service it made); from
 /// [`RateLimitLayer::tiers`](crate::RateLimitLayer::tiers). Changes apply to the next request; counters
-/// are kept.
+/// are kept. Unlike [`RateLimitBuilder::build`](crate::RateLimitBuilder::build), these setters cannot
+/// refuse a shaping policy: its delay is not applied (the layer admits or rejects, it never waits).
 #[derive(Clone)]
 pub struct TiersHandle {
     pub(crate) table: Arc<ArcSwap<TierTable>>,

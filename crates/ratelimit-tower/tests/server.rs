@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::routing;
 use axum::{Extension, Router};
 use http::{Method, StatusCode};
-use ratelimit_core::MemoryStore;
+use ratelimit_core::{MemoryStore, Policy, Quota};
 use ratelimit_tower::key::{
     ApiKey, ClientIp, ForwardedHeader, Global, KeyExtractorExt, TrustedProxies, User, UserId,
 };
@@ -819,4 +819,68 @@ async fn a_plain_tower_stack_shares_state_across_clones() {
         ]
     );
     let _ = Arc::new(());
+}
+
+#[test]
+fn invalid_configurations_are_rejected_with_a_message_that_says_what_to_change() {
+    use ratelimit_tower::ConfigError;
+    let shaper = Policy::shaper(
+        "queue",
+        Quota::per_second(5).build().unwrap(),
+        std::time::Duration::from_secs(1),
+    )
+    .unwrap();
+    let cases: Vec<(Result<RateLimitLayer, ConfigError>, &str)> = vec![
+        (RateLimitLayer::builder().build(), ".policies(set)"),
+        (
+            RateLimitLayer::builder()
+                .policy(per_hour("h", 1))
+                .cost(0)
+                .build(),
+            ".skip",
+        ),
+        (
+            RateLimitLayer::builder()
+                .policy(per_hour("h", 1))
+                .scope("")
+                .build(),
+            "1 to 32 bytes",
+        ),
+        (
+            RateLimitLayer::builder()
+                .policy(per_hour("h", 1))
+                .soft_limit_percent(150)
+                .build(),
+            "1 to 100",
+        ),
+        (
+            RateLimitLayer::builder()
+                .policy(per_hour("h", 1))
+                .methods([])
+                .build(),
+            "omit .methods",
+        ),
+        (
+            RateLimitLayer::builder()
+                .policy(per_hour("h", 1))
+                .policy(per_hour("h", 2))
+                .build(),
+            "twice",
+        ),
+        (
+            RateLimitLayer::builder().policy(shaper).build(),
+            "never delays",
+        ),
+        (
+            RateLimitLayer::builder()
+                .policy(per_hour("h", 1))
+                .tiers(Tiers::new(set([per_hour("h", 1)])))
+                .build(),
+            "default tier",
+        ),
+    ];
+    for (result, hint) in cases {
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains(hint), "{err:?} should mention {hint:?}");
+    }
 }
