@@ -47,12 +47,16 @@ fn request() -> Request<Full<Bytes>> {
         .expect("valid request")
 }
 
-/// A Discord-like upstream: a bucket so large, with a window so short, that nothing ever waits.
+/// A Discord-like upstream with a fixed 100 ms window: `Reset-After` counts down to the next boundary, and
+/// the bucket is so large that nothing ever waits.
 async fn upstream(_req: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, Infallible> {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let elapsed = START.get_or_init(Instant::now).elapsed().as_micros() as u64;
+    let reset_after_ms = 100 - (elapsed / 1000) % 100;
     Ok(Response::builder()
         .header("x-ratelimit-limit", "1000000")
         .header("x-ratelimit-remaining", "999999")
-        .header("x-ratelimit-reset-after", "0.050")
+        .header("x-ratelimit-reset-after", format!("0.{reset_after_ms:03}"))
         .header("x-ratelimit-bucket", "41f9cd5d28af77da04563bcb1d67fdfd")
         .header("via", "1.1 google")
         .body(Full::new(Bytes::new()))

@@ -70,6 +70,8 @@ pub(crate) struct GrantCounter {
     window: u64,
     done_at_send: u32,
     first_half: bool,
+    /// Admission sequence on this counter, to tell the newest response from older ones.
+    seq: u64,
 }
 
 /// The result of one admission attempt.
@@ -121,6 +123,9 @@ struct Counter {
     done: u32,
     routes: Vec<Arc<str>>,
     last_used: Micros,
+    /// Admissions so far, and the newest admission whose response has been applied.
+    sent_seq: u64,
+    applied_seq: u64,
 }
 
 impl Counter {
@@ -140,6 +145,8 @@ impl Counter {
             done: 1,
             routes: Vec::new(),
             last_used: now,
+            sent_seq: 0,
+            applied_seq: 0,
         }
     }
 
@@ -640,11 +647,13 @@ impl Core {
                 let first_half = c
                     .reset_at
                     .is_some_and(|r| now.saturating_add(c.period / 2) < r);
+                c.sent_seq += 1;
                 counters.push(GrantCounter {
                     key: key.clone(),
                     window: c.window,
                     done_at_send: c.done,
                     first_half,
+                    seq: c.sent_seq,
                 });
             }
         }
@@ -1039,10 +1048,32 @@ impl Core {
                 return self.split(g, b, &hash, &template, &major, now);
             }
         }
-        c.avail = c
-            .avail
-            .min(b.remaining.saturating_sub(u64::from(c.in_flight)));
-        c.reset_at = Some(c.reset_at.map_or(new_reset, |r| r.max(new_reset)));
+        // The upstream opened a new window before ours ended (our reset is late by the return trip, and
+        // requests sent in that gap open the next window): its reset lies a good part of a window beyond ours.
+        // Trust the fresh count, but only from the newest response: an older one may predate admissions
+        // that have since been answered and are no longer in flight.
+        // (Routes grouped under one hash may still keep separate counts: no jump for groups.)
+        let newest = gc.is_none_or(|gc| gc.seq > c.applied_seq) && c.routes.len() <= 1;
+        let jumped = newest
+            && c.reset_at
+                .is_some_and(|r| new_reset > r.saturating_add(c.period / 2).max(r + 1));
+        if let Some(gc) = gc {
+            c.applied_seq = c.applied_seq.max(gc.seq);
+        }
+        if jumped {
+            c.window += 1;
+            c.rolled_at = now;
+            c.cur_in_flight = 0;
+            c.done = 0;
+            c.probe_next = false;
+            c.avail = b.remaining.saturating_sub(u64::from(c.in_flight));
+            c.reset_at = Some(new_reset);
+        } else {
+            c.avail = c
+                .avail
+                .min(b.remaining.saturating_sub(u64::from(c.in_flight)));
+            c.reset_at = Some(c.reset_at.map_or(new_reset, |r| r.max(new_reset)));
+        }
         if b.remaining + 1 >= b.limit || c.period == 0 {
             c.period = c.period.max(b.reset_after);
         }
@@ -1331,6 +1362,26 @@ mod tests {
         assert!(try_send(&mut c, &t, 4).is_err());
         let snap = c.snapshot(4);
         assert_eq!(snap.buckets[0].available, 0);
+    }
+
+    #[test]
+    fn a_window_the_upstream_opened_early_is_followed_from_the_newest_response_only() {
+        let mut c = core();
+        let t = ticket("GET /big", "");
+        let probe = try_send(&mut c, &t, 0).unwrap();
+        c.complete(&probe, &bucket("b", 100, 99, S), 0, 0);
+        let old = try_send(&mut c, &t, 10).unwrap();
+        let new = try_send(&mut c, &t, 20).unwrap();
+        // Our window ends at 1 s; the newest response says a new window opened (reset 1.9 s, 98 left).
+        c.complete(&new, &bucket("b", 100, 98, 900_000 + S / 2), 0, S / 2);
+        let snap = c.snapshot(S / 2);
+        assert_eq!(
+            snap.buckets[0].available, 97,
+            "98 left minus the one still in flight"
+        );
+        // An older response claiming more is not trusted.
+        c.complete(&old, &bucket("b", 100, 99, 900_000 + S / 2), 0, S / 2);
+        assert!(c.snapshot(S / 2).buckets[0].available <= 98);
     }
 
     #[test]
