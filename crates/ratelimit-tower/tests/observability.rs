@@ -1,0 +1,265 @@
+//! Observability: tracing events (one-time misconfiguration warnings, rejections at info with a hashed key
+//! and never the raw API key) and metrics (outcome counters, decision-latency histogram). Both are
+//! captured with thread-local collectors while the service is driven on this thread.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use ratelimit_core::{Policy, PolicySet, Quota};
+use ratelimit_tower::key::{ApiKey, ClientIp, PeerAddr};
+use ratelimit_tower::RateLimitLayer;
+use tower::{Layer, Service};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Level, Metadata as TMeta, Subscriber};
+
+/// Records every event as "LEVEL message field=value …".
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<(Level, String)>>>);
+
+struct Line<'a>(&'a mut String);
+
+impl Visit for Line<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let _ = write!(self.0, " {}={:?}", field.name(), value);
+    }
+}
+
+impl Subscriber for Capture {
+    fn enabled(&self, _: &TMeta<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &Attributes<'_>) -> Id {
+        Id::from_u64(1)
+    }
+    fn record(&self, _: &Id, _: &Record<'_>) {}
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+    fn event(&self, event: &Event<'_>) {
+        let mut s = String::new();
+        event.record(&mut Line(&mut s));
+        self.0.lock().unwrap().push((*event.metadata().level(), s));
+    }
+    fn enter(&self, _: &Id) {}
+    fn exit(&self, _: &Id) {}
+}
+
+impl Capture {
+    fn events(&self, level: Level, needle: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(l, s)| *l == level && s.contains(needle))
+            .count()
+    }
+    fn all(&self) -> String {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, s)| s.clone())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Counts counter increments and histogram records by rendered key.
+#[derive(Default)]
+struct Metrics(Arc<Mutex<HashMap<String, f64>>>);
+
+struct Handle(Arc<Mutex<HashMap<String, f64>>>, String);
+
+impl metrics::CounterFn for Handle {
+    fn increment(&self, v: u64) {
+        *self.0.lock().unwrap().entry(self.1.clone()).or_default() += v as f64;
+    }
+    fn absolute(&self, _: u64) {}
+}
+
+impl metrics::HistogramFn for Handle {
+    fn record(&self, _: f64) {
+        *self.0.lock().unwrap().entry(self.1.clone()).or_default() += 1.0;
+    }
+}
+
+fn render(key: &Key) -> String {
+    let mut s = key.name().to_owned();
+    for l in key.labels() {
+        let _ = write!(s, ",{}={}", l.key(), l.value());
+    }
+    s
+}
+
+impl Recorder for Metrics {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        Counter::from_arc(Arc::new(Handle(self.0.clone(), render(key))))
+    }
+    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::noop()
+    }
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::from_arc(Arc::new(Handle(self.0.clone(), render(key))))
+    }
+}
+
+impl Metrics {
+    fn get(&self, key: &str) -> f64 {
+        self.0.lock().unwrap().get(key).copied().unwrap_or(0.0)
+    }
+}
+
+fn now<F: Future>(f: F) -> F::Output {
+    match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("not ready"),
+    }
+}
+
+fn service(
+    layer: RateLimitLayer,
+) -> impl Service<
+    Request<()>,
+    Response = Response<ratelimit_tower::ResponseBody<Full<Bytes>>>,
+    Error = Infallible,
+> {
+    layer.layer(tower::service_fn(|_req: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+    }))
+}
+
+fn one_policy(n: u64) -> PolicySet {
+    PolicySet::new([Policy::fixed_window("hourly", Quota::per_hour(n).build().unwrap()).unwrap()])
+        .unwrap()
+}
+
+fn request(headers: &[(&'static str, &str)], peer: bool) -> Request<()> {
+    let mut r = Request::new(());
+    for (k, v) in headers {
+        r.headers_mut().insert(*k, v.parse().unwrap());
+    }
+    if peer {
+        r.extensions_mut()
+            .insert(PeerAddr("192.0.2.7:1234".parse::<SocketAddr>().unwrap()));
+    }
+    r
+}
+
+#[test]
+fn rejections_log_the_policy_and_a_hashed_key_never_the_raw_api_key() {
+    let capture = Capture::default();
+    let layer = RateLimitLayer::builder()
+        .policies(one_policy(1))
+        .key(ApiKey::header("x-api-key"))
+        .partition_key(true)
+        .build()
+        .unwrap();
+    let mut svc = service(layer);
+    tracing::subscriber::with_default(capture.clone(), || {
+        let h = [("x-api-key", "sk_live_SECRETVALUE")];
+        assert_eq!(
+            now(svc.call(request(&h, true))).unwrap().status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            now(svc.call(request(&h, true))).unwrap().status(),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    });
+    assert_eq!(
+        capture.events(Level::INFO, "rate limit exceeded"),
+        1,
+        "{}",
+        capture.all()
+    );
+    assert_eq!(capture.events(Level::INFO, "policy=\"hourly\""), 1);
+    assert_eq!(capture.events(Level::DEBUG, "rate limit check passed"), 1);
+    assert!(capture.events(Level::INFO, " key=") == 1);
+    assert!(
+        !capture.all().contains("SECRET"),
+        "raw API key leaked into logs: {}",
+        capture.all()
+    );
+}
+
+#[test]
+fn misconfiguration_warnings_are_logged_once() {
+    let capture = Capture::default();
+    let layer = RateLimitLayer::builder()
+        .policies(one_policy(100))
+        .key(ClientIp::peer())
+        .build()
+        .unwrap();
+    let mut svc = service(layer);
+    tracing::subscriber::with_default(capture.clone(), || {
+        for _ in 0..3 {
+            let r = now(svc.call(request(&[("x-forwarded-for", "198.51.100.1")], true))).unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+        for _ in 0..3 {
+            let r = now(svc.call(request(&[], false))).unwrap();
+            assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        }
+    });
+    assert_eq!(
+        capture.events(Level::WARN, "trusted_proxies"),
+        1,
+        "{}",
+        capture.all()
+    );
+    assert_eq!(
+        capture.events(Level::ERROR, "into_make_service_with_connect_info"),
+        1,
+        "{}",
+        capture.all()
+    );
+}
+
+#[test]
+fn outcomes_are_counted_and_decisions_timed() {
+    let recorder = Metrics::default();
+    let layer = RateLimitLayer::builder()
+        .policies(one_policy(2))
+        .skip(|req| req.uri().path() == "/health")
+        .build()
+        .unwrap();
+    let mut svc = service(layer);
+    metrics::with_local_recorder(&recorder, || {
+        for _ in 0..3 {
+            now(svc.call(request(&[], true))).unwrap();
+        }
+        let mut health = request(&[], true);
+        *health.uri_mut() = "/health".parse().unwrap();
+        now(svc.call(health)).unwrap();
+    });
+    assert_eq!(
+        recorder.get("ratelimit_requests_total,outcome=allowed"),
+        2.0
+    );
+    assert_eq!(
+        recorder.get("ratelimit_requests_total,outcome=limited"),
+        1.0
+    );
+    assert_eq!(
+        recorder.get("ratelimit_requests_total,outcome=skipped"),
+        1.0
+    );
+    assert_eq!(
+        recorder.get("ratelimit_rejections_total,policy=hourly"),
+        1.0
+    );
+    assert_eq!(recorder.get("ratelimit_decision_seconds"), 3.0);
+}
