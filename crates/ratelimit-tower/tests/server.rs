@@ -884,3 +884,51 @@ fn invalid_configurations_are_rejected_with_a_message_that_says_what_to_change()
         assert!(err.contains(hint), "{err:?} should mention {hint:?}");
     }
 }
+
+#[tokio::test]
+async fn plain_hyper_server_with_a_peer_addr_extension() {
+    use hyper_util::rt::TokioIo;
+    use hyper_util::service::TowerToHyperService;
+    use ratelimit_tower::key::PeerAddr;
+    use tower::ServiceBuilder;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let layer = RateLimitLayer::new(set([per_hour("h", 2)]));
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = listener.accept().await.unwrap();
+            // A hyper accept loop records the peer address itself.
+            let svc = ServiceBuilder::new()
+                .map_request(move |mut req: http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(PeerAddr(peer));
+                    req
+                })
+                .layer(layer.clone())
+                .service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from("hi")),
+                    ))
+                });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
+                    .await;
+            });
+        }
+    });
+    let c = client();
+    let statuses = [
+        get(&c, addr, "/", &[]).await.status,
+        get(&c, addr, "/", &[]).await.status,
+        get(&c, addr, "/", &[]).await.status,
+    ];
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+}
