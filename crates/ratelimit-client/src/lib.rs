@@ -27,6 +27,19 @@
 //!   non-urgent work, then stops; a Cloudflare ban stops all traffic and probes with exponential backoff; a
 //!   401 stops the token. Deadlines ([`MaxWait`]) fail fast with [`Error::WouldWait`].
 //!
+//! ## Observability
+//!
+//! `tracing` events: `warn` on every upstream 429 (route, scope, wait), sub-limits, bans, invalid-budget
+//! thresholds and malformed headers; `info`/`debug` on hash learning, hash changes and counter splits.
+//! `metrics` counters and gauges (through the `metrics` facade, free when no recorder is installed):
+//! `ratelimit_client_429_total{scope}`, `ratelimit_client_responses_total{class}`,
+//! `ratelimit_client_wait_seconds{route}` (histogram), `ratelimit_client_deadline_total`,
+//! `ratelimit_client_sublimits_total`, `ratelimit_client_bans_total`, `ratelimit_client_unauthorized_total`,
+//! `ratelimit_client_invalid_requests` (gauge), `ratelimit_client_global_used` (gauge, share of the global
+//! limit in use), `ratelimit_client_hash_learned_total`, `ratelimit_client_hash_split_total`.
+//! [`Limiter::snapshot`] returns known buckets (limit, available, in flight, reset), routes (queued,
+//! sub-limits), global use per token, stopped tokens, the invalid-request count and any ban.
+//!
 //! ## Example
 //!
 //! ```

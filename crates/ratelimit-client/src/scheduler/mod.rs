@@ -307,7 +307,7 @@ impl<P: Profile> Limiter<P> {
             .map(|w| start.saturating_add(w))
     }
 
-    fn admitted(&self, grant: Grant, start: Micros, now: Micros) -> Permit<P> {
+    fn admitted(&self, grant: Grant, start: Micros, now: Micros, route: &str) -> Permit<P> {
         let waited = now.saturating_sub(start);
         self.inner
             .stats
@@ -315,7 +315,9 @@ impl<P: Profile> Limiter<P> {
             .fetch_add(waited, Ordering::Relaxed);
         self.inner.stats.sent.fetch_add(1, Ordering::Relaxed);
         if waited > 0 {
-            metrics::histogram!("ratelimit_client_wait_seconds").record(waited as f64 / 1e6);
+            // Labelled by route template (bounded), not by bucket key (one per channel or guild).
+            metrics::histogram!("ratelimit_client_wait_seconds", "route" => route.to_owned())
+                .record(waited as f64 / 1e6);
         }
         Permit {
             limiter: self.clone(),
@@ -343,7 +345,7 @@ impl<P: Profile> Limiter<P> {
                 match core.try_admit(state::FAST_PATH, t, start) {
                     Step::Admit(grant) => {
                         drop(core);
-                        return Ok(self.admitted(grant, start, start));
+                        return Ok(self.admitted(grant, start, start, &t.template));
                     }
                     Step::Fail(e) => return Err(e),
                     Step::Wait { .. } | Step::Sublimit => {}
@@ -375,7 +377,7 @@ impl<P: Profile> Limiter<P> {
                 match step {
                     Step::Admit(grant) => {
                         guard.armed = false;
-                        return Ok(self.admitted(grant, start, now));
+                        return Ok(self.admitted(grant, start, now, &t.template));
                     }
                     Step::Fail(e) => return Err(e),
                     Step::Sublimit => {

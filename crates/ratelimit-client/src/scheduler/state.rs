@@ -619,6 +619,8 @@ impl Core {
                 }
                 ts.waiting.remove(&t.seq);
                 ts.in_flight += 1;
+                metrics::gauge!("ratelimit_client_global_used")
+                    .set(ts.used(now, window) as f64 / f64::from(n));
                 if ts.used(now, window) < u64::from(n) {
                     ts.wake_first();
                 }
