@@ -233,3 +233,97 @@ async fn urgent_requests_overtake_bulk_ones_in_a_queue() {
         ]
     );
 }
+
+fn generic_upstream(
+    headers: Vec<(&'static str, String)>,
+) -> impl tower::Service<
+    Request<Full<Bytes>>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone {
+    service_fn(move |_req: Request<Full<Bytes>>| {
+        let headers = headers.clone();
+        async move {
+            let mut b = Response::builder();
+            for (k, v) in headers {
+                b = b.header(k, v);
+            }
+            Ok::<_, Infallible>(b.body(Full::new(Bytes::new())).unwrap())
+        }
+    })
+}
+
+#[tokio::test]
+async fn github_buckets_are_shared_by_resource_and_waited_for() {
+    let reset = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 60;
+    let svc = generic_upstream(vec![
+        ("x-ratelimit-limit", "5000".into()),
+        ("x-ratelimit-remaining", "0".into()),
+        ("x-ratelimit-reset", reset.to_string()),
+        ("x-ratelimit-resource", "core".into()),
+    ]);
+    let limiter = Limiter::new(GitHub::new());
+    let client = RateLimitLayer::new(limiter.clone()).layer(svc);
+    let req = |path: &str| {
+        let mut r = Request::get(format!("https://api.github.test{path}"))
+            .header("authorization", "token x")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        r.extensions_mut()
+            .insert(ratelimit_client::MaxWait(Duration::from_millis(50)));
+        r
+    };
+    assert!(client
+        .clone()
+        .oneshot(req("/repos/a/b"))
+        .await
+        .unwrap()
+        .status()
+        .is_success());
+    // The bucket is empty until the epoch reset, about a minute away: the next call fails fast.
+    match client.clone().oneshot(req("/repos/a/b")).await {
+        Err(Error::WouldWait { bucket, wait }) => {
+            assert!(bucket.contains("core"), "{bucket}");
+            assert!(wait > Duration::from_secs(50), "{wait:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn every_ietf_policy_binds_the_request() {
+    let svc = generic_upstream(vec![
+        (
+            "ratelimit-policy",
+            r#""burst";q=10;w=1, "day";q=1000;w=86400"#.into(),
+        ),
+        ("ratelimit", r#""burst";r=5;t=1, "day";r=0;t=3000"#.into()),
+    ]);
+    let limiter = Limiter::new(ratelimit_client::profile::Ietf::new());
+    let client = RateLimitLayer::new(limiter.clone()).layer(svc);
+    let req = || {
+        let mut r = Request::get("https://api.test/items/42")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        r.extensions_mut()
+            .insert(ratelimit_client::MaxWait(Duration::from_millis(50)));
+        r
+    };
+    assert!(client
+        .clone()
+        .oneshot(req())
+        .await
+        .unwrap()
+        .status()
+        .is_success());
+    match client.clone().oneshot(req()).await {
+        Err(Error::WouldWait { bucket, .. }) => assert!(bucket.contains("day"), "{bucket}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(limiter.snapshot().buckets.len(), 2);
+}
