@@ -206,9 +206,36 @@ fn main() {
         return;
     }
     if let Some(only) = std::env::var_os("TOWER_BENCH_LOOP") {
-        if only == "ours" {
-            plain_loop("loop/ours_ietf_headers", ours(true, true).layer(inner()));
-            return;
+        // One row alone (for callgrind: `TOWER_BENCH_LOOP=<row> valgrind --tool=callgrind ...`).
+        match only.to_str() {
+            Some("ours") => {
+                plain_loop("loop/ours_ietf_headers", ours(true, true).layer(inner()));
+                return;
+            }
+            Some("ours_no_histogram") => {
+                plain_loop(
+                    "loop/ours_ietf_headers_no_histogram",
+                    ours(false, true).layer(inner()),
+                );
+                return;
+            }
+            Some("none") => {
+                plain_loop("loop/no_layer", inner());
+                return;
+            }
+            Some("governor") => {
+                let gov = tower_governor::governor::GovernorConfigBuilder::default()
+                    .period(Duration::from_nanos(3_600))
+                    .burst_size(1_000_000_000)
+                    .finish()
+                    .unwrap_or_else(|| panic!("governor config"));
+                plain_loop(
+                    "loop/tower_governor",
+                    tower_governor::GovernorLayer::new(Arc::new(gov)).layer(inner()),
+                );
+                return;
+            }
+            _ => {}
         }
         plain_loop("loop/no_layer", inner());
         let gov = tower_governor::governor::GovernorConfigBuilder::default()

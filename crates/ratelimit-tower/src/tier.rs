@@ -162,6 +162,8 @@ pub(crate) struct Entry {
     pub(crate) policy_own: Option<HeaderValue>,
     /// One value per policy of this set.
     pub(crate) each: Vec<Option<HeaderValue>>,
+    /// `"name";r=` per policy of this set (see [`crate::headers::item_prefixes`]).
+    pub(crate) items: Box<[Box<[u8]>]>,
 }
 
 impl Entry {
@@ -178,6 +180,7 @@ impl Entry {
             .collect();
         Entry {
             name,
+            items: crate::headers::item_prefixes(&set),
             policy_header: buf.value(),
             policy_own,
             each,

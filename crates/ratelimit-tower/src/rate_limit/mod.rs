@@ -154,8 +154,8 @@ pub(crate) enum Action {
 
 /// What key extraction led to.
 pub(crate) enum KeyOutcome {
-    /// Limit under this key.
-    Key(KeyBuf),
+    /// Limit under the key written into the caller's buffer.
+    Key,
     /// Let the request through unlimited.
     Pass,
     /// Answer with this.
@@ -194,12 +194,12 @@ where
         true
     }
 
-    /// Builds the key, or says what to do instead.
+    /// Builds the key into `key` (a fresh buffer under the scope), or says what to do instead. The
+    /// caller owns the buffer: returning a 130-byte key by value cost two copies per request.
     #[inline]
-    pub(crate) fn key(&self, info: &RequestInfo<'_>) -> KeyOutcome {
-        let mut key = KeyBuf::new(&self.cfg.scope);
-        match self.cfg.key.extract(info, &mut key) {
-            Ok(()) => KeyOutcome::Key(key),
+    pub(crate) fn key(&self, info: &RequestInfo<'_>, key: &mut KeyBuf) -> KeyOutcome {
+        match self.cfg.key.extract(info, key) {
+            Ok(()) => KeyOutcome::Key,
             Err(e) => {
                 observe::count!("key_error");
                 match self.cfg.on_key_error {
@@ -207,7 +207,7 @@ where
                         tracing::debug!(error = %e, "no rate-limit key; using the global key");
                         key.clear();
                         key.push(b'g', b"");
-                        KeyOutcome::Key(key)
+                        KeyOutcome::Key
                     }
                     OnKeyError::Allow => {
                         tracing::debug!(error = %e, "no rate-limit key; letting the request through");
@@ -263,29 +263,41 @@ where
         result
     }
 
-    /// [`Shared::decide`] on the in-memory store, synchronously: no future, nothing boxed.
-    fn decide_sync<C: Clock>(
+    /// [`Shared::run`] on the in-memory store, synchronously: no future, nothing boxed. The common case
+    /// (no global cap, or the client already limited) hands the store's decision to [`Shared::finish`]
+    /// by reference: a `Decision` is a few hundred bytes, and moving it through `Result`s and a
+    /// `Checked` cost more than the rest of the bookkeeping.
+    #[inline]
+    fn run_mem<C: Clock>(
         mem: &MemoryStore<Vec<u8>, PolicySet, C>,
         shared: &Self,
         entry: &Entry,
         global: Option<&Entry>,
         key: &KeyBuf,
         cost: u64,
-    ) -> Result<Checked, StoreError> {
-        let primary = mem.check(&entry.set, key.as_bytes(), cost)?;
-        let Some(global) = global.filter(|_| primary.is_allowed()) else {
-            return Ok(Checked {
-                primary,
-                global: None,
-            });
+    ) -> Action {
+        let start = shared.cfg.latency.then(Instant::now);
+        // Matched by reference: moving the decision out of the `Result` is a 328-byte copy.
+        let checked = mem.check(&entry.set, key.as_bytes(), cost);
+        let primary = match &checked {
+            Ok(d) => d,
+            Err(e) => {
+                shared.record_latency(start);
+                return shared.store_error(e, key);
+            }
+        };
+        let Some(cap) = global.filter(|_| primary.is_allowed()) else {
+            shared.record_latency(start);
+            return shared.finish_parts(entry, global, key, cost, primary, None);
         };
         let gkey = shared.global_key();
-        let g = mem.check(&global.set, gkey.as_bytes(), cost);
-        let (result, refund) = shared.after_global(primary, g);
+        let g = mem.check(&cap.set, gkey.as_bytes(), cost);
+        let (result, refund) = shared.after_global(*primary, g);
         if refund && cost > 0 {
             mem.refund(&entry.set, key.as_bytes(), cost);
         }
-        result
+        shared.record_latency(start);
+        shared.finish(entry, global, key, cost, result)
     }
 
     fn global_key(&self) -> KeyBuf {
@@ -350,17 +362,12 @@ where
     ) -> Option<Action> {
         // `S` is known at compile time: each downcast folds to a constant.
         let any = &self.store as &dyn Any;
-        let start = self.cfg.latency.then(Instant::now);
-        let checked = if let Some(mem) = any.downcast_ref::<MemoryStore<Vec<u8>, PolicySet>>() {
-            Self::decide_sync(mem, self, entry, global, key, cost)
-        } else if let Some(mem) = any.downcast_ref::<MemoryStore<Vec<u8>, PolicySet, ManualClock>>()
-        {
-            Self::decide_sync(mem, self, entry, global, key, cost)
+        if let Some(mem) = any.downcast_ref::<MemoryStore<Vec<u8>, PolicySet>>() {
+            Some(Self::run_mem(mem, self, entry, global, key, cost))
         } else {
-            return None;
-        };
-        self.record_latency(start);
-        Some(self.finish(entry, global, key, cost, checked))
+            any.downcast_ref::<MemoryStore<Vec<u8>, PolicySet, ManualClock>>()
+                .map(|mem| Self::run_mem(mem, self, entry, global, key, cost))
+        }
     }
 
     #[inline]
@@ -378,29 +385,40 @@ where
         cost: u64,
         checked: Result<Checked, StoreError>,
     ) -> Action {
-        // Decisions are a few hundred bytes: work on references, copy nothing.
-        let checked = match &checked {
-            Ok(c) => c,
-            Err(e) => return self.store_error(e, key),
-        };
+        match &checked {
+            Ok(c) => self.finish_parts(entry, global, key, cost, &c.primary, c.global.as_ref()),
+            Err(e) => self.store_error(e, key),
+        }
+    }
+
+    /// Turns the decisions (the client's, then the global cap's when it was checked) into an action.
+    fn finish_parts(
+        &self,
+        entry: &Entry,
+        global: Option<&Entry>,
+        key: &KeyBuf,
+        cost: u64,
+        primary_dec: &Decision,
+        global_dec: Option<&Decision>,
+    ) -> Action {
         let cfg = &self.cfg;
         // Which (set, decision) limited, if any.
-        let (limited_by, limited) = match (&checked.global, global) {
+        let (limited_by, limited) = match (global_dec, global) {
             (Some(g), Some(ge)) if !g.is_allowed() => (Some(ge), Some(g)),
-            _ if !checked.primary.is_allowed() => (Some(entry), Some(&checked.primary)),
+            _ if !primary_dec.is_allowed() => (Some(entry), Some(primary_dec)),
             _ => (None, None),
         };
         // When the global cap rejected, the client's charge was refunded: report what it has again.
         let refunded_primary;
-        let primary = if limited_by.is_some() && checked.global.is_some() {
-            refunded_primary = refunded(&checked.primary, cost);
+        let primary = if limited_by.is_some() && global_dec.is_some() {
+            refunded_primary = refunded(primary_dec, cost);
             &refunded_primary
         } else {
-            &checked.primary
+            primary_dec
         };
-        let primary_part: Part<'_> = (&entry.set, primary);
-        let global_part: Option<Part<'_>> = match (&checked.global, global) {
-            (Some(g), Some(ge)) => Some((&ge.set, g)),
+        let primary_part: Part<'_> = (entry, primary);
+        let global_part: Option<Part<'_>> = match (global_dec, global) {
+            (Some(g), Some(ge)) => Some((ge, g)),
             _ => None,
         };
 
@@ -456,21 +474,21 @@ where
             _ => {
                 observe::count!("allowed");
                 if tracing::enabled!(tracing::Level::DEBUG) {
-                    let b = checked.primary.binding();
+                    let b = primary_dec.binding();
                     tracing::debug!(
                         tier = &*entry.name,
-                        policy = entry.set.policy(checked.primary.binding_index()).name(),
+                        policy = entry.set.policy(primary_dec.binding_index()).name(),
                         remaining = b.remaining,
                         key = %KeyHash::of(key.as_bytes()),
                         "rate limit check passed"
                     );
                 }
                 let near = cfg.soft_limit_percent.and_then(|pct| {
-                    let (set, d) = most_binding(primary_part, global_part);
+                    let (e, d) = most_binding(primary_part, global_part);
                     let s = d.binding();
                     (u128::from(s.remaining) * 100 <= u128::from(s.limit) * u128::from(pct)).then(
                         || NearLimit {
-                            policy: Arc::from(set.policy(d.binding_index()).name()),
+                            policy: Arc::from(e.set.policy(d.binding_index()).name()),
                             remaining: s.remaining,
                             limit: s.limit,
                         },
@@ -496,25 +514,26 @@ where
             .partition_key
             .then(|| observe::partition_key(key.as_bytes()));
         let pk = pk.as_ref();
-        let (bset, bdec) = match limited {
-            Some((e, d)) => (&e.set, d),
+        let (bent, bdec) = match limited {
+            Some(part) => part,
             None => most_binding(primary, global),
         };
+        let bset = &bent.set;
         if hc.ietf {
             let mut buf = Buf::new();
             if hc.only_binding {
                 headers::write_ratelimit(&mut buf, bset, bdec, Some(bdec.binding_index()), pk);
                 emit.ratelimit = buf.value();
-                emit.policy = if pk.is_none() && std::ptr::eq(bset, &entry.set) {
+                emit.policy = if pk.is_none() && std::ptr::eq(bent, entry) {
                     entry.each.get(bdec.binding_index()).cloned().flatten()
                 } else {
                     headers::policy_value(bset, Some(bdec.binding_index()), pk)
                 };
             } else {
-                headers::write_ratelimit(&mut buf, primary.0, primary.1, None, pk);
-                if let Some((set, d)) = global {
+                headers::write_ratelimit_items(&mut buf, &primary.0.items, primary.1, pk);
+                if let Some((ge, d)) = global {
                     buf.push(b", ");
-                    headers::write_ratelimit(&mut buf, set, d, None, pk);
+                    headers::write_ratelimit_items(&mut buf, &ge.items, d, pk);
                 }
                 emit.ratelimit = buf.value();
                 emit.policy = if pk.is_none() {
@@ -525,10 +544,10 @@ where
                     }
                 } else {
                     let mut buf = Buf::new();
-                    headers::write_policy(&mut buf, primary.0, None, pk);
-                    if let Some((set, _)) = global {
+                    headers::write_policy(&mut buf, &primary.0.set, None, pk);
+                    if let Some((ge, _)) = global {
                         buf.push(b", ");
-                        headers::write_policy(&mut buf, set, None, pk);
+                        headers::write_policy(&mut buf, &ge.set, None, pk);
                     }
                     buf.value()
                 };
@@ -596,8 +615,8 @@ fn refunded(d: &Decision, cost: u64) -> Decision {
     Decision::combine(&statuses[..n])
 }
 
-/// A policy set and its decision.
-type Part<'a> = (&'a PolicySet, &'a Decision);
+/// A tier entry (its policy set and pre-rendered header parts) and its decision.
+type Part<'a> = (&'a Entry, &'a Decision);
 
 /// The part whose binding policy is closest to exhaustion (longest retry, then least remaining relative
 /// to its limit).

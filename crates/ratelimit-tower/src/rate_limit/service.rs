@@ -4,6 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use arc_swap::{ArcSwap, Cache};
+
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
@@ -11,16 +13,21 @@ use ratelimit_core::{PolicySet, Store};
 use tower_service::Service;
 
 use super::{Action, KeyOutcome, ResponseFuture, Shared};
-use crate::key::RequestInfo;
+use crate::key::{KeyBuf, RequestInfo};
 use crate::observe;
 use crate::response::ResponseBody;
-use crate::tier::{Tier, TierSource};
+use crate::tier::{Tier, TierSource, TierTable};
+
+/// The tier table, as last seen by this service: a load checks one pointer against the `ArcSwap`'s
+/// current one (a run-time change is seen by the next request) instead of taking a debt slot.
+type TableCache = Cache<Arc<ArcSwap<TierTable>>, Arc<TierTable>>;
 
 /// The rate-limiting service made by [`RateLimitLayer`](super::RateLimitLayer). `Clone` whenever the
 /// inner service is; clones share all state.
 pub struct RateLimit<I, S> {
     inner: I,
     shared: Arc<Shared<S>>,
+    tiers: TableCache,
 }
 
 impl<I: Clone, S> Clone for RateLimit<I, S> {
@@ -28,6 +35,7 @@ impl<I: Clone, S> Clone for RateLimit<I, S> {
         RateLimit {
             inner: self.inner.clone(),
             shared: self.shared.clone(),
+            tiers: self.tiers.clone(),
         }
     }
 }
@@ -42,7 +50,12 @@ impl<I: fmt::Debug, S> fmt::Debug for RateLimit<I, S> {
 
 impl<I, S> RateLimit<I, S> {
     pub(crate) fn from_parts(inner: I, shared: Arc<Shared<S>>) -> Self {
-        RateLimit { inner, shared }
+        let tiers = Cache::new(shared.tiers.clone());
+        RateLimit {
+            inner,
+            shared,
+            tiers,
+        }
     }
 
     /// The inner service.
@@ -74,13 +87,14 @@ where
             observe::count!("skipped");
             return ResponseFuture::inner(self.inner.call(req), None);
         }
-        let key = match shared.key(&info) {
-            KeyOutcome::Key(key) => key,
+        let mut key = KeyBuf::new(&shared.cfg.scope);
+        match shared.key(&info, &mut key) {
+            KeyOutcome::Key => {}
             KeyOutcome::Pass => return ResponseFuture::inner(self.inner.call(req), None),
             KeyOutcome::Respond(res) => return ResponseFuture::respond(res),
         };
         let cost = shared.cost(&info);
-        let table = shared.tiers.load();
+        let table = self.tiers.load();
         let owned_tier: Option<Tier>;
         let tier = match &shared.cfg.tier_source {
             TierSource::Extension => info.extensions().get::<Tier>().map(Tier::as_str),
