@@ -42,10 +42,6 @@ const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
 /// Interaction tokens are base64 of `interaction:…`.
 const INTERACTION_TOKEN_PREFIX: &str = "aW50ZXJhY3Rpb24";
 // Header names, built once: looking a header up by `&str` parses the name on every call.
-const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
-const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
-const RESET_AFTER: HeaderName = HeaderName::from_static("x-ratelimit-reset-after");
-const BUCKET: HeaderName = HeaderName::from_static("x-ratelimit-bucket");
 const SCOPE: HeaderName = HeaderName::from_static("x-ratelimit-scope");
 const GLOBAL: HeaderName = HeaderName::from_static("x-ratelimit-global");
 
@@ -78,6 +74,21 @@ fn digest(s: &str) -> u64 {
     h.finish()
 }
 
+/// `v` as 16 lower-case hex digits (what `{:016x}` writes, without the formatting machinery).
+pub(crate) fn hex16(v: u64) -> [u8; 16] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 16];
+    for (i, d) in out.iter_mut().enumerate() {
+        *d = HEX[((v >> ((15 - i) * 4)) & 0xf) as usize];
+    }
+    out
+}
+
+/// Appends `v` as 16 lower-case hex digits.
+pub(crate) fn push_hex(out: &mut String, v: u64) {
+    out.extend(hex16(v).iter().map(|&b| char::from(b)));
+}
+
 fn is_snowflake(s: &str) -> bool {
     !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit())
 }
@@ -104,14 +115,33 @@ fn delete_age_class(message_id: &str) -> &'static str {
 
 /// Splits a Discord URL path into route template and major parameter.
 pub(crate) fn discord_route(method: &Method, path: &str) -> Route {
-    let mut segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    // The segments, on the stack for any real Discord path (no allocation on the hot path); a longer path
+    // spills to the heap.
+    const INLINE: usize = 16;
+    let mut inline = [""; INLINE];
+    let mut n = 0;
+    for seg in path.split('/').filter(|s| !s.is_empty()) {
+        if n == INLINE {
+            n = INLINE + 1;
+            break;
+        }
+        inline[n] = seg;
+        n += 1;
+    }
+    let spilled: Vec<&str>;
+    let mut segs: &[&str] = if n > INLINE {
+        spilled = path.split('/').filter(|s| !s.is_empty()).collect();
+        &spilled
+    } else {
+        &inline[..n]
+    };
     // Strip `/api` and `/api/v10`.
     if segs.first() == Some(&"api") {
-        segs.remove(0);
+        segs = &segs[1..];
         if segs.first().is_some_and(|s| {
             s.len() > 1 && s.starts_with('v') && s[1..].bytes().all(|b| b.is_ascii_digit())
         }) {
-            segs.remove(0);
+            segs = &segs[1..];
         }
     }
     let mut key = String::with_capacity(path.len() + 16);
@@ -156,7 +186,7 @@ pub(crate) fn discord_route(method: &Method, path: &str) -> Route {
                 }
                 key.push_str("/{webhook_token}");
                 major.push('/');
-                major.push_str(&format!("{:016x}", digest(token)));
+                push_hex(&mut major, digest(token));
                 i += 1;
             }
         } else if i == 1 && top == "interactions" {
@@ -243,13 +273,50 @@ pub(crate) fn parse_limit_body(body: &[u8]) -> LimitBody {
     }
 }
 
+/// The bucket headers (`limit`, `remaining`, `reset-after`, `bucket`), read in one pass over the response's
+/// headers instead of one hashed lookup each, with [`header_str`]'s rules: trimmed text, and a header
+/// repeated with different values reads as absent. Also says whether any `x-ratelimit-*` header is present.
+fn bucket_headers(headers: &HeaderMap) -> ([Option<&str>; 4], bool) {
+    const NAMES: [&str; 4] = ["limit", "remaining", "reset-after", "bucket"];
+    let mut first: [Option<&http::HeaderValue>; 4] = [None; 4];
+    let mut conflict = [false; 4];
+    let mut any = false;
+    for (name, value) in headers {
+        let Some(rest) = name.as_str().strip_prefix("x-ratelimit-") else {
+            continue;
+        };
+        any = true;
+        let Some(i) = NAMES.iter().position(|n| *n == rest) else {
+            continue;
+        };
+        match first[i] {
+            None => first[i] = Some(value),
+            Some(f) if f != value => conflict[i] = true,
+            Some(_) => {}
+        }
+    }
+    let mut out = [None; 4];
+    for (i, slot) in out.iter_mut().enumerate() {
+        if conflict[i] {
+            tracing::debug!(
+                header = NAMES[i],
+                "conflicting repeated x-ratelimit header ignored"
+            );
+        } else {
+            *slot = first[i].and_then(|v| v.to_str().ok()).map(str::trim);
+        }
+    }
+    (out, any)
+}
+
 /// Reads the bucket headers of a Discord response (on any status).
 pub(crate) fn parse_bucket(headers: &HeaderMap, caps: &Caps) -> Option<BucketInfo> {
-    let limit = header_str(headers, &LIMIT).and_then(parse_u64);
-    let remaining = header_str(headers, &REMAINING).and_then(parse_u64);
-    let reset_after = header_str(headers, &RESET_AFTER).and_then(parse_seconds);
+    let ([limit_h, remaining_h, reset_h, bucket_h], any_ratelimit) = bucket_headers(headers);
+    let limit = limit_h.and_then(parse_u64);
+    let remaining = remaining_h.and_then(parse_u64);
+    let reset_after = reset_h.and_then(parse_seconds);
     let (Some(limit), Some(remaining), Some(reset_after)) = (limit, remaining, reset_after) else {
-        if has_ratelimit_headers(headers) && header_str(headers, &LIMIT).is_some() {
+        if any_ratelimit && limit_h.is_some() {
             tracing::warn!("malformed Discord bucket headers ignored");
         }
         return None;
@@ -261,7 +328,7 @@ pub(crate) fn parse_bucket(headers: &HeaderMap, caps: &Caps) -> Option<BucketInf
     let limit = cap("x-ratelimit-limit", limit, caps.max_limit);
     let remaining = remaining.min(limit);
     let reset_after = cap("x-ratelimit-reset-after", reset_after, caps.max_reset);
-    let id = header_str(headers, &BUCKET).and_then(|h| {
+    let id = bucket_h.and_then(|h| {
         if h.is_empty()
             || h.len() > MAX_HASH_LEN
             || !h
@@ -368,6 +435,56 @@ mod tests {
 
     fn route(m: Method, p: &str) -> Route {
         discord_route(&m, p)
+    }
+
+    #[test]
+    fn repeated_bucket_headers_count_only_when_they_agree() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("x-ratelimit-limit", "5"),
+            ("x-ratelimit-limit", "5"),
+            ("x-ratelimit-remaining", " 4 "),
+            ("x-ratelimit-reset-after", "1.5"),
+            ("x-ratelimit-bucket", "abc"),
+            ("x-ratelimit-bucket", "def"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        let b = parse_bucket(&h, &Caps::default()).expect("agreeing repeats are read");
+        assert_eq!((b.limit, b.remaining, b.reset_after), (5, 4, 1_500_000));
+        assert_eq!(b.id, None, "a conflicting bucket hash is ignored");
+        h.append(
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderValue::from_static("3"),
+        );
+        assert_eq!(parse_bucket(&h, &Caps::default()), None);
+    }
+
+    #[test]
+    fn long_paths_spill_past_the_inline_segments_and_classify_the_same() {
+        let tail = "/x".repeat(20);
+        let r = route(Method::GET, &format!("/api/v10/channels/123{tail}"));
+        assert_eq!(r.key, format!("GET /channels/{{channel_id}}{tail}"));
+        assert_eq!(r.major, "123");
+        // Exactly at the inline capacity (16 segments, `api` and `v10` included).
+        let tail = "/x".repeat(12);
+        let r = route(Method::GET, &format!("/api/v10/channels/123{tail}"));
+        assert_eq!(r.key, format!("GET /channels/{{channel_id}}{tail}"));
+    }
+
+    #[test]
+    fn hex_digits_match_the_formatter() {
+        for v in [0, 1, 0xdead_beef, u64::MAX, 0x0123_4567_89ab_cdef] {
+            let mut s = String::new();
+            push_hex(&mut s, v);
+            assert_eq!(s, format!("{v:016x}"));
+        }
+    }
+
+    #[test]
+    fn webhook_majors_carry_a_token_digest_in_hex() {
+        let r = route(Method::POST, "/api/webhooks/42/secret-token");
+        assert_eq!(r.major, format!("42/{:016x}", digest("secret-token")));
     }
 
     #[test]
