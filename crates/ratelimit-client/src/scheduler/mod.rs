@@ -286,17 +286,15 @@ impl<P: Profile> Limiter<P> {
     ) -> Ticket {
         let route = self.inner.profile.classify(method, uri, headers);
         let token = token_digest(headers);
-        let route_key: Arc<str> = format!("{token:016x}|{}|{}", route.key, route.major).into();
-        Ticket {
-            route_key,
-            template: route.key.into(),
-            major: route.major.into(),
+        let mut t = Ticket::new(
             token,
-            lane: ext.get::<Lane>().copied().unwrap_or(route.lane),
-            global_exempt: route.global_exempt,
-            fingerprint: 0,
-            seq: self.inner.stats.calls.fetch_add(1, Ordering::Relaxed),
-        }
+            &route.key,
+            &route.major,
+            ext.get::<Lane>().copied().unwrap_or(route.lane),
+            self.inner.stats.calls.fetch_add(1, Ordering::Relaxed),
+        );
+        t.global_exempt = route.global_exempt;
+        t
     }
 
     /// The deadline for a request: its [`MaxWait`] extension or the configured default.
@@ -337,15 +335,19 @@ impl<P: Profile> Limiter<P> {
         // Fast path, under one lock: nothing queued ahead and room now means no queue entry, no notifier.
         {
             let mut core = self.inner.core.lock();
-            if t.fingerprint == 0 && core.has_sublimits(&t.route_key, start) {
+            // A known route without sub-limits (the common case) needs neither check: one lookup, not three.
+            let plain = core.is_plain_route(&t.route_key);
+            if !plain && t.fingerprint == 0 && core.has_sublimits(&t.route_key, start) {
                 t.fingerprint = body_fingerprint(body);
             }
-            if core.sublimit_until(t, start).is_none() {
-                core.ensure_route(t, start);
+            if plain || core.sublimit_until(t, start).is_none() {
+                if !plain {
+                    core.ensure_route(t, start);
+                }
                 match core.try_admit(state::FAST_PATH, t, start) {
                     Step::Admit(grant) => {
                         drop(core);
-                        return Ok(self.admitted(grant, start, start, &t.template));
+                        return Ok(self.admitted(grant, start, start, t.template()));
                     }
                     Step::Fail(e) => return Err(e),
                     Step::Wait { .. } | Step::Sublimit => {}
@@ -377,7 +379,7 @@ impl<P: Profile> Limiter<P> {
                 match step {
                     Step::Admit(grant) => {
                         guard.armed = false;
-                        return Ok(self.admitted(grant, start, now, &t.template));
+                        return Ok(self.admitted(grant, start, now, t.template()));
                     }
                     Step::Fail(e) => return Err(e),
                     Step::Sublimit => {

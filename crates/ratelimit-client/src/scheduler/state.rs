@@ -41,15 +41,65 @@ pub(crate) const FAST_PATH: WaiterId = 0;
 /// What the caller knows about one request when it asks to be admitted.
 #[derive(Debug, Clone)]
 pub(crate) struct Ticket {
+    /// `token|template|major`; the template and the major are slices of it (one allocation per request,
+    /// not three: the route's own copies are made only when the route is new).
     pub route_key: Arc<str>,
-    pub template: Arc<str>,
-    pub major: Arc<str>,
+    template: std::ops::Range<usize>,
     pub token: u64,
     pub lane: Lane,
     pub global_exempt: bool,
     pub fingerprint: u64,
     /// Arrival order of the call (kept across its retries): global slots go to the oldest waiting call.
     pub seq: u64,
+}
+
+impl Ticket {
+    /// A ticket for `template` and `major` under `token`; the key is built in one exact-size allocation.
+    pub(crate) fn new(token: u64, template: &str, major: &str, lane: Lane, seq: u64) -> Ticket {
+        let (start, end) = (17, 17 + template.len());
+        let len = end + 1 + major.len();
+        // Assembled on the stack and copied once into the `Arc` (a `String` would be a second allocation).
+        let mut buf = [0u8; 256];
+        let on_stack = buf.get_mut(..len).and_then(|b| {
+            let (hex, rest) = b.split_at_mut(16);
+            hex.copy_from_slice(&crate::profile::discord::hex16(token));
+            let (bar, rest) = rest.split_at_mut(1);
+            bar[0] = b'|';
+            let (tpl, rest) = rest.split_at_mut(template.len());
+            tpl.copy_from_slice(template.as_bytes());
+            rest[0] = b'|';
+            rest[1..].copy_from_slice(major.as_bytes());
+            std::str::from_utf8(b).ok().map(Arc::<str>::from)
+        });
+        let route_key = on_stack.unwrap_or_else(|| {
+            let mut key = String::with_capacity(len);
+            crate::profile::discord::push_hex(&mut key, token);
+            key.push('|');
+            key.push_str(template);
+            key.push('|');
+            key.push_str(major);
+            key.into()
+        });
+        Ticket {
+            route_key,
+            template: start..end,
+            token,
+            lane,
+            global_exempt: false,
+            fingerprint: 0,
+            seq,
+        }
+    }
+
+    /// The route template (method and path shape).
+    pub(crate) fn template(&self) -> &str {
+        self.route_key.get(self.template.clone()).unwrap_or("")
+    }
+
+    /// The major parameter.
+    pub(crate) fn major(&self) -> &str {
+        self.route_key.get(self.template.end + 1..).unwrap_or("")
+    }
 }
 
 /// The bookkeeping for an admitted, in-flight request.
@@ -341,6 +391,8 @@ pub(crate) struct Core {
     invalid_level: u8,
     ban: Ban,
     next_waiter: WaiterId,
+    /// Requests queued on all routes: when none is, waking queue heads is skipped without any lookup.
+    queued: usize,
 }
 
 impl Core {
@@ -358,11 +410,19 @@ impl Core {
             invalid_level: 0,
             ban: Ban::default(),
             next_waiter: 0,
+            queued: 0,
         }
     }
 
     fn token(&mut self, token: u64) -> &mut TokenState {
         self.tokens.entry(token).or_default()
+    }
+
+    /// Whether the route exists and has no sub-limit recorded (active or expired).
+    pub(crate) fn is_plain_route(&self, route_key: &str) -> bool {
+        self.routes
+            .get(route_key)
+            .is_some_and(|r| r.sublimits.is_empty())
     }
 
     /// Whether a route has active sub-limits (so the caller should compute a body fingerprint).
@@ -391,8 +451,8 @@ impl Core {
                 t.route_key.clone(),
                 RouteState {
                     token: t.token,
-                    template: t.template.clone(),
-                    major: t.major.clone(),
+                    template: t.template().into(),
+                    major: t.major().into(),
                     counters,
                     unlimited: false,
                     probe_in_flight: false,
@@ -412,6 +472,7 @@ impl Core {
         self.ensure_route(t, now);
         if let Some(r) = self.routes.get_mut(&t.route_key) {
             r.queue[t.lane.index()].push_back((id, notify));
+            self.queued += 1;
             r.last_used = now;
         }
         id
@@ -420,14 +481,15 @@ impl Core {
     /// A new route whose template is known to use a hash for which this major already has a counter is
     /// linked at once, without a probe (the counter's state already covers it).
     fn link_known(&mut self, t: &Ticket) -> Vec<Arc<str>> {
+        let template: Arc<str> = t.template().into();
         let linked: Vec<Arc<str>> = self
             .routes
             .values()
-            .filter(|r| r.template == t.template && r.token == t.token)
+            .filter(|r| &*r.template == t.template() && r.token == t.token)
             .flat_map(|r| r.counters.iter())
             .filter_map(|k| self.counters.get(k).and_then(|c| c.hash.clone()))
             .filter_map(|h| {
-                let key = self.counter_key(t.token, &h, &t.template, &t.major);
+                let key = self.counter_key(t.token, &h, &template, t.major());
                 self.counters.contains_key(&key).then_some(key)
             })
             .take(1)
@@ -461,7 +523,9 @@ impl Core {
         }
         if let Some(r) = self.routes.get_mut(route_key) {
             let was_head = r.head().is_some_and(|h| h.0 == id);
-            r.remove(id);
+            if r.remove(id) {
+                self.queued -= 1;
+            }
             if was_head {
                 r.wake_head();
             }
@@ -513,7 +577,9 @@ impl Core {
             .iter()
             .any(|s| s.0 == t.fingerprint && s.1 > now)
         {
-            route.remove(id);
+            if route.remove(id) {
+                self.queued -= 1;
+            }
             route.wake_head();
             return Step::Sublimit;
         }
@@ -584,13 +650,16 @@ impl Core {
                 };
             }
             if let Some(n) = limit {
-                let notify = self
-                    .routes
-                    .get(&t.route_key)
-                    .and_then(|r| r.head().map(|h| h.1.clone()));
-                let ts = self.token(t.token);
+                // The head's notifier is only needed to register a waiter: looked up then, not on every admission.
+                let routes = &self.routes;
+                let notify = || {
+                    routes
+                        .get(&t.route_key)
+                        .and_then(|r| r.head().map(|h| h.1.clone()))
+                };
+                let ts = self.tokens.entry(t.token).or_default();
                 if ts.used(now, window) >= u64::from(n) {
-                    if let Some(notify) = notify {
+                    if let Some(notify) = notify() {
                         ts.waiting.insert(t.seq, (id, notify));
                     }
                     // The earliest a slot can free is one window after the oldest answered request, or one
@@ -608,7 +677,7 @@ impl Core {
                 {
                     // An older call is waiting for a global slot: it gets this one. Poll again shortly in
                     // case it has gone.
-                    if let Some(notify) = notify {
+                    if let Some(notify) = notify() {
                         ts.waiting.insert(t.seq, (id, notify));
                     }
                     ts.wake_first();
@@ -619,9 +688,9 @@ impl Core {
                 }
                 ts.waiting.remove(&t.seq);
                 ts.in_flight += 1;
-                metrics::gauge!("ratelimit_client_global_used")
-                    .set(ts.used(now, window) as f64 / f64::from(n));
-                if ts.used(now, window) < u64::from(n) {
+                let used = ts.used(now, window);
+                metrics::gauge!("ratelimit_client_global_used").set(used as f64 / f64::from(n));
+                if used < u64::from(n) {
                     ts.wake_first();
                 }
             }
@@ -633,7 +702,9 @@ impl Core {
                 bucket: t.route_key.to_string(),
             };
         };
-        route.remove(id);
+        if route.remove(id) {
+            self.queued -= 1;
+        }
         route.wake_head();
         route.last_used = now;
         if probe {
@@ -677,8 +748,8 @@ impl Core {
     pub(crate) fn fail(&mut self, g: &Grant, now: Micros) {
         self.release(g, now);
         let shift = self.shift();
-        if let Some(r) = self.routes.get_mut(&g.route_key) {
-            if g.probe {
+        if g.probe {
+            if let Some(r) = self.routes.get_mut(&g.route_key) {
                 r.probe_in_flight = false;
             }
         }
@@ -710,6 +781,13 @@ impl Core {
     }
 
     fn wake_for(&self, g: &Grant) {
+        debug_assert_eq!(
+            self.queued,
+            self.routes.values().map(RouteState::queued).sum::<usize>()
+        );
+        if self.queued == 0 {
+            return;
+        }
         if let Some(r) = self.routes.get(&g.route_key) {
             r.wake_head();
         }
@@ -719,6 +797,9 @@ impl Core {
     }
 
     fn wake_counter(&self, key: &str) {
+        if self.queued == 0 {
+            return;
+        }
         if let Some(c) = self.counters.get(key) {
             for rk in &c.routes {
                 if let Some(r) = self.routes.get(rk) {
@@ -749,8 +830,8 @@ impl Core {
         self.release(g, now);
         self.min_rtt = self.min_rtt.min(now.saturating_sub(g.sent_at));
         self.rtt_samples += 1;
-        if let Some(r) = self.routes.get_mut(&g.route_key) {
-            if g.probe {
+        if g.probe {
+            if let Some(r) = self.routes.get_mut(&g.route_key) {
                 r.probe_in_flight = false;
             }
         }
@@ -831,10 +912,14 @@ impl Core {
         let sublimit = obs.limited.is_some_and(|l| l.scope == Scope::User)
             && obs.buckets.iter().any(|b| b.remaining > 0)
             && obs.buckets.iter().all(|b| b.remaining > 0);
+        // Counters the response named. Without a 429 they only need waking, and `wake_for` below already
+        // wakes the grant's own: those are left out (no allocation in the common case).
         let mut learned = Vec::new();
         for b in &obs.buckets {
             if let Some(k) = self.observe_bucket(g, b, obs.limited.is_some(), now) {
-                learned.push(k);
+                if obs.limited.is_some() || !g.counters.iter().any(|gc| gc.key == k) {
+                    learned.push(k);
+                }
             }
         }
         if obs.buckets.is_empty() && obs.limited.is_none() && !obs.server_error {
@@ -889,8 +974,11 @@ impl Core {
             _ => Verdict::Done,
         };
         self.wake_for(g);
+        // `wake_for` already woke the grant's counters; a learned key is new only after a probe or a change.
         for k in &learned {
-            self.wake_counter(k);
+            if !g.counters.iter().any(|gc| gc.key == *k) {
+                self.wake_counter(k);
+            }
         }
         verdict
     }
@@ -1253,19 +1341,36 @@ mod tests {
     }
 
     fn ticket_tok(route: &str, major: &str, token: u64) -> Ticket {
-        Ticket {
-            route_key: format!("{token}|{route}|{major}").into(),
-            template: route.into(),
-            major: major.into(),
+        let t = Ticket::new(
             token,
-            lane: Lane::Normal,
-            global_exempt: false,
-            fingerprint: 0,
-            seq: SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        }
+            route,
+            major,
+            Lane::Normal,
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        );
+        assert_eq!((t.template(), t.major()), (route, major));
+        t
     }
 
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+    #[test]
+    fn ticket_keys_are_token_template_major_on_the_stack_or_the_heap() {
+        let long = "x".repeat(300);
+        for (tpl, major) in [
+            (
+                "PUT|DELETE /channels/{channel_id}/messages/{id}/reactions",
+                "1",
+            ),
+            ("GET /gateway", ""),
+            (long.as_str(), "2"),
+            ("GET /a", long.as_str()),
+        ] {
+            let t = Ticket::new(0xabc, tpl, major, Lane::Normal, 0);
+            assert_eq!(&*t.route_key, format!("{:016x}|{tpl}|{major}", 0xabc));
+            assert_eq!((t.template(), t.major()), (tpl, major));
+        }
+    }
 
     fn bucket(hash: &str, limit: u64, remaining: u64, reset: Micros) -> Observation {
         Observation {
