@@ -142,6 +142,9 @@ fn main() {
         Duration::from_millis(50)
     };
     let levels: &[usize] = if full { &[1, 16, 64, 256] } else { &[1, 16] };
+    // `RL_BENCH_QUICK=1`: only the baseline and the GCRA rows (twice, interleaved, so that a noisy
+    // machine shows its noise), no other algorithm, deny cache or ceiling: for iterating on the hot path.
+    let quick = std::env::var("RL_BENCH_QUICK").is_ok_and(|v| v == "1");
 
     let server = RedisServer::start();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -152,7 +155,7 @@ fn main() {
     let keys: Arc<Vec<String>> = Arc::new((0..KEYS).map(|i| format!("user-{i}")).collect());
     let q = || Quota::per_second(1_000).burst(1_000).build().unwrap();
     let wq = || Quota::per_second(1_000).build().unwrap();
-    let algorithms = vec![
+    let mut algorithms = vec![
         ("gcra", Policy::gcra("p", q()).unwrap()),
         ("token_bucket", Policy::token_bucket("p", q()).unwrap()),
         ("leaky_bucket", Policy::leaky_bucket("p", q()).unwrap()),
@@ -161,6 +164,9 @@ fn main() {
         ("sliding_log", Policy::sliding_log("p", wq()).unwrap()),
         ("sliding_window", Policy::sliding_window("p", wq()).unwrap()),
     ];
+    if quick {
+        algorithms.truncate(1);
+    }
 
     println!("decisions/s (p50 / p99 µs) at {levels:?} tasks, one multiplexed connection, {dur:?} per cell");
     let header: String = levels.iter().map(|l| format!(" {l} task(s) |")).collect();
@@ -178,6 +184,7 @@ fn main() {
         let client = redis::Client::open(server.url()).unwrap();
         let conn = client.get_multiplexed_async_connection().await.unwrap();
         let script = Arc::new(redis::Script::new(BASELINE_GCRA));
+        for _round in 0..if quick { 2 } else { 1 } {
         let mut cells = Vec::new();
         for &n in levels {
             let (conn, script, keys) = (conn.clone(), script.clone(), keys.clone());
@@ -203,7 +210,36 @@ fn main() {
         print_row("baseline: redis::Script GCRA", &cells);
         let baseline: Vec<f64> = cells.iter().map(|(_, c)| c.rate).collect();
 
-        for (name, policy) in algorithms {
+        if quick {
+            // Diagnostic: the same baseline over a ConnectionManager (what RedisStore holds), to separate
+            // the connection's cost from the store's.
+            let manager = redis::aio::ConnectionManager::new(client.clone()).await.unwrap();
+            let mut cells = Vec::new();
+            for &n in levels {
+                let (conn, script, keys) = (manager.clone(), script.clone(), keys.clone());
+                let cell = measure(n, dur, move |t, i| {
+                    let mut conn = conn.clone();
+                    let script = script.clone();
+                    let key = format!("base:{}", keys[key_index(t, i)]);
+                    async move {
+                        let r: Vec<i64> = script
+                            .key(key)
+                            .arg(1_000u64)
+                            .arg(1_000_000u64)
+                            .arg(1u64)
+                            .invoke_async(&mut conn)
+                            .await
+                            .unwrap();
+                        std::hint::black_box(r);
+                    }
+                })
+                .await;
+                cells.push((n, cell));
+            }
+            print_row("baseline over a ConnectionManager", &cells);
+        }
+
+        for (name, policy) in algorithms.clone() {
             let set = PolicySet::new([policy]).unwrap();
             let mut cells = Vec::new();
             for &n in levels {
@@ -229,6 +265,11 @@ fn main() {
                     .collect();
                 println!("ratio RedisStore gcra / baseline: {}", ratios.join(", "));
             }
+        }
+
+        }
+        if quick {
+            return;
         }
 
         // The same GCRA through EVALSHA (servers that refuse FUNCTION).
@@ -295,18 +336,12 @@ fn main() {
             sha,
             "1",
             "rl:{__rand_int__}:p:gcra",
-            "c",
-            "",
-            "0",
+            // The lean call RedisStore sends for one GCRA policy on server time: cost, T, tau, burst.
+            "g",
             "1",
-            "1",
-            "1",
-            "0",
             "1000",
             "1000000",
             "1000",
-            "0",
-            "0",
         ];
         let requests = 400_000;
         server.cli(&["SCRIPT", "LOAD", script_source(&gcra)]);

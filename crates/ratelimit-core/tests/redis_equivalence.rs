@@ -289,3 +289,67 @@ fn policy_sets_match_the_reference_all_or_nothing() {
 fn policy_sets_match_the_reference_through_evalsha() {
     check_sets(Scripting::Eval);
 }
+
+/// The server-time path (the lean `'g'` call for one GCRA policy that does not penalise, the generic one
+/// for a penalising GCRA): each check against the reference at the time the script used (`check_at`).
+fn check_server_time(scripting: Scripting) {
+    let server = RedisServer::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = rt
+        .block_on(
+            RedisStore::builder()
+                .timeout(Duration::from_secs(5))
+                .scripting(scripting)
+                .connect(&server.url()),
+        )
+        .unwrap();
+    let case = AtomicU64::new(0);
+    let mut runner = TestRunner::new(Config {
+        cases: 96,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(
+            &(
+                policy_spec(0..=0),
+                proptest::collection::vec(0u64..=16, 1..40),
+            ),
+            |(spec, costs)| {
+                let set = PolicySet::new([spec.build("p")]).unwrap();
+                let key = format!("server-{}", case.fetch_add(1, Ordering::Relaxed));
+                let mut state = PolicyStates::default();
+                rt.block_on(async {
+                    for (i, &cost) in costs.iter().enumerate() {
+                        let (now, got) = store.check_at(&set, key.as_bytes(), cost).await.unwrap();
+                        let want = set.check(&mut state, now, cost);
+                        prop_assert_eq!(got.outcome(), want.outcome(), "op {} cost {}", i, cost);
+                        prop_assert_eq!(got.statuses(), want.statuses(), "op {} cost {}", i, cost);
+                        prop_assert_eq!(got.binding_index(), want.binding_index());
+                        // Through the Store API too (the path the deny cache and callers take).
+                        let d = Store::<str, PolicySet>::check(&store, &set, &key, 0)
+                            .await
+                            .unwrap();
+                        prop_assert_eq!(d.outcome(), ratelimit_core::Outcome::Allowed);
+                        prop_assert_eq!(d.statuses().len(), 1);
+                        prop_assert_eq!(d.statuses()[0].limit, want.statuses()[0].limit);
+                    }
+                    Ok(())
+                })
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn server_time_gcra_matches_the_reference() {
+    check_server_time(Scripting::Functions);
+}
+
+#[test]
+fn server_time_gcra_matches_the_reference_through_evalsha() {
+    check_server_time(Scripting::Eval);
+}

@@ -527,6 +527,10 @@ impl Inner {
         }
     }
 
+    fn server_time(&self) -> bool {
+        matches!(self.clock, RedisClock::Server)
+    }
+
     fn client_now(&self) -> Option<(Micros, Micros)> {
         match &self.clock {
             RedisClock::Server => None,
@@ -657,7 +661,7 @@ impl Inner {
         let sent = Instant::now();
         match self.call(op, set, &hash, cost).await {
             Ok(reply) => {
-                let (_, decision) = script::decision(&reply, set.len())?;
+                let (_, decision) = script::parse(&reply, op, set, self.server_time())?;
                 if let Some(d) = deny {
                     if decision.outcome() == crate::Outcome::Limited {
                         // Counted from when the call was sent: the retry is never shortened by the RTT
@@ -790,7 +794,7 @@ impl RedisStore {
     ) -> Result<(Micros, Decision), StoreError> {
         let hash = keys::hash_identity(identity);
         let reply = self.inner.call(Op::Check, set, &hash, cost).await?;
-        script::decision(&reply, set.len())
+        script::parse(&reply, Op::Check, set, self.inner.server_time())
     }
 }
 

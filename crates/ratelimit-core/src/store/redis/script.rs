@@ -144,6 +144,25 @@ pub(crate) fn params(algorithm: &AnyAlgorithm) -> (u8, [u64; 4]) {
     }
 }
 
+/// The parameters `[T, tau, burst]` of the lean `'g'` call when it applies: a check of a set of one GCRA
+/// policy that does not penalise, on the server's time (the shape most deployments run, given its own
+/// short path in `scripts/main.lua`).
+pub(crate) fn lean_gcra(op: Op, set: &PolicySet, server_time: bool) -> Option<[u64; 3]> {
+    if op != Op::Check || !server_time {
+        return None;
+    }
+    let [p] = set.policies() else {
+        return None;
+    };
+    match p.algorithm() {
+        AnyAlgorithm::Gcra(_) if !p.penalises() => {
+            let (_, ps) = params(p.algorithm());
+            Some([ps[0], ps[1], ps[2]])
+        }
+        _ => None,
+    }
+}
+
 /// Builds the `FCALL` (with `functions`) or `EVALSHA` command for `op` over every policy of `set` for the identity whose key prefix
 /// (`prefix:{hash}:`) is `base`.
 pub(crate) fn command(
@@ -156,15 +175,23 @@ pub(crate) fn command(
 ) -> redis::Cmd {
     let n = set.len();
     let script = script(mask(set));
-    let mut cmd = if functions {
-        let mut c = redis::cmd("FCALL");
-        c.arg(&script.function);
-        c
+    // Sized up front: a grown Cmd reallocates its argument list and its buffer several times per call.
+    let mut cmd = redis::Cmd::with_capacity(9 + 8 * n, 96 + n * (base.len() + 96));
+    if functions {
+        cmd.arg("FCALL").arg(&script.function);
     } else {
-        let mut c = redis::cmd("EVALSHA");
-        c.arg(&script.sha);
-        c
-    };
+        cmd.arg("EVALSHA").arg(&script.sha);
+    }
+    if let Some([t, tau, burst]) = lean_gcra(op, set, client_now.is_none()) {
+        if let Some(p) = set.policies().first() {
+            let base_len = base.len();
+            push_policy_key(base, p);
+            cmd.arg(1u8).arg(base.as_bytes());
+            base.truncate(base_len);
+            cmd.arg("g").arg(cost).arg(t).arg(tau).arg(burst);
+            return cmd;
+        }
+    }
     cmd.arg(n + usize::from(client_now.is_some()));
     let base_len = base.len();
     for p in set.policies() {
@@ -211,6 +238,45 @@ fn non_negative(v: &Value) -> Result<u64, StoreError> {
     let i = int(v)?;
     u64::try_from(i)
         .map_err(|_| StoreError::Protocol(format!("negative value {i} in the script reply")))
+}
+
+/// Parses the lean `'g'` call's reply `{now, remaining, reset, retry}` for a GCRA of `burst`.
+pub(crate) fn lean_decision(reply: &Value, burst: u64) -> Result<(Micros, Decision), StoreError> {
+    let items = match reply {
+        Value::Array(items) if items.len() == 4 => items,
+        other => {
+            return Err(StoreError::Protocol(format!(
+                "expected 4 values from the script's GCRA path, got {other:?} (is another version of the script loaded under the same name?)"
+            )))
+        }
+    };
+    let now = non_negative(&items[0])?;
+    let retry = match int(&items[3])? {
+        -1 => Status::NEVER,
+        r => u64::try_from(r)
+            .map_err(|_| StoreError::Protocol(format!("invalid retry {r} in the script reply")))?,
+    };
+    let status = Status {
+        limit: burst,
+        remaining: non_negative(&items[1])?,
+        reset: non_negative(&items[2])?,
+        retry,
+        delay: 0,
+    };
+    Ok((now, Decision::combine(&[status])))
+}
+
+/// Parses the reply to [`command`]'s call for `op` over `set`.
+pub(crate) fn parse(
+    reply: &Value,
+    op: Op,
+    set: &PolicySet,
+    server_time: bool,
+) -> Result<(Micros, Decision), StoreError> {
+    match lean_gcra(op, set, server_time) {
+        Some([_, _, burst]) => lean_decision(reply, burst),
+        None => decision(reply, set.len()),
+    }
 }
 
 /// Parses a reply `{now, (limit, remaining, reset, retry, delay) × n}` into the server's time and a

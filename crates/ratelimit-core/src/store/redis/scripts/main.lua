@@ -3,7 +3,8 @@
 --
 -- KEYS[i] (i = 1..n): the state of policy i, all under one {hash tag}. KEYS[n + 1]: the identity's
 -- last-seen client time (client-time mode only).
--- ARGV[1]: 'c' check, 'p' peek, 'r' refund. ARGV[2]: '' = server time (TIME, once), else the client's
+-- ARGV[1]: 'c' check, 'p' peek, 'r' refund ('g': the lean GCRA check, see rl_gcra).
+-- ARGV[2]: '' = server time (TIME, once), else the client's
 -- time in µs. ARGV[3]: extra TTL in µs for client-time mode. ARGV[4]: cost. ARGV[5]: n.
 -- Then 7 fields per policy: algorithm code, penalise ('1'/'0'), p1, p2, p3, p4, reserved.
 -- Reply: { now, then per policy: limit, remaining, reset, retry (-1 = never), delay } -- integers only.
@@ -37,8 +38,47 @@ local function rl_statuses(policies, n, now, cost)
   return out, never, limited
 end
 
+-- The common shape, lean: a check of one GCRA policy that does not penalise, on the server's time. The
+-- same arithmetic as gcra_evaluate, tat_commit and put_string (slack 0), without the generic set loop,
+-- its tables and closures: the server's time per call is what every client shares.
+-- KEYS[1]: the policy's state. ARGV: 'g', cost, T, tau, burst.
+-- Reply: { now, remaining, reset, retry (-1 = never) }; the client knows limit (= burst) and delay (0).
+local function rl_gcra(key, ARGV)
+  local cost, t_, tau, burst = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local ahead = (tonumber(redis.call('GET', key)) or 0) - now
+  if ahead < 0 then
+    ahead = 0
+  end
+  if cost > burst then
+    if ahead >= tau then
+      return { now, 0, ahead, NEVER }
+    end
+    return { now, idiv(tau - ahead, t_), ahead, NEVER }
+  end
+  local new_ahead = ahead + cost * t_
+  if cost > 0 then
+    if new_ahead > tau then
+      if ahead >= tau then
+        return { now, 0, ahead, new_ahead - tau }
+      end
+      return { now, idiv(tau - ahead, t_), ahead, new_ahead - tau }
+    end
+    -- new_ahead > 0 here (cost >= 1, T >= 1): the state is never fresh after a charge.
+    redis.call('SET', key, fmt(now + new_ahead), 'PX', fmt(cdiv(new_ahead, 1000)))
+  end
+  if new_ahead >= tau then
+    return { now, 0, new_ahead, 0 }
+  end
+  return { now, idiv(tau - new_ahead, t_), new_ahead, 0 }
+end
+
 local function rl_run(KEYS, ARGV)
   local op = ARGV[1]
+  if op == 'g' then
+    return rl_gcra(KEYS[1], ARGV)
+  end
   local cost = tonumber(ARGV[4])
   local n = tonumber(ARGV[5])
   local slack = 0
