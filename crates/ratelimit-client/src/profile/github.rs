@@ -22,12 +22,10 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::{HeaderMap, Method, StatusCode, Uri};
+use http::{HeaderMap, StatusCode};
 
 use super::retry_after::retry_after_header;
-use super::{
-    generic_route, is_transient, BucketInfo, Lane, Limited, Observation, Profile, Route, Scope,
-};
+use super::{is_transient, BucketInfo, Limited, Observation, Profile, Scope};
 use crate::parse::{cap, header_str, parse_u64, Caps};
 
 /// Wait applied to a secondary-limit 403/429 that names no time (GitHub: "at least one minute").
@@ -81,15 +79,6 @@ impl GitHub {
 impl Profile for GitHub {
     fn name(&self) -> &'static str {
         "github"
-    }
-
-    fn classify(&self, method: &Method, uri: &Uri, _headers: &HeaderMap) -> Route {
-        Route {
-            key: generic_route(method, uri),
-            major: String::new(),
-            global_exempt: true,
-            lane: Lane::Normal,
-        }
     }
 
     fn wants_body(&self, _status: StatusCode, _headers: &HeaderMap) -> bool {

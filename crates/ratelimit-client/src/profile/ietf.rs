@@ -18,13 +18,11 @@
 //! assert_eq!((obs.buckets[0].limit, obs.buckets[0].remaining), (100, 42));
 //! ```
 
-use http::{HeaderMap, Method, StatusCode, Uri};
+use http::{HeaderMap, StatusCode};
 use sfv::{BareItem, ListEntry, Parser};
 
 use super::retry_after::retry_after_header;
-use super::{
-    generic_route, is_transient, BucketInfo, Lane, Limited, Observation, Profile, Route, Scope,
-};
+use super::{is_transient, BucketInfo, Limited, Observation, Profile, Scope};
 use crate::parse::{cap, header_str, parse_seconds, parse_u64, Caps};
 
 /// At most this many policies are read from one response; the rest are ignored (a hostile server must not
@@ -155,15 +153,6 @@ impl Ietf {
 impl Profile for Ietf {
     fn name(&self) -> &'static str {
         "ietf"
-    }
-
-    fn classify(&self, method: &Method, uri: &Uri, _headers: &HeaderMap) -> Route {
-        Route {
-            key: generic_route(method, uri),
-            major: String::new(),
-            global_exempt: true,
-            lane: Lane::Normal,
-        }
     }
 
     fn observe(

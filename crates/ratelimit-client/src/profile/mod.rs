@@ -137,8 +137,18 @@ pub trait Profile: Send + Sync + 'static {
     /// A short name for logs.
     fn name(&self) -> &'static str;
 
-    /// Classifies an outgoing request.
-    fn classify(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Route;
+    /// Classifies an outgoing request. The default keys the route by method and path with numeric
+    /// segments replaced by `{id}`, with no major parameter, exempt from any global limit, in the normal
+    /// lane — what an upstream without Discord's routing rules needs.
+    fn classify(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Route {
+        let _ = headers;
+        Route {
+            key: generic_route(method, uri),
+            major: String::new(),
+            global_exempt: true,
+            lane: Lane::Normal,
+        }
+    }
 
     /// Whether the response body is needed to observe this response (at most 64 KiB of it is read).
     fn wants_body(&self, status: StatusCode, headers: &HeaderMap) -> bool {

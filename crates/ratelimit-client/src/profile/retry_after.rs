@@ -17,10 +17,10 @@
 
 use std::time::SystemTime;
 
-use http::{HeaderMap, Method, StatusCode, Uri};
+use http::{HeaderMap, StatusCode};
 use ratelimit_core::Micros;
 
-use super::{generic_route, is_transient, Lane, Limited, Observation, Profile, Route, Scope};
+use super::{is_transient, Limited, Observation, Profile, Scope};
 use crate::parse::{cap, header_str, parse_seconds, Caps};
 
 /// Reads `Retry-After` as seconds or an HTTP-date, in microseconds from now.
@@ -56,15 +56,6 @@ impl RetryAfter {
 impl Profile for RetryAfter {
     fn name(&self) -> &'static str {
         "retry-after"
-    }
-
-    fn classify(&self, method: &Method, uri: &Uri, _headers: &HeaderMap) -> Route {
-        Route {
-            key: generic_route(method, uri),
-            major: String::new(),
-            global_exempt: true,
-            lane: Lane::Normal,
-        }
     }
 
     fn wants_body(&self, _status: StatusCode, _headers: &HeaderMap) -> bool {
