@@ -661,7 +661,7 @@ impl Inner {
         let sent = Instant::now();
         match self.call(op, set, &hash, cost).await {
             Ok(reply) => {
-                let (_, decision) = script::parse(&reply, op, set, self.server_time())?;
+                let (_, decision) = script::parse(&reply, op, set, self.server_time(), cost)?;
                 if let Some(d) = deny {
                     if decision.outcome() == crate::Outcome::Limited {
                         // Counted from when the call was sent: the retry is never shortened by the RTT
@@ -794,7 +794,7 @@ impl RedisStore {
     ) -> Result<(Micros, Decision), StoreError> {
         let hash = keys::hash_identity(identity);
         let reply = self.inner.call(Op::Check, set, &hash, cost).await?;
-        script::parse(&reply, Op::Check, set, self.inner.server_time())
+        script::parse(&reply, Op::Check, set, self.inner.server_time(), cost)
     }
 }
 

@@ -240,26 +240,50 @@ fn non_negative(v: &Value) -> Result<u64, StoreError> {
         .map_err(|_| StoreError::Protocol(format!("negative value {i} in the script reply")))
 }
 
-/// Parses the lean `'g'` call's reply `{now, remaining, reset, retry}` for a GCRA of `burst`.
-pub(crate) fn lean_decision(reply: &Value, burst: u64) -> Result<(Micros, Decision), StoreError> {
+/// Parses the lean `'g'` call's reply `{now, reset, outcome}` for a GCRA of `[T, tau, burst]` and `cost`:
+/// the rest of the status is what `gcra_evaluate` (and the Rust reference) derives from `reset`.
+pub(crate) fn lean_decision(
+    reply: &Value,
+    [t, tau, burst]: [u64; 3],
+    cost: u64,
+) -> Result<(Micros, Decision), StoreError> {
     let items = match reply {
-        Value::Array(items) if items.len() == 4 => items,
+        Value::Array(items) if items.len() == 3 => items,
         other => {
             return Err(StoreError::Protocol(format!(
-                "expected 4 values from the script's GCRA path, got {other:?} (is another version of the script loaded under the same name?)"
+                "expected 3 values from the script's GCRA path, got {other:?} (is another version of the script loaded under the same name?)"
             )))
         }
     };
     let now = non_negative(&items[0])?;
-    let retry = match int(&items[3])? {
+    let reset = non_negative(&items[1])?;
+    let remaining = match tau.checked_sub(reset) {
+        Some(left) if t > 0 => left / t,
+        _ => 0,
+    };
+    let retry = match int(&items[2])? {
+        1 => 0,
         -1 => Status::NEVER,
-        r => u64::try_from(r)
-            .map_err(|_| StoreError::Protocol(format!("invalid retry {r} in the script reply")))?,
+        0 => cost
+            .checked_mul(t)
+            .and_then(|c| c.checked_add(reset))
+            .and_then(|a| a.checked_sub(tau))
+            .filter(|r| *r > 0)
+            .ok_or_else(|| {
+                StoreError::Protocol(format!(
+                    "a limited GCRA reply with reset {reset} cannot hold cost {cost}"
+                ))
+            })?,
+        o => {
+            return Err(StoreError::Protocol(format!(
+                "invalid outcome {o} in the script reply"
+            )))
+        }
     };
     let status = Status {
         limit: burst,
-        remaining: non_negative(&items[1])?,
-        reset: non_negative(&items[2])?,
+        remaining,
+        reset,
         retry,
         delay: 0,
     };
@@ -272,9 +296,10 @@ pub(crate) fn parse(
     op: Op,
     set: &PolicySet,
     server_time: bool,
+    cost: u64,
 ) -> Result<(Micros, Decision), StoreError> {
     match lean_gcra(op, set, server_time) {
-        Some([_, _, burst]) => lean_decision(reply, burst),
+        Some(params) => lean_decision(reply, params, cost),
         None => decision(reply, set.len()),
     }
 }

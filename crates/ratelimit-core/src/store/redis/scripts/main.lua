@@ -42,7 +42,9 @@ end
 -- same arithmetic as gcra_evaluate, tat_commit and put_string (slack 0), without the generic set loop,
 -- its tables and closures: the server's time per call is what every client shares.
 -- KEYS[1]: the policy's state. ARGV: 'g', cost, T, tau, burst.
--- Reply: { now, remaining, reset, retry (-1 = never) }; the client knows limit (= burst) and delay (0).
+-- Reply: { now, reset, outcome (1 allowed, 0 limited, -1 never) }: the client derives limit (burst),
+-- remaining (floor((tau - reset) / T)), retry (reset + cost × T - tau when limited) and delay (0) exactly
+-- as gcra_evaluate would, so the server neither divides nor sends them.
 local function rl_gcra(key, ARGV)
   local cost, t_, tau, burst = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
   local t = redis.call('TIME')
@@ -52,26 +54,18 @@ local function rl_gcra(key, ARGV)
     ahead = 0
   end
   if cost > burst then
-    if ahead >= tau then
-      return { now, 0, ahead, NEVER }
-    end
-    return { now, idiv(tau - ahead, t_), ahead, NEVER }
+    return { now, ahead, NEVER }
+  end
+  if cost == 0 then
+    return { now, ahead, 1 }
   end
   local new_ahead = ahead + cost * t_
-  if cost > 0 then
-    if new_ahead > tau then
-      if ahead >= tau then
-        return { now, 0, ahead, new_ahead - tau }
-      end
-      return { now, idiv(tau - ahead, t_), ahead, new_ahead - tau }
-    end
-    -- new_ahead > 0 here (cost >= 1, T >= 1): the state is never fresh after a charge.
-    redis.call('SET', key, fmt(now + new_ahead), 'PX', fmt(cdiv(new_ahead, 1000)))
+  if new_ahead > tau then
+    return { now, ahead, 0 }
   end
-  if new_ahead >= tau then
-    return { now, 0, new_ahead, 0 }
-  end
-  return { now, idiv(tau - new_ahead, t_), new_ahead, 0 }
+  -- new_ahead > 0 here (cost >= 1, T >= 1): the state is never fresh after a charge.
+  redis.call('SET', key, fmt(now + new_ahead), 'PX', fmt(cdiv(new_ahead, 1000)))
+  return { now, new_ahead, 1 }
 end
 
 local function rl_run(KEYS, ARGV)
