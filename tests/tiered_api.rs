@@ -11,13 +11,15 @@
 #[allow(dead_code)]
 #[path = "../examples/tiered_api/app.rs"]
 mod app;
+#[path = "../crates/ratelimit-core/tests/support/redis_server.rs"]
+mod redis_server;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use app::{Config, Hello, StoreTarget};
 use ratelimit::core::{MemoryStore, PolicySet, Store};
+use redis_server::RedisServer;
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 
@@ -542,47 +544,9 @@ async fn a_reload_changes_limits_costs_and_keys_but_keeps_counters() {
 // ---------------------------------------------------------------------------------------------------------
 // The same router on Redis, as `REDIS_URL` selects it: two servers sharing one redis-server share limits.
 
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_redis() -> RedisServer {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot start redis-server ({e}): install it (scripts/test.sh does: apt-get install redis-server)")
-        });
-    let server = RedisServer { child, port };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "redis-server did not listen on port {port} within 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    server
-}
-
 #[tokio::test]
 async fn on_redis_two_servers_share_the_limits() {
-    let redis = start_redis();
+    let redis = RedisServer::start();
     let url = format!("redis://127.0.0.1:{}/", redis.port);
     assert_eq!(
         app::store_target(Some(&url)).unwrap(),
