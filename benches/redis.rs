@@ -340,12 +340,11 @@ fn main() {
             sha,
             "1",
             "rl:{__rand_int__}:p:gcra",
-            // The lean call RedisStore sends for one GCRA policy on server time: cost, T, tau, burst.
+            // The lean call RedisStore sends for one GCRA policy on server time: 'g', cost, T, tau.
             "g",
             "1",
             "1000",
             "1000000",
-            "1000",
         ];
         let requests = 400_000;
         server.cli(&["SCRIPT", "LOAD", script_source(&gcra)]);
@@ -355,9 +354,17 @@ fn main() {
             }
             None => println!("ceiling: redis-benchmark not available or failed"),
         }
-        let mut fcall = ours;
-        fcall[0] = "FCALL";
-        fcall[1] = function_name(&gcra);
+        // Through FCALL the lean path is its own function (`<function>_gcra`) and takes no 'g'.
+        let lean = format!("{}_gcra", function_name(&gcra));
+        let fcall = [
+            "FCALL",
+            lean.as_str(),
+            "1",
+            "rl:{__rand_int__}:p:gcra",
+            "1",
+            "1000",
+            "1000000",
+        ];
         if let Some(rps) = redis_benchmark(server.port, &fcall, requests) {
             println!(
                 "ceiling: redis-benchmark -c 50 -P 16 FCALL (our GCRA function): {rps:.0} req/s"

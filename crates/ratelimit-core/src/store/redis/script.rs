@@ -42,6 +42,8 @@ pub(crate) struct Script {
     /// The function's name, for `FCALL`: versioned by the code's hash, so two versions of this crate can
     /// share a server.
     pub(crate) function: String,
+    /// The lean GCRA path's own function (`rl_run_gcra`), for `FCALL` without the op argument.
+    pub(crate) lean_function: String,
 }
 
 /// The script holding the algorithms in `mask` (a script that builds only the closures it can run: a
@@ -61,13 +63,16 @@ pub(crate) fn script(mask: u8) -> &'static Script {
         let source = format!("{body}return rl_run(KEYS, ARGV)\n");
         let sha = redis::Script::new(&source).get_hash().to_owned();
         let function = format!("ratelimit_{}", &sha[..16]);
-        let library =
-            format!("#!lua name={function}\n{body}redis.register_function('{function}', rl_run)\n");
+        let lean_function = format!("{function}_gcra");
+        let library = format!(
+            "#!lua name={function}\n{body}redis.register_function('{function}', rl_run)\nredis.register_function('{lean_function}', rl_run_gcra)\n"
+        );
         Script {
             source,
             sha,
             library,
             function,
+            lean_function,
         }
     })
 }
@@ -157,7 +162,8 @@ pub(crate) fn lean_gcra(op: Op, set: &PolicySet, server_time: bool) -> Option<[u
     match p.algorithm() {
         AnyAlgorithm::Gcra(_) if !p.penalises() => {
             let (_, ps) = params(p.algorithm());
-            Some([ps[0], ps[1], ps[2]])
+            // Lua compares cost × T with tau in doubles: exact while tau + T < 2^53.
+            (ps[1].saturating_add(ps[0]) < 1 << 53).then_some([ps[0], ps[1], ps[2]])
         }
         _ => None,
     }
@@ -175,22 +181,31 @@ pub(crate) fn command(
 ) -> redis::Cmd {
     let n = set.len();
     let script = script(mask(set));
+    if let Some([t, tau, _]) = lean_gcra(op, set, client_now.is_none()) {
+        if let Some(p) = set.policies().first() {
+            let mut cmd = redis::Cmd::with_capacity(8, 96 + base.len() + 96);
+            if functions {
+                cmd.arg("FCALL").arg(&script.lean_function);
+            } else {
+                cmd.arg("EVALSHA").arg(&script.sha);
+            }
+            let base_len = base.len();
+            push_policy_key(base, p);
+            cmd.arg(1u8).arg(base.as_bytes());
+            base.truncate(base_len);
+            if !functions {
+                cmd.arg("g");
+            }
+            cmd.arg(cost).arg(t).arg(tau);
+            return cmd;
+        }
+    }
     // Sized up front: a grown Cmd reallocates its argument list and its buffer several times per call.
     let mut cmd = redis::Cmd::with_capacity(9 + 8 * n, 96 + n * (base.len() + 96));
     if functions {
         cmd.arg("FCALL").arg(&script.function);
     } else {
         cmd.arg("EVALSHA").arg(&script.sha);
-    }
-    if let Some([t, tau, burst]) = lean_gcra(op, set, client_now.is_none()) {
-        if let Some(p) = set.policies().first() {
-            let base_len = base.len();
-            push_policy_key(base, p);
-            cmd.arg(1u8).arg(base.as_bytes());
-            base.truncate(base_len);
-            cmd.arg("g").arg(cost).arg(t).arg(tau).arg(burst);
-            return cmd;
-        }
     }
     cmd.arg(n + usize::from(client_now.is_some()));
     let base_len = base.len();

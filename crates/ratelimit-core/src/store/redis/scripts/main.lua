@@ -41,25 +41,28 @@ end
 -- The common shape, lean: a check of one GCRA policy that does not penalise, on the server's time. The
 -- same arithmetic as gcra_evaluate, tat_commit and put_string (slack 0), without the generic set loop,
 -- its tables and closures: the server's time per call is what every client shares.
--- KEYS[1]: the policy's state. ARGV: 'g', cost, T, tau, burst.
+-- Arguments: the policy's key, then cost, T, tau as strings. `cost × T > tau` is gcra_evaluate's
+-- `cost > burst` (tau = burst × T; the client takes this path only while tau + T < 2^53, so the products
+-- that decide are exact or, for a hostile cost, rounded upwards of tau).
 -- Reply: { now, reset, outcome (1 allowed, 0 limited, -1 never) }: the client derives limit (burst),
 -- remaining (floor((tau - reset) / T)), retry (reset + cost × T - tau when limited) and delay (0) exactly
 -- as gcra_evaluate would, so the server neither divides nor sends them.
-local function rl_gcra(key, ARGV)
-  local cost, t_, tau, burst = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local function rl_gcra(key, cost_s, t_s, tau_s)
+  local cost, t_, tau = tonumber(cost_s), tonumber(t_s), tonumber(tau_s)
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
   local ahead = (tonumber(redis.call('GET', key)) or 0) - now
   if ahead < 0 then
     ahead = 0
   end
-  if cost > burst then
+  local charge = cost * t_
+  if charge > tau then
     return { now, ahead, NEVER }
   end
   if cost == 0 then
     return { now, ahead, 1 }
   end
-  local new_ahead = ahead + cost * t_
+  local new_ahead = ahead + charge
   if new_ahead > tau then
     return { now, ahead, 0 }
   end
@@ -68,10 +71,15 @@ local function rl_gcra(key, ARGV)
   return { now, new_ahead, 1 }
 end
 
+-- The lean path's own entry point for FCALL (no op argument, no dispatch): ARGV = cost, T, tau.
+local function rl_run_gcra(KEYS, ARGV)
+  return rl_gcra(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+end
+
 local function rl_run(KEYS, ARGV)
   local op = ARGV[1]
   if op == 'g' then
-    return rl_gcra(KEYS[1], ARGV)
+    return rl_gcra(KEYS[1], ARGV[2], ARGV[3], ARGV[4])
   end
   local cost = tonumber(ARGV[4])
   local n = tonumber(ARGV[5])
