@@ -24,6 +24,14 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Metadata as TMeta, Subscriber};
 
+/// The tests of this file swap global tracing state (callsite interest) and are timing-independent but not
+/// isolation-independent: run them one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Records every event as "LEVEL message field=value …".
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<(Level, String)>>>);
@@ -37,6 +45,12 @@ impl Visit for Line<'_> {
 }
 
 impl Subscriber for Capture {
+    // Ask on every event instead of letting tracing cache the answer per callsite: the cache is global, and
+    // with one thread-local subscriber per test a callsite first seen by a thread with no subscriber could
+    // stay switched off for this one.
+    fn register_callsite(&self, _: &'static TMeta<'static>) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
     fn enabled(&self, _: &TMeta<'_>) -> bool {
         true
     }
@@ -160,6 +174,7 @@ fn request(headers: &[(&'static str, &str)], peer: bool) -> Request<()> {
 
 #[test]
 fn rejections_log_the_policy_and_a_hashed_key_never_the_raw_api_key() {
+    let _serial = serial();
     let capture = Capture::default();
     let layer = RateLimitLayer::builder()
         .policies(one_policy(1))
@@ -197,6 +212,7 @@ fn rejections_log_the_policy_and_a_hashed_key_never_the_raw_api_key() {
 
 #[test]
 fn misconfiguration_warnings_are_logged_once() {
+    let _serial = serial();
     let capture = Capture::default();
     let layer = RateLimitLayer::builder()
         .policies(one_policy(100))
@@ -230,6 +246,7 @@ fn misconfiguration_warnings_are_logged_once() {
 
 #[test]
 fn outcomes_are_counted_and_decisions_timed() {
+    let _serial = serial();
     let recorder = Metrics::default();
     let layer = RateLimitLayer::builder()
         .policies(one_policy(2))
