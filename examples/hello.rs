@@ -10,7 +10,7 @@ use ratelimit::tower::RateLimitLayer;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let policy = Policy::gcra("per-minute", Quota::per_minute(5).build()?)?;
-    let limit = RateLimitLayer::new(PolicySet::new([policy])?);
+    let limit = RateLimitLayer::new(PolicySet::new([policy])?)?;
     let app = Router::new()
         .route("/", get(|| async { "hello\n" }))
         .layer(limit);

@@ -795,7 +795,7 @@ async fn a_plain_tower_stack_shares_state_across_clones() {
     use ratelimit_tower::key::PeerAddr;
     use tower::{Service, ServiceBuilder, ServiceExt};
     let svc = ServiceBuilder::new()
-        .layer(RateLimitLayer::new(set([per_hour("h", 2)])))
+        .layer(RateLimitLayer::new(set([per_hour("h", 2)])).unwrap())
         .service_fn(|_req: http::Request<String>| async {
             Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
                 bytes::Bytes::from("hi"),
@@ -868,9 +868,11 @@ fn invalid_configurations_are_rejected_with_a_message_that_says_what_to_change()
             "twice",
         ),
         (
-            RateLimitLayer::builder().policy(shaper).build(),
+            RateLimitLayer::builder().policy(shaper.clone()).build(),
             "never delays",
         ),
+        // The short constructor reports the same error instead of panicking.
+        (RateLimitLayer::new(set([shaper])), "never delays"),
         (
             RateLimitLayer::builder()
                 .policy(per_hour("h", 1))
@@ -894,7 +896,7 @@ async fn plain_hyper_server_with_a_peer_addr_extension() {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let layer = RateLimitLayer::new(set([per_hour("h", 2)]));
+    let layer = RateLimitLayer::new(set([per_hour("h", 2)])).unwrap();
     tokio::spawn(async move {
         loop {
             let (stream, peer) = listener.accept().await.unwrap();

@@ -7,7 +7,7 @@ use ratelimit_core::{PolicySet, Store};
 use tower_layer::Layer;
 
 use super::{RateLimit, Shared};
-use crate::builder::{DefaultStore, RateLimitBuilder};
+use crate::builder::{ConfigError, DefaultStore, RateLimitBuilder};
 use crate::tier::TiersHandle;
 
 /// Applies rate limiting to a service; see the [crate docs](crate).
@@ -20,7 +20,7 @@ use crate::tier::TiersHandle;
 /// use ratelimit_core::{Policy, PolicySet, Quota};
 /// use ratelimit_tower::RateLimitLayer;
 ///
-/// let layer = RateLimitLayer::new(PolicySet::new([Policy::gcra("burst", Quota::per_second(10).build()?)?])?);
+/// let layer = RateLimitLayer::new(PolicySet::new([Policy::gcra("burst", Quota::per_second(10).build()?)?])?)?;
 /// let app: axum::Router = axum::Router::new()
 ///     .route("/", axum::routing::get(|| async { "hello" }))
 ///     .layer(layer);
@@ -50,13 +50,12 @@ impl<S> fmt::Debug for RateLimitLayer<S> {
 impl RateLimitLayer<DefaultStore> {
     /// Limits every request by `policies` (all-or-nothing), keyed by the TCP peer address, in memory, with
     /// every other setting at its default. Use [`RateLimitLayer::builder`] for more.
-    pub fn new(policies: PolicySet) -> Self {
-        let shared = RateLimitBuilder::new().policies(policies).build();
-        match shared {
-            Ok(layer) => layer,
-            // The defaults are valid and a PolicySet is valid by construction.
-            Err(e) => unreachable!("default rate-limit configuration rejected: {e}"),
-        }
+    ///
+    /// # Errors
+    /// [`ConfigError::Shaper`] if a policy is a shaper (the layer answers at once and never delays a
+    /// request); every other default is valid.
+    pub fn new(policies: PolicySet) -> Result<Self, ConfigError> {
+        RateLimitBuilder::new().policies(policies).build()
     }
 
     /// A builder with the in-memory store.
