@@ -72,39 +72,12 @@ pub async fn fire_all(base_url: &str, token: &str, operations: &[Operation]) -> 
             let (client, base, token) = (client.clone(), base_url.to_owned(), token.to_owned());
             tokio::spawn(async move {
                 let mut r = RunReport::default();
-                for _ in 0..=MAX_RETRIES {
-                    r.requests += 1;
-                    match send(&client, &base, &token, &op).await {
-                        Outcome::Ok(_) => {
-                            r.succeeded += 1;
-                            return r;
-                        }
-                        Outcome::Limited(wait) => {
-                            r.rate_limited += 1;
-                            r.waited += wait;
-                            tokio::time::sleep(wait).await;
-                        }
-                        Outcome::Banned => {
-                            r.rate_limited += 1;
-                            break;
-                        }
-                        Outcome::Failed => break,
-                    }
-                }
-                r.failed += 1;
+                attempt(&client, &base, &token, &op, None, &mut r).await;
                 r
             })
         })
         .collect();
-    let mut report = RunReport::default();
-    for t in tasks {
-        match t.await {
-            Ok(r) => report.merge(&r),
-            Err(_) => report.failed += 1,
-        }
-    }
-    report.elapsed = start.elapsed();
-    report
+    gather(tasks, start).await
 }
 
 /// Sends one request per bucket at a time (buckets keyed by method, route shape and major, as
@@ -142,41 +115,60 @@ pub async fn serial_per_bucket(
             );
             tokio::spawn(async move {
                 let mut r = RunReport::default();
-                'ops: for op in ops {
-                    for _ in 0..=MAX_RETRIES {
-                        if let Some(l) = &limiter {
-                            r.waited += l.acquire().await;
-                        }
-                        r.requests += 1;
-                        match send(&client, &base, &token, &op).await {
-                            Outcome::Ok(Some(wait)) => {
-                                r.succeeded += 1;
-                                r.waited += wait;
-                                tokio::time::sleep(wait).await;
-                                continue 'ops;
-                            }
-                            Outcome::Ok(None) => {
-                                r.succeeded += 1;
-                                continue 'ops;
-                            }
-                            Outcome::Limited(wait) => {
-                                r.rate_limited += 1;
-                                r.waited += wait;
-                                tokio::time::sleep(wait).await;
-                            }
-                            Outcome::Banned => {
-                                r.rate_limited += 1;
-                                break;
-                            }
-                            Outcome::Failed => break,
-                        }
+                for op in ops {
+                    let done =
+                        attempt(&client, &base, &token, &op, limiter.as_deref(), &mut r).await;
+                    if let Some(Some(wait)) = done {
+                        r.waited += wait;
+                        tokio::time::sleep(wait).await;
                     }
-                    r.failed += 1;
                 }
                 r
             })
         })
         .collect();
+    gather(tasks, start).await
+}
+
+/// Sends `op`, waiting for `global` before every send and retrying a 429 after its wait, at most
+/// [`MAX_RETRIES`] times; counts into `r`. Returns `None` when the operation was given up, else the wait the
+/// 2xx asked for before the bucket's next request (`Some` when `Remaining` reached 0).
+async fn attempt(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    op: &Operation,
+    global: Option<&GlobalLog>,
+    r: &mut RunReport,
+) -> Option<Option<Duration>> {
+    for _ in 0..=MAX_RETRIES {
+        if let Some(l) = global {
+            r.waited += l.acquire().await;
+        }
+        r.requests += 1;
+        match send(client, base, token, op).await {
+            Outcome::Ok(wait) => {
+                r.succeeded += 1;
+                return Some(wait);
+            }
+            Outcome::Limited(wait) => {
+                r.rate_limited += 1;
+                r.waited += wait;
+                tokio::time::sleep(wait).await;
+            }
+            Outcome::Banned => {
+                r.rate_limited += 1;
+                break;
+            }
+            Outcome::Failed => break,
+        }
+    }
+    r.failed += 1;
+    None
+}
+
+/// Waits for every task and adds up their reports.
+async fn gather(tasks: Vec<tokio::task::JoinHandle<RunReport>>, start: Instant) -> RunReport {
     let mut report = RunReport::default();
     for t in tasks {
         match t.await {
