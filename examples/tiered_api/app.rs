@@ -356,7 +356,7 @@ fn human_period(d: Duration) -> String {
         return format!("{}ms", d.as_millis());
     }
     for (unit, secs) in [("d", 86_400), ("h", 3600), ("min", 60)] {
-        if s % secs == 0 {
+        if s.is_multiple_of(secs) {
             let n = s / secs;
             return if n == 1 {
                 unit.to_owned()

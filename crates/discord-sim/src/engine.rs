@@ -544,7 +544,7 @@ impl Engine {
                 } else {
                     s.seen += 1;
                     let start = match storm.trigger {
-                        StormTrigger::EveryNth(n) => n > 0 && s.seen % u64::from(n) == 0,
+                        StormTrigger::EveryNth(n) => n > 0 && s.seen.is_multiple_of(u64::from(n)),
                         StormTrigger::Probability(p) => draw < p,
                     };
                     if start {
