@@ -3,11 +3,7 @@
 -- Params: p1 = limit, p2 = period (µs).
 
 local function fw_load(key)
-  local st = unpack_state(redis.call('GET', key))
-  if not st then
-    return { 0, 0 }
-  end
-  return st
+  return load_numbers(key, 2)
 end
 
 local function fw_window(p, s, now)

@@ -3,11 +3,7 @@
 -- Params: p1 = limit, p2 = period (µs), p3 = burst, p4 = capacity = burst × period (< 2^53).
 
 local function lb_load(key)
-  local st = unpack_state(redis.call('GET', key))
-  if not st then
-    return { 0, 0 }
-  end
-  return st
+  return load_numbers(key, 2)
 end
 
 local function lb_level_at(p, s, now)

@@ -36,6 +36,19 @@ local function unpack_state(raw)
   return out
 end
 
+-- Reads a string state "a,b,…" as numbers; an absent key reads as `n` zeros, the fresh state.
+local function load_numbers(key, n)
+  local st = unpack_state(redis.call('GET', key))
+  if st then
+    return st
+  end
+  st = {}
+  for i = 1, n do
+    st[i] = 0
+  end
+  return st
+end
+
 -- Writes a string state with a millisecond TTL reaching its fresh time, or deletes it when it is fresh.
 -- `slack` (client-time mode) keeps state a little longer than the client clock says, for clock skew.
 local function put_string(key, value, fresh_at, now, slack)

@@ -3,11 +3,7 @@
 -- absent = fresh. Params: p1 = limit, p2 = period (µs); limit × period < 2^53 (checked when built).
 
 local function sw_load(key)
-  local st = unpack_state(redis.call('GET', key))
-  if not st then
-    return { 0, 0, 0 }
-  end
-  return st
+  return load_numbers(key, 3)
 end
 
 local function sw_roll(p, s, now)

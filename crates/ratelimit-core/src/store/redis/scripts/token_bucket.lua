@@ -3,11 +3,7 @@
 -- absent = full. Params: p1 = emission interval T, p2 = capacity (burst).
 
 local function tb_load(key)
-  local st = unpack_state(redis.call('GET', key))
-  if not st then
-    return { 0, 0 }
-  end
-  return st
+  return load_numbers(key, 2)
 end
 
 -- Refilled to now: missing tokens and the time of the last whole refill.
