@@ -4,12 +4,14 @@
 //! Compared side by side in one run: no layer, `tower_governor` 0.8 (peer-IP key; with and without its
 //! `x-ratelimit-*` headers) and ours (in-memory store, peer-IP key, IETF `RateLimit`/`RateLimit-Policy`
 //! headers; with and without the decision-latency histogram). Both enforce the same GCRA quota, one unit per
-//! 3.6 µs with a burst of 10⁹, so every request is admitted: this measures the admitted path, which is
-//! what a healthy server runs.
+//! 3.6 µs with a burst of 10⁹, so every request is admitted (checked: a row whose first answer is not
+//! 200 panics): this measures the admitted path, which is what a healthy server runs.
 //!
 //! ```sh
 //! cargo bench --bench tower
-//! TOWER_BENCH_LOOP=1 target/release/deps/tower-* --bench      # plain timing loop, no criterion
+//! TOWER_BENCH_LOOP=all target/release/deps/tower-* --bench    # plain timing loop, every row, no criterion
+//! TOWER_BENCH_LOOP=ours TOWER_BENCH_LOOP_N=20000 valgrind --tool=callgrind target/release/deps/tower-* --bench
+//!     # one row alone: none, governor, governor_headers, ours, ours_no_histogram, ours_no_headers
 //! TOWER_BENCH_SERVE=ours target/release/deps/tower-* --bench  # axum hello-world on 127.0.0.1:3999 for wrk
 //! ```
 
@@ -24,10 +26,13 @@ use std::time::Duration;
 
 use axum::body::Body;
 use criterion::{BatchSize, Criterion};
+use governor::clock::QuantaInstant;
+use governor::middleware::{NoOpMiddleware, StateInformationMiddleware};
 use http::{Request, Response};
 use ratelimit::core::{Policy, PolicySet, Quota};
 use ratelimit::tower::RateLimitLayer;
 use tower::{Layer, Service};
+use tower_governor::key_extractor::PeerIpKeyExtractor as PeerIp;
 
 /// Polls a future that is known to complete immediately.
 fn now<F: Future>(f: F) -> F::Output {
@@ -44,8 +49,11 @@ fn request() -> Request<Body> {
         .unwrap_or_else(|_| unreachable!());
     let mut req = Request::new(Body::empty());
     *req.uri_mut() = "/hello".parse().unwrap_or_else(|_| unreachable!());
-    // Both layers read a bare SocketAddr extension (axum's ConnectInfo works too).
-    req.extensions_mut().insert(peer);
+    // What `into_make_service_with_connect_info::<SocketAddr>()` inserts. tower_governor's
+    // `PeerIpKeyExtractor` reads only this (with a bare `SocketAddr` it answers 500 without checking
+    // anything, which is what the rows before 2026-11-23 measured); ours reads it first.
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
     req
 }
 
@@ -57,19 +65,21 @@ fn inner(
     })
 }
 
-fn bench<S>(c: &mut Criterion, name: &str, mut svc: S)
+fn bench<S, B>(c: &mut Criterion, name: &str, mut svc: S)
 where
-    S: Service<Request<Body>>,
+    S: Service<Request<Body>, Response = Response<B>>,
     S::Error: std::fmt::Debug,
 {
     // Check once that the service is ready and admits the request.
     now(std::future::poll_fn(|cx| svc.poll_ready(cx))).unwrap_or_else(|e| panic!("{e:?}"));
+    let res = now(svc.call(request())).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(res.status(), 200, "{name}: every request must be admitted");
     c.bench_function(name, |b| {
         b.iter_batched(
             request,
             |req| {
                 // Dropped here, so dropping the response (and its headers) is part of the cost.
-                black_box(now(svc.call(req)).is_ok())
+                black_box(now(svc.call(req)).is_ok_and(|r| r.status() == 200))
             },
             BatchSize::SmallInput,
         )
@@ -77,7 +87,8 @@ where
 }
 
 fn ours(latency: bool, ietf: bool) -> RateLimitLayer {
-    let quota = Quota::per_second(1_000_000)
+    // 10⁹ per hour: one unit per 3.6 µs, as tower_governor's period below.
+    let quota = Quota::per_hour(1_000_000_000)
         .burst(1_000_000_000)
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
@@ -90,30 +101,46 @@ fn ours(latency: bool, ietf: bool) -> RateLimitLayer {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn layers(c: &mut Criterion) {
-    bench(c, "tower/no_layer", inner());
-
+/// tower_governor with the same quota as ours (no headers, its default).
+fn governor() -> tower_governor::GovernorLayer<PeerIp, NoOpMiddleware<QuantaInstant>, Body> {
     let gov = tower_governor::governor::GovernorConfigBuilder::default()
         .period(Duration::from_nanos(3_600))
         .burst_size(1_000_000_000)
         .finish()
         .unwrap_or_else(|| panic!("governor config"));
-    bench(
-        c,
-        "tower/tower_governor",
-        tower_governor::GovernorLayer::new(Arc::new(gov)).layer(inner()),
-    );
+    tower_governor::GovernorLayer::new(Arc::new(gov))
+}
 
-    let gov_headers = tower_governor::governor::GovernorConfigBuilder::default()
+/// tower_governor with the same quota and its `x-ratelimit-*` headers (`use_headers()`): the
+/// like-for-like peer of ours, which always answers with headers.
+fn governor_headers() -> tower_governor::GovernorLayer<PeerIp, StateInformationMiddleware, Body> {
+    let gov = tower_governor::governor::GovernorConfigBuilder::default()
         .period(Duration::from_nanos(3_600))
         .burst_size(1_000_000_000)
         .use_headers()
         .finish()
         .unwrap_or_else(|| panic!("governor config"));
+    tower_governor::GovernorLayer::new(Arc::new(gov))
+}
+
+/// The rows `TOWER_BENCH_LOOP` runs alone.
+const LOOP_ROWS: [&str; 6] = [
+    "none",
+    "governor",
+    "governor_headers",
+    "ours",
+    "ours_no_histogram",
+    "ours_no_headers",
+];
+
+fn layers(c: &mut Criterion) {
+    bench(c, "tower/no_layer", inner());
+
+    bench(c, "tower/tower_governor", governor().layer(inner()));
     bench(
         c,
         "tower/tower_governor_headers",
-        tower_governor::GovernorLayer::new(Arc::new(gov_headers)).layer(inner()),
+        governor_headers().layer(inner()),
     );
 
     bench(
@@ -140,12 +167,21 @@ fn layers(c: &mut Criterion) {
 }
 
 /// A plain timing loop over pre-built requests (no criterion batching), for a second opinion.
-fn plain_loop<S>(name: &str, mut svc: S)
+fn plain_loop<S, B>(name: &str, mut svc: S)
 where
-    S: Service<Request<Body>>,
+    S: Service<Request<Body>, Response = Response<B>>,
     S::Error: std::fmt::Debug,
 {
     now(std::future::poll_fn(|cx| svc.poll_ready(cx))).unwrap_or_else(|e| panic!("{e:?}"));
+    // Say what the row's responses carry, so rows are compared knowingly.
+    let res = now(svc.call(request())).unwrap_or_else(|e| panic!("{e:?}"));
+    let fields: Vec<_> = res
+        .headers()
+        .iter()
+        .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("?")))
+        .collect();
+    println!("{name}: {} {}", res.status(), fields.join(" | "));
+    assert_eq!(res.status(), 200, "{name}: every request must be admitted");
     let n = std::env::var("TOWER_BENCH_LOOP_N")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -162,23 +198,17 @@ where
     println!("{name:<45} {best:>8.1} ns/request (best of 5 x {n})");
 }
 
-/// Serves an axum hello-world on `addr` with the layer `which` (`none`, `governor`, `ours`), for an
+/// Serves an axum hello-world on `addr` with the layer `which` (`none`, `governor`, `governor_headers`, `ours`), for an
 /// end-to-end load test with wrk; runs until killed.
 fn serve(which: &str, addr: &str) {
     use axum::routing::get;
     let app = axum::Router::new().route("/", get(|| async { "hello" }));
     let app = match which {
         "none" => app,
-        "governor" => {
-            let gov = tower_governor::governor::GovernorConfigBuilder::default()
-                .period(Duration::from_nanos(3_600))
-                .burst_size(1_000_000_000)
-                .finish()
-                .unwrap_or_else(|| panic!("governor config"));
-            app.layer(tower_governor::GovernorLayer::new(Arc::new(gov)))
-        }
+        "governor" => app.layer(governor()),
+        "governor_headers" => app.layer(governor_headers()),
         "ours" => app.layer(ours(true, true)),
-        other => panic!("unknown layer {other:?}: use none, governor or ours"),
+        other => panic!("unknown layer {other:?}: use none, governor, governor_headers or ours"),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -206,56 +236,38 @@ fn main() {
         return;
     }
     if let Some(only) = std::env::var_os("TOWER_BENCH_LOOP") {
-        // One row alone (for callgrind: `TOWER_BENCH_LOOP=<row> valgrind --tool=callgrind ...`).
-        match only.to_str() {
-            Some("ours") => {
-                plain_loop("loop/ours_ietf_headers", ours(true, true).layer(inner()));
-                return;
-            }
-            Some("ours_no_histogram") => {
-                plain_loop(
-                    "loop/ours_ietf_headers_no_histogram",
-                    ours(false, true).layer(inner()),
-                );
-                return;
-            }
-            Some("none") => {
-                plain_loop("loop/no_layer", inner());
-                return;
-            }
-            Some("governor") => {
-                let gov = tower_governor::governor::GovernorConfigBuilder::default()
-                    .period(Duration::from_nanos(3_600))
-                    .burst_size(1_000_000_000)
-                    .finish()
-                    .unwrap_or_else(|| panic!("governor config"));
-                plain_loop(
-                    "loop/tower_governor",
-                    tower_governor::GovernorLayer::new(Arc::new(gov)).layer(inner()),
-                );
-                return;
-            }
-            _ => {}
+        // One row alone (for callgrind: `TOWER_BENCH_LOOP=<row> valgrind --tool=callgrind ...`), or every
+        // row in turn for any other value.
+        let only = only.to_str().unwrap_or("");
+        let all = !LOOP_ROWS.contains(&only);
+        let run = |row: &str| all || only == row;
+        if run("none") {
+            plain_loop("loop/no_layer", inner());
         }
-        plain_loop("loop/no_layer", inner());
-        let gov = tower_governor::governor::GovernorConfigBuilder::default()
-            .period(Duration::from_nanos(3_600))
-            .burst_size(1_000_000_000)
-            .finish()
-            .unwrap_or_else(|| panic!("governor config"));
-        plain_loop(
-            "loop/tower_governor",
-            tower_governor::GovernorLayer::new(Arc::new(gov)).layer(inner()),
-        );
-        plain_loop("loop/ours_ietf_headers", ours(true, true).layer(inner()));
-        plain_loop(
-            "loop/ours_ietf_headers_no_histogram",
-            ours(false, true).layer(inner()),
-        );
-        plain_loop(
-            "loop/ours_no_headers_no_histogram",
-            ours(false, false).layer(inner()),
-        );
+        if run("governor") {
+            plain_loop("loop/tower_governor", governor().layer(inner()));
+        }
+        if run("governor_headers") {
+            plain_loop(
+                "loop/tower_governor_headers",
+                governor_headers().layer(inner()),
+            );
+        }
+        if run("ours") {
+            plain_loop("loop/ours_ietf_headers", ours(true, true).layer(inner()));
+        }
+        if run("ours_no_histogram") {
+            plain_loop(
+                "loop/ours_ietf_headers_no_histogram",
+                ours(false, true).layer(inner()),
+            );
+        }
+        if run("ours_no_headers") {
+            plain_loop(
+                "loop/ours_no_headers_no_histogram",
+                ours(false, false).layer(inner()),
+            );
+        }
         return;
     }
     let mut c = Criterion::default()
