@@ -60,8 +60,11 @@ fn request() -> Request<Body> {
 fn inner(
 ) -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future = impl Send> + Clone
 {
+    // What an axum hello-world handler (`get(|| async { "hello" })`) answers: a body and a
+    // `content-type`, so the response's header map is allocated by the handler (before 2026-11-23 the
+    // rows used a response with no header, and the first layer to add one paid for the map).
     tower::service_fn(|_req: Request<Body>| async {
-        Ok::<_, Infallible>(Response::new(Body::from("hello")))
+        Ok::<_, Infallible>(axum::response::IntoResponse::into_response("hello"))
     })
 }
 
