@@ -173,9 +173,20 @@ fn main() {
     println!("| row |{header}");
     println!("|---|{}", "---|".repeat(levels.len()));
 
+    // `RL_BENCH_IN_FLIGHT=n`: the store's max_in_flight (default: the store's own default).
+    let in_flight: Option<usize> = std::env::var("RL_BENCH_IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok());
     rt.block_on(async {
-        let store = RedisStore::builder()
+        let mut builder = RedisStore::builder().timeout(Duration::from_secs(5));
+        if let Some(n) = in_flight {
+            builder = builder.max_in_flight(n);
+        }
+        let store = builder.connect(&server.url()).await.unwrap();
+        // The same store with coalescing off: every decision its own call, as before coalescing.
+        let single = RedisStore::builder()
             .timeout(Duration::from_secs(5))
+            .max_in_flight(0)
             .connect(&server.url())
             .await
             .unwrap();
@@ -257,15 +268,32 @@ fn main() {
                 cells.push((n, cell));
             }
             print_row(&format!("RedisStore {name}"), &cells);
-            if name == "gcra" {
-                let ratios: Vec<String> = cells
-                    .iter()
-                    .zip(&baseline)
-                    .map(|((n, c), b)| format!("{n}: {:.2}x", c.rate / b))
-                    .collect();
-                println!("ratio RedisStore gcra / baseline: {}", ratios.join(", "));
-            }
+            let ratios: Vec<String> = cells
+                .iter()
+                .zip(&baseline)
+                .map(|((n, c), b)| format!("{n}: {:.2}x", c.rate / b))
+                .collect();
+            println!("ratio RedisStore {name} / baseline: {}", ratios.join(", "));
         }
+
+        // GCRA with coalescing off (each decision its own call).
+        let gcra = PolicySet::new([Policy::gcra("p", q()).unwrap()]).unwrap();
+        let mut cells = Vec::new();
+        for &n in levels {
+            let (store, set, keys) = (single.clone(), gcra.clone(), keys.clone());
+            let cell = measure(n, dur, move |t, i| {
+                let (store, set, keys) = (store.clone(), set.clone(), keys.clone());
+                async move {
+                    let d = Store::<str, PolicySet>::check(&store, &set, &keys[key_index(t, i)], 1)
+                        .await
+                        .unwrap();
+                    std::hint::black_box(d);
+                }
+            })
+            .await;
+            cells.push((n, cell));
+        }
+        print_row("RedisStore gcra, max_in_flight(0): no coalescing", &cells);
 
         }
         if quick {

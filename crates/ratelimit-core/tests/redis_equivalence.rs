@@ -353,3 +353,199 @@ fn server_time_gcra_matches_the_reference() {
 fn server_time_gcra_matches_the_reference_through_evalsha() {
     check_server_time(Scripting::Eval);
 }
+
+/// Drives `futs` to completion on the current task, polling them in index order, so that calls reach the
+/// store in that order (the first goes out, the rest queue behind it in order when coalescing).
+async fn in_order<T>(
+    futs: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = T> + '_>>>,
+) -> Vec<T> {
+    let mut futs = futs;
+    let mut out: Vec<Option<T>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (f, o) in futs.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *o = Some(v),
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out.into_iter().map(Option::unwrap).collect()
+}
+
+/// Coalesced calls decide exactly as calls sent one by one: rounds of concurrent operations (checks, peeks,
+/// refunds over several identities and several policy sets of every algorithm, all at one instant of a
+/// `ManualClock`) go out as one call plus one batch per script variant, and every reply matches the
+/// reference applied in the order the calls were made.
+fn check_batched(scripting: Scripting) {
+    let server = RedisServer::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let clock = ManualClock::new(EPOCH);
+    let store = rt
+        .block_on(
+            RedisStore::builder()
+                .timeout(Duration::from_secs(5))
+                .scripting(scripting)
+                .max_in_flight(1)
+                .clock(RedisClock::Client {
+                    clock: Arc::new(clock.clone()),
+                    ttl_slack: Duration::from_secs(600),
+                })
+                .connect(&server.url()),
+        )
+        .unwrap();
+    let case = AtomicU64::new(0);
+    let op = (0usize..3, 0usize..3, 0u64..=6, 0u8..8);
+    let round = (
+        prop_oneof![Just(0u64), 1u64..500_000, 500_000u64..30_000_000],
+        proptest::collection::vec(op, 1..24),
+    );
+    let mut runner = TestRunner::new(Config {
+        cases: 64,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let batched_ops = AtomicU64::new(0);
+    runner
+        .run(
+            &(
+                proptest::collection::vec(proptest::collection::vec(policy_spec(0..=6), 1..=3), 3),
+                proptest::collection::vec(round, 1..6),
+            ),
+            |(specs, rounds)| {
+                let c = case.fetch_add(1, Ordering::Relaxed);
+                let sets: Vec<PolicySet> = specs
+                    .iter()
+                    .enumerate()
+                    .map(|(j, s)| {
+                        PolicySet::new(
+                            s.iter()
+                                .enumerate()
+                                .map(|(i, p)| p.build(&format!("s{j}p{i}"))),
+                        )
+                        .unwrap()
+                    })
+                    .collect();
+                let mut states: Vec<Vec<PolicyStates>> = (0..3)
+                    .map(|_| (0..3).map(|_| PolicyStates::default()).collect())
+                    .collect();
+                rt.block_on(async {
+                    for (advance, ops) in &rounds {
+                        clock.advance_micros(*advance);
+                        let now = ratelimit_core::Clock::now(&clock);
+                        let calls = store.stats().redis_calls;
+                        let keys: Vec<String> = ops
+                            .iter()
+                            .map(|&(_, id, _, _)| format!("batch-{c}-{id}"))
+                            .collect();
+                        let futs = ops
+                            .iter()
+                            .zip(&keys)
+                            .map(|(&(s, _, cost, kind), key)| {
+                                let set = &sets[s];
+                                let store = &store;
+                                let f: std::pin::Pin<Box<dyn std::future::Future<Output = _>>> =
+                                    Box::pin(async move {
+                                        match kind {
+                                            0..=4 => Some(
+                                                Store::<str, PolicySet>::check(
+                                                    store, set, key, cost,
+                                                )
+                                                .await
+                                                .unwrap(),
+                                            ),
+                                            5 | 6 => Some(
+                                                Store::<str, PolicySet>::peek(
+                                                    store, set, key, cost,
+                                                )
+                                                .await
+                                                .unwrap(),
+                                            ),
+                                            _ => {
+                                                Store::<str, PolicySet>::refund(
+                                                    store, set, key, cost,
+                                                )
+                                                .await
+                                                .unwrap();
+                                                None
+                                            }
+                                        }
+                                    });
+                                f
+                            })
+                            .collect();
+                        let got = in_order(futs).await;
+                        for (i, (&(s, id, cost, kind), got)) in ops.iter().zip(got).enumerate() {
+                            let state = &mut states[s][id];
+                            let want = match kind {
+                                0..=4 => Some(sets[s].check(state, now, cost)),
+                                5 | 6 => Some(sets[s].peek(state, now, cost)),
+                                _ => {
+                                    sets[s].refund(state, now, cost);
+                                    None
+                                }
+                            };
+                            match (got, want) {
+                                (Some(g), Some(w)) => {
+                                    prop_assert_eq!(
+                                        g.outcome(),
+                                        w.outcome(),
+                                        "op {} of {:?}",
+                                        i,
+                                        ops
+                                    );
+                                    prop_assert_eq!(
+                                        g.statuses(),
+                                        w.statuses(),
+                                        "op {} of {:?}",
+                                        i,
+                                        ops
+                                    );
+                                }
+                                (None, None) => {}
+                                _ => prop_assert!(false, "op {i}: reply kind differs"),
+                            }
+                        }
+                        let used: std::collections::BTreeSet<usize> =
+                            ops.iter().map(|o| o.0).collect();
+                        let made = store.stats().redis_calls - calls;
+                        prop_assert!(
+                            made <= 2 * used.len() as u64,
+                            "{} operations over {} sets took {} calls: not coalesced",
+                            ops.len(),
+                            used.len(),
+                            made
+                        );
+                        batched_ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
+                    }
+                    Ok(())
+                })
+            },
+        )
+        .unwrap();
+    assert!(
+        batched_ops.into_inner() > 64,
+        "the rounds were too small to coalesce anything"
+    );
+}
+
+#[test]
+fn coalesced_calls_match_the_reference() {
+    check_batched(Scripting::Functions);
+}
+
+#[test]
+fn coalesced_calls_match_the_reference_through_evalsha() {
+    check_batched(Scripting::Eval);
+}

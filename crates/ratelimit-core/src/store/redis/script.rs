@@ -44,6 +44,8 @@ pub(crate) struct Script {
     pub(crate) function: String,
     /// The lean GCRA path's own function (`rl_run_gcra`), for `FCALL` without the op argument.
     pub(crate) lean_function: String,
+    /// The batch entry point (`rl_run_batch`): several calls coalesced into one.
+    pub(crate) batch_function: String,
 }
 
 /// The script holding the algorithms in `mask` (a script that builds only the closures it can run: a
@@ -60,12 +62,13 @@ pub(crate) fn script(mask: u8) -> &'static Script {
             }
         }
         body.push_str(MAIN);
-        let source = format!("{body}return rl_run(KEYS, ARGV)\n");
+        let source = format!("{body}return rl_eval(KEYS, ARGV)\n");
         let sha = redis::Script::new(&source).get_hash().to_owned();
         let function = format!("ratelimit_{}", &sha[..16]);
         let lean_function = format!("{function}_gcra");
+        let batch_function = format!("{function}_batch");
         let library = format!(
-            "#!lua name={function}\n{body}redis.register_function('{function}', rl_run)\nredis.register_function('{lean_function}', rl_run_gcra)\n"
+            "#!lua name={function}\n{body}redis.register_function('{function}', rl_run)\nredis.register_function('{lean_function}', rl_run_gcra)\nredis.register_function('{batch_function}', rl_run_batch)\n"
         );
         Script {
             source,
@@ -73,6 +76,7 @@ pub(crate) fn script(mask: u8) -> &'static Script {
             library,
             function,
             lean_function,
+            batch_function,
         }
     })
 }
@@ -179,35 +183,49 @@ pub(crate) fn command(
     client_now: Option<(Micros, Micros)>,
     cost: u64,
 ) -> redis::Cmd {
-    let n = set.len();
     let script = script(mask(set));
-    if let Some([t, tau, _]) = lean_gcra(op, set, client_now.is_none()) {
-        if let Some(p) = set.policies().first() {
-            let mut cmd = redis::Cmd::with_capacity(8, 96 + base.len() + 96);
-            if functions {
-                cmd.arg("FCALL").arg(&script.lean_function);
-            } else {
-                cmd.arg("EVALSHA").arg(&script.sha);
-            }
-            let base_len = base.len();
-            push_policy_key(base, p);
-            cmd.arg(1u8).arg(base.as_bytes());
-            base.truncate(base_len);
-            if !functions {
-                cmd.arg("g");
-            }
-            cmd.arg(cost).arg(t).arg(tau);
-            return cmd;
-        }
-    }
+    let lean = lean_gcra(op, set, client_now.is_none()).is_some();
+    let (keys, args) = shape(op, set, client_now);
     // Sized up front: a grown Cmd reallocates its argument list and its buffer several times per call.
-    let mut cmd = redis::Cmd::with_capacity(9 + 8 * n, 96 + n * (base.len() + 96));
-    if functions {
-        cmd.arg("FCALL").arg(&script.function);
+    let mut cmd =
+        redis::Cmd::with_capacity(3 + keys + args, 64 + keys * (base.len() + 32) + args * 8);
+    match (functions, lean) {
+        (true, true) => cmd.arg("FCALL").arg(&script.lean_function),
+        (true, false) => cmd.arg("FCALL").arg(&script.function),
+        (false, _) => cmd.arg("EVALSHA").arg(&script.sha),
+    };
+    cmd.arg(keys);
+    push_keys(&mut cmd, set, base, client_now);
+    // Through FCALL the lean function takes no op argument; through EVALSHA it is dispatched on 'g'.
+    push_args(&mut cmd, op, set, client_now, cost, !(functions && lean));
+    cmd
+}
+
+/// The number of keys and of arguments one call for `op` over `set` sends (the lean GCRA call's
+/// arguments counted with its `'g'`).
+pub(crate) fn shape(
+    op: Op,
+    set: &PolicySet,
+    client_now: Option<(Micros, Micros)>,
+) -> (usize, usize) {
+    if lean_gcra(op, set, client_now.is_none()).is_some() {
+        (1, 4)
     } else {
-        cmd.arg("EVALSHA").arg(&script.sha);
+        (
+            set.len() + usize::from(client_now.is_some()),
+            5 + 7 * set.len(),
+        )
     }
-    cmd.arg(n + usize::from(client_now.is_some()));
+}
+
+/// Appends the keys of one call: every policy's key, then the identity's clock key in client-time mode.
+/// `base` is the identity's key prefix (`prefix:{hash}:`), restored on return.
+pub(crate) fn push_keys(
+    cmd: &mut redis::Cmd,
+    set: &PolicySet,
+    base: &mut String,
+    client_now: Option<(Micros, Micros)>,
+) {
     let base_len = base.len();
     for p in set.policies() {
         base.truncate(base_len);
@@ -221,12 +239,31 @@ pub(crate) fn command(
         cmd.arg(base.as_bytes());
     }
     base.truncate(base_len);
+}
+
+/// Appends the arguments of one call (see `scripts/main.lua`). `tag_lean`: whether a lean GCRA call
+/// carries its `'g'` (it does everywhere but in its own `FCALL` function).
+pub(crate) fn push_args(
+    cmd: &mut redis::Cmd,
+    op: Op,
+    set: &PolicySet,
+    client_now: Option<(Micros, Micros)>,
+    cost: u64,
+    tag_lean: bool,
+) {
+    if let Some([t, tau, _]) = lean_gcra(op, set, client_now.is_none()) {
+        if tag_lean {
+            cmd.arg("g");
+        }
+        cmd.arg(cost).arg(t).arg(tau);
+        return;
+    }
     cmd.arg(op.code());
     match client_now {
         Some((now, slack)) => cmd.arg(now).arg(slack),
         None => cmd.arg("").arg(0u64),
     };
-    cmd.arg(cost).arg(n);
+    cmd.arg(cost).arg(set.len());
     for p in set.policies() {
         let (code, ps) = params(p.algorithm());
         cmd.arg(code)
@@ -237,7 +274,6 @@ pub(crate) fn command(
             .arg(ps[3])
             .arg(0u8);
     }
-    cmd
 }
 
 fn int(v: &Value) -> Result<i64, StoreError> {

@@ -47,10 +47,12 @@ end
 -- Reply: { now, reset, outcome (1 allowed, 0 limited, -1 never) }: the client derives limit (burst),
 -- remaining (floor((tau - reset) / T)), retry (reset + cost × T - tau when limited) and delay (0) exactly
 -- as gcra_evaluate would, so the server neither divides nor sends them.
-local function rl_gcra(key, cost_s, t_s, tau_s)
+local function rl_gcra(key, cost_s, t_s, tau_s, now)
   local cost, t_, tau = tonumber(cost_s), tonumber(t_s), tonumber(tau_s)
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  if not now then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
   local ahead = (tonumber(redis.call('GET', key)) or 0) - now
   if ahead < 0 then
     ahead = 0
@@ -76,10 +78,11 @@ local function rl_run_gcra(KEYS, ARGV)
   return rl_gcra(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 end
 
-local function rl_run(KEYS, ARGV)
+-- `server_now`: the server's time already read by the caller (a batch reads it once), or nil.
+local function rl_run(KEYS, ARGV, server_now)
   local op = ARGV[1]
   if op == 'g' then
-    return rl_gcra(KEYS[1], ARGV[2], ARGV[3], ARGV[4])
+    return rl_gcra(KEYS[1], ARGV[2], ARGV[3], ARGV[4], server_now)
   end
   local cost = tonumber(ARGV[4])
   local n = tonumber(ARGV[5])
@@ -87,8 +90,11 @@ local function rl_run(KEYS, ARGV)
   local now
   local clock_key
   if ARGV[2] == '' then
-    local t = redis.call('TIME')
-    now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    now = server_now
+    if not now then
+      local t = redis.call('TIME')
+      now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    end
   else
     -- Client time, kept monotonic per identity: never behind the latest time this identity has seen.
     now = tonumber(ARGV[2])
@@ -170,4 +176,54 @@ local function rl_run(KEYS, ARGV)
     redis.call('SET', clock_key, fmt(now), 'PX', fmt(max_ttl))
   end
   return reply
+end
+
+-- Several calls in one (the store coalesces the calls that wait while others are in flight): each entry is
+-- exactly what rl_run takes for one call, and its reply is rl_run's reply for it, in order. They run one
+-- after the other inside this one atomic call, on one reading of the server's time (read only when an
+-- entry runs on server time), as if each had been its own call at the same instant.
+-- ARGV[o + 1]: m, the number of entries; ARGV[o + 2e], ARGV[o + 2e + 1]: entry e's number of keys and
+-- of arguments; then every entry's arguments, in order (o = 0 through FCALL, 1 through EVALSHA, whose
+-- ARGV[1] is 'B'). KEYS: every entry's keys, in order.
+-- Reply: { reply of entry 1, ..., reply of entry m }.
+local function rl_batch(KEYS, ARGV, o)
+  local m = tonumber(ARGV[o + 1])
+  local ki, ai = 1, o + 2 + 2 * m
+  local now
+  local out = {}
+  for e = 1, m do
+    local nk, na = tonumber(ARGV[o + 2 * e]), tonumber(ARGV[o + 2 * e + 1])
+    if not now and (ARGV[ai] == 'g' or ARGV[ai + 1] == '') then
+      local t = redis.call('TIME')
+      now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    end
+    if ARGV[ai] == 'g' then
+      -- The lean GCRA entry, read in place: no per-entry tables.
+      out[e] = rl_gcra(KEYS[ki], ARGV[ai + 1], ARGV[ai + 2], ARGV[ai + 3], now)
+    else
+      local keys, args = {}, {}
+      for j = 1, nk do
+        keys[j] = KEYS[ki + j - 1]
+      end
+      for j = 1, na do
+        args[j] = ARGV[ai + j - 1]
+      end
+      out[e] = rl_run(keys, args, now)
+    end
+    ki, ai = ki + nk, ai + na
+  end
+  return out
+end
+
+-- The batch's own entry point for FCALL.
+local function rl_run_batch(KEYS, ARGV)
+  return rl_batch(KEYS, ARGV, 0)
+end
+
+-- The EVALSHA entry point: one call, or a batch ('B').
+local function rl_eval(KEYS, ARGV)
+  if ARGV[1] == 'B' then
+    return rl_batch(KEYS, ARGV, 1)
+  end
+  return rl_run(KEYS, ARGV)
 end
