@@ -53,6 +53,26 @@ struct Cell {
     rate: f64,
     p50: f64,
     p99: f64,
+    /// CPU µs per decision: this process (client), then redis-server.
+    cpu: (f64, f64),
+}
+
+/// redis-server's pid, for its CPU time.
+static SERVER_PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+/// User + system CPU time of a process so far, in µs (from `/proc`, 10 ms ticks; 0 where unreadable).
+fn cpu_micros(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) * 10_000.0
+}
+
+fn cpu_pair() -> (f64, f64) {
+    let server = SERVER_PID.get().map_or(0.0, |p| cpu_micros(&p.to_string()));
+    (cpu_micros("self"), server)
 }
 
 /// Runs `tasks` tasks calling `op(task, i)` in a loop for `dur`; decisions/s and latency percentiles.
@@ -61,6 +81,7 @@ where
     F: Fn(usize, usize) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send,
 {
+    let cpu0 = cpu_pair();
     let start = Instant::now();
     let deadline = start + dur;
     let mut handles = Vec::new();
@@ -86,12 +107,16 @@ where
         all.extend(h.await.unwrap());
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu1 = cpu_pair();
+    let n = all.len().max(1) as f64;
+    let cpu = ((cpu1.0 - cpu0.0) / n, (cpu1.1 - cpu0.1) / n);
     all.sort_unstable();
     let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)] as f64 / 1000.0;
     Cell {
         rate: all.len() as f64 / elapsed,
         p50: pct(0.50),
         p99: pct(0.99),
+        cpu,
     }
 }
 
@@ -102,7 +127,10 @@ fn key_index(t: usize, i: usize) -> usize {
 fn print_row(name: &str, cells: &[(usize, Cell)]) {
     let mut line = format!("| {name} |");
     for (_, c) in cells {
-        line.push_str(&format!(" {:.0} ({:.0} / {:.0}) |", c.rate, c.p50, c.p99));
+        line.push_str(&format!(
+            " {:.0} ({:.0} / {:.0}) [{:.1}+{:.1}] |",
+            c.rate, c.p50, c.p99, c.cpu.0, c.cpu.1
+        ));
     }
     println!("{line}");
 }
@@ -147,6 +175,7 @@ fn main() {
     let quick = std::env::var("RL_BENCH_QUICK").is_ok_and(|v| v == "1");
 
     let server = RedisServer::start();
+    let _ = SERVER_PID.set(server.pid());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -168,7 +197,7 @@ fn main() {
         algorithms.truncate(1);
     }
 
-    println!("decisions/s (p50 / p99 µs) at {levels:?} tasks, one multiplexed connection, {dur:?} per cell");
+    println!("decisions/s (p50 / p99 µs) [CPU µs per decision: client + redis-server] at {levels:?} tasks, one multiplexed connection, {dur:?} per cell");
     let header: String = levels.iter().map(|l| format!(" {l} task(s) |")).collect();
     println!("| row |{header}");
     println!("|---|{}", "---|".repeat(levels.len()));

@@ -107,6 +107,65 @@ async fn paused_redis_resolves_calls_within_the_timeout_by_policy() {
     assert!(!closed.is_degraded());
 }
 
+/// Callers queued behind in-flight calls (coalescing) have no timer of their own: on a paused Redis each
+/// still resolves, as a timeout, about one timeout after its own start — not after the calls ahead of it
+/// have timed out one by one, nor a whole timeout after the call it queued behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_calls_on_a_paused_redis_time_out_on_their_own_deadline() {
+    let server = RedisServer::start();
+    let store = RedisStore::builder()
+        .timeout(Duration::from_millis(100))
+        .breaker(1_000_000, Duration::from_millis(500))
+        .max_in_flight(2)
+        .connect(&server.url())
+        .await
+        .unwrap();
+    assert!(check(&store, "warm").await.unwrap().is_allowed());
+    server.pause();
+    let timed = |s: RedisStore, key: String| async move {
+        let started = Instant::now();
+        let r = check(&s, &key).await;
+        (r, started.elapsed())
+    };
+    // Two calls take the two in-flight slots; 60 ms later, 62 more queue behind them.
+    let mut tasks = Vec::new();
+    for i in 0..2 {
+        tasks.push(tokio::spawn(timed(store.clone(), format!("d{i}"))));
+    }
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    for i in 0..62 {
+        tasks.push(tokio::spawn(timed(store.clone(), format!("q{i}"))));
+    }
+    let mut worst = Duration::ZERO;
+    for t in tasks {
+        let (r, took) = t.await.unwrap();
+        assert!(matches!(r, Err(StoreError::Timeout(_))), "{r:?}");
+        worst = worst.max(took);
+    }
+    server.resume();
+    eprintln!("slowest call: {worst:?}");
+    // Waiting for the slots and then a whole timeout of its own would take 140 ms; 62 callers over 2
+    // slots one timeout each, seconds. Measured: 100-105 ms.
+    assert!(
+        worst < Duration::from_millis(125),
+        "a queued call took {worst:?} with a 100 ms timeout"
+    );
+    assert!(
+        store.stats().redis_calls < 64,
+        "the queued calls were not coalesced"
+    );
+    // And the connection works again afterwards.
+    let mut ok = false;
+    for _ in 0..50 {
+        if check(&store, "after").await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok, "recovered after SIGCONT");
+}
+
 #[tokio::test]
 async fn killed_and_restarted_redis_recovers_and_reloads_the_script() {
     let mut server = RedisServer::start();

@@ -66,6 +66,39 @@ async fn many_tasks_over_several_connections_admit_exactly_the_limit() {
     }
 }
 
+/// Many callers on one connection: the calls that queue behind the in-flight ones are coalesced into
+/// batch calls (fewer Redis calls than decisions), and the count admitted is still exactly the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesced_calls_on_one_connection_admit_exactly_the_limit() {
+    let server = RedisServer::start();
+    let store = store(&server).await;
+    for policy in every_algorithm(100, Duration::from_secs(24 * 3600)) {
+        let name = policy.name().to_owned();
+        let set = PolicySet::new([policy]).unwrap();
+        let calls = store.stats().redis_calls;
+        let mut tasks = Vec::new();
+        for _ in 0..300 {
+            let (store, set) = (store.clone(), set.clone());
+            tasks.push(tokio::spawn(async move {
+                Store::<str, PolicySet>::check(&store, &set, "hot-key", 1)
+                    .await
+                    .unwrap()
+                    .is_allowed()
+            }));
+        }
+        let mut allowed = 0;
+        for t in tasks {
+            allowed += usize::from(t.await.unwrap());
+        }
+        assert_eq!(allowed, 100, "{name}: exactly the limit when coalesced");
+        let made = store.stats().redis_calls - calls;
+        assert!(
+            made < 300,
+            "{name}: 300 decisions took {made} calls, none coalesced"
+        );
+    }
+}
+
 #[tokio::test]
 async fn multi_policy_checks_are_all_or_nothing_in_one_call() {
     let server = RedisServer::start();
