@@ -16,7 +16,7 @@
 //! Only a single-node connection coalesces: the identities of one batch hash to different Cluster slots.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use redis::Value;
@@ -99,7 +99,7 @@ impl Batcher {
         hash: &IdentityHash,
         cost: u64,
         client_now: Option<(Micros, Micros)>,
-        deadline: Instant,
+        timeout: Duration,
     ) -> Entry {
         let mut lane = self.lane(mask).lock();
         if lane.in_flight < self.max_in_flight {
@@ -116,7 +116,7 @@ impl Batcher {
             hash: *hash,
             cost,
             client_now,
-            deadline,
+            deadline: Instant::now() + timeout,
             tx,
         });
         Entry::Queued(rx)

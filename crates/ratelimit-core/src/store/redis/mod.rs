@@ -595,8 +595,7 @@ impl Inner {
         let _slot = match &self.batcher {
             // A probe of a half-open breaker goes alone: its outcome is what closes the breaker again.
             Some(b) if permit == Permit::Call => {
-                let deadline = Instant::now() + self.timeout;
-                match b.enter(self, mask, op, set, hash, cost, client_now, deadline) {
+                match b.enter(self, mask, op, set, hash, cost, client_now, self.timeout) {
                     Entry::Direct(slot) => Some(slot),
                     Entry::Queued(rx) => {
                         return rx.await.unwrap_or_else(|_| {
@@ -767,11 +766,12 @@ impl Inner {
                 return Ok(decision);
             }
         }
-        let sent = Instant::now();
+        // Only the deny cache needs the send time (a clock read saved per call without it).
+        let sent = deny.map(|_| Instant::now());
         match self.call(op, set, &hash, cost).await {
             Ok(reply) => {
                 let (_, decision) = script::parse(&reply, op, set, self.server_time(), cost)?;
-                if let Some(d) = deny {
+                if let (Some(d), Some(sent)) = (deny, sent) {
                     if decision.outcome() == crate::Outcome::Limited {
                         // Counted from when the call was sent: the retry is never shortened by the RTT
                         // being attributed to the wait.
