@@ -3,7 +3,7 @@
 -- Every number handled here is an integer below 2^53, so Lua 5.1 doubles hold it exactly; the only
 -- operations that could round are division and the formatting of arguments, handled below. Replies are
 -- integers only (a Lua float reply is truncated by Redis) and numbers passed to redis.call are formatted
--- with '%.0f' (tostring uses '%.14g' and drops digits of a microsecond timestamp).
+-- with '%d' (tostring uses '%.14g' and drops digits of a microsecond timestamp).
 
 
 -- floor(a / b) for integers 0 <= a, 0 < b below 2^53: fmod is exact, so is the division of a multiple.
@@ -20,8 +20,11 @@ local function cdiv(a, b)
   return (a - r) / b + 1
 end
 
+-- Lua 5.1's '%d' converts the double to a C long (64 bits on every platform Redis ships on): exact for
+-- these integers, and integer formatting, where '%.0f' runs glibc's multi-precision float printer (a
+-- visible share of the server's time per call).
 local function fmt(n)
-  return string.format('%.0f', n)
+  return string.format('%d', n)
 end
 
 -- Parses "a,b,c" into numbers; nil when the key is absent.
