@@ -8,7 +8,7 @@
 //! | `ratelimit_rejections_total` | counter | `policy` (the binding policy's name) |
 //! | `ratelimit_store_errors_total` | counter | `action` = `fail_open`, `fail_closed` |
 //! | `ratelimit_fail_open_total` | counter | — (requests let through without a decision: the fallback is active) |
-//! | `ratelimit_decision_seconds` | histogram | — (time spent in the store check, per request) |
+//! | `ratelimit_decision_seconds` | histogram | — (time spent in the store check, per request; timed with the CPU's time-stamp counter where Linux keeps time with it) |
 //!
 //! Tracing: one `debug` event per decision (outcome, tier, binding policy, remaining, hashed key), `info`
 //! for every rejection (policy name and hashed key — never the raw key), `warn` for store errors, and
@@ -16,8 +16,56 @@
 //! peer address).
 
 use std::fmt;
+use std::sync::OnceLock;
+use std::time::Instant;
 
 use sha2::{Digest, Sha256};
+
+/// Times a decision for the `ratelimit_decision_seconds` histogram.
+///
+/// An in-memory decision takes a fraction of a microsecond, and two `Instant::now()` reads (the vDSO's
+/// `clock_gettime`, about 25 ns each on the machine of `BENCHMARKS.md`) cost a third of that. Where Linux
+/// itself keeps time with the CPU's time-stamp counter, the stopwatch reads the counter instead
+/// (through `quanta`, as core's `SystemClock` does; about 9 ns a read); elsewhere it uses `Instant`.
+#[derive(Clone, Copy)]
+pub(crate) enum Stopwatch {
+    Tsc(&'static quanta::Clock, u64),
+    Os(Instant),
+}
+
+impl Stopwatch {
+    /// Starts timing.
+    #[inline]
+    pub(crate) fn start() -> Self {
+        match tsc() {
+            Some(clock) => Stopwatch::Tsc(clock, clock.raw()),
+            None => Stopwatch::Os(Instant::now()),
+        }
+    }
+
+    /// Seconds since [`Stopwatch::start`].
+    #[inline]
+    pub(crate) fn seconds(self) -> f64 {
+        match self {
+            Stopwatch::Tsc(clock, start) => clock.delta_as_nanos(start, clock.raw()) as f64 * 1e-9,
+            Stopwatch::Os(start) => start.elapsed().as_secs_f64(),
+        }
+    }
+}
+
+/// The TSC clock, if the kernel's current clocksource is the TSC (then the counters are invariant and
+/// synchronised across CPUs, which quanta alone does not check); calibrated on first use.
+fn tsc() -> Option<&'static quanta::Clock> {
+    static TSC: OnceLock<Option<quanta::Clock>> = OnceLock::new();
+    TSC.get_or_init(|| {
+        let source = std::fs::read_to_string(
+            "/sys/devices/system/clocksource/clocksource0/current_clocksource",
+        )
+        .unwrap_or_default();
+        (source.trim() == "tsc").then(quanta::Clock::new)
+    })
+    .as_ref()
+}
 
 /// A short, non-reversible fingerprint of a store key for logs: 8 bytes of SHA-256, in hex.
 #[derive(Clone, Copy)]
@@ -68,3 +116,16 @@ macro_rules! count {
     };
 }
 pub(crate) use count;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stopwatch_measures_elapsed_time() {
+        let w = Stopwatch::start();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let s = w.seconds();
+        assert!((0.015..5.0).contains(&s), "{s}");
+    }
+}

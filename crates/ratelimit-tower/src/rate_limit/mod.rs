@@ -20,7 +20,7 @@ mod service;
 
 use std::any::Any;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -37,7 +37,7 @@ pub use service::RateLimit;
 use crate::builder::{Cost, SkipFn};
 use crate::headers::{self, Buf, LegacyReset};
 use crate::key::{KeyBuf, KeyError, KeyExtractor, RequestInfo};
-use crate::observe::{self, KeyHash};
+use crate::observe::{self, KeyHash, Stopwatch};
 use crate::response::{self, Rejection, NO_STORE};
 use crate::tier::{Entry, TierSource, TierTable};
 
@@ -276,7 +276,7 @@ where
         key: &KeyBuf,
         cost: u64,
     ) -> Action {
-        let start = shared.cfg.latency.then(Instant::now);
+        let start = shared.cfg.latency.then(Stopwatch::start);
         // Matched by reference: moving the decision out of the `Result` is a 328-byte copy.
         let checked = mem.check(&entry.set, key.as_bytes(), cost);
         let primary = match &checked {
@@ -345,7 +345,7 @@ where
         key: &KeyBuf,
         cost: u64,
     ) -> Action {
-        let start = self.cfg.latency.then(Instant::now);
+        let start = self.cfg.latency.then(Stopwatch::start);
         let checked = self.decide(entry, global, key, cost).await;
         self.record_latency(start);
         self.finish(entry, global, key, cost, checked)
@@ -371,9 +371,9 @@ where
     }
 
     #[inline]
-    fn record_latency(&self, start: Option<Instant>) {
+    fn record_latency(&self, start: Option<Stopwatch>) {
         if let Some(start) = start {
-            metrics::histogram!("ratelimit_decision_seconds").record(start.elapsed().as_secs_f64());
+            metrics::histogram!("ratelimit_decision_seconds").record(start.seconds());
         }
     }
 
