@@ -181,7 +181,12 @@ fn utilisation() {
         "{:<10} {:<22} {:>9} {:>9} {:>7} {:>5} {:>5} {:>6} {:>6} {:>6}",
         "scenario", "client", "elapsed", "bound", "ratio", "2xx", "user", "global", "shared", "eff"
     );
-    for scenario in [Scenario::parallel(), Scenario::mixed()] {
+    let runs: usize = std::env::var("RATELIMIT_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let scenarios = (0..runs).flat_map(|_| [Scenario::parallel(), Scenario::mixed()]);
+    for scenario in scenarios {
         let bound = scenario.lower_bound();
         let ours = rt.block_on(run_ours(&scenario));
         let serial = rt.block_on(run_serial(&scenario));
@@ -206,13 +211,54 @@ fn utilisation() {
             scenario.name,
             serial.elapsed.as_secs_f64() / ours.elapsed.as_secs_f64()
         );
+        // The best a probing client could have done with this run's first windows and latency draws.
+        let min_way_in = scenario.config.latency.min() / 2;
+        if let Some(ideal) = ours
+            .stats
+            .buckets
+            .iter()
+            .filter_map(|b| b.probing_finish(min_way_in))
+            .max()
+        {
+            println!(
+                "{:<10} best finish for a probing client with this run's draws: {:.3}s ({:.3} × bound); ours ÷ that {:.3}",
+                scenario.name,
+                ideal.as_secs_f64(),
+                ideal.as_secs_f64() / bound.as_secs_f64(),
+                ours.elapsed.as_secs_f64() / ideal.as_secs_f64()
+            );
+        }
+        // Where the time goes on fixed windows: when each window opened (simulator clock) and how long after
+        // the previous one ended.
+        for b in ours.stats.buckets.iter().filter(|b| b.windows.len() > 1) {
+            let late: Vec<String> = b
+                .windows
+                .windows(2)
+                .map(|w| {
+                    let gap = w[1].saturating_sub(w[0]).saturating_sub(b.limit.period);
+                    format!("{:.1}", gap.as_secs_f64() * 1e3)
+                })
+                .collect();
+            println!(
+                "{:<10}   {} {}: first window at {:.1} ms, later windows late by [{}] ms, last admission {:.1} ms",
+                scenario.name,
+                b.name,
+                b.major,
+                b.windows[0].as_secs_f64() * 1e3,
+                late.join(", "),
+                b.admitted.last().map_or(0.0, |t| t.as_secs_f64() * 1e3),
+            );
+        }
     }
 }
 
 fn main() {
-    let mut c = Criterion::default().configure_from_args();
-    overhead(&mut c);
-    c.final_summary();
+    // Set RATELIMIT_BENCH_ONLY_SIM=1 to skip the added-latency measurement.
+    if std::env::var_os("RATELIMIT_BENCH_ONLY_SIM").is_none() {
+        let mut c = Criterion::default().configure_from_args();
+        overhead(&mut c);
+        c.final_summary();
+    }
     // Set RATELIMIT_BENCH_NO_SIM=1 to measure only the added latency.
     if std::env::var_os("RATELIMIT_BENCH_NO_SIM").is_none() {
         utilisation();

@@ -25,6 +25,8 @@ pub(crate) struct SimRequest<'a> {
     pub(crate) authorization: Option<&'a str>,
     pub(crate) ip: IpAddr,
     pub(crate) body: &'a [u8],
+    /// The round-trip latency drawn for this request (half before the decision, half after).
+    pub(crate) latency: Duration,
 }
 
 /// The body of a reply.
@@ -184,6 +186,7 @@ impl Counter {
                 major: major.to_owned(),
                 limit,
                 admitted: Vec::new(),
+                latencies: Vec::new(),
                 windows: Vec::new(),
                 rejected: 0,
             },
@@ -361,6 +364,7 @@ impl Engine {
         st.stats = SimStats::default();
         for c in st.counters.values_mut() {
             c.stats.admitted.clear();
+            c.stats.latencies.clear();
             c.stats.windows.clear();
             c.stats.rejected = 0;
         }
@@ -567,6 +571,7 @@ impl Engine {
             if let Some(c) = st.counters.get_mut(key) {
                 commit(limit, &mut c.ws, now);
                 c.stats.admitted.push(at);
+                c.stats.latencies.push(req.latency);
                 if let WindowState::Fixed {
                     start: Some(start),
                     count: 1,

@@ -169,6 +169,7 @@ async fn handle(
                 authorization,
                 ip: peer.ip(),
                 body: &body,
+                latency,
             };
             Some(engine.handle(&req, engine.now()))
         }

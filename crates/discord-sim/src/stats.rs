@@ -34,6 +34,9 @@ pub struct BucketStats {
     pub limit: Limit,
     /// Admission times, offsets from the simulator's start, in order.
     pub admitted: Vec<Duration>,
+    /// The round-trip latency drawn for each admitted request (same order as `admitted`; half of it
+    /// elapsed before the admission, half after). Empty for the global counter.
+    pub latencies: Vec<Duration>,
     /// When each fixed window opened (empty for leaky and global counters).
     pub windows: Vec<Duration>,
     /// 429s this counter answered (scope `user` or `global`).
@@ -89,6 +92,32 @@ impl BucketStats {
         } else {
             (best.as_secs_f64() / span.as_secs_f64()).min(1.0)
         }
+    }
+
+    /// For a fixed-window counter: the earliest a client that probes could have received its last
+    /// response, given the first window this run opened and the latencies this run drew.
+    ///
+    /// Every later window opens at the instant the previous one ends (`first + (windows − 1) × period`),
+    /// and the last window's requests leave together, as early as the smallest possible way in
+    /// (`min_way_in`, half the scenario's smallest latency) allows: the last response comes back
+    /// `max latency − min_way_in` after that window opens. A client cannot do better without knowing each
+    /// request's latency before sending it: sent earlier, a request with the shortest way in would arrive
+    /// before the reset. The first window's opening is the probe's way in, which no client controls.
+    /// `None` for leaky counters or when nothing was admitted.
+    pub fn probing_finish(&self, min_way_in: Duration) -> Option<Duration> {
+        if self.limit.window != crate::config::Window::Fixed {
+            return None;
+        }
+        let (first, last) = (self.windows.first()?, self.windows.last()?);
+        let opened = *first + self.limit.period * u32::try_from(self.windows.len() - 1).ok()?;
+        let slowest = self
+            .admitted
+            .iter()
+            .zip(&self.latencies)
+            .filter(|(t, _)| *t >= last)
+            .map(|(_, l)| *l)
+            .max()?;
+        Some((opened + slowest).saturating_sub(min_way_in))
     }
 
     /// The most admissions seen in any half-open interval of the limit's period. The sliding-log global
@@ -171,5 +200,44 @@ impl SimStats {
         self.buckets
             .iter()
             .find(|b| (b.name == name_or_hash || b.hash == name_or_hash) && b.major == major)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn stats(limit: Limit, admitted: &[u64], latencies: &[u64], windows: &[u64]) -> BucketStats {
+        BucketStats {
+            source: "token".into(),
+            name: "hash:x".into(),
+            hash: "x".into(),
+            major: String::new(),
+            limit,
+            admitted: admitted.iter().copied().map(ms).collect(),
+            latencies: latencies.iter().copied().map(ms).collect(),
+            windows: windows.iter().copied().map(ms).collect(),
+            rejected: 0,
+        }
+    }
+
+    #[test]
+    fn probing_finish_enters_every_window_on_time_and_sends_the_last_together() {
+        // Windows opened at 50 ms, 1.07 s and 2.06 s (late); requests of the last drew 90 and 110 ms.
+        let b = stats(
+            Limit::fixed(2, ms(1000)),
+            &[50, 60, 1070, 1071, 2060, 2061],
+            &[100, 90, 80, 85, 90, 110],
+            &[50, 1070, 2060],
+        );
+        // The last window could have opened at 2.05 s; its batch leaves 40 ms before, the slowest returns
+        // 110 ms after leaving.
+        assert_eq!(b.probing_finish(ms(40)), Some(ms(2050 - 40 + 110)));
+        let leaky = stats(Limit::leaky(2, ms(1000)), &[50], &[100], &[]);
+        assert_eq!(leaky.probing_finish(ms(40)), None);
     }
 }

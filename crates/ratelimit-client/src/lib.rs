@@ -88,5 +88,5 @@ pub use error::{BoxError, Error};
 pub use layer::{RateLimit, RateLimitLayer};
 pub use profile::{Lane, Profile};
 pub use scheduler::{
-    Config, ConfigError, InvalidBudget, Limiter, LimiterBuilder, MaxWait, Snapshot,
+    Config, ConfigError, InvalidBudget, Limiter, LimiterBuilder, MaxWait, SentAt, Snapshot,
 };

@@ -167,17 +167,34 @@ async fn parallel_scenario_uses_each_bucket_to_its_limit() {
         .collect::<Vec<_>>();
     assert_eq!(webhooks.len(), 3);
     for b in &webhooks {
+        // Where the time goes: when each window opened, and how late after the previous one ended.
+        let late: Vec<String> = b
+            .windows
+            .windows(2)
+            .map(|w| {
+                format!(
+                    "{:.1} ms",
+                    (w[1] - w[0] - b.limit.period).as_secs_f64() * 1e3
+                )
+            })
+            .collect();
         eprintln!(
-            "{} {}: {} admitted, utilisation {:.3}, efficiency {:.3}",
+            "{} {}: {} admitted, utilisation {:.3}, efficiency {:.3}, windows opened at {:?}, late by {late:?}, last admission {:?}",
             b.name,
             b.major,
             b.admitted.len(),
             b.utilisation(),
-            b.efficiency()
+            b.efficiency(),
+            b.windows,
+            b.admitted.last(),
         );
     }
+    let ideal = webhooks
+        .iter()
+        .filter_map(|b| b.probing_finish(scenario.config.latency.min() / 2))
+        .max();
     eprintln!(
-        "parallel: {:?} (lower bound {:?})",
+        "parallel: {:?} (lower bound {:?}; best finish for a probing client with these draws {ideal:?})",
         r.elapsed,
         scenario.lower_bound()
     );

@@ -135,6 +135,7 @@ where
             }
         };
         let (rparts, rbody) = response.into_parts();
+        let sent_at = rparts.extensions.get::<crate::SentAt>().copied();
         last_status = Some(rparts.status);
         let (read, out) = if permit.wants_body(rparts.status, &rparts.headers) {
             match http_body_util::Limited::new(rbody, MAX_OBSERVED_BODY)
@@ -160,6 +161,7 @@ where
             read.as_deref(),
             req_bytes,
             (limit_tries, error_tries),
+            sent_at,
         ) {
             Next::Done => return Ok(Response::from_parts(rparts, out)),
             Next::Fail(e) => return Err(e),

@@ -62,9 +62,16 @@ pub struct Config {
     pub backoff_max: Micros,
     /// Default maximum time a request may wait for the rate limit; `None` waits as long as needed.
     pub max_wait: Option<Micros>,
-    /// Share (percent, 0–100) of the smallest round trip seen that is taken off reported resets, so that
-    /// requests released at a reset arrive just after it rather than a full round trip late (default 80).
+    /// Share (percent, 0–100) of the early release that the responses justify (default 100). A reset
+    /// learned from `Reset-After` is late on our clock by the response's way back, and a request sent at it
+    /// arrives later still by its way in; each window's responses bound the true reset from both sides, and
+    /// the next window's requests are released so that they arrive at it (the reasoning and its assumptions
+    /// are in the scheduler's state docs). 0 waits for the latest reported reset, which is safe whatever the
+    /// latency. Nothing is released early before 8 responses have measured the round trip.
     pub latency_compensation: u8,
+    /// Added to every early release (default 2 ms): covers `Reset-After`'s rounding to the millisecond and
+    /// a way in a little shorter than any seen. Raise it for an upstream with a jittery path.
+    pub reset_margin: Micros,
 }
 
 impl Default for Config {
@@ -83,7 +90,8 @@ impl Default for Config {
             backoff_base: 250_000,
             backoff_max: 10_000_000,
             max_wait: None,
-            latency_compensation: 80,
+            latency_compensation: 100,
+            reset_margin: 2_000,
         }
     }
 }

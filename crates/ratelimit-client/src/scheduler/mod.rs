@@ -48,6 +48,22 @@ use state::{Core, ErrorKind, Grant, Step, Ticket, Verdict};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MaxWait(pub Duration);
 
+/// When a request actually left, after any wait for a connection: an inner service puts it in the
+/// *response's* extensions (the reqwest adapter, `ReqwestService`, does).
+///
+/// Without it the layer takes the admission time as the send time, so a request that first had to open a
+/// connection (a TCP or TLS handshake) looks as if its way to the upstream were that much longer. The
+/// reset estimates of the next window ([`Config::latency_compensation`]) compare ways in, and a later
+/// request on a warm connection is faster: with this extension the handshake is left out.
+///
+/// ```
+/// use ratelimit_client::SentAt;
+/// let mut res = http::Response::new(());
+/// res.extensions_mut().insert(SentAt(std::time::Instant::now()));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SentAt(pub std::time::Instant);
+
 /// Builds a [`Limiter`].
 pub struct LimiterBuilder<P> {
     profile: P,
@@ -126,10 +142,16 @@ impl<P: Profile> LimiterBuilder<P> {
         self
     }
 
-    /// Share (percent) of the smallest round trip taken off reported resets (default 80; 0 waits for the
-    /// full reported time).
+    /// Share (percent) of the early release the responses justify (default 100; 0 waits for the latest
+    /// reported reset). See [`Config::latency_compensation`].
     pub fn latency_compensation(mut self, percent: u8) -> Self {
         self.cfg.latency_compensation = percent;
+        self
+    }
+
+    /// Margin added to every early release (default 2 ms). See [`Config::reset_margin`].
+    pub fn reset_margin(mut self, margin: Duration) -> Self {
+        self.cfg.reset_margin = us(margin);
         self
     }
 
@@ -495,8 +517,9 @@ impl<P: Profile> Permit<P> {
         body: Option<&[u8]>,
         request_body: Option<&[u8]>,
         attempts: (u32, u32),
+        sent: Option<SentAt>,
     ) -> Next {
-        let Some(grant) = self.grant.take() else {
+        let Some(mut grant) = self.grant.take() else {
             return Next::Done;
         };
         let inner = &self.limiter.inner;
@@ -507,6 +530,17 @@ impl<P: Profile> Permit<P> {
             0
         };
         let now = inner.clock.now();
+        if let Some(SentAt(at)) = sent {
+            // On our clock: as long before now as the instant is before the present, never before admission.
+            let ago = config::us(at.elapsed());
+            let sent = grant.sent_at.max(now.saturating_sub(ago)).min(now);
+            tracing::trace!(
+                connect_us = sent - grant.sent_at,
+                rtt_us = now - sent,
+                "request left after its admission"
+            );
+            grant.sent_at = sent;
+        }
         let verdict = inner.core.lock().complete(&grant, &obs, fingerprint, now);
         metrics::counter!("ratelimit_client_responses_total", "class" => status_class(status))
             .increment(1);

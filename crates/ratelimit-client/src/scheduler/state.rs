@@ -11,10 +11,12 @@
 //!   same window lowers it to `remaining − in_flight` when that is smaller (the header already counts this
 //!   request; requests still in flight may or may not have been counted, so they are assumed counted). It
 //!   never rises inside a window, so out-of-order responses and layered limits only make it safer.
-//! * The window ends at `response time + Reset-After` (on our monotonic clock: later than the upstream's
-//!   own reset by the response latency, never earlier). At that point `avail` returns to the limit, minus
-//!   requests still in flight, and waiters are released one by one, FIFO, each admission waking the next
-//!   head only while `avail` lasts.
+//! * The window ends, on our monotonic clock, no later than the largest `receive time + Reset-After` of
+//!   its responses (late by the response's way back, never early). Its requests are released a little
+//!   before that, so that they *arrive* at the upstream's reset: each response also bounds the reset from
+//!   below (`send time + Reset-After`), and [`Evidence`] says how far ahead the two bounds justify sending.
+//!   At that point `avail` returns to the limit, minus requests still in flight, and waiters are released
+//!   one by one, FIFO, each admission waking the next head only while `avail` lasts.
 //! * An unknown route sends one probe and holds the rest until it answers.
 
 use std::collections::VecDeque;
@@ -157,6 +159,71 @@ pub(crate) enum ErrorKind {
     Banned(Micros),
 }
 
+/// What the responses of one window say about when it resets, on our monotonic clock.
+///
+/// The upstream counts a request at some moment `a` between our send `s` and our receipt `r` of its
+/// response, and reports `Reset-After` = `R − a` for the window's reset `R`. So every response bounds the
+/// reset from both sides: `s + Reset-After ≤ R ≤ r + Reset-After`. How a round trip splits between the way
+/// in and the way back cannot be observed (that would need synchronised clocks), and the release rule below
+/// does not depend on it.
+///
+/// A request of the next window must *arrive* at `R` or later. Sent at `t`, it arrives at `t + in`, where
+/// `in` is its way in. The rule sends it at the later of two moments, each safe under its own assumption,
+/// so it is safe when *either* assumption holds:
+///
+/// * (a) `max(s + Reset-After)`, plus an allowance of the spread of those values divided by the number of
+///   responses. The maximum belongs to the response whose way in was the shortest relative to the reset;
+///   a request sent that long before the reset arrives at it if its own way in is not shorter (by more than
+///   the allowance) than the shortest seen in the window. This is a statement about the *jitter* of the way
+///   in, which the responses measure (their `s + Reset-After` differ exactly by the differences of their
+///   ways in), not about asymmetry.
+/// * (b) `min(r + Reset-After) − smallest round trip seen`: safe if the next request's way in plus the
+///   shortest way back in this window is no shorter than the smallest round trip ever seen.
+///
+/// A configurable margin is added, the share of the time taken off can be lowered
+/// ([`Config::latency_compensation`]), and the release is never later than the largest `r + Reset-After`
+/// (safe with no assumption at all). On a fixed window every response names the same `R`, so the bounds
+/// all overlap and the smallest upper end is used; when they do not overlap (a leaky bucket, whose reset
+/// moves with every request) the largest upper end is used instead.
+#[derive(Debug, Clone, Copy)]
+struct Evidence {
+    /// Responses read in this window.
+    n: u32,
+    /// The largest and smallest `send + Reset-After`.
+    max_lo: Micros,
+    min_lo: Micros,
+    /// The smallest `receive + Reset-After`.
+    min_hi: Micros,
+}
+
+impl Evidence {
+    const NONE: Evidence = Evidence {
+        n: 0,
+        max_lo: 0,
+        min_lo: Micros::MAX,
+        min_hi: Micros::MAX,
+    };
+
+    fn add(&mut self, sent: Micros, received: Micros, reset_after: Micros) {
+        let (lo, hi) = (
+            sent.saturating_add(reset_after),
+            received.saturating_add(reset_after),
+        );
+        self.n = self.n.saturating_add(1);
+        self.max_lo = self.max_lo.max(lo);
+        self.min_lo = self.min_lo.min(lo);
+        self.min_hi = self.min_hi.min(hi);
+    }
+}
+
+/// The parameters of early release (see [`Evidence`]).
+#[derive(Debug, Clone, Copy)]
+struct Early {
+    rtt_min: Option<Micros>,
+    percent: u8,
+    margin: Micros,
+}
+
 #[derive(Debug)]
 struct Counter {
     hash: Option<Arc<str>>,
@@ -166,7 +233,11 @@ struct Counter {
     cur_in_flight: u32,
     window: u64,
     rolled_at: Micros,
+    /// When the window ends at the latest: the largest `receive + Reset-After` of its responses (or a 429's
+    /// wait). Valid whatever the window's kind, with no assumption about latency.
     reset_at: Option<Micros>,
+    /// What the window's responses say about its reset, for releasing the next window early.
+    evidence: Evidence,
     period: Micros,
     blocked_until: Micros,
     probe_next: bool,
@@ -179,7 +250,10 @@ struct Counter {
 }
 
 impl Counter {
-    fn new(hash: Option<Arc<str>>, b: &BucketInfo, now: Micros, reset_at: Micros) -> Self {
+    /// A counter learned from a response to a request admitted at `sent` and read at `now`.
+    fn new(hash: Option<Arc<str>>, b: &BucketInfo, sent: Micros, now: Micros) -> Self {
+        let mut evidence = Evidence::NONE;
+        evidence.add(sent, now, b.reset_after);
         Counter {
             hash,
             limit: b.limit,
@@ -188,7 +262,8 @@ impl Counter {
             cur_in_flight: 0,
             window: 0,
             rolled_at: now,
-            reset_at: Some(reset_at),
+            reset_at: Some(now.saturating_add(b.reset_after)),
+            evidence,
             period: b.reset_after,
             blocked_until: 0,
             probe_next: false,
@@ -200,11 +275,52 @@ impl Counter {
         }
     }
 
+    /// When requests of the next window may leave: see [`Evidence`] for the reasoning. Never later than
+    /// `reset_at`.
+    fn release_at(&self, early: &Early) -> Option<Micros> {
+        let r = self.reset_at?;
+        let ev = &self.evidence;
+        let Some(rtt) = early.rtt_min.filter(|_| ev.n > 0 && early.percent > 0) else {
+            return Some(r);
+        };
+        // One fixed reset: every response's interval [send, receive] + Reset-After contains it, so they all
+        // overlap (1 ms of slack for the header's rounding) and the smallest upper end bounds it. Otherwise
+        // (a moving reset: a leaky bucket, or a window opened anew) only the largest upper end does.
+        let fixed = ev.max_lo <= ev.min_hi.saturating_add(1_000);
+        let upper = if fixed { ev.min_hi.min(r) } else { r };
+        // (a) The request that was counted latest relative to its send (the fastest way in) tells how early
+        // to send: a request leaving at `max_lo` arrives at the reset if its way in is no faster. The
+        // allowance covers a new request beating the fastest of `n` seen (about the spread over `n`).
+        let allowance = (ev.max_lo - ev.min_lo) / u64::from(ev.n);
+        let by_way_in = ev.max_lo.saturating_add(allowance);
+        // (b) The fastest way back seen (the smallest upper end) plus the next way in is no shorter than the
+        // smallest round trip seen.
+        let by_round_trip = upper.saturating_sub(rtt);
+        tracing::trace!(
+            n = ev.n,
+            rtt,
+            allowance,
+            way_in_before_upper = upper as i64 - by_way_in as i64,
+            round_trip_before_upper = upper as i64 - by_round_trip as i64,
+            fixed,
+            "release estimate"
+        );
+        let take = upper
+            .saturating_sub(by_way_in.max(by_round_trip))
+            .saturating_mul(u64::from(early.percent))
+            / 100;
+        Some(
+            upper
+                .saturating_sub(take)
+                .saturating_add(early.margin)
+                .min(r),
+        )
+    }
+
     /// Opens a new window when the current one has ended; guards against a window with no known end.
-    /// `shift` is the latency compensation: the window is taken to end that much before `reset_at`.
-    fn roll(&mut self, now: Micros, shift: Micros) {
-        match self.reset_at {
-            Some(r) if now.saturating_add(shift) >= r => {
+    fn roll(&mut self, now: Micros, early: &Early) {
+        match self.release_at(early) {
+            Some(release) if now >= release => {
                 self.window += 1;
                 self.rolled_at = now;
                 let fresh = if self.probe_next {
@@ -215,6 +331,7 @@ impl Counter {
                 self.avail = fresh.saturating_sub(u64::from(self.in_flight));
                 self.probe_next = false;
                 self.reset_at = None;
+                self.evidence = Evidence::NONE;
                 self.cur_in_flight = 0;
                 self.done = 0;
             }
@@ -546,7 +663,7 @@ impl Core {
 
     /// One admission attempt for waiter `id`.
     pub(crate) fn try_admit(&mut self, id: WaiterId, t: &Ticket, now: Micros) -> Step {
-        let shift = self.shift();
+        let early = self.early();
         if self.tokens.get(&t.token).is_some_and(|s| s.disabled) {
             return Step::Fail(Error::Unauthorized);
         }
@@ -613,11 +730,11 @@ impl Core {
             let Some(c) = self.counters.get_mut(key) else {
                 continue;
             };
-            c.roll(now, shift);
+            c.roll(now, &early);
             let w = if c.blocked_until > now {
                 Some(Some(c.blocked_until))
             } else if c.avail == 0 {
-                Some(c.reset_at.map(|r| r.saturating_sub(shift)))
+                Some(c.release_at(&early))
             } else {
                 None
             };
@@ -747,7 +864,7 @@ impl Core {
     /// Releases what a grant held when no response was read (connection error, cancellation).
     pub(crate) fn fail(&mut self, g: &Grant, now: Micros) {
         self.release(g, now);
-        let shift = self.shift();
+        let early = self.early();
         if g.probe {
             if let Some(r) = self.routes.get_mut(&g.route_key) {
                 r.probe_in_flight = false;
@@ -755,7 +872,7 @@ impl Core {
         }
         for gc in &g.counters {
             if let Some(c) = self.counters.get_mut(&gc.key) {
-                c.roll(now, shift);
+                c.roll(now, &early);
             }
         }
         self.wake_for(g);
@@ -964,6 +1081,7 @@ impl Core {
                         if l.scope == Scope::User {
                             c.avail = 0;
                             c.reset_at = Some(c.reset_at.map_or(until, |r| r.max(until)));
+                            c.evidence = Evidence::NONE;
                             c.probe_next = true;
                         }
                     }
@@ -1056,12 +1174,7 @@ impl Core {
                     );
                     return None;
                 }
-                let mut c = Counter::new(
-                    Some(hash.clone()),
-                    b,
-                    now,
-                    self.reset_from(now, b.reset_after),
-                );
+                let mut c = Counter::new(Some(hash.clone()), b, g.sent_at, now);
                 c.routes.push(g.route_key.clone());
                 self.counters.insert(key.clone(), c);
             } else {
@@ -1076,9 +1189,9 @@ impl Core {
                     // keeps its own counter under the shared hash (dapi#8073).
                     return self.split(g, b, &hash, &template, &major, now);
                 }
-                let shift = self.shift();
+                let early = self.early();
                 if let Some(c) = self.counters.get_mut(&key) {
-                    c.roll(now, shift);
+                    c.roll(now, &early);
                     c.avail = c
                         .avail
                         .min(b.remaining.saturating_sub(u64::from(c.in_flight)));
@@ -1158,11 +1271,14 @@ impl Core {
             c.probe_next = false;
             c.avail = b.remaining.saturating_sub(u64::from(c.in_flight));
             c.reset_at = Some(new_reset);
+            c.evidence = Evidence::NONE;
+            c.evidence.add(g.sent_at, now, b.reset_after);
         } else {
             c.avail = c
                 .avail
                 .min(b.remaining.saturating_sub(u64::from(c.in_flight)));
             c.reset_at = Some(c.reset_at.map_or(new_reset, |r| r.max(new_reset)));
+            c.evidence.add(g.sent_at, now, b.reset_after);
         }
         if b.remaining + 1 >= b.limit || c.period == 0 {
             c.period = c.period.max(b.reset_after);
@@ -1177,21 +1293,18 @@ impl Core {
         now.saturating_add(reset_after)
     }
 
-    /// How much earlier than a recorded reset a request may be sent.
+    /// The parameters of early release (see [`Evidence`]): the smallest round trip seen (none before
+    /// [`RTT_SAMPLES`] responses, so nothing is released early on a cold start), the share taken and the margin.
     ///
-    /// A recorded reset is late by the response's trip back, and a request sent at the reset arrives later
-    /// still by its own trip there. Together they are about one round trip, so a share of the smallest
-    /// round trip seen (`latency_compensation`, 80 % by default) is taken off, evaluated when sending. The
-    /// smallest is the sample with the least local queueing in it: a recent or average round trip can be
-    /// inflated by congestion on our side (a pool of connections being opened) that the next request does
-    /// not meet, and would release it early. Nothing is taken off before [`RTT_SAMPLES`] responses. This
-    /// assumes the upstream counts a request and computes its headers when the request arrives, as
-    /// Discord's edge and the simulator do; set the share to 0 to wait for the full reported time.
-    fn shift(&self) -> Micros {
-        if self.rtt_samples < RTT_SAMPLES {
-            return 0;
+    /// The smallest round trip is the sample with the least local queueing in it: a recent or average round
+    /// trip can be inflated by congestion on our side (a pool of connections being opened) that the next
+    /// request does not meet.
+    fn early(&self) -> Early {
+        Early {
+            rtt_min: (self.rtt_samples >= RTT_SAMPLES).then_some(self.min_rtt),
+            percent: self.cfg.latency_compensation,
+            margin: self.cfg.reset_margin,
         }
-        self.min_rtt / 100 * u64::from(self.cfg.latency_compensation)
     }
 
     /// Gives a route its own counter under a hash it shares with other routes.
@@ -1208,12 +1321,7 @@ impl Core {
         metrics::counter!("ratelimit_client_hash_split_total").increment(1);
         self.own_counter.insert((hash.clone(), template.clone()));
         let key = self.counter_key(g.token, hash, template, major);
-        let mut c = Counter::new(
-            Some(hash.clone()),
-            b,
-            now,
-            self.reset_from(now, b.reset_after),
-        );
+        let mut c = Counter::new(Some(hash.clone()), b, g.sent_at, now);
         c.routes.push(g.route_key.clone());
         // Keep the safe view: this route's requests still in flight were admitted under the shared counter and
         // will count against the new one; the shared counter's in-flight total bounds them.
@@ -1539,20 +1647,82 @@ mod tests {
         );
     }
 
-    #[test]
-    fn resets_are_compensated_by_most_of_the_smallest_round_trip() {
-        let mut c = core();
+    /// Seven warm-up round trips of 150 ms, so that early release is allowed.
+    fn warmed(cfg: Config) -> Core {
+        let mut c = Core::new(cfg);
         for i in 0..7 {
             let g = try_send(&mut c, &ticket("GET /warm", &i.to_string()), 0).unwrap();
             c.complete(&g, &Observation::default(), 0, 150_000);
         }
+        c
+    }
+
+    /// The upstream's window resets at 1.04 s. The probe left at 0, was counted at 40 ms and answered at
+    /// 100 ms; the second request left at 100 ms, was counted at 150 ms and answered at 190 ms.
+    fn two_responses(c: &mut Core, t: &Ticket) {
+        let probe = try_send(c, t, 0).unwrap();
+        c.complete(&probe, &bucket("a", 2, 1, S), 0, 100_000);
+        let g = try_send(c, t, 100_000).unwrap();
+        c.complete(&g, &bucket("a", 2, 0, 890_000), 0, 190_000);
+    }
+
+    #[test]
+    fn the_next_window_is_released_from_both_bounds_of_the_reset() {
+        let mut c = warmed(Config::default());
         let t = ticket("GET /a", "");
-        let probe = try_send(&mut c, &t, 0).unwrap();
-        // Round trip 100 ms (the smallest); the window reported at the response has 1 s left.
-        c.complete(&probe, &bucket("a", 1, 0, S), 0, 100_000);
-        let (_, step) = try_send(&mut c, &t, 100_000).unwrap_err();
+        two_responses(&mut c, &t);
+        // send + Reset-After: 1.0 s and 0.99 s; receive + Reset-After: 1.1 s and 1.08 s. They overlap (one
+        // fixed reset, at most 1.08 s). (a) the fastest way in: 1.0 s + a spread of 10 ms over 2 responses;
+        // (b) 1.08 s − the smallest round trip (90 ms) = 0.99 s. The later, 1.005 s, plus the 2 ms margin.
+        let (w, step) = try_send(&mut c, &t, 190_000).unwrap_err();
         assert!(
-            matches!(step, Step::Wait { until: Some(u), .. } if u == 100_000 + S - 80_000),
+            matches!(step, Step::Wait { until: Some(u), .. } if u == 1_007_000),
+            "{step:?}"
+        );
+        // A request sent then arrives at the reset (1.04 s) if its way in is at least 33 ms, against 40 and 50
+        // ms seen. Released at that moment, not before.
+        assert!(admit(&mut c, w, &t, 1_006_999).is_none());
+        assert!(admit(&mut c, w, &t, 1_007_000).is_some());
+    }
+
+    #[test]
+    fn without_compensation_the_latest_reported_reset_is_awaited() {
+        let mut c = warmed(Config {
+            latency_compensation: 0,
+            ..Config::default()
+        });
+        let t = ticket("GET /a", "");
+        two_responses(&mut c, &t);
+        let (_, step) = try_send(&mut c, &t, 190_000).unwrap_err();
+        assert!(
+            matches!(step, Step::Wait { until: Some(u), .. } if u == 1_100_000),
+            "{step:?}"
+        );
+        // Nor before eight round trips have been measured.
+        let mut c = core();
+        two_responses(&mut c, &t);
+        let (_, step) = try_send(&mut c, &t, 190_000).unwrap_err();
+        assert!(
+            matches!(step, Step::Wait { until: Some(u), .. } if u == 1_100_000),
+            "{step:?}"
+        );
+    }
+
+    #[test]
+    fn a_moving_reset_is_bounded_by_the_latest_response() {
+        let mut c = warmed(Config::default());
+        let t = ticket("GET /leaky", "");
+        // A leaky bucket: each response reports a later reset; the bounds [send, receive] + Reset-After do not
+        // overlap (0.10..0.11 s, then 0.15..0.16 s), so the smallest upper end is no bound at all.
+        let probe = try_send(&mut c, &t, 0).unwrap();
+        c.complete(&probe, &bucket("l", 2, 1, 100_000), 0, 10_000);
+        let g = try_send(&mut c, &t, 10_000).unwrap();
+        c.complete(&g, &bucket("l", 2, 0, 140_000), 0, 20_000);
+        // Upper end 0.16 s; (a) 0.15 s + 25 ms; (b) 0.16 s − 10 ms: released at 0.175 s + 2 ms... capped by the
+        // upper end, 0.16 s.
+        let (_, step) = try_send(&mut c, &t, 20_000).unwrap_err();
+        assert!(
+            matches!(step, Step::Wait { until: Some(u), .. } if u == 160_000),
             "{step:?}"
         );
     }
