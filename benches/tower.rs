@@ -177,13 +177,19 @@ where
 {
     now(std::future::poll_fn(|cx| svc.poll_ready(cx))).unwrap_or_else(|e| panic!("{e:?}"));
     // Say what the row's responses carry, so rows are compared knowingly.
-    let res = now(svc.call(request())).unwrap_or_else(|e| panic!("{e:?}"));
+    let fut = svc.call(request());
+    let size = std::mem::size_of_val(&fut);
+    let res = now(fut).unwrap_or_else(|e| panic!("{e:?}"));
     let fields: Vec<_> = res
         .headers()
         .iter()
         .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("?")))
         .collect();
-    println!("{name}: {} {}", res.status(), fields.join(" | "));
+    println!(
+        "{name}: {} {} (response future: {size} bytes)",
+        res.status(),
+        fields.join(" | ")
+    );
     assert_eq!(res.status(), 200, "{name}: every request must be admitted");
     let n = std::env::var("TOWER_BENCH_LOOP_N")
         .ok()

@@ -85,6 +85,7 @@ pub(crate) struct Buf {
 }
 
 impl Buf {
+    #[inline]
     pub(crate) fn new() -> Self {
         Buf {
             stack: [0; 256],
@@ -106,27 +107,19 @@ impl Buf {
         }
     }
 
-    /// Appends `v` in decimal, two digits per division (the values are up to 15 digits; a digit at a
-    /// time was a visible share of a request's cost).
+    /// Appends `v` in decimal.
     #[inline]
-    pub(crate) fn push_u64(&mut self, mut v: u64) {
-        let mut tmp = [0u8; 20];
-        let mut i = tmp.len();
-        while v >= 100 {
-            let r = (v % 100) as usize * 2;
-            v /= 100;
-            i -= 2;
-            tmp[i..i + 2].copy_from_slice(&DIGIT_PAIRS[r..r + 2]);
-        }
-        if v >= 10 {
-            let r = v as usize * 2;
-            i -= 2;
-            tmp[i..i + 2].copy_from_slice(&DIGIT_PAIRS[r..r + 2]);
+    pub(crate) fn push_u64(&mut self, v: u64) {
+        let n = decimal_len(v);
+        if self.heap.is_empty() && self.len + n <= self.stack.len() {
+            // Straight into place: no scratch buffer, no variable-length copy.
+            write_decimal(&mut self.stack[self.len..self.len + n], v);
+            self.len += n;
         } else {
-            i -= 1;
-            tmp[i] = b'0' + v as u8;
+            let mut tmp = [0u8; 20];
+            write_decimal(&mut tmp[..n], v);
+            self.push(&tmp[..n]);
         }
-        self.push(&tmp[i..]);
     }
 
     pub(crate) fn as_bytes(&self) -> &[u8] {
@@ -140,6 +133,31 @@ impl Buf {
     /// The value.
     pub(crate) fn value(&self) -> Option<HeaderValue> {
         HeaderValue::from_bytes(self.as_bytes()).ok()
+    }
+}
+
+/// The number of decimal digits of `v`.
+#[inline]
+fn decimal_len(v: u64) -> usize {
+    v.checked_ilog10().map_or(1, |l| l as usize + 1)
+}
+
+/// Writes `v` in decimal into `out`, which is exactly [`decimal_len`]`(v)` bytes long; two digits per
+/// division (the values are up to 15 digits; a digit at a time was a visible share of a request's cost).
+#[inline]
+fn write_decimal(out: &mut [u8], mut v: u64) {
+    let mut i = out.len();
+    while v >= 100 {
+        let r = (v % 100) as usize * 2;
+        v /= 100;
+        i -= 2;
+        out[i..i + 2].copy_from_slice(&DIGIT_PAIRS[r..r + 2]);
+    }
+    if v >= 10 {
+        let r = v as usize * 2;
+        out[i - 2..i].copy_from_slice(&DIGIT_PAIRS[r..r + 2]);
+    } else {
+        out[i - 1] = b'0' + v as u8;
     }
 }
 
@@ -373,6 +391,13 @@ mod tests {
             let mut b = Buf::new();
             b.push_u64(v);
             assert_eq!(b.as_bytes(), v.to_string().as_bytes());
+            // Near the end of the stack buffer, and past it (the heap).
+            for fill in [240, 250, 300] {
+                let mut b = Buf::new();
+                b.push(&vec![b'x'; fill]);
+                b.push_u64(v);
+                assert_eq!(&b.as_bytes()[fill..], v.to_string().as_bytes());
+            }
         }
         let s = set();
         let prefixes = item_prefixes(&s);

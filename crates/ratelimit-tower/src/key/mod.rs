@@ -131,6 +131,7 @@ impl fmt::Debug for KeyBuf {
 
 impl KeyBuf {
     /// An empty key under `scope` (at most 32 bytes; longer scopes are rejected when the layer is built).
+    #[inline]
     pub fn new(scope: &[u8]) -> Self {
         let mut k = KeyBuf {
             buf: [0; KEY_CAPACITY],

@@ -13,12 +13,18 @@ use tower_service::Service;
 use super::{Action, Emit};
 use crate::response::ResponseBody;
 
-type Check = Pin<Box<dyn Future<Output = Action> + Send>>;
+/// A store check that owns the inner service and the request until it has decided (boxed: store futures
+/// borrow what they check; see the [parent module](super)).
+pub(crate) type Check<I, Req> = Pin<Box<dyn Future<Output = (Action, I, Req)> + Send>>;
 
 pin_project! {
     /// The response future of [`RateLimit`](super::RateLimit): the inner service's future plus the headers
     /// to add, or the layer's own answer. Boxes nothing for the in-memory store; holds one boxed store
     /// check for other stores.
+    ///
+    /// Kept small (the inner future, the headers to add and a tag): futures are moved when they are
+    /// pinned and boxed, so the rarer states keep their large parts behind a pointer — the layer's own
+    /// answer (429 and the like) and the store check, which owns the service and the request.
     pub struct ResponseFuture<F, I, Req> {
         #[pin]
         state: State<F, I, Req>,
@@ -29,8 +35,8 @@ pin_project! {
     #[project = StateProj]
     enum State<F, I, Req> {
         Inner { #[pin] fut: F, emit: Option<Emit> },
-        Respond { res: Option<Response<Bytes>> },
-        Checking { check: Check, svc: Option<I>, req: Option<Req> },
+        Respond { res: Option<Box<Response<Bytes>>> },
+        Checking { check: Check<I, Req> },
     }
 }
 
@@ -49,17 +55,15 @@ impl<F, I, Req> ResponseFuture<F, I, Req> {
 
     pub(crate) fn respond(res: Response<Bytes>) -> Self {
         ResponseFuture {
-            state: State::Respond { res: Some(res) },
+            state: State::Respond {
+                res: Some(Box::new(res)),
+            },
         }
     }
 
-    pub(crate) fn checking(check: Check, svc: I, req: Req) -> Self {
+    pub(crate) fn checking(check: Check<I, Req>) -> Self {
         ResponseFuture {
-            state: State::Checking {
-                check,
-                svc: Some(svc),
-                req: Some(req),
-            },
+            state: State::Checking { check },
         }
     }
 }
@@ -87,13 +91,10 @@ where
                     let Some(res) = res.take() else {
                         panic!("ResponseFuture polled after completion");
                     };
-                    return Poll::Ready(Ok(res.map(ResponseBody::full)));
+                    return Poll::Ready(Ok((*res).map(ResponseBody::full)));
                 }
-                StateProj::Checking { check, svc, req } => {
-                    let action = ready!(check.as_mut().poll(cx));
-                    let (Some(mut svc), Some(mut req)) = (svc.take(), req.take()) else {
-                        panic!("ResponseFuture polled after completion");
-                    };
+                StateProj::Checking { check } => {
+                    let (action, mut svc, mut req) = ready!(check.as_mut().poll(cx));
                     match action {
                         Action::Proceed(emit, near) => {
                             if let Some(near) = near {
@@ -105,7 +106,9 @@ where
                                 emit: Some(emit),
                             });
                         }
-                        Action::Respond(res) => state.set(State::Respond { res: Some(res) }),
+                        Action::Respond(res) => state.set(State::Respond {
+                            res: Some(Box::new(res)),
+                        }),
                     }
                 }
             }

@@ -121,9 +121,12 @@ where
         let owner = self.shared.clone();
         let entry = entry.clone();
         let global = table.global.clone();
-        let check = Box::pin(async move { owner.run(&entry, global.as_deref(), &key, cost).await });
         let clone = self.inner.clone();
         let svc = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::checking(check, svc, req)
+        let check = Box::pin(async move {
+            let action = owner.run(&entry, global.as_deref(), &key, cost).await;
+            (action, svc, req)
+        });
+        ResponseFuture::checking(check)
     }
 }
