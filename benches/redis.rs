@@ -35,19 +35,7 @@ use redis_server::RedisServer;
 
 const KEYS: usize = 10_000;
 
-const BASELINE_GCRA: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval, tau, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
-if tat < now then tat = now end
-local new_tat = tat + cost * interval
-if new_tat - tau > now then
-  return {0, new_tat - tau - now}
-end
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
-return {1, 0}
-";
+const BASELINE_GCRA: &str = include_str!("support/naive_gcra.lua");
 
 struct Cell {
     rate: f64,

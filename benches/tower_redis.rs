@@ -1,0 +1,215 @@
+//! The tower layer on the Redis store, end to end over loopback HTTP, side by side in one run with no layer
+//! and with the naive Redis middleware most services write (a per-request `redis::Script` GCRA over a
+//! multiplexed connection, 429 on denial).
+//!
+//! Each row serves an axum hello-world on a free loopback port from this process (tokio, 2 worker threads,
+//! `into_make_service_with_connect_info`), warms up with `wrk` for 2 s, then measures `wrk -t2 -c64` for
+//! `RL_BENCH_SECS` (default 10) seconds and reports requests/s, the ratio to no layer, and CPU µs per
+//! request of this process (the server) and of `redis-server`. Rows run in turn, for `RL_BENCH_ROUNDS`
+//! rounds (default 2), so a noisy machine shows its noise. Both limiters key on the peer address (all of
+//! wrk's connections come from 127.0.0.1: one hot key) with the same GCRA quota — one unit per 3.6 µs
+//! (4 µs in the naive script's integer microseconds) with a burst of 10⁹ — so every request is admitted
+//! and writes to Redis: the path a healthy server runs.
+//!
+//! ```sh
+//! cargo bench --bench tower_redis --features redis    # needs wrk and redis-server on the PATH
+//! ```
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../crates/ratelimit-core/tests/support/redis_server.rs"]
+mod redis_server;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use http::StatusCode;
+use ratelimit::core::store::redis::RedisStore;
+use ratelimit::core::{Policy, PolicySet, Quota};
+use ratelimit::tower::RateLimitLayer;
+use redis::aio::MultiplexedConnection;
+use redis_server::RedisServer;
+
+const NAIVE_GCRA: &str = include_str!("support/naive_gcra.lua");
+
+/// The naive script's emission interval in µs (ours: 3.6 µs, `Quota::per_hour(10⁹)`); burst 10⁹ for both.
+const INTERVAL_MICROS: u64 = 4;
+
+fn policies() -> PolicySet {
+    let quota = Quota::per_hour(1_000_000_000)
+        .burst(1_000_000_000)
+        .build()
+        .unwrap();
+    PolicySet::new([Policy::gcra("burst", quota).unwrap()]).unwrap()
+}
+
+#[derive(Clone)]
+struct Naive {
+    conn: MultiplexedConnection,
+    script: Arc<redis::Script>,
+}
+
+/// The naive middleware: one `redis::Script` call per request, keyed by the peer address.
+async fn naive(
+    State(naive): State<Naive>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let mut conn = naive.conn.clone();
+    let reply: Result<Vec<i64>, _> = naive
+        .script
+        .key(format!("naive:{}", peer.ip()))
+        .arg(INTERVAL_MICROS)
+        .arg(INTERVAL_MICROS * 1_000_000_000)
+        .arg(1u64)
+        .invoke_async(&mut conn)
+        .await;
+    match reply {
+        Ok(r) if r.first() == Some(&1) => next.run(req).await,
+        Ok(_) => StatusCode::TOO_MANY_REQUESTS.into_response(),
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
+async fn app(row: &str, redis_url: &str) -> Router {
+    let hello = Router::new().route("/", get(|| async { "hello" }));
+    match row {
+        "none" => hello,
+        "naive" => {
+            let client = redis::Client::open(redis_url).unwrap();
+            let conn = client.get_multiplexed_async_connection().await.unwrap();
+            let state = Naive {
+                conn,
+                script: Arc::new(redis::Script::new(NAIVE_GCRA)),
+            };
+            hello.layer(middleware::from_fn_with_state(state, naive))
+        }
+        _ => {
+            let store = RedisStore::builder().connect(redis_url).await.unwrap();
+            let layer = RateLimitLayer::with_store(store)
+                .policies(policies())
+                .build()
+                .unwrap();
+            hello.layer(layer)
+        }
+    }
+}
+
+fn cpu_micros(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) * 10_000.0
+}
+
+/// Requests/s from wrk's output.
+fn wrk(addr: SocketAddr, secs: u64) -> f64 {
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            "-c64",
+            &format!("-d{secs}s"),
+            &format!("http://{addr}/"),
+        ])
+        .output()
+        .expect("wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("Non-2xx"),
+        "a row answered something other than 200:\n{text}"
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Requests/sec in wrk's output:\n{text}"))
+}
+
+fn main() {
+    // Under `cargo test --all-targets` (no `--bench`), only check that every row builds and answers.
+    let bench = std::env::args().any(|a| a == "--bench");
+    if bench && Command::new("wrk").arg("--version").output().is_err() {
+        eprintln!("tower_redis: wrk is not installed (apt-get install wrk); nothing measured");
+        return;
+    }
+    let secs: u64 = std::env::var("RL_BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let rounds: usize = std::env::var("RL_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let server = RedisServer::start();
+    let redis_pid = server.pid().to_string();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let rows = ["none", "naive", "ours"];
+    println!("wrk -t2 -c64 -d{secs}s, {rounds} round(s); requests/s, ratio to no layer, CPU µs/request [server + redis-server]");
+    for round in 1..=rounds {
+        let mut none = 0.0;
+        for row in rows {
+            let listener = rt
+                .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+                .unwrap();
+            let addr = listener.local_addr().unwrap();
+            let router = rt.block_on(app(row, &server.url()));
+            let task = rt.spawn(async move {
+                axum::serve(
+                    listener,
+                    router.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .await
+                .unwrap();
+            });
+            if !bench {
+                let status = rt.block_on(async {
+                    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                        .await
+                        .unwrap();
+                    let mut buf = Vec::new();
+                    s.read_to_end(&mut buf).await.unwrap();
+                    String::from_utf8_lossy(&buf)
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .to_owned()
+                });
+                assert!(status.contains("200"), "{row}: {status}");
+                task.abort();
+                continue;
+            }
+            wrk(addr, 2);
+            let (c0, r0) = (cpu_micros("self"), cpu_micros(&redis_pid));
+            let rate = wrk(addr, secs);
+            let (c1, r1) = (cpu_micros("self"), cpu_micros(&redis_pid));
+            task.abort();
+            let n = rate * secs as f64;
+            if row == "none" {
+                none = rate;
+            }
+            println!(
+                "round {round} | {row:5} | {rate:>9.0} req/s | {:.2}x | [{:.1} + {:.1}]",
+                rate / none,
+                (c1 - c0) / n,
+                (r1 - r0) / n
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        if !bench {
+            break;
+        }
+    }
+}
