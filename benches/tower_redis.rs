@@ -154,11 +154,16 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let rows = ["none", "naive", "ours"];
+    // `RL_BENCH_ROWS=ours` (comma-separated) runs only those rows, e.g. under a profiler.
+    let only = std::env::var("RL_BENCH_ROWS").unwrap_or_default();
+    let rows: Vec<&str> = ["none", "naive", "ours"]
+        .into_iter()
+        .filter(|r| only.is_empty() || only.split(',').any(|o| o == *r))
+        .collect();
     println!("wrk -t2 -c64 -d{secs}s, {rounds} round(s); requests/s, ratio to no layer, CPU µs/request [server + redis-server]");
     for round in 1..=rounds {
         let mut none = 0.0;
-        for row in rows {
+        for &row in &rows {
             let listener = rt
                 .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
                 .unwrap();

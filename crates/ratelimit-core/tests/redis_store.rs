@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,6 +98,43 @@ async fn coalesced_calls_on_one_connection_admit_exactly_the_limit() {
             "{name}: 300 decisions took {made} calls, none coalesced"
         );
     }
+}
+
+/// A caller that gives up while queued behind an in-flight call is never sent, so nothing is charged for
+/// it — as for a call cancelled before it went out.
+#[tokio::test]
+async fn a_queued_call_dropped_before_its_batch_goes_out_charges_nothing() {
+    let server = RedisServer::start();
+    let store = RedisStore::builder()
+        .timeout(Duration::from_secs(2))
+        .max_in_flight(1)
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let set =
+        PolicySet::new([Policy::gcra("g", Quota::per_hour(1).build().unwrap()).unwrap()]).unwrap();
+    let calls = store.stats().redis_calls;
+    let mut a = Box::pin(Store::<str, PolicySet>::check(&store, &set, "a", 1));
+    let mut b = Box::pin(Store::<str, PolicySet>::check(&store, &set, "b", 1));
+    // One poll each: `a` goes out and holds the only slot, `b` queues behind it.
+    std::future::poll_fn(|cx| {
+        assert!(a.as_mut().poll(cx).is_pending());
+        assert!(b.as_mut().poll(cx).is_pending());
+        std::task::Poll::Ready(())
+    })
+    .await;
+    drop(b);
+    assert!(a.await.unwrap().is_allowed());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        store.stats().redis_calls - calls,
+        1,
+        "the abandoned call was sent"
+    );
+    let d = Store::<str, PolicySet>::check(&store, &set, "b", 1)
+        .await
+        .unwrap();
+    assert!(d.is_allowed(), "the abandoned call was charged: {d:?}");
 }
 
 #[tokio::test]

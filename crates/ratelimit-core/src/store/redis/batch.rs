@@ -192,9 +192,14 @@ impl Waiter {
         self.deadline
     }
 
+    /// Whether the caller has dropped its future.
+    pub(crate) fn abandoned(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     pub(crate) fn answer(self, reply: Reply) {
-        // The caller may have given up (its future dropped); its decision stands in Redis either way, as
-        // for a call cancelled after it was sent.
+        // The caller may have given up after the batch was sent; its decision stands in Redis, as for a
+        // call cancelled after it went out.
         let _ = self.tx.send(reply);
     }
 }

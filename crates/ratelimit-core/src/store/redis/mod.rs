@@ -654,8 +654,12 @@ impl Inner {
     /// Sends one batch and answers each of its callers.
     async fn send_batch(&self, mask: u8, batch: Vec<Waiter>) {
         let now = Instant::now();
-        let (live, late): (Vec<Waiter>, Vec<Waiter>) =
-            batch.into_iter().partition(|w| w.deadline() > now);
+        // A caller that gave up while queued is not sent: nothing is charged for it (as for a direct
+        // call cancelled before it went out).
+        let (live, late): (Vec<Waiter>, Vec<Waiter>) = batch
+            .into_iter()
+            .filter(|w| !w.abandoned())
+            .partition(|w| w.deadline() > now);
         for w in late {
             w.answer(Err(StoreError::Timeout(self.timeout)));
         }
