@@ -131,6 +131,14 @@ async fn mixed_scenario_has_no_avoidable_429s() {
             b.efficiency()
         );
     }
+    for b in s.buckets.iter().filter(|b| b.windows.len() > 1) {
+        eprintln!(
+            "  {} {}: window fills {:?}",
+            b.name,
+            b.major,
+            window_fills(&b.admitted, b.limit.period)
+        );
+    }
     assert_eq!(s.non_shared_429(), 0, "{s:#?}");
     assert_eq!(
         all_ok(&r),

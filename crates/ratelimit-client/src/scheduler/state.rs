@@ -247,6 +247,13 @@ struct Counter {
     /// Admissions so far, and the newest admission whose response has been applied.
     sent_seq: u64,
     applied_seq: u64,
+    /// The smallest `Remaining` reported in this window. Within a window the upstream's count only grows, so
+    /// the response with the smallest value was counted last among those answered: every answered request
+    /// that was counted is in it, and `min_remaining − in_flight − lost` is what may still be sent (requests
+    /// in flight may or may not have been counted).
+    min_remaining: u64,
+    /// Requests of this window that failed without a response (they may have been counted).
+    lost: u32,
 }
 
 impl Counter {
@@ -272,6 +279,8 @@ impl Counter {
             last_used: now,
             sent_seq: 0,
             applied_seq: 0,
+            min_remaining: b.remaining,
+            lost: 0,
         }
     }
 
@@ -329,6 +338,8 @@ impl Counter {
                     self.limit
                 };
                 self.avail = fresh.saturating_sub(u64::from(self.in_flight));
+                self.min_remaining = self.limit;
+                self.lost = 0;
                 self.probe_next = false;
                 self.reset_at = None;
                 self.evidence = Evidence::NONE;
@@ -360,6 +371,8 @@ struct RouteState {
     queue: [VecDeque<(WaiterId, Arc<Notify>)>; Lane::COUNT],
     sublimits: Vec<(u64, Micros)>,
     last_used: Micros,
+    /// This route's entry in its token's global reservations.
+    reserve: Option<u64>,
 }
 
 impl RouteState {
@@ -399,6 +412,11 @@ struct TokenState {
     done: VecDeque<Micros>,
     /// Route heads ready but for the global limit, by call arrival order (FIFO across routes).
     waiting: std::collections::BTreeMap<u64, (WaiterId, Arc<Notify>)>,
+    /// Global slots set aside for routes whose bucket is about to reset (keyed by their head call's arrival
+    /// order): a call does not take a slot that a route further from finishing will need before it frees.
+    reserved: std::collections::BTreeMap<u64, Reservation>,
+    /// Calls held back by reservations, and since when: none is held back longer than one global window.
+    held: HashMap<u64, Micros>,
     locked_until: Micros,
     disabled: bool,
 }
@@ -428,6 +446,35 @@ impl TokenState {
         }
         u64::from(self.in_flight) + self.done.len() as u64
     }
+}
+
+/// Global slots a route will need when its bucket resets.
+#[derive(Debug, Clone, Copy)]
+struct Reservation {
+    ready_at: Micros,
+    count: u32,
+    /// When the route's queue could be done at the earliest, its bucket allowing: routes that will take
+    /// longest go first (the longest-remaining-work rule, which shortens the whole run).
+    finish: Micros,
+}
+
+/// Reservations looked at per admission at most (the scan stays cheap with long backlogs).
+const RESERVATION_SCAN: usize = 256;
+
+/// When a route's queue could be done at the earliest if it may start at `from`: one window of its
+/// tightest counter per `limit` requests queued, after the first.
+fn projected(route: &RouteState, counters: &HashMap<Arc<str>, Counter>, from: Micros) -> Micros {
+    let queued = route.queued().max(1) as u64;
+    route
+        .counters
+        .iter()
+        .filter_map(|k| counters.get(k))
+        .map(|c| {
+            let windows = queued.div_ceil(c.limit.max(1)) - 1;
+            from.saturating_add(c.period.saturating_mul(windows))
+        })
+        .max()
+        .unwrap_or(from)
 }
 
 #[derive(Debug, Default)]
@@ -577,6 +624,7 @@ impl Core {
                     queue: Default::default(),
                     sublimits: Vec::new(),
                     last_used: now,
+                    reserve: None,
                 },
             );
         }
@@ -645,6 +693,11 @@ impl Core {
             }
             if was_head {
                 r.wake_head();
+            }
+            if r.queued() == 0 {
+                if let (Some(k), Some(ts)) = (r.reserve.take(), self.tokens.get_mut(&r.token)) {
+                    ts.reserved.remove(&k);
+                }
             }
         }
     }
@@ -754,6 +807,14 @@ impl Core {
             if let Some(ts) = self.tokens.get_mut(&t.token) {
                 ts.leave(id);
             }
+            if let (Some(ready_at), false, Some(_), false) = (
+                until,
+                t.global_exempt,
+                self.cfg.global_limit,
+                id == FAST_PATH,
+            ) {
+                self.reserve(t, ready_at, now);
+            }
             return Step::Wait { until, bucket };
         }
         // The token's global limit, checked last so that its slots are only spent on admissions.
@@ -769,6 +830,7 @@ impl Core {
             if let Some(n) = limit {
                 // The head's notifier is only needed to register a waiter: looked up then, not on every admission.
                 let routes = &self.routes;
+                let counters = &self.counters;
                 let notify = || {
                     routes
                         .get(&t.route_key)
@@ -803,7 +865,56 @@ impl Core {
                         bucket: "global".into(),
                     };
                 }
+                // Routes further from finishing whose buckets reset before a slot taken now would free keep
+                // theirs (only while the global limit is what binds; the slots are not held otherwise).
+                let (own, own_finish) = routes
+                    .get(&t.route_key)
+                    .map_or((None, now), |r| (r.reserve, projected(r, counters, now)));
+                let used = ts.used(now, window);
+                let mut reserved = 0u64;
+                let mut earliest = Micros::MAX;
+                let held_since = ts.held.get(&t.seq).copied().unwrap_or(now);
+                let patient = held_since.saturating_add(window) > now;
+                for (k, r) in ts
+                    .reserved
+                    .iter()
+                    .take(if patient { RESERVATION_SCAN } else { 0 })
+                {
+                    let stale = r.ready_at.saturating_add(window) < now;
+                    let ahead = r.finish > own_finish || (r.finish == own_finish && *k < t.seq);
+                    if Some(*k) == own || !ahead || stale || r.ready_at > now.saturating_add(window)
+                    {
+                        continue;
+                    }
+                    reserved += u64::from(r.count);
+                    earliest = earliest.min(r.ready_at);
+                    if used + reserved >= u64::from(n) {
+                        break;
+                    }
+                }
+                if used + reserved >= u64::from(n) {
+                    // Not queued for a global slot (that queue is FIFO and would hold back routes ahead of
+                    // this one): it looks again when the reservation or a slot may have cleared.
+                    if ts.held.len() > 1024 {
+                        ts.held
+                            .retain(|_, since| since.saturating_add(4 * window) > now);
+                    }
+                    ts.held.entry(t.seq).or_insert(now);
+                    let free = ts.done.front().map_or(now, |&t| t).saturating_add(window);
+                    return Step::Wait {
+                        until: Some(
+                            earliest
+                                .min(free)
+                                .min(held_since.saturating_add(window))
+                                .max(now + 1_000),
+                        ),
+                        bucket: "global (reserved for older requests)".into(),
+                    };
+                }
                 ts.waiting.remove(&t.seq);
+                if !ts.held.is_empty() {
+                    ts.held.remove(&t.seq);
+                }
                 ts.in_flight += 1;
                 let used = ts.used(now, window);
                 metrics::gauge!("ratelimit_client_global_used").set(used as f64 / f64::from(n));
@@ -826,6 +937,18 @@ impl Core {
         route.last_used = now;
         if probe {
             route.probe_in_flight = true;
+        }
+        if let Some(k) = route.reserve {
+            if let Some(ts) = self.tokens.get_mut(&t.token) {
+                let left = ts.reserved.get_mut(&k).map(|r| {
+                    r.count = r.count.saturating_sub(1);
+                    r.count
+                });
+                if left.unwrap_or(0) == 0 || route.queued() == 0 {
+                    ts.reserved.remove(&k);
+                    route.reserve = None;
+                }
+            }
         }
         let mut counters = Vec::with_capacity(route.counters.len());
         for key in &route.counters {
@@ -861,6 +984,38 @@ impl Core {
         })
     }
 
+    /// Sets global slots aside for a route head waiting for its bucket until `ready_at`: as many as will go
+    /// then (the queue, up to the smallest limit of the route's counters).
+    fn reserve(&mut self, t: &Ticket, ready_at: Micros, now: Micros) {
+        let window = self.global_window;
+        let Some(route) = self.routes.get_mut(&t.route_key) else {
+            return;
+        };
+        let limit = route
+            .counters
+            .iter()
+            .filter_map(|k| self.counters.get(k))
+            .map(|c| c.limit)
+            .min()
+            .unwrap_or(1);
+        let count = u32::try_from(limit.min(route.queued() as u64)).unwrap_or(u32::MAX);
+        let finish = projected(route, &self.counters, ready_at);
+        let key = *route.reserve.get_or_insert(t.seq);
+        let ts = self.tokens.entry(t.token).or_default();
+        if ts.reserved.len() > 64 {
+            ts.reserved
+                .retain(|_, r| r.ready_at.saturating_add(window) >= now);
+        }
+        ts.reserved.insert(
+            key,
+            Reservation {
+                ready_at,
+                count,
+                finish,
+            },
+        );
+    }
+
     /// Releases what a grant held when no response was read (connection error, cancellation).
     pub(crate) fn fail(&mut self, g: &Grant, now: Micros) {
         self.release(g, now);
@@ -872,6 +1027,9 @@ impl Core {
         }
         for gc in &g.counters {
             if let Some(c) = self.counters.get_mut(&gc.key) {
+                if c.window == gc.window {
+                    c.lost = c.lost.saturating_add(1);
+                }
                 c.roll(now, &early);
             }
         }
@@ -1270,13 +1428,19 @@ impl Core {
             c.done = 0;
             c.probe_next = false;
             c.avail = b.remaining.saturating_sub(u64::from(c.in_flight));
+            c.min_remaining = b.remaining;
+            c.lost = 0;
             c.reset_at = Some(new_reset);
             c.evidence = Evidence::NONE;
             c.evidence.add(g.sent_at, now, b.reset_after);
         } else {
+            // What may still be sent: the latest count answered, less everything that may be counted after it.
+            // This can raise the allowance (a request assumed counted while in flight turned out to be in the
+            // count already, or was refused by a shared 429), but never above what the count allows.
+            c.min_remaining = c.min_remaining.min(b.remaining);
             c.avail = c
-                .avail
-                .min(b.remaining.saturating_sub(u64::from(c.in_flight)));
+                .min_remaining
+                .saturating_sub(u64::from(c.in_flight) + u64::from(c.lost));
             c.reset_at = Some(c.reset_at.map_or(new_reset, |r| r.max(new_reset)));
             c.evidence.add(g.sent_at, now, b.reset_after);
         }
@@ -1725,6 +1889,60 @@ mod tests {
             matches!(step, Step::Wait { until: Some(u), .. } if u == 160_000),
             "{step:?}"
         );
+    }
+
+    #[test]
+    fn requests_refused_by_a_shared_429_are_given_back_whatever_the_response_order() {
+        let mut c = core();
+        let t = ticket("POST /channels/{channel_id}/messages", "1");
+        let probe = try_send(&mut c, &t, 0).unwrap();
+        c.complete(&probe, &bucket("m", 5, 4, 5 * S), 0, 0);
+        let g: Vec<Grant> = (0..4).map(|_| try_send(&mut c, &t, 1).unwrap()).collect();
+        // g[0] is counted (3 left); a shared storm refuses g[1..] (not counted, 3 left). The refusals come
+        // back first, while g[0] is still in flight and might not have been counted yet.
+        let mut storm = bucket("m", 5, 3, 5 * S);
+        storm.limited = Some(Limited {
+            scope: Scope::Shared,
+            retry_after: 100_000,
+        });
+        for (i, gi) in g[1..].iter().enumerate() {
+            c.complete(gi, &storm, 0, 2 + i as Micros);
+        }
+        assert_eq!(c.snapshot(5).buckets[0].available, 2);
+        // g[0]'s response shows it was in the count: all three refused requests may go again.
+        c.complete(&g[0], &bucket("m", 5, 3, 5 * S), 0, 6);
+        assert_eq!(c.snapshot(6).buckets[0].available, 3);
+    }
+
+    #[test]
+    fn global_slots_are_kept_for_a_route_further_from_finishing() {
+        let mut c = Core::new(Config {
+            global_limit: Some(2),
+            ..Config::default()
+        });
+        let a = ticket("GET /a", "");
+        let probe = try_send(&mut c, &a, 0).unwrap();
+        c.complete(&probe, &bucket("a", 1, 0, S / 2), 0, 0);
+        // /a waits for its reset at 0.5 s with two calls queued (one more window after that one).
+        let (wa, step) = try_send(&mut c, &a, 1).unwrap_err();
+        assert!(
+            matches!(step, Step::Wait { until: Some(u), .. } if u == S / 2),
+            "{step:?}"
+        );
+        let (_, step) = try_send(&mut c, &a, 1).unwrap_err();
+        assert!(matches!(step, Step::Wait { until: None, .. }), "{step:?}");
+        // A single younger call: the probe's slot is held until 1 s, and /a needs the other at 0.5 s.
+        let b = ticket("GET /b", "");
+        let (wb, step) = try_send(&mut c, &b, 2).unwrap_err();
+        assert!(
+            matches!(step, Step::Wait { ref bucket, .. } if bucket.contains("reserved")),
+            "{step:?}"
+        );
+        let ga = admit(&mut c, wa, &a, S / 2).unwrap();
+        c.complete(&ga, &bucket("a", 1, 0, S / 2), 0, S / 2);
+        // /a took its reserved slot; /b goes at 1 s, when the probe's slot frees.
+        assert!(admit(&mut c, wb, &b, S - 1).is_none());
+        assert!(admit(&mut c, wb, &b, S).is_some());
     }
 
     #[test]
