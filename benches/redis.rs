@@ -19,6 +19,8 @@
 //! `--bench` (as under `cargo test --all-targets`) every cell runs 50 ms at 1 and 16 tasks only.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/cpu.rs"]
+mod cpu;
 #[path = "../crates/ratelimit-core/tests/support/redis_server.rs"]
 mod redis_server;
 
@@ -27,6 +29,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cpu::cpu_micros;
 use ratelimit::core::store::redis::{
     function_name, script_sha, script_source, RedisStore, Scripting,
 };
@@ -47,16 +50,6 @@ struct Cell {
 
 /// redis-server's pid, for its CPU time.
 static SERVER_PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-
-/// User + system CPU time of a process so far, in µs (from `/proc`, 10 ms ticks; 0 where unreadable).
-fn cpu_micros(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) * 10_000.0
-}
 
 fn cpu_pair() -> (f64, f64) {
     let server = SERVER_PID.get().map_or(0.0, |p| cpu_micros(&p.to_string()));
@@ -106,6 +99,32 @@ where
         p99: pct(0.99),
         cpu,
     }
+}
+
+/// One row: `store` checking `set` for the bench's identities at each concurrency level.
+async fn store_row(
+    store: &RedisStore,
+    set: &PolicySet,
+    levels: &[usize],
+    dur: Duration,
+    keys: &Arc<Vec<String>>,
+) -> Vec<(usize, Cell)> {
+    let mut cells = Vec::new();
+    for &n in levels {
+        let (store, set, keys) = (store.clone(), set.clone(), keys.clone());
+        let cell = measure(n, dur, move |t, i| {
+            let (store, set, keys) = (store.clone(), set.clone(), keys.clone());
+            async move {
+                let d = Store::<str, PolicySet>::check(&store, &set, &keys[key_index(t, i)], 1)
+                    .await
+                    .unwrap();
+                std::hint::black_box(d);
+            }
+        })
+        .await;
+        cells.push((n, cell));
+    }
+    cells
 }
 
 fn key_index(t: usize, i: usize) -> usize {
@@ -269,21 +288,7 @@ fn main() {
 
         for (name, policy) in algorithms.clone() {
             let set = PolicySet::new([policy]).unwrap();
-            let mut cells = Vec::new();
-            for &n in levels {
-                let (store, set, keys) = (store.clone(), set.clone(), keys.clone());
-                let cell = measure(n, dur, move |t, i| {
-                    let (store, set, keys) = (store.clone(), set.clone(), keys.clone());
-                    async move {
-                        let d = Store::<str, PolicySet>::check(&store, &set, &keys[key_index(t, i)], 1)
-                            .await
-                            .unwrap();
-                        std::hint::black_box(d);
-                    }
-                })
-                .await;
-                cells.push((n, cell));
-            }
+            let cells = store_row(&store, &set, levels, dur, &keys).await;
             print_row(&format!("RedisStore {name}"), &cells);
             let ratios: Vec<String> = cells
                 .iter()
@@ -295,21 +300,7 @@ fn main() {
 
         // GCRA with coalescing off (each decision its own call).
         let gcra = PolicySet::new([Policy::gcra("p", q()).unwrap()]).unwrap();
-        let mut cells = Vec::new();
-        for &n in levels {
-            let (store, set, keys) = (single.clone(), gcra.clone(), keys.clone());
-            let cell = measure(n, dur, move |t, i| {
-                let (store, set, keys) = (store.clone(), set.clone(), keys.clone());
-                async move {
-                    let d = Store::<str, PolicySet>::check(&store, &set, &keys[key_index(t, i)], 1)
-                        .await
-                        .unwrap();
-                    std::hint::black_box(d);
-                }
-            })
-            .await;
-            cells.push((n, cell));
-        }
+        let cells = store_row(&single, &gcra, levels, dur, &keys).await;
         print_row("RedisStore gcra, max_in_flight(0): no coalescing", &cells);
 
         }
@@ -325,21 +316,7 @@ fn main() {
             .await
             .unwrap();
         let gcra_set = PolicySet::new([Policy::gcra("p", q()).unwrap()]).unwrap();
-        let mut cells = Vec::new();
-        for &n in levels {
-            let (store, set, keys) = (eval_store.clone(), gcra_set.clone(), keys.clone());
-            let cell = measure(n, dur, move |t, i| {
-                let (store, set, keys) = (store.clone(), set.clone(), keys.clone());
-                async move {
-                    let d = Store::<str, PolicySet>::check(&store, &set, &keys[key_index(t, i)], 1)
-                        .await
-                        .unwrap();
-                    std::hint::black_box(d);
-                }
-            })
-            .await;
-            cells.push((n, cell));
-        }
+        let cells = store_row(&eval_store, &gcra_set, levels, dur, &keys).await;
         print_row("RedisStore gcra via EVALSHA", &cells);
 
         // Deny cache: one limited key flooded.

@@ -16,6 +16,8 @@
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/cpu.rs"]
+mod cpu;
 #[path = "../crates/ratelimit-core/tests/support/redis_server.rs"]
 mod redis_server;
 
@@ -29,6 +31,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use cpu::cpu_micros;
 use http::StatusCode;
 use ratelimit::core::store::redis::RedisStore;
 use ratelimit::core::{Policy, PolicySet, Quota};
@@ -100,14 +103,6 @@ async fn app(row: &str, redis_url: &str) -> Router {
             hello.layer(layer)
         }
     }
-}
-
-fn cpu_micros(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) * 10_000.0
 }
 
 /// Requests/s from wrk's output.
