@@ -14,12 +14,18 @@
 //! * **Buckets.** A route's first request probes alone; the response names the bucket and how much is
 //!   left. Then up to `remaining − in_flight` requests run in parallel. When the bucket is empty, requests
 //!   wait in FIFO order (per [`Lane`]) until the reset measured on a monotonic clock, and are released one
-//!   by one only while the refreshed allowance lasts.
+//!   by one only while the refreshed allowance lasts. Every response bounds the upstream's reset from both
+//!   sides (`send + Reset-After` and `receive + Reset-After`), so the next window's requests leave just
+//!   early enough to *arrive* at the reset rather than a round trip late ([`Config::latency_compensation`],
+//!   [`Config::reset_margin`]; the reasoning and its assumptions are in the scheduler's source docs).
 //! * **Shared hashes.** Routes reporting the same bucket hash for the same major share one counter until a
 //!   response proves a route keeps its own count (Discord message create/edit), then they are split.
 //! * **Global limit.** At most N requests (50 by default) per token in any window of 1 s + a margin, kept as
 //!   an exact sliding log (`ratelimit_core::SlidingLog`), and counted at send time; a global 429 locks the
-//!   token for the precise `retry_after`. Interaction callbacks and follow-ups are exempt.
+//!   token for the precise `retry_after`. Interaction callbacks and follow-ups are exempt. Slots go to the
+//!   oldest call, except that a route with more than a window of work queued goes first, and slots are set
+//!   aside for such a route when its bucket is about to reset (nobody is held back longer than one window):
+//!   the run ends when its longest queue does.
 //! * **Scopes and sub-limits.** A `shared` 429 blocks the bucket but is not counted as invalid; a `user` 429
 //!   while `Remaining > 0` is a hidden sub-limit: requests with the same body shape wait in their own lane
 //!   while the rest of the route proceeds.

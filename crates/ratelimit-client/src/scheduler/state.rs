@@ -51,7 +51,8 @@ pub(crate) struct Ticket {
     pub lane: Lane,
     pub global_exempt: bool,
     pub fingerprint: u64,
-    /// Arrival order of the call (kept across its retries): global slots go to the oldest waiting call.
+    /// Arrival order of the call (kept across its retries): global slots go to the oldest waiting call,
+    /// unless a younger one's route has more than one global window more work queued (see [`projected`]).
     pub seq: u64,
 }
 
@@ -411,7 +412,8 @@ struct TokenState {
     in_flight: u32,
     done: VecDeque<Micros>,
     /// Route heads ready but for the global limit, by call arrival order (FIFO across routes).
-    waiting: std::collections::BTreeMap<u64, (WaiterId, Arc<Notify>)>,
+    /// Each with its route's projected finish (see [`projected`]).
+    waiting: std::collections::BTreeMap<u64, (WaiterId, Arc<Notify>, Micros)>,
     /// Global slots set aside for routes whose bucket is about to reset (keyed by their head call's arrival
     /// order): a call does not take a slot that a route further from finishing will need before it frees.
     reserved: std::collections::BTreeMap<u64, Reservation>,
@@ -431,7 +433,7 @@ impl TokenState {
     }
 
     fn wake_first(&self) {
-        if let Some((_, (_, n))) = self.waiting.first_key_value() {
+        if let Some((_, (_, n, _))) = self.waiting.first_key_value() {
             n.notify_one();
         }
     }
@@ -836,10 +838,13 @@ impl Core {
                         .get(&t.route_key)
                         .and_then(|r| r.head().map(|h| h.1.clone()))
                 };
+                let (own, own_finish) = routes
+                    .get(&t.route_key)
+                    .map_or((None, now), |r| (r.reserve, projected(r, counters, now)));
                 let ts = self.tokens.entry(t.token).or_default();
                 if ts.used(now, window) >= u64::from(n) {
                     if let Some(notify) = notify() {
-                        ts.waiting.insert(t.seq, (id, notify));
+                        ts.waiting.insert(t.seq, (id, notify, own_finish));
                     }
                     // The earliest a slot can free is one window after the oldest answered request, or one
                     // window from now if all are still in flight.
@@ -849,15 +854,17 @@ impl Core {
                         bucket: "global".into(),
                     };
                 }
+                // An older call waiting for a global slot gets this one, unless this route has more than a
+                // window more work ahead of it (then it would end the run last if it waited its turn).
                 if ts
                     .waiting
-                    .first_key_value()
-                    .is_some_and(|(&first, w)| first < t.seq && w.0 != id)
+                    .range(..t.seq)
+                    .take(RESERVATION_SCAN)
+                    .any(|(_, w)| w.0 != id && w.2.saturating_add(window) >= own_finish)
                 {
-                    // An older call is waiting for a global slot: it gets this one. Poll again shortly in
-                    // case it has gone.
+                    // Poll again shortly in case it has gone.
                     if let Some(notify) = notify() {
-                        ts.waiting.insert(t.seq, (id, notify));
+                        ts.waiting.insert(t.seq, (id, notify, own_finish));
                     }
                     ts.wake_first();
                     return Step::Wait {
@@ -867,9 +874,6 @@ impl Core {
                 }
                 // Routes further from finishing whose buckets reset before a slot taken now would free keep
                 // theirs (only while the global limit is what binds; the slots are not held otherwise).
-                let (own, own_finish) = routes
-                    .get(&t.route_key)
-                    .map_or((None, now), |r| (r.reserve, projected(r, counters, now)));
                 let used = ts.used(now, window);
                 let mut reserved = 0u64;
                 let mut earliest = Micros::MAX;
@@ -1943,6 +1947,45 @@ mod tests {
         // /a took its reserved slot; /b goes at 1 s, when the probe's slot frees.
         assert!(admit(&mut c, wb, &b, S - 1).is_none());
         assert!(admit(&mut c, wb, &b, S).is_some());
+    }
+
+    #[test]
+    fn a_route_with_windows_of_work_ahead_is_not_held_behind_single_older_calls() {
+        let mut c = Core::new(Config {
+            global_limit: Some(2),
+            ..Config::default()
+        });
+        let y = ticket("GET /y", "");
+        let probe = try_send(&mut c, &y, 0).unwrap();
+        c.complete(&probe, &bucket("y", 5, 4, S), 0, 0);
+        let g0 = try_send(&mut c, &ticket("GET /u", "0"), 0).unwrap();
+        c.complete(&g0, &Observation::default(), 0, 0);
+        // Both slots are held until 1 s. An older single call waits for one.
+        let x = ticket("GET /u", "1");
+        let (wx, _) = try_send(&mut c, &x, 1).unwrap_err();
+        // Then twelve calls on /y: three windows of five, two more after the one that opens now.
+        let ys: Vec<(WaiterId, Ticket)> = (0..12)
+            .map(|_| {
+                let t = ticket("GET /y", "");
+                (try_send(&mut c, &t, 2).unwrap_err().0, t)
+            })
+            .collect();
+        assert!(ys[0].1.seq > x.seq);
+        // At 1 s /y's head goes first although /x is older: /y would otherwise end the run two windows late.
+        assert!(admit(&mut c, ys[0].0, &ys[0].1, S).is_some());
+        assert!(admit(&mut c, wx, &x, S).is_some());
+        // With one window of work or less, the older call keeps its turn.
+        let mut c = Core::new(Config {
+            global_limit: Some(1),
+            ..Config::default()
+        });
+        let g0 = try_send(&mut c, &ticket("GET /u", "0"), 0).unwrap();
+        c.complete(&g0, &Observation::default(), 0, 0);
+        let (wx, _) = try_send(&mut c, &x, 1).unwrap_err();
+        let z = ticket("GET /z", "");
+        let (wz, _) = try_send(&mut c, &z, 2).unwrap_err();
+        assert!(admit(&mut c, wz, &z, S).is_none());
+        assert!(admit(&mut c, wx, &x, S).is_some());
     }
 
     #[test]
