@@ -1,5 +1,5 @@
 -- The naive baseline most crates ship: a GCRA as a plain redis::Script (EVALSHA), float division and
--- all. Used by benches/redis.rs (store vs baseline) and benches/tower_redis.rs (layer vs a naive
+-- all. Used by benches/redis.rs (store vs baseline) and benches/tower_wrk.rs (layer vs a naive
 -- middleware). KEYS[1]: the key; ARGV: emission interval (µs), tau (µs), cost. Reply {allowed, wait}.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])

@@ -1,18 +1,21 @@
-//! The tower layer on the Redis store, end to end over loopback HTTP, side by side in one run with no layer
-//! and with the naive Redis middleware most services write (a per-request `redis::Script` GCRA over a
-//! multiplexed connection, 429 on denial).
+//! The tower layer end to end over loopback HTTP, measured with `wrk`, side by side in one run with no
+//! layer, `tower_governor` 0.8 (in memory) and the naive Redis middleware most services write (a
+//! per-request `redis::Script` GCRA over a multiplexed connection, 429 on denial).
 //!
-//! Each row serves an axum hello-world on a free loopback port from this process (tokio, 2 worker threads,
+//! Rows: `none`; `governor` (tower_governor, peer-IP key, its default: no headers); `ours` (in-memory
+//! store, peer-IP key, IETF headers); `naive_redis`; `ours_redis` (the Redis store, the same layer). Each
+//! row serves an axum hello-world on a free loopback port from this process (tokio, 2 worker threads,
 //! `into_make_service_with_connect_info`), warms up with `wrk` for 2 s, then measures `wrk -t2 -c64` for
 //! `RL_BENCH_SECS` (default 10) seconds and reports requests/s, the ratio to no layer, and CPU µs per
 //! request of this process (the server) and of `redis-server`. Rows run in turn, for `RL_BENCH_ROUNDS`
-//! rounds (default 2), so a noisy machine shows its noise. Both limiters key on the peer address (all of
-//! wrk's connections come from 127.0.0.1: one hot key) with the same GCRA quota — one unit per 3.6 µs
-//! (4 µs in the naive script's integer microseconds) with a burst of 10⁹ — so every request is admitted
-//! and writes to Redis: the path a healthy server runs.
+//! rounds (default 2), so a noisy machine shows its noise; `RL_BENCH_ROWS=ours,governor` runs only those.
+//! Every limiter keys on the peer address (all of wrk's connections come from 127.0.0.1: one hot key)
+//! with the same GCRA quota — one unit per 3.6 µs (4 µs in the naive script's integer microseconds) with
+//! a burst of 10⁹ — so every request is admitted (a non-2xx answer fails the row): the path a healthy
+//! server runs.
 //!
 //! ```sh
-//! cargo bench --bench tower_redis --features redis    # needs wrk and redis-server on the PATH
+//! cargo bench --bench tower_wrk --features redis    # needs wrk and redis-server on the PATH
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -38,6 +41,8 @@ use ratelimit::core::{Policy, PolicySet, Quota};
 use ratelimit::tower::RateLimitLayer;
 use redis::aio::MultiplexedConnection;
 use redis_server::RedisServer;
+use tower_governor::governor::GovernorConfigBuilder;
+use tower_governor::GovernorLayer;
 
 const NAIVE_GCRA: &str = include_str!("support/naive_gcra.lua");
 
@@ -85,7 +90,16 @@ async fn app(row: &str, redis_url: &str) -> Router {
     let hello = Router::new().route("/", get(|| async { "hello" }));
     match row {
         "none" => hello,
-        "naive" => {
+        "governor" => {
+            let config = GovernorConfigBuilder::default()
+                .period(Duration::from_nanos(3_600))
+                .burst_size(1_000_000_000)
+                .finish()
+                .unwrap();
+            hello.layer(GovernorLayer::new(Arc::new(config)))
+        }
+        "ours" => hello.layer(RateLimitLayer::new(policies()).unwrap()),
+        "naive_redis" => {
             let client = redis::Client::open(redis_url).unwrap();
             let conn = client.get_multiplexed_async_connection().await.unwrap();
             let state = Naive {
@@ -94,7 +108,7 @@ async fn app(row: &str, redis_url: &str) -> Router {
             };
             hello.layer(middleware::from_fn_with_state(state, naive))
         }
-        _ => {
+        "ours_redis" => {
             let store = RedisStore::builder().connect(redis_url).await.unwrap();
             let layer = RateLimitLayer::with_store(store)
                 .policies(policies())
@@ -102,6 +116,7 @@ async fn app(row: &str, redis_url: &str) -> Router {
                 .unwrap();
             hello.layer(layer)
         }
+        other => panic!("unknown row {other}"),
     }
 }
 
@@ -131,7 +146,7 @@ fn main() {
     // Under `cargo test --all-targets` (no `--bench`), only check that every row builds and answers.
     let bench = std::env::args().any(|a| a == "--bench");
     if bench && Command::new("wrk").arg("--version").output().is_err() {
-        eprintln!("tower_redis: wrk is not installed (apt-get install wrk); nothing measured");
+        eprintln!("tower_wrk: wrk is not installed (apt-get install wrk); nothing measured");
         return;
     }
     let secs: u64 = std::env::var("RL_BENCH_SECS")
@@ -151,7 +166,7 @@ fn main() {
         .unwrap();
     // `RL_BENCH_ROWS=ours` (comma-separated) runs only those rows, e.g. under a profiler.
     let only = std::env::var("RL_BENCH_ROWS").unwrap_or_default();
-    let rows: Vec<&str> = ["none", "naive", "ours"]
+    let rows: Vec<&str> = ["none", "governor", "ours", "naive_redis", "ours_redis"]
         .into_iter()
         .filter(|r| only.is_empty() || only.split(',').any(|o| o == *r))
         .collect();
@@ -201,7 +216,7 @@ fn main() {
                 none = rate;
             }
             println!(
-                "round {round} | {row:5} | {rate:>9.0} req/s | {:.2}x | [{:.1} + {:.1}]",
+                "round {round} | {row:11} | {rate:>9.0} req/s | {:.2}x | [{:.1} + {:.1}]",
                 rate / none,
                 (c1 - c0) / n,
                 (r1 - r0) / n
