@@ -211,14 +211,28 @@ fn utilisation() {
             scenario.name,
             serial.elapsed.as_secs_f64() / ours.elapsed.as_secs_f64()
         );
-        // The best a probing client could have done with this run's first windows and latency draws.
+        let with_storms = scenario.lower_bound_with_storms();
+        if with_storms != bound {
+            println!(
+                "{:<10} bound counting shared storms: {:.3}s; ours ÷ that {:.3}, serial ÷ that {:.3}",
+                scenario.name,
+                with_storms.as_secs_f64(),
+                ours.elapsed.as_secs_f64() / with_storms.as_secs_f64(),
+                serial.elapsed.as_secs_f64() / with_storms.as_secs_f64()
+            );
+        }
+        // The best a probing client could have done with this run's first windows and latency draws (fixed
+        // windows only, and only where nothing else binds: the parallel run).
         let min_way_in = scenario.config.latency.min() / 2;
+        let only_fixed = scenario.config.global.is_none()
+            && scenario.config.routes.iter().all(|r| r.shared.is_none());
         if let Some(ideal) = ours
             .stats
             .buckets
             .iter()
             .filter_map(|b| b.probing_finish(min_way_in))
             .max()
+            .filter(|_| only_fixed)
         {
             println!(
                 "{:<10} best finish for a probing client with this run's draws: {:.3}s ({:.3} × bound); ours ÷ that {:.3}",

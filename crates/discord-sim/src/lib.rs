@@ -80,7 +80,10 @@
 //!
 //! [`RunningSim::stats`] returns [`SimStats`]: responses by kind and, for every counter, the admission
 //! times. [`BucketStats::utilisation`] is admissions ÷ the most the limit allows in the span they took;
-//! [`Scenario::lower_bound`] is the earliest any client can finish a scenario.
+//! [`Scenario::lower_bound`] is the earliest any client can finish a scenario
+//! ([`Scenario::lower_bound_with_storms`] also counts the shared storms no client can avoid), and
+//! [`BucketStats::probing_finish`] the earliest a client that probes could have finished with a run's
+//! latency draws. [`BucketStats::latencies`] holds the latency drawn for every admission.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod config;

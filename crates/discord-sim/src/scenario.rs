@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 
-use crate::config::{AgeTier, Latency, Limit, RouteConfig, SimConfig, StormTrigger};
+use crate::config::{
+    AgeTier, Latency, Limit, RouteConfig, SharedStorm, SimConfig, StormTrigger, Window,
+};
 use crate::engine::{match_route, sub_limit_applies, Engine};
 use crate::route::Template;
 
@@ -293,7 +295,19 @@ impl Scenario {
     /// global limit), the shortest span in which it admits the operations that count against it, plus
     /// the smallest latency (the last response still has to come back). Shared storms are not included.
     pub fn lower_bound(&self) -> Duration {
-        self.bound(false)
+        self.bound(false, false)
+    }
+
+    /// [`Scenario::lower_bound`], also counting what shared storms started every n-th request
+    /// ([`StormTrigger::EveryNth`](crate::StormTrigger::EveryNth)) cost on fixed windows, which no client
+    /// can avoid: the j-th storm starts at the request that would be the `j·(n−1)+1`-th admission of that
+    /// route and major (each earlier storm's first request was refused, not counted), no earlier than the
+    /// window that admission belongs to opens; it and every later request of that counter must then wait
+    /// out the storm. So the counter cannot finish before that window opens, plus the storm, plus the
+    /// smallest latency. Storms also take global slots (the global limit is checked first), so each adds
+    /// one request to the global count. Storms drawn at random are left out.
+    pub fn lower_bound_with_storms(&self) -> Duration {
+        self.bound(false, true)
     }
 
     /// [`Scenario::lower_bound`] for a client that learns each fixed window's reset from a response
@@ -301,10 +315,10 @@ impl Scenario {
     /// least one minimum round trip after the previous one ended, because the first request of the new
     /// window leaves only once the reset is known and still has to travel.
     pub fn lower_bound_reactive(&self) -> Duration {
-        self.bound(true)
+        self.bound(true, false)
     }
 
-    fn bound(&self, reactive: bool) -> Duration {
+    fn bound(&self, reactive: bool, storms: bool) -> Duration {
         let templates: Vec<Template> = self
             .config
             .routes
@@ -312,6 +326,8 @@ impl Scenario {
             .map(|r| Template::parse(&r.template))
             .collect();
         let mut counts: HashMap<String, (Limit, u64, bool)> = HashMap::new();
+        // Per route and major with an every-n-th storm: (storm, its route's reported limit, requests).
+        let mut stormy: HashMap<String, (SharedStorm, Limit, u64)> = HashMap::new();
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i128);
@@ -321,6 +337,18 @@ impl Scenario {
                 continue;
             };
             let source = if op.authorized { "token" } else { "ip" };
+            if let (true, Some(storm), Some(limit)) = (storms, &route.shared, route.limit) {
+                let major = crate::route::major_of(&op.path);
+                if storm.majors.as_ref().is_none_or(|ms| ms.contains(&major)) {
+                    stormy
+                        .entry(format!(
+                            "{source}|{} {}|{major}",
+                            route.method, route.template
+                        ))
+                        .or_insert((storm.clone(), limit, 0))
+                        .2 += 1;
+                }
+            }
             for (name, _, major, limit) in Engine::counter_names(route, &op.path, now_ms) {
                 counts
                     .entry(format!("{source}|{name}|{major}"))
@@ -345,6 +373,32 @@ impl Scenario {
                     .1 += 1;
             }
         }
+        let mut storm_floor = Duration::ZERO;
+        for (key, (storm, limit, n)) in &stormy {
+            let (StormTrigger::EveryNth(every), Window::Fixed) = (storm.trigger, limit.window)
+            else {
+                continue;
+            };
+            if every < 2 {
+                continue;
+            }
+            let every = u64::from(every);
+            // Storms j = 1.. start at admission attempt j·(every−1)+1, while that admission is still needed.
+            let last = (1..)
+                .map(|j| j * (every - 1) + 1)
+                .take_while(|a| a <= n)
+                .last();
+            let Some(a) = last else { continue };
+            let windows_before = a.div_ceil(limit.limit_u64()) - 1;
+            let floor =
+                limit.period * u32::try_from(windows_before).unwrap_or(u32::MAX) + storm.duration;
+            storm_floor = storm_floor.max(floor);
+            let storms_started = (1..).take_while(|j| j * (every - 1) < *n).count() as u64;
+            let source = key.split('|').next().unwrap_or("token");
+            if let Some(g) = counts.get_mut(&format!("{source}|global")) {
+                g.1 += storms_started;
+            }
+        }
         let rtt = self.config.latency.min();
         let slowest = counts
             .values()
@@ -357,7 +411,8 @@ impl Scenario {
                 d
             })
             .max()
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .max(storm_floor);
         slowest + rtt
     }
 }
@@ -546,6 +601,12 @@ mod tests {
         assert_eq!(m.operations.len(), 312);
         // 20 messages per channel at 5 per 500 ms fixed: 3 more windows.
         assert_eq!(m.lower_bound(), ms(1500) + ms(5));
+        // Channel 100's third storm starts at its 19th admission, in its fourth window: 3 × 500 + 100 ms.
+        assert_eq!(m.lower_bound_with_storms(), ms(1600) + ms(5));
+        assert_eq!(
+            Scenario::parallel().lower_bound_with_storms(),
+            Scenario::parallel().lower_bound()
+        );
         let p = Scenario::parallel();
         assert_eq!(p.operations.len(), 306);
         assert_eq!(p.lower_bound(), ms(2000) + ms(80));

@@ -97,27 +97,25 @@ impl BucketStats {
     /// For a fixed-window counter: the earliest a client that probes could have received its last
     /// response, given the first window this run opened and the latencies this run drew.
     ///
-    /// Every later window opens at the instant the previous one ends (`first + (windows − 1) × period`),
-    /// and the last window's requests leave together, as early as the smallest possible way in
-    /// (`min_way_in`, half the scenario's smallest latency) allows: the last response comes back
-    /// `max latency − min_way_in` after that window opens. A client cannot do better without knowing each
-    /// request's latency before sending it: sent earlier, a request with the shortest way in would arrive
-    /// before the reset. The first window's opening is the probe's way in, which no client controls.
-    /// `None` for leaky counters or when nothing was admitted.
+    /// The admissions need `k = ⌈admitted ÷ limit⌉` windows; every later window opens at the instant the
+    /// previous one ends (`first + (k − 1) × period`), and the last window's requests (the last
+    /// `admitted − (k − 1) × limit` admissions, with the latencies they drew) leave together, as early as
+    /// the smallest possible way in (`min_way_in`, half the scenario's smallest latency) allows: the last
+    /// response comes back `max latency − min_way_in` after that window opens. A client cannot do better
+    /// without knowing each request's latency before sending it: sent earlier, a request with the shortest
+    /// way in would arrive before the reset. The first window's opening is the probe's way in, which no
+    /// client controls once it probes. `None` for leaky counters or when nothing was admitted.
     pub fn probing_finish(&self, min_way_in: Duration) -> Option<Duration> {
-        if self.limit.window != crate::config::Window::Fixed {
+        if self.limit.window != crate::config::Window::Fixed || self.admitted.is_empty() {
             return None;
         }
-        let (first, last) = (self.windows.first()?, self.windows.last()?);
-        let opened = *first + self.limit.period * u32::try_from(self.windows.len() - 1).ok()?;
-        let slowest = self
-            .admitted
-            .iter()
-            .zip(&self.latencies)
-            .filter(|(t, _)| *t >= last)
-            .map(|(_, l)| *l)
-            .max()?;
-        Some((opened + slowest).saturating_sub(min_way_in))
+        let first = self.windows.first()?;
+        let n = self.admitted.len() as u64;
+        let k = n.div_ceil(self.limit.limit_u64());
+        let opened = *first + self.limit.period * u32::try_from(k - 1).ok()?;
+        let in_last = usize::try_from(n - (k - 1) * self.limit.limit_u64()).ok()?;
+        let slowest = self.latencies.iter().rev().take(in_last).max()?;
+        Some((opened + *slowest).saturating_sub(min_way_in))
     }
 
     /// The most admissions seen in any half-open interval of the limit's period. The sliding-log global

@@ -109,9 +109,10 @@ async fn mixed_scenario_has_no_avoidable_429s() {
     let (r, _sim, limiter) = run(&scenario).await;
     let s = &r.stats;
     eprintln!(
-        "mixed: {:?} (lower bound {:?}), 2xx {}, user {} sub {} global {} shared {} cf {}",
+        "mixed: {:?} (lower bound {:?}, {:?} counting shared storms), 2xx {}, user {} sub {} global {} shared {} cf {}",
         r.elapsed,
         scenario.lower_bound(),
+        scenario.lower_bound_with_storms(),
         s.success,
         s.user_429,
         s.sub_limit_429,
