@@ -97,6 +97,8 @@ where
         let table = self.tiers.load();
         let owned_tier: Option<Tier>;
         let tier = match &shared.cfg.tier_source {
+            // With no named tier every request gets the default one: skip the extension look-up.
+            TierSource::Extension if table.named.is_empty() => None,
             TierSource::Extension => info.extensions().get::<Tier>().map(Tier::as_str),
             TierSource::Fn(f) => {
                 owned_tier = f(&info);
