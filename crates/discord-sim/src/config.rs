@@ -532,6 +532,9 @@ pub struct SimConfig {
     pub ban: Option<BanConfig>,
     /// Added latency.
     pub latency: Latency,
+    /// Share of each request's latency, in percent, spent before the decision (default 50: half on the way
+    /// in, half on the way back). Other values model an asymmetric path, to test a client's assumptions.
+    pub inbound_percent: u8,
     /// Seed of the RNG used for latency and probabilistic storms.
     pub seed: u64,
     /// Also send `X-RateLimit-Scope: user` on non-429 responses (unresolved in the docs, A.4).
@@ -568,6 +571,7 @@ impl SimConfig {
                 body: BanBody::Html,
             }),
             latency: Latency::None,
+            inbound_percent: 50,
             seed: 0,
             scope_on_success: false,
             reset_skew_ms: 0,
@@ -613,6 +617,12 @@ impl SimConfig {
     /// Sets the latency.
     pub fn latency(mut self, latency: Latency) -> Self {
         self.latency = latency;
+        self
+    }
+
+    /// Sets the share of the latency spent before the decision (percent, 0–100; default 50).
+    pub fn inbound_percent(mut self, percent: u8) -> Self {
+        self.inbound_percent = percent;
         self
     }
 
@@ -735,6 +745,12 @@ impl SimConfig {
             return Err(ConfigError(
                 "tokens must be non-empty and contain no whitespace".to_owned(),
             ));
+        }
+        if self.inbound_percent > 100 {
+            return Err(ConfigError(format!(
+                "inbound_percent is a share of the latency: 0 to 100, not {}",
+                self.inbound_percent
+            )));
         }
         Ok(())
     }

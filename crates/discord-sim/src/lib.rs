@@ -48,7 +48,7 @@
 //! * **Tokens**: `Authorization: Bot <token>` must name a configured token; anything else gets 401;
 //!   [`RunningSim::revoke_token`] invalidates one mid-test.
 //! * **Latency** ([`Latency`]): fixed or uniform in a range, drawn from a seeded RNG, half before admission
-//!   and half after.
+//!   and half after by default ([`SimConfig::inbound_percent`] models an asymmetric path).
 //!
 //! ## The order of checks
 //!

@@ -148,9 +148,10 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    // Half the latency on the way in, half on the way out: admission happens "at Discord".
+    // Part of the latency on the way in (half by default), the rest on the way out: admission happens "at
+    // Discord".
     let latency = engine.draw_latency();
-    let inbound = latency / 2;
+    let inbound = latency * u32::from(engine.config().inbound_percent.min(100)) / 100;
     if !inbound.is_zero() {
         tokio::time::sleep(inbound).await;
     }
