@@ -838,13 +838,21 @@ impl Core {
                         .get(&t.route_key)
                         .and_then(|r| r.head().map(|h| h.1.clone()))
                 };
-                let (own, own_finish) = routes
-                    .get(&t.route_key)
-                    .map_or((None, now), |r| (r.reserve, projected(r, counters, now)));
                 let ts = self.tokens.entry(t.token).or_default();
+                // This route's reservation and projected finish: looked up only when others wait or reserve.
+                let (own, own_finish) = if ts.waiting.is_empty() && ts.reserved.is_empty() {
+                    (None, now)
+                } else {
+                    routes
+                        .get(&t.route_key)
+                        .map_or((None, now), |r| (r.reserve, projected(r, counters, now)))
+                };
                 if ts.used(now, window) >= u64::from(n) {
                     if let Some(notify) = notify() {
-                        ts.waiting.insert(t.seq, (id, notify, own_finish));
+                        let finish = routes
+                            .get(&t.route_key)
+                            .map_or(now, |r| projected(r, counters, now));
+                        ts.waiting.insert(t.seq, (id, notify, finish));
                     }
                     // The earliest a slot can free is one window after the oldest answered request, or one
                     // window from now if all are still in flight.
