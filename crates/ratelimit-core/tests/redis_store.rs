@@ -396,6 +396,35 @@ async fn deny_cache_answers_a_flood_locally_until_the_exact_retry_time() {
         "the flood stayed local"
     );
     assert!(store.stats().deny_cache_hits >= 900);
+    // A set rebuilt with the same policies (a set built per request) hits the same entries; a set that
+    // differs in its quota does not.
+    let rebuilt =
+        PolicySet::new([
+            Policy::gcra("g", Quota::per_second(5).burst(1).build().unwrap()).unwrap(),
+        ])
+        .unwrap();
+    let hits = store.stats().deny_cache_hits;
+    let d = Store::<str, PolicySet>::check(&store, &rebuilt, "f", 1)
+        .await
+        .unwrap();
+    assert_eq!(d.outcome(), Outcome::Limited);
+    assert_eq!(
+        store.stats().deny_cache_hits,
+        hits + 1,
+        "a rebuilt set missed the cache"
+    );
+    let other = PolicySet::new([
+        Policy::gcra("g", Quota::per_second(6).burst(1).build().unwrap()).unwrap(),
+    ])
+    .unwrap();
+    let _ = Store::<str, PolicySet>::check(&store, &other, "f", 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.stats().deny_cache_hits,
+        hits + 1,
+        "another quota hit the cache"
+    );
     // After the retry time, the key is admitted again (by Redis).
     tokio::time::sleep(Duration::from_millis(210)).await;
     assert!(Store::<str, PolicySet>::check(&store, &set, "f", 1)

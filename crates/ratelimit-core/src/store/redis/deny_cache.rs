@@ -25,8 +25,8 @@ struct Entry {
     decision: Decision,
 }
 
-/// Identity hash + the address of the policy set's policies (stable while the set lives).
-type CacheKey = (IdentityHash, usize);
+/// Identity hash + the policy set's id (`script::set_id`).
+type CacheKey = (IdentityHash, u64);
 
 #[derive(Debug)]
 pub(crate) struct DenyCache {

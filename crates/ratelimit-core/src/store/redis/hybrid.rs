@@ -64,7 +64,7 @@ pub struct HybridStore {
     lease: u64,
     ttl: Micros,
     clock: Arc<dyn Clock>,
-    leases: Mutex<HashMap<(IdentityHash, usize), Lease, foldhash::fast::RandomState>>,
+    leases: Mutex<HashMap<(IdentityHash, u64), Lease, foldhash::fast::RandomState>>,
     max_leases: usize,
 }
 
@@ -114,7 +114,7 @@ impl HybridStore {
         if cost == 0 || cost >= self.lease || set.policies().iter().any(Policy::penalises) {
             return Store::<[u8], PolicySet>::check(&self.redis, set, key, cost).await;
         }
-        let id = (hash_identity(key), set.policies().as_ptr() as usize);
+        let id = (hash_identity(key), super::script::set_id(set));
         let now = self.clock.now();
         // Decide under the lock, act (await) after it is released.
         let local = {
@@ -224,7 +224,7 @@ impl Store<[u8], PolicySet> for HybridStore {
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
         self.leases
             .lock()
-            .remove(&(hash_identity(key), rule.policies().as_ptr() as usize));
+            .remove(&(hash_identity(key), super::script::set_id(rule)));
         Store::<[u8], PolicySet>::reset(&self.redis, rule, key)
     }
 }

@@ -117,8 +117,8 @@
 //! later checks of the same identity and policy set (for at least the same cost) are answered locally, with
 //! the retry and reset counted down — a flood on a limited key stops reaching Redis. It is skipped for policy
 //! sets with a penalising policy (the penalty must reach Redis). Refunds and resets clear the entry.
-//! Entries are keyed by identity and by policy-set *instance* (clones share one): build a [`PolicySet`]
-//! once and reuse it, not one per request, or the cache never hits.
+//! Entries are keyed by identity and by the policy set's content (names, algorithms, quotas), so a set
+//! rebuilt for every request hits the cache as well as one built once.
 
 mod batch;
 mod breaker;
@@ -660,10 +660,16 @@ impl Inner {
             .into_iter()
             .filter(|w| !w.abandoned())
             .partition(|w| w.deadline() > now);
+        let expired = !late.is_empty();
         for w in late {
             w.answer(Err(StoreError::Timeout(self.timeout)));
         }
         let Some(deadline) = live.iter().map(Waiter::deadline).min() else {
+            if expired {
+                // The whole batch ran out of time waiting for Redis to answer the calls ahead of it: a
+                // failed call for the breaker, as the direct calls that timed out were.
+                self.record(&Err(StoreError::Timeout(self.timeout)), Permit::Call);
+            }
             return;
         };
         let permit = self.breaker.permit();
@@ -759,13 +765,16 @@ impl Inner {
         cost: u64,
     ) -> Result<Decision, StoreError> {
         let hash = keys::hash_identity(key);
-        let cache_key = (hash, set.policies().as_ptr() as usize);
+        // The deny cache, its key and the send time only when it applies (no hashing or clock read per
+        // call without it).
         let deny = match &self.deny {
-            Some(d) if op == Op::Check && !set.policies().iter().any(Policy::penalises) => Some(d),
+            Some(d) if op == Op::Check && !set.policies().iter().any(Policy::penalises) => {
+                Some((d, (hash, script::set_id(set)), Instant::now()))
+            }
             _ => None,
         };
-        if let Some(d) = deny {
-            if let Some(decision) = d.get(&cache_key, cost, Instant::now()) {
+        if let Some((d, cache_key, now)) = &deny {
+            if let Some(decision) = d.get(cache_key, cost, *now) {
                 self.counters
                     .deny_cache_hits
                     .fetch_add(1, Ordering::Relaxed);
@@ -773,12 +782,10 @@ impl Inner {
                 return Ok(decision);
             }
         }
-        // Only the deny cache needs the send time (a clock read saved per call without it).
-        let sent = deny.map(|_| Instant::now());
         match self.call(op, set, &hash, cost).await {
             Ok(reply) => {
                 let (_, decision) = script::parse(&reply, op, set, self.server_time(), cost)?;
-                if let (Some(d), Some(sent)) = (deny, sent) {
+                if let Some((d, cache_key, sent)) = deny {
                     if decision.outcome() == crate::Outcome::Limited {
                         // Counted from when the call was sent: the retry is never shortened by the RTT
                         // being attributed to the wait.
@@ -802,7 +809,7 @@ impl Inner {
     ) -> Result<(), StoreError> {
         let hash = keys::hash_identity(key);
         if let Some(d) = &self.deny {
-            d.remove(&(hash, set.policies().as_ptr() as usize));
+            d.remove(&(hash, script::set_id(set)));
         }
         match self.call(Op::Refund, set, &hash, cost).await {
             Ok(reply) => match reply {
@@ -818,7 +825,7 @@ impl Inner {
     async fn reset(&self, set: &PolicySet, key: &[u8]) -> Result<(), StoreError> {
         let hash = keys::hash_identity(key);
         if let Some(d) = &self.deny {
-            d.remove(&(hash, set.policies().as_ptr() as usize));
+            d.remove(&(hash, script::set_id(set)));
         }
         if let OnFailure::Local { .. } = self.on_failure {
             self.local.reset(key);

@@ -99,6 +99,21 @@ fn part(algorithm: &AnyAlgorithm) -> u8 {
     }
 }
 
+/// What identifies a policy set's state in Redis and its decisions: every policy's name, algorithm,
+/// parameters and penalty flag, hashed. Two sets built apart with the same policies get the same id (so
+/// the local caches keyed by it — the deny cache, the hybrid leases — hit for sets rebuilt per request);
+/// sets that differ in any of these get different ids.
+pub(crate) fn set_id(set: &PolicySet) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut h = foldhash::quality::FixedState::with_seed(0x7261_7465_6c69_6d74).build_hasher();
+    for p in set.policies() {
+        p.name().hash(&mut h);
+        let (code, ps) = params(p.algorithm());
+        (code, ps, p.penalises()).hash(&mut h);
+    }
+    h.finish()
+}
+
 /// The key suffix of a policy: its name, then its algorithm, so that changing a policy's algorithm under
 /// the same name starts fresh state instead of misreading the old one (a sorted set read as a string).
 pub(crate) fn push_policy_key(base: &mut String, policy: &crate::policy::Policy) {
