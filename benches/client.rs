@@ -224,8 +224,10 @@ fn utilisation() {
         // The best a probing client could have done with this run's first windows and latency draws (fixed
         // windows only, and only where nothing else binds: the parallel run).
         let min_way_in = scenario.config.latency.min() / 2;
-        let only_fixed = scenario.config.global.is_none()
-            && scenario.config.routes.iter().all(|r| r.shared.is_none());
+        let only_fixed =
+            scenario.config.routes.iter().all(|r| {
+                r.shared.is_none() && (r.exempt_global || scenario.config.global.is_none())
+            });
         if let Some(ideal) = ours
             .stats
             .buckets
