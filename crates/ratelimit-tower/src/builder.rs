@@ -398,7 +398,7 @@ impl<S> RateLimitBuilder<S> {
             }
         };
         let cfg = Config {
-            scope: scope.into_boxed_slice(),
+            scope: crate::key::Scope::new(&scope),
             key: self.key.unwrap_or_else(|| Box::new(ClientIp::peer())),
             tier_source: self.tier_source,
             cost: self.cost,

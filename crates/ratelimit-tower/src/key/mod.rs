@@ -129,20 +129,52 @@ impl fmt::Debug for KeyBuf {
     }
 }
 
+/// The most bytes of a scope (the layer's builder rejects longer ones).
+const MAX_SCOPE: usize = 32;
+
+/// A layer's scope as every key starts: its bytes, then a 0 separator, padded with zeros to a fixed size,
+/// so that starting a key is a fixed-size copy (a variable-length one was a `memcpy` call per request).
+#[derive(Clone)]
+pub(crate) struct Scope {
+    prefix: [u8; MAX_SCOPE + 1],
+    /// Scope bytes plus the separator.
+    len: u8,
+}
+
+impl Scope {
+    /// `scope`, cut to [`MAX_SCOPE`] bytes.
+    pub(crate) fn new(scope: &[u8]) -> Self {
+        let n = scope.len().min(MAX_SCOPE);
+        let mut prefix = [0; MAX_SCOPE + 1];
+        prefix[..n].copy_from_slice(&scope[..n]);
+        Scope {
+            prefix,
+            len: (n + 1) as u8,
+        }
+    }
+
+    /// The scope's bytes (without the separator).
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.prefix[..self.len as usize - 1]
+    }
+}
+
 impl KeyBuf {
     /// An empty key under `scope` (at most 32 bytes; longer scopes are rejected when the layer is built).
     #[inline]
     pub fn new(scope: &[u8]) -> Self {
+        Self::scoped(&Scope::new(scope))
+    }
+
+    /// An empty key under `scope`.
+    #[inline]
+    pub(crate) fn scoped(scope: &Scope) -> Self {
         let mut k = KeyBuf {
             buf: [0; KEY_CAPACITY],
-            len: 0,
-            base: 0,
+            len: scope.len,
+            base: scope.len,
         };
-        let n = scope.len().min(32);
-        k.buf[..n].copy_from_slice(&scope[..n]);
-        k.buf[n] = 0;
-        k.len = (n + 1) as u8;
-        k.base = k.len;
+        k.buf[..MAX_SCOPE + 1].copy_from_slice(&scope.prefix);
         k
     }
 
@@ -314,6 +346,17 @@ impl<A: KeyExtractor, B: KeyExtractor> KeyExtractor for And<A, B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_starts_with_its_scope_and_a_separator() {
+        let k = KeyBuf::new(b"scope");
+        assert_eq!(k.as_bytes(), b"scope\0");
+        assert!(k.is_empty());
+        let long = [b'a'; 40];
+        let k = KeyBuf::new(&long);
+        assert_eq!(k.as_bytes().len(), MAX_SCOPE + 1);
+        assert_eq!(Scope::new(b"rl").as_bytes(), b"rl");
+    }
 
     #[test]
     fn components_are_length_prefixed() {

@@ -53,11 +53,9 @@ impl<F, I, Req> ResponseFuture<F, I, Req> {
         }
     }
 
-    pub(crate) fn respond(res: Response<Bytes>) -> Self {
+    pub(crate) fn respond(res: Box<Response<Bytes>>) -> Self {
         ResponseFuture {
-            state: State::Respond {
-                res: Some(Box::new(res)),
-            },
+            state: State::Respond { res: Some(res) },
         }
     }
 
@@ -98,7 +96,7 @@ where
                     match action {
                         Action::Proceed(emit, near) => {
                             if let Some(near) = near {
-                                req.extensions_mut().insert(near);
+                                req.extensions_mut().insert(*near);
                             }
                             let fut = svc.call(req);
                             state.set(State::Inner {
@@ -106,9 +104,7 @@ where
                                 emit: Some(emit),
                             });
                         }
-                        Action::Respond(res) => state.set(State::Respond {
-                            res: Some(Box::new(res)),
-                        }),
+                        Action::Respond(res) => state.set(State::Respond { res: Some(res) }),
                     }
                 }
             }

@@ -42,7 +42,10 @@ impl<S> Clone for RateLimitLayer<S> {
 impl<S> fmt::Debug for RateLimitLayer<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitLayer")
-            .field("scope", &String::from_utf8_lossy(&self.shared.cfg.scope))
+            .field(
+                "scope",
+                &String::from_utf8_lossy(self.shared.cfg.scope.as_bytes()),
+            )
             .finish_non_exhaustive()
     }
 }

@@ -36,7 +36,7 @@ pub use service::RateLimit;
 
 use crate::builder::{Cost, SkipFn};
 use crate::headers::{self, Buf, LegacyReset};
-use crate::key::{KeyBuf, KeyError, KeyExtractor, RequestInfo};
+use crate::key::{KeyBuf, KeyError, KeyExtractor, RequestInfo, Scope};
 use crate::observe::{self, KeyHash, Stopwatch};
 use crate::response::{self, Rejection, NO_STORE};
 use crate::tier::{Entry, TierSource, TierTable};
@@ -89,7 +89,7 @@ pub struct NearLimit {
 }
 
 pub(crate) struct Config {
-    pub(crate) scope: Box<[u8]>,
+    pub(crate) scope: Scope,
     pub(crate) key: Box<dyn KeyExtractor>,
     pub(crate) tier_source: TierSource,
     pub(crate) cost: Cost,
@@ -144,12 +144,13 @@ impl Emit {
     }
 }
 
-/// What the layer does with a request.
+/// What the layer does with a request. The rare parts are boxed: an action is moved out of the decision
+/// into the response future, and at over 128 bytes each move was a `memcpy` call.
 pub(crate) enum Action {
     /// Call the inner service; add `Emit`'s headers; insert `NearLimit` first if set.
-    Proceed(Emit, Option<NearLimit>),
+    Proceed(Emit, Option<Box<NearLimit>>),
     /// Answer without calling the inner service.
-    Respond(Response<Bytes>),
+    Respond(Box<Response<Bytes>>),
 }
 
 /// What key extraction led to.
@@ -301,7 +302,7 @@ where
     }
 
     fn global_key(&self) -> KeyBuf {
-        let mut gkey = KeyBuf::new(&self.cfg.scope);
+        let mut gkey = KeyBuf::scoped(&self.cfg.scope);
         gkey.push(b'G', b"");
         gkey
     }
@@ -469,7 +470,7 @@ where
                 }
                 self.emit(entry, primary_part, global_part, key, Some((le, ld)))
                     .apply(h);
-                Action::Respond(res)
+                Action::Respond(Box::new(res))
             }
             _ => {
                 observe::count!("allowed");
@@ -487,10 +488,12 @@ where
                     let (e, d) = most_binding(primary_part, global_part);
                     let s = d.binding();
                     (u128::from(s.remaining) * 100 <= u128::from(s.limit) * u128::from(pct)).then(
-                        || NearLimit {
-                            policy: Arc::from(e.set.policy(d.binding_index()).name()),
-                            remaining: s.remaining,
-                            limit: s.limit,
+                        || {
+                            Box::new(NearLimit {
+                                policy: Arc::from(e.set.policy(d.binding_index()).name()),
+                                remaining: s.remaining,
+                                limit: s.limit,
+                            })
                         },
                     )
                 });
@@ -592,11 +595,11 @@ where
                 tracing::warn!(error = %e, key = %KeyHash::of(key.as_bytes()), "rate-limit store error; failing closed (503)");
                 metrics::counter!("ratelimit_store_errors_total", "action" => "fail_closed")
                     .increment(1);
-                Action::Respond(response::simple_problem(
+                Action::Respond(Box::new(response::simple_problem(
                     StatusCode::SERVICE_UNAVAILABLE,
                     Some(response::TEMPORARY_REDUCED_CAPACITY),
                     "the rate limiter's store is unavailable; try again shortly",
-                ))
+                )))
             }
         }
     }

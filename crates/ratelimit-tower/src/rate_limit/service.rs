@@ -87,11 +87,11 @@ where
             observe::count!("skipped");
             return ResponseFuture::inner(self.inner.call(req), None);
         }
-        let mut key = KeyBuf::new(&shared.cfg.scope);
+        let mut key = KeyBuf::scoped(&shared.cfg.scope);
         match shared.key(&info, &mut key) {
             KeyOutcome::Key => {}
             KeyOutcome::Pass => return ResponseFuture::inner(self.inner.call(req), None),
-            KeyOutcome::Respond(res) => return ResponseFuture::respond(res),
+            KeyOutcome::Respond(res) => return ResponseFuture::respond(Box::new(res)),
         };
         let cost = shared.cost(&info);
         let table = self.tiers.load();
@@ -112,7 +112,7 @@ where
             return match action {
                 Action::Proceed(emit, near) => {
                     if let Some(near) = near {
-                        req.extensions_mut().insert(near);
+                        req.extensions_mut().insert(*near);
                     }
                     ResponseFuture::inner(self.inner.call(req), Some(emit))
                 }
