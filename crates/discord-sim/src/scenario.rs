@@ -305,7 +305,11 @@ impl Scenario {
     /// window that admission belongs to opens; it and every later request of that counter must then wait
     /// out the storm. So the counter cannot finish before that window opens, plus the storm, plus the
     /// smallest latency. Storms also take global slots (the global limit is checked first), so each adds
-    /// one request to the global count. Storms drawn at random are left out.
+    /// one request to the global count. And fixed windows meet the global limit: for every moment `t` at
+    /// which some fixed window can open at the earliest (its index × its period), the requests of all
+    /// windows that cannot open before `t` (storm refusals included) must pass the global limit from `t`
+    /// on, which takes `⌈D ÷ N⌉ − 1` further global periods for D of them. Storms drawn at random are left
+    /// out.
     pub fn lower_bound_with_storms(&self) -> Duration {
         self.bound(false, true)
     }
@@ -328,6 +332,8 @@ impl Scenario {
         let mut counts: HashMap<String, (Limit, u64, bool)> = HashMap::new();
         // Per route and major with an every-n-th storm: (storm, its route's reported limit, requests).
         let mut stormy: HashMap<String, (SharedStorm, Limit, u64)> = HashMap::new();
+        // Reported counters of requests under the global limit: (limit, requests, every-n-th storm).
+        let mut bursts: HashMap<String, (Limit, u64, Option<u64>)> = HashMap::new();
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i128);
@@ -349,11 +355,24 @@ impl Scenario {
                         .2 += 1;
                 }
             }
-            for (name, _, major, limit) in Engine::counter_names(route, &op.path, now_ms) {
-                counts
-                    .entry(format!("{source}|{name}|{major}"))
-                    .or_insert((limit, 0, true))
-                    .1 += 1;
+            for (i, (name, _, major, limit)) in Engine::counter_names(route, &op.path, now_ms)
+                .into_iter()
+                .enumerate()
+            {
+                let key = format!("{source}|{name}|{major}");
+                if storms && i == 0 && self.config.global.is_some() && !route.exempt_global {
+                    let every = route.shared.as_ref().and_then(|st| match st.trigger {
+                        StormTrigger::EveryNth(e)
+                            if e >= 2
+                                && st.majors.as_ref().is_none_or(|ms| ms.contains(&major)) =>
+                        {
+                            Some(u64::from(e))
+                        }
+                        _ => None,
+                    });
+                    bursts.entry(key.clone()).or_insert((limit, 0, every)).1 += 1;
+                }
+                counts.entry(key).or_insert((limit, 0, true)).1 += 1;
             }
             if let Some(sub) = &route.sub_limit {
                 if sub_limit_applies(
@@ -397,6 +416,34 @@ impl Scenario {
             let source = key.split('|').next().unwrap_or("token");
             if let Some(g) = counts.get_mut(&format!("{source}|global")) {
                 g.1 += storms_started;
+            }
+        }
+        // Fixed windows meet the global limit: the requests of every window that opens at `t` or later must
+        // be sent at `t` or later (a window opens no earlier than its index × period), storm refusals
+        // included, and a sliding log of N per G takes ⌈D ÷ N⌉ − 1 further periods to pass D of them.
+        if let Some(g) = self.config.global.filter(|_| storms) {
+            let mut demand: Vec<(Duration, u64)> = Vec::new();
+            for (limit, n, every) in bursts.values() {
+                if limit.window != Window::Fixed || *n == 0 {
+                    continue;
+                }
+                let l = limit.limit_u64();
+                let k = n.div_ceil(l);
+                let at = |w: u64| limit.period * u32::try_from(w).unwrap_or(u32::MAX);
+                for w in 0..k {
+                    demand.push((at(w), if w + 1 < k { l } else { n - (k - 1) * l }));
+                }
+                if let Some(e) = every {
+                    for a in (1..).map(|j| j * (e - 1) + 1).take_while(|a| a <= n) {
+                        demand.push((at(a.div_ceil(l) - 1), 1));
+                    }
+                }
+            }
+            let per = u64::from(g.limit.max(1));
+            for &(t, _) in demand.iter().filter(|(t, _)| !t.is_zero()) {
+                let d: u64 = demand.iter().filter(|(u, _)| *u >= t).map(|x| x.1).sum();
+                let blocks = u32::try_from(d.div_ceil(per).saturating_sub(1)).unwrap_or(u32::MAX);
+                storm_floor = storm_floor.max(t + g.period * blocks);
             }
         }
         let rtt = self.config.latency.min();
@@ -601,8 +648,10 @@ mod tests {
         assert_eq!(m.operations.len(), 312);
         // 20 messages per channel at 5 per 500 ms fixed: 3 more windows.
         assert_eq!(m.lower_bound(), ms(1500) + ms(5));
-        // Channel 100's third storm starts at its 19th admission, in its fourth window: 3 × 500 + 100 ms.
-        assert_eq!(m.lower_bound_with_storms(), ms(1600) + ms(5));
+        // Channel 100's third storm starts at its 19th admission, in its fourth window (3 × 500 + 100 ms);
+        // and the ten channels' fourth windows (five messages each, plus that refused request) are 51 requests
+        // from 1.5 s on, one more than the global 50 per 200 ms passes in one period.
+        assert_eq!(m.lower_bound_with_storms(), ms(1700) + ms(5));
         assert_eq!(
             Scenario::parallel().lower_bound_with_storms(),
             Scenario::parallel().lower_bound()
