@@ -255,6 +255,9 @@ struct Counter {
     min_remaining: u64,
     /// Requests of this window that failed without a response (they may have been counted).
     lost: u32,
+    /// The previous window's reset at the latest (0 if unknown), to tell its late responses from the new
+    /// window's.
+    prev_upper: Micros,
 }
 
 impl Counter {
@@ -282,22 +285,30 @@ impl Counter {
             applied_seq: 0,
             min_remaining: b.remaining,
             lost: 0,
+            prev_upper: 0,
         }
     }
 
     /// When requests of the next window may leave: see [`Evidence`] for the reasoning. Never later than
     /// `reset_at`.
+    /// When the window ends at the latest. One fixed reset: every response's interval [send, receive] +
+    /// Reset-After contains it, so they all overlap (1 ms of slack for the header's rounding) and the
+    /// smallest upper end bounds it. Otherwise (a moving reset: a leaky bucket, or a window opened anew) only
+    /// the largest upper end does.
+    fn upper(&self) -> Option<Micros> {
+        let r = self.reset_at?;
+        let ev = &self.evidence;
+        let fixed = ev.n > 0 && ev.max_lo <= ev.min_hi.saturating_add(1_000);
+        Some(if fixed { ev.min_hi.min(r) } else { r })
+    }
+
     fn release_at(&self, early: &Early) -> Option<Micros> {
         let r = self.reset_at?;
         let ev = &self.evidence;
         let Some(rtt) = early.rtt_min.filter(|_| ev.n > 0 && early.percent > 0) else {
             return Some(r);
         };
-        // One fixed reset: every response's interval [send, receive] + Reset-After contains it, so they all
-        // overlap (1 ms of slack for the header's rounding) and the smallest upper end bounds it. Otherwise
-        // (a moving reset: a leaky bucket, or a window opened anew) only the largest upper end does.
-        let fixed = ev.max_lo <= ev.min_hi.saturating_add(1_000);
-        let upper = if fixed { ev.min_hi.min(r) } else { r };
+        let upper = self.upper().unwrap_or(r);
         // (a) The request that was counted latest relative to its send (the fastest way in) tells how early
         // to send: a request leaving at `max_lo` arrives at the reset if its way in is no faster. The
         // allowance covers a new request beating the fastest of `n` seen (about the spread over `n`).
@@ -312,7 +323,6 @@ impl Counter {
             allowance,
             way_in_before_upper = upper as i64 - by_way_in as i64,
             round_trip_before_upper = upper as i64 - by_round_trip as i64,
-            fixed,
             "release estimate"
         );
         let take = upper
@@ -331,6 +341,7 @@ impl Counter {
     fn roll(&mut self, now: Micros, early: &Early) {
         match self.release_at(early) {
             Some(release) if now >= release => {
+                self.prev_upper = self.upper().unwrap_or(0);
                 self.window += 1;
                 self.rolled_at = now;
                 let fresh = if self.probe_next {
@@ -1394,9 +1405,15 @@ impl Core {
         let current = match gc {
             Some(gc) if gc.window == c.window => true,
             Some(gc) if gc.window + 1 == c.window => {
-                // Sent in the previous window, answered after we rolled over. Counted in the new window only if
-                // it reports a reset well beyond the old one.
-                if new_reset > c.rolled_at.saturating_add(c.period / 2) {
+                // Sent in the previous window, answered after we rolled over (the roll comes before the old
+                // reset, so that the new window's requests arrive at it). Counted in the new window only if
+                // it reports a reset well beyond the old one: `send + Reset-After` is at most the reset that
+                // counted it, so an old-window response never passes this.
+                let old_end = match c.prev_upper {
+                    0 => c.rolled_at,
+                    u => u,
+                };
+                if g.sent_at.saturating_add(b.reset_after) > old_end.saturating_add(c.period / 2) {
                     true
                 } else {
                     c.avail = (c.avail + 1).min(c.limit.saturating_sub(u64::from(c.in_flight)));
@@ -1882,6 +1899,30 @@ mod tests {
             matches!(step, Step::Wait { until: Some(u), .. } if u == 1_100_000),
             "{step:?}"
         );
+    }
+
+    #[test]
+    fn a_late_answer_from_the_window_before_an_early_release_is_not_taken_for_the_new_one() {
+        let mut c = Core::new(Config::default());
+        for i in 0..7 {
+            let g = try_send(&mut c, &ticket("GET /warm", &i.to_string()), 0).unwrap();
+            c.complete(&g, &Observation::default(), 0, 10_000);
+        }
+        // 2 per 100 ms; the upstream's window runs from 5 ms to 105 ms.
+        let t = ticket("GET /s", "");
+        let probe = try_send(&mut c, &t, 0).unwrap();
+        c.complete(&probe, &bucket("s", 2, 1, 100_000), 0, 10_000);
+        let slow = try_send(&mut c, &t, 10_000).unwrap();
+        // Released at 102 ms (the reset's bounds say 100–110 ms, the fastest round trip is 10 ms).
+        let (w, step) = try_send(&mut c, &t, 20_000).unwrap_err();
+        assert!(
+            matches!(step, Step::Wait { until: Some(u), .. } if u == 102_000),
+            "{step:?}"
+        );
+        let _next = admit(&mut c, w, &t, 102_000).unwrap();
+        // The slow request was counted at 15 ms, in the old window, and is answered only now.
+        c.complete(&slow, &bucket("s", 2, 0, 90_000), 0, 112_000);
+        assert_eq!(c.snapshot(112_000).buckets[0].available, 1);
     }
 
     #[test]
