@@ -505,6 +505,11 @@ impl PolicySet {
     }
 
     fn statuses(&self, state: &PolicyStates, now: Micros, cost: u64) -> Decision {
+        if let [p] = &*self.policies {
+            // One policy (the common case): its status is the decision (what `combine` makes of it, and
+            // a denying policy is not re-evaluated below), without an array to combine and copy.
+            return Decision::single(p.algorithm.evaluate(state.get(0), now, cost));
+        }
         let mut statuses = [Status::default(); MAX_POLICIES];
         let n = self.policies.len();
         for (i, p) in self.policies.iter().enumerate() {

@@ -501,3 +501,44 @@ fn a_single_algorithm_and_a_one_policy_set_decide_alike() {
         );
     }
 }
+
+/// A one-policy set takes a shortcut (its one status is the decision); it must decide exactly as the same
+/// policy does inside a larger set, whose other policy never binds: same outcome, same status, for checks
+/// that pass, wait, can never pass (a cost above the capacity), and peeks.
+#[test]
+fn a_one_policy_set_decides_like_the_same_policy_in_a_larger_set() {
+    let kinds = [
+        AlgorithmKind::Gcra,
+        AlgorithmKind::TokenBucket,
+        AlgorithmKind::LeakyBucket,
+        AlgorithmKind::Shaper { max_delay: PERIOD },
+        AlgorithmKind::FixedWindow,
+        AlgorithmKind::SlidingLog,
+        AlgorithmKind::SlidingWindow,
+    ];
+    for kind in kinds {
+        let policy = || Policy::new("p", kind, quota(LIMIT, PERIOD)).unwrap();
+        let one = PolicySet::new([policy()]).unwrap();
+        let roomy = Policy::gcra("roomy", quota(10_000, PERIOD)).unwrap();
+        let two = PolicySet::new([policy(), roomy]).unwrap();
+        let (mut a, mut b) = (Default::default(), Default::default());
+        let mut outcomes = std::collections::HashSet::new();
+        for i in 0..300u64 {
+            let t = T0 + i * 2_000;
+            let cost = [1, 0, 3, 2 * LIMIT + 1, 2][i as usize % 5];
+            let (x, y) = (one.check(&mut a, t, cost), two.check(&mut b, t, cost));
+            assert_eq!(x.outcome(), y.outcome(), "{} check {i}", kind.name());
+            assert_eq!(
+                x.statuses(),
+                &y.statuses()[..1],
+                "{} check {i}",
+                kind.name()
+            );
+            outcomes.insert(format!("{:?}", x.outcome()));
+            let (x, y) = (one.peek(&a, t, 1), two.peek(&b, t, 1));
+            assert_eq!(x.outcome(), y.outcome(), "{} peek {i}", kind.name());
+            assert_eq!(x.statuses(), &y.statuses()[..1], "{} peek {i}", kind.name());
+        }
+        assert_eq!(outcomes.len(), 3, "{}: {outcomes:?}", kind.name());
+    }
+}
