@@ -78,6 +78,15 @@ local function rl_run_gcra(KEYS, ARGV)
   return rl_gcra(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 end
 
+-- Client-time mode: the identity's last-seen time, kept at least as long as its longest-lived state.
+local function rl_touch_clock(clock_key, now, ttl)
+  local left = redis.call('PTTL', clock_key)
+  if left > ttl then
+    ttl = left
+  end
+  redis.call('SET', clock_key, fmt(now), 'PX', fmt(ttl))
+end
+
 -- `server_now`: the server's time already read by the caller (a batch reads it once), or nil.
 local function rl_run(KEYS, ARGV, server_now)
   local op = ARGV[1]
@@ -106,6 +115,28 @@ local function rl_run(KEYS, ARGV, server_now)
     end
   end
 
+  local max_ttl = 0
+  if n == 1 and op == 'c' and ARGV[7] ~= '1' then
+    -- One policy that does not penalise, checked: the common shape of every algorithm, without the set
+    -- machinery (no policy tables, no second evaluation: a lone policy's status for the cost is the set's
+    -- status, allowed or denied, as PolicySet reports it). A denial writes nothing.
+    local alg = ALGS[tonumber(ARGV[6])]
+    if not alg then
+      return redis.error_reply('ERR ratelimit: unknown algorithm code ' .. tostring(ARGV[6]))
+    end
+    local p = { tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]) }
+    local state = alg.load(KEYS[1])
+    local st = alg.evaluate(p, state, now, cost)
+    if st[4] == 0 and cost > 0 then
+      alg.commit(p, state, now, cost)
+      max_ttl = alg.store(KEYS[1], p, state, now, slack)
+    end
+    if clock_key and max_ttl > 0 then
+      rl_touch_clock(clock_key, now, max_ttl)
+    end
+    return { now, st[1], st[2], st[3], st[4], st[5] }
+  end
+
   local policies = {}
   for i = 1, n do
     local b = 5 + (i - 1) * 7
@@ -117,7 +148,6 @@ local function rl_run(KEYS, ARGV, server_now)
     policies[i] = { alg = alg, key = KEYS[i], penalise = ARGV[b + 2] == '1', p = p, state = alg.load(KEYS[i]) }
   end
 
-  local max_ttl = 0
   local reply = { now }
   if op == 'r' then
     for i = 1, n do
@@ -169,11 +199,7 @@ local function rl_run(KEYS, ARGV, server_now)
   end
 
   if clock_key and max_ttl > 0 then
-    local left = redis.call('PTTL', clock_key)
-    if left > max_ttl then
-      max_ttl = left
-    end
-    redis.call('SET', clock_key, fmt(now), 'PX', fmt(max_ttl))
+    rl_touch_clock(clock_key, now, max_ttl)
   end
   return reply
 end
