@@ -89,6 +89,48 @@ fn tsc() -> Option<&'static quanta::Clock> {
     .as_ref()
 }
 
+/// Times short spans (a store check, a request) as cheaply as the platform allows: with the CPU's
+/// time-stamp counter (through `quanta`, about 9 ns a read) where Linux itself keeps time with it (then
+/// the counters are invariant and synchronised across CPUs), else with [`Instant`] (the vDSO's
+/// `clock_gettime`, about 25 ns a read on the machine of `BENCHMARKS.md`). For measuring, not for
+/// deciding: rate-limit decisions take their time from a [`Clock`].
+///
+/// ```
+/// use ratelimit_core::clock::Stopwatch;
+///
+/// let watch = Stopwatch::start();
+/// let seconds = watch.seconds();
+/// assert!(seconds >= 0.0);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Stopwatch(Watch);
+
+#[derive(Debug, Clone, Copy)]
+enum Watch {
+    Tsc(&'static quanta::Clock, u64),
+    Os(Instant),
+}
+
+impl Stopwatch {
+    /// Starts timing.
+    #[inline]
+    pub fn start() -> Self {
+        Stopwatch(match tsc() {
+            Some(clock) => Watch::Tsc(clock, clock.raw()),
+            None => Watch::Os(Instant::now()),
+        })
+    }
+
+    /// Seconds since [`Stopwatch::start`].
+    #[inline]
+    pub fn seconds(self) -> f64 {
+        match self.0 {
+            Watch::Tsc(clock, start) => clock.delta_as_nanos(start, clock.raw()) as f64 * 1e-9,
+            Watch::Os(start) => start.elapsed().as_secs_f64(),
+        }
+    }
+}
+
 impl SystemClock {
     /// A clock starting now.
     pub fn new() -> Self {

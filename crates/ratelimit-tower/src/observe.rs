@@ -16,56 +16,13 @@
 //! peer address).
 
 use std::fmt;
-use std::sync::OnceLock;
-use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-/// Times a decision for the `ratelimit_decision_seconds` histogram.
-///
-/// An in-memory decision takes a fraction of a microsecond, and two `Instant::now()` reads (the vDSO's
-/// `clock_gettime`, about 25 ns each on the machine of `BENCHMARKS.md`) cost a third of that. Where Linux
-/// itself keeps time with the CPU's time-stamp counter, the stopwatch reads the counter instead
-/// (through `quanta`, as core's `SystemClock` does; about 9 ns a read); elsewhere it uses `Instant`.
-#[derive(Clone, Copy)]
-pub(crate) enum Stopwatch {
-    Tsc(&'static quanta::Clock, u64),
-    Os(Instant),
-}
-
-impl Stopwatch {
-    /// Starts timing.
-    #[inline]
-    pub(crate) fn start() -> Self {
-        match tsc() {
-            Some(clock) => Stopwatch::Tsc(clock, clock.raw()),
-            None => Stopwatch::Os(Instant::now()),
-        }
-    }
-
-    /// Seconds since [`Stopwatch::start`].
-    #[inline]
-    pub(crate) fn seconds(self) -> f64 {
-        match self {
-            Stopwatch::Tsc(clock, start) => clock.delta_as_nanos(start, clock.raw()) as f64 * 1e-9,
-            Stopwatch::Os(start) => start.elapsed().as_secs_f64(),
-        }
-    }
-}
-
-/// The TSC clock, if the kernel's current clocksource is the TSC (then the counters are invariant and
-/// synchronised across CPUs, which quanta alone does not check); calibrated on first use.
-fn tsc() -> Option<&'static quanta::Clock> {
-    static TSC: OnceLock<Option<quanta::Clock>> = OnceLock::new();
-    TSC.get_or_init(|| {
-        let source = std::fs::read_to_string(
-            "/sys/devices/system/clocksource/clocksource0/current_clocksource",
-        )
-        .unwrap_or_default();
-        (source.trim() == "tsc").then(quanta::Clock::new)
-    })
-    .as_ref()
-}
+/// Times a decision for the `ratelimit_decision_seconds` histogram: an in-memory decision takes a fraction
+/// of a microsecond, so two `Instant::now()` reads would cost a third of it; core's stopwatch reads the
+/// time-stamp counter where Linux keeps time with it.
+pub(crate) use ratelimit_core::clock::Stopwatch;
 
 /// A short, non-reversible fingerprint of a store key for logs: 8 bytes of SHA-256, in hex.
 #[derive(Clone, Copy)]
