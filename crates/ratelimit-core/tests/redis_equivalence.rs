@@ -115,26 +115,40 @@ struct Harness {
     case: AtomicU64,
 }
 
+/// A redis-server, a current-thread runtime, a manual clock at `EPOCH` and a store on it in client-time
+/// mode (`max_in_flight` as given, the store's default otherwise).
+fn client_time_store(
+    scripting: Scripting,
+    max_in_flight: Option<usize>,
+) -> (
+    RedisServer,
+    tokio::runtime::Runtime,
+    ManualClock,
+    RedisStore,
+) {
+    let server = RedisServer::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let clock = ManualClock::new(EPOCH);
+    let mut builder = RedisStore::builder()
+        .timeout(Duration::from_secs(5))
+        .scripting(scripting)
+        .clock(RedisClock::Client {
+            clock: Arc::new(clock.clone()),
+            ttl_slack: Duration::from_secs(600),
+        });
+    if let Some(n) = max_in_flight {
+        builder = builder.max_in_flight(n);
+    }
+    let store = rt.block_on(builder.connect(&server.url())).unwrap();
+    (server, rt, clock, store)
+}
+
 impl Harness {
     fn new(scripting: Scripting) -> Self {
-        let server = RedisServer::start();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let clock = ManualClock::new(EPOCH);
-        let store = rt
-            .block_on(
-                RedisStore::builder()
-                    .timeout(Duration::from_secs(5))
-                    .scripting(scripting)
-                    .clock(RedisClock::Client {
-                        clock: Arc::new(clock.clone()),
-                        ttl_slack: Duration::from_secs(600),
-                    })
-                    .connect(&server.url()),
-            )
-            .unwrap();
+        let (server, rt, clock, store) = client_time_store(scripting, None);
         Harness {
             _server: server,
             rt,
@@ -386,25 +400,7 @@ async fn in_order<T>(
 /// `ManualClock`) go out as one call plus one batch per script variant, and every reply matches the
 /// reference applied in the order the calls were made.
 fn check_batched(scripting: Scripting) {
-    let server = RedisServer::start();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let clock = ManualClock::new(EPOCH);
-    let store = rt
-        .block_on(
-            RedisStore::builder()
-                .timeout(Duration::from_secs(5))
-                .scripting(scripting)
-                .max_in_flight(1)
-                .clock(RedisClock::Client {
-                    clock: Arc::new(clock.clone()),
-                    ttl_slack: Duration::from_secs(600),
-                })
-                .connect(&server.url()),
-        )
-        .unwrap();
+    let (_server, rt, clock, store) = client_time_store(scripting, Some(1));
     let case = AtomicU64::new(0);
     let op = (0usize..3, 0usize..3, 0u64..=6, 0u8..8);
     let round = (
