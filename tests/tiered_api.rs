@@ -230,9 +230,11 @@ async fn drain(
             "remaining after request {}",
             i + 1
         );
+        // The capacity is advertised (so r never exceeds q), over the time the hourly rate takes to
+        // grant it: twice the rate over two hours.
         let policy = sf_list(&r.headers, "ratelimit-policy");
-        assert_eq!(param(&policy, "hourly", "q"), rate);
-        assert_eq!(param(&policy, "hourly", "w"), 3600);
+        assert_eq!(param(&policy, "hourly", "q"), burst);
+        assert_eq!(param(&policy, "hourly", "w"), 3600 * burst / rate);
         assert_eq!(param(&policy, "global", "q"), 100_000);
     }
     let r = get(c, url, auth()).await;
@@ -286,10 +288,10 @@ async fn the_429_says_when_to_come_back() {
     let rl = sf_list(&r.headers, "ratelimit");
     assert_eq!(param(&rl, "hourly", "r"), 0);
     assert_eq!(param(&rl, "hourly", "t"), 1200);
-    assert_eq!(
-        param(&sf_list(&r.headers, "ratelimit-policy"), "hourly", "q"),
-        3
-    );
+    // 3 an hour with bursts of 6: the policy advertises its capacity, 6 over two hours.
+    let policy = sf_list(&r.headers, "ratelimit-policy");
+    assert_eq!(param(&policy, "hourly", "q"), 6);
+    assert_eq!(param(&policy, "hourly", "w"), 7200);
     assert_eq!(r.headers["cache-control"], "no-store");
     assert_eq!(r.headers["content-type"], "application/problem+json");
     let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
@@ -511,10 +513,10 @@ async fn a_reload_changes_limits_costs_and_keys_but_keeps_counters() {
     // The 2 already used still count: 12 - 2 - 1 left (a reset would leave 11).
     let r = get(&c, &hello, Auth::Header("free-demo")).await;
     assert_eq!(param(&sf_list(&r.headers, "ratelimit"), "hourly", "r"), 9);
-    assert_eq!(
-        param(&sf_list(&r.headers, "ratelimit-policy"), "hourly", "q"),
-        3
-    );
+    // 3 an hour with bursts of 12 now: a capacity of 12, over four hours.
+    let policy = sf_list(&r.headers, "ratelimit-policy");
+    assert_eq!(param(&policy, "hourly", "q"), 12);
+    assert_eq!(param(&policy, "hourly", "w"), 14400);
     assert_eq!(
         get(&c, &hello, Auth::Header("pro-demo")).await.status,
         StatusCode::UNAUTHORIZED

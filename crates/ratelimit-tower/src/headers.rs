@@ -9,7 +9,9 @@
 //! RateLimit: "burst";r=42;t=35, "daily";r=4870;t=41160
 //! ```
 //!
-//! * `q` — the policy's quota (units per window), `w` — its window in seconds (rounded up, at least 1);
+//! * `q` — the policy's quota (units per window), `w` — its window in seconds (rounded up, at least 1). For a
+//!   bucket whose burst exceeds its limit, `q` is the burst and `w` the time the sustained rate takes to
+//!   grant it (100 an hour with bursts of 200: `q=200;w=7200`), so `r` never exceeds `q`;
 //! * `r` — units remaining after this request;
 //! * `t` — delta seconds, **rounded up**: for a policy that limited this request, until the same request
 //!   would be admitted (exactly the `Retry-After` value, so `Retry-After` is never earlier than `t`); for
@@ -256,6 +258,19 @@ pub(crate) fn write_ratelimit_items(
     }
 }
 
+/// A policy's `q` and `w`: its capacity (the burst: what `r` counts down from, and what `X-RateLimit-Limit`
+/// reports) and the seconds the limit's sustained rate takes to grant that much (rounded up, at least 1).
+/// For windows and for buckets whose burst is the limit this is the quota as written (`q = limit`,
+/// `w = period`); a GCRA of 100 an hour with bursts of 200 reads `q=200;w=7200`, so `r` never exceeds `q`
+/// and `q / w` is still the sustained rate.
+fn quota_window(quota: &ratelimit_core::Quota) -> (u64, u64) {
+    let burst = quota.burst();
+    let micros =
+        u128::from(quota.period_micros()) * u128::from(burst) / u128::from(quota.limit().max(1));
+    let w = ceil_secs(u64::try_from(micros).unwrap_or(u64::MAX)).max(1);
+    (burst, w)
+}
+
 /// Writes the `RateLimit-Policy` field for `set` into `out`; `only` restricts it to one policy.
 pub(crate) fn write_policy(
     out: &mut Buf,
@@ -273,9 +288,9 @@ pub(crate) fn write_policy(
         }
         first = false;
         push_item_name(out, p.name());
+        let (q, w) = quota_window(p.quota());
         out.push(b";q=");
-        out.push_u64(p.quota().limit().min(SF_INT_MAX));
-        let w = ceil_secs(u64::try_from(p.quota().period().as_micros()).unwrap_or(u64::MAX)).max(1);
+        out.push_u64(q.min(SF_INT_MAX));
         out.push(b";w=");
         out.push_u64(w.min(SF_INT_MAX));
         push_pk(out, pk);
@@ -370,6 +385,58 @@ mod tests {
         );
         let p = policy_value(&s, Some(1), None).unwrap();
         assert_eq!(p.to_str().unwrap(), "\"daily\";q=1000;w=86400");
+    }
+
+    /// A bucket whose burst exceeds its limit advertises its capacity as `q` (over the time the sustained
+    /// rate takes to grant it), so `r` — which counts down from the burst — never exceeds `q`.
+    #[test]
+    fn remaining_never_exceeds_the_advertised_quota() {
+        use sfv::{BareItem, ListEntry, Parser};
+        let param = |value: &str, name: &str| -> i64 {
+            let list = Parser::new(value).parse::<sfv::List>().unwrap();
+            let ListEntry::Item(item) = &list[0] else {
+                panic!("{value}")
+            };
+            match item.params.get(name) {
+                Some(BareItem::Integer(i)) => i64::from(*i),
+                other => panic!("{name} in {value}: {other:?}"),
+            }
+        };
+        for (policy, q, w) in [
+            (
+                Policy::gcra("hourly", Quota::per_hour(100).burst(200).build().unwrap()).unwrap(),
+                200,
+                7200,
+            ),
+            (
+                Policy::token_bucket("b", Quota::per_second(3).burst(10).build().unwrap()).unwrap(),
+                10,
+                4,
+            ),
+            (
+                Policy::gcra("small", Quota::per_minute(60).burst(5).build().unwrap()).unwrap(),
+                5,
+                5,
+            ),
+            (
+                Policy::sliding_window("w", Quota::per_minute(60).build().unwrap()).unwrap(),
+                60,
+                60,
+            ),
+        ] {
+            let s = PolicySet::new([policy]).unwrap();
+            let pv = policy_value(&s, None, None).unwrap();
+            let pv = pv.to_str().unwrap();
+            assert_eq!((param(pv, "q"), param(pv, "w")), (q, w), "{pv}");
+            let mut st = Default::default();
+            let mut now = 0;
+            for _ in 0..3 * q {
+                let d = s.check(&mut st, now, 1);
+                let r = ratelimit_value(&s, &d, None, None).unwrap();
+                assert!(param(r.to_str().unwrap(), "r") <= q, "{r:?} with {pv}");
+                now += 100_000;
+            }
+        }
     }
 
     #[test]
