@@ -130,11 +130,8 @@ fn when_every_key_is_active_reject_refuses_newcomers_and_keeps_existing_keys_exa
 #[test]
 fn short_lived_keys_are_swept_automatically() {
     let clock = ManualClock::new(0);
-    // A cap small enough that the layout keeps the 4 shards asked for (a large cap re-divides the store
-    // into as many shards as its tables need, and the bound below counts shards).
     let store = MemoryStore::<u64, Gcra, _>::builder()
         .shards(4)
-        .max_keys(4_000)
         .clock(clock.clone())
         .build();
     let rule = one_per_second();
@@ -149,14 +146,13 @@ fn short_lived_keys_are_swept_automatically() {
         most = most.max(store.len());
         clock.advance(Duration::from_millis(1_100));
     }
-    // 20,000 keys came and went; at any time 100 were live. A shard sweeps when its table is full, and
-    // its table grows only if more than half of it is still live after the sweep; with 100 live keys over
-    // 4 shards (about 25 each, never near 56) no table passes 128 buckets (112 entries), so the store holds
-    // at most 4 × 112 = 448 keys. Where the peak lands below that depends on the random hash seed (how
-    // the keys split between shards): 401 was seen once, so 400 was not a bound; and with the default cap
-    // the store had 5 shards, where 641 was seen.
-    assert!(most <= 448, "the store held {most} keys at once");
-    assert!(store.len() <= 448);
+    // 20,000 keys came and went; at any time 100 were live, and without sweeping the store would hold all
+    // 20,000. A shard sweeps when its table has no room left, so the peak is what the 4 tables hold between
+    // sweeps, which depends on the random hash seed (how the keys fall into shards and buckets): over 300
+    // runs, median 200, 99th percentile 377, maximum 589 — an earlier bound of 400 failed once in CI. The
+    // bound asserted is 10 × the live keys: well above the largest peak seen, far below an unswept store.
+    assert!(most <= 1_000, "the store held {most} keys at once");
+    assert!(store.len() <= 1_000);
     // Sweeping explicitly finds only what had not been needed yet.
     let left = store.len();
     assert_eq!(store.sweep(&rule), left, "every remaining key has expired");
