@@ -157,17 +157,14 @@ fn spawn(inner: Arc<Inner>, mask: u8, batch: Vec<Waiter>) {
         }
         Err(_) => {
             // Only when a call is dropped outside any runtime (a runtime shutting down): nobody can send.
-            for w in batch {
-                let _ = w.tx.send(Err(StoreError::Unavailable(
-                    "no tokio runtime to send the queued Redis calls on".to_owned(),
-                )));
-            }
-            while let Some(more) = inner.batcher_next(mask) {
-                for w in more {
-                    let _ = w.tx.send(Err(StoreError::Unavailable(
+            let mut next = Some(batch);
+            while let Some(batch) = next {
+                for w in batch {
+                    w.answer(Err(StoreError::Unavailable(
                         "no tokio runtime to send the queued Redis calls on".to_owned(),
                     )));
                 }
+                next = inner.batcher_next(mask);
             }
         }
     }

@@ -496,6 +496,11 @@ fn backend(e: RedisError) -> StoreError {
     StoreError::Backend(Box::new(e))
 }
 
+/// What a call answers while the circuit breaker keeps it from Redis.
+fn breaker_open() -> StoreError {
+    StoreError::Unavailable("Redis circuit breaker is open after repeated failures".to_owned())
+}
+
 /// NOSCRIPT (a script cache emptied) or "Function not found" (a library gone).
 fn is_noscript(e: &RedisError) -> bool {
     e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
@@ -588,9 +593,7 @@ impl Inner {
     ) -> Result<Value, StoreError> {
         let permit = self.breaker.permit();
         if permit == Permit::Refuse {
-            return Err(StoreError::Unavailable(
-                "Redis circuit breaker is open after repeated failures".to_owned(),
-            ));
+            return Err(breaker_open());
         }
         let client_now = self.client_now();
         let mask = script::mask(set);
@@ -614,9 +617,21 @@ impl Inner {
         let mut base = String::new();
         keys::key_base(&mut base, &self.prefix, hash);
         let cmd = script::command(self.uses_functions(), op, set, &mut base, client_now, cost);
+        self.send(&cmd, mask, self.timeout, permit).await
+    }
+
+    /// Sends one command (a call or a batch) within `budget`, counting it and telling the breaker how it
+    /// went.
+    async fn send(
+        &self,
+        cmd: &redis::Cmd,
+        mask: u8,
+        budget: Duration,
+        permit: Permit,
+    ) -> Result<Value, StoreError> {
         self.counters.redis_calls.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("ratelimit_redis_calls_total").increment(1);
-        let result = match tokio::time::timeout(self.timeout, self.eval(&cmd, mask)).await {
+        let result = match tokio::time::timeout(budget, self.eval(cmd, mask)).await {
             Ok(r) => r,
             Err(_) => Err(StoreError::Timeout(self.timeout)),
         };
@@ -675,41 +690,27 @@ impl Inner {
         let permit = self.breaker.permit();
         if permit == Permit::Refuse {
             for w in live {
-                w.answer(Err(StoreError::Unavailable(
-                    "Redis circuit breaker is open after repeated failures".to_owned(),
-                )));
+                w.answer(Err(breaker_open()));
             }
             return;
         }
         let cmd = batch::command(self.uses_functions(), &self.prefix, mask, &live);
-        self.counters.redis_calls.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("ratelimit_redis_calls_total").increment(1);
         metrics::counter!("ratelimit_redis_batched_calls_total").increment(live.len() as u64);
-        let result = match tokio::time::timeout(deadline - now, self.eval(&cmd, mask)).await {
-            Ok(r) => r,
-            Err(_) => Err(StoreError::Timeout(self.timeout)),
-        };
-        self.record(&result, permit);
-        match result {
+        let error = match self.send(&cmd, mask, deadline - now, permit).await {
             Ok(Value::Array(items)) if items.len() == live.len() => {
                 for (w, item) in live.into_iter().zip(items) {
                     w.answer(Ok(item));
                 }
+                return;
             }
-            Ok(other) => {
-                let e = StoreError::Protocol(format!(
-                    "expected {} replies from the batch call, got {other:?}",
-                    live.len()
-                ));
-                for w in live {
-                    w.answer(Err(batch::duplicate(&e)));
-                }
-            }
-            Err(e) => {
-                for w in live {
-                    w.answer(Err(batch::duplicate(&e)));
-                }
-            }
+            Ok(other) => StoreError::Protocol(format!(
+                "expected {} replies from the batch call, got {other:?}",
+                live.len()
+            )),
+            Err(e) => e,
+        };
+        for w in live {
+            w.answer(Err(batch::duplicate(&error)));
         }
     }
 
@@ -831,9 +832,7 @@ impl Inner {
             self.local.reset(key);
         }
         if self.breaker.permit() == Permit::Refuse {
-            return Err(StoreError::Unavailable(
-                "Redis circuit breaker is open after repeated failures".to_owned(),
-            ));
+            return Err(breaker_open());
         }
         let mut base = String::new();
         keys::key_base(&mut base, &self.prefix, &hash);
