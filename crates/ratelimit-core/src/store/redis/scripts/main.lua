@@ -38,6 +38,12 @@ local function rl_statuses(policies, n, now, cost)
   return out, never, limited
 end
 
+-- The server's time in µs (one TIME).
+local function rl_server_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
 -- The common shape, lean: a check of one GCRA policy that does not penalise, on the server's time. The
 -- same arithmetic as gcra_evaluate, tat_commit and put_string (slack 0), without the generic set loop,
 -- its tables and closures: the server's time per call is what every client shares.
@@ -49,10 +55,7 @@ end
 -- as gcra_evaluate would, so the server neither divides nor sends them.
 local function rl_gcra(key, cost_s, t_s, tau_s, now)
   local cost, t_, tau = tonumber(cost_s), tonumber(t_s), tonumber(tau_s)
-  if not now then
-    local t = redis.call('TIME')
-    now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  end
+  now = now or rl_server_now()
   local ahead = (tonumber(redis.call('GET', key)) or 0) - now
   if ahead < 0 then
     ahead = 0
@@ -99,11 +102,7 @@ local function rl_run(KEYS, ARGV, server_now)
   local now
   local clock_key
   if ARGV[2] == '' then
-    now = server_now
-    if not now then
-      local t = redis.call('TIME')
-      now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-    end
+    now = server_now or rl_server_now()
   else
     -- Client time, kept monotonic per identity: never behind the latest time this identity has seen.
     now = tonumber(ARGV[2])
@@ -220,8 +219,7 @@ local function rl_batch(KEYS, ARGV, o)
   for e = 1, m do
     local nk, na = tonumber(ARGV[o + 2 * e]), tonumber(ARGV[o + 2 * e + 1])
     if not now and (ARGV[ai] == 'g' or ARGV[ai + 1] == '') then
-      local t = redis.call('TIME')
-      now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+      now = rl_server_now()
     end
     if ARGV[ai] == 'g' then
       -- The lean GCRA entry, read in place: no per-entry tables.
