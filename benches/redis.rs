@@ -101,6 +101,42 @@ where
     }
 }
 
+/// The baseline's row: the naive `redis::Script` GCRA over `conn` at each concurrency level.
+async fn baseline_row<C>(
+    conn: &C,
+    script: &Arc<redis::Script>,
+    levels: &[usize],
+    dur: Duration,
+    keys: &Arc<Vec<String>>,
+) -> Vec<(usize, Cell)>
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+{
+    let mut cells = Vec::new();
+    for &n in levels {
+        let (conn, script, keys) = (conn.clone(), script.clone(), keys.clone());
+        let cell = measure(n, dur, move |t, i| {
+            let mut conn = conn.clone();
+            let script = script.clone();
+            let key = format!("base:{}", keys[key_index(t, i)]);
+            async move {
+                let r: Vec<i64> = script
+                    .key(key)
+                    .arg(1_000u64)
+                    .arg(1_000_000u64)
+                    .arg(1u64)
+                    .invoke_async(&mut conn)
+                    .await
+                    .unwrap();
+                std::hint::black_box(r);
+            }
+        })
+        .await;
+        cells.push((n, cell));
+    }
+    cells
+}
+
 /// One row: `store` checking `set` for the bench's identities at each concurrency level.
 async fn store_row(
     store: &RedisStore,
@@ -232,28 +268,7 @@ fn main() {
         let conn = client.get_multiplexed_async_connection().await.unwrap();
         let script = Arc::new(redis::Script::new(BASELINE_GCRA));
         for _round in 0..if quick { 2 } else { 1 } {
-        let mut cells = Vec::new();
-        for &n in levels {
-            let (conn, script, keys) = (conn.clone(), script.clone(), keys.clone());
-            let cell = measure(n, dur, move |t, i| {
-                let mut conn = conn.clone();
-                let script = script.clone();
-                let key = format!("base:{}", keys[key_index(t, i)]);
-                async move {
-                    let r: Vec<i64> = script
-                        .key(key)
-                        .arg(1_000u64)
-                        .arg(1_000_000u64)
-                        .arg(1u64)
-                        .invoke_async(&mut conn)
-                        .await
-                        .unwrap();
-                    std::hint::black_box(r);
-                }
-            })
-            .await;
-            cells.push((n, cell));
-        }
+        let cells = baseline_row(&conn, &script, levels, dur, &keys).await;
         print_row("baseline: redis::Script GCRA", &cells);
         let baseline: Vec<f64> = cells.iter().map(|(_, c)| c.rate).collect();
 
@@ -261,28 +276,7 @@ fn main() {
             // Diagnostic: the same baseline over a ConnectionManager (what RedisStore holds), to separate
             // the connection's cost from the store's.
             let manager = redis::aio::ConnectionManager::new(client.clone()).await.unwrap();
-            let mut cells = Vec::new();
-            for &n in levels {
-                let (conn, script, keys) = (manager.clone(), script.clone(), keys.clone());
-                let cell = measure(n, dur, move |t, i| {
-                    let mut conn = conn.clone();
-                    let script = script.clone();
-                    let key = format!("base:{}", keys[key_index(t, i)]);
-                    async move {
-                        let r: Vec<i64> = script
-                            .key(key)
-                            .arg(1_000u64)
-                            .arg(1_000_000u64)
-                            .arg(1u64)
-                            .invoke_async(&mut conn)
-                            .await
-                            .unwrap();
-                        std::hint::black_box(r);
-                    }
-                })
-                .await;
-                cells.push((n, cell));
-            }
+            let cells = baseline_row(&manager, &script, levels, dur, &keys).await;
             print_row("baseline over a ConnectionManager", &cells);
         }
 
