@@ -35,6 +35,25 @@ async fn store(server: &RedisServer) -> RedisStore {
         .unwrap()
 }
 
+/// Spawns `n` concurrent checks of `hot-key` spread over `stores`; how many were admitted.
+async fn admitted(stores: &[RedisStore], set: &PolicySet, n: usize) -> usize {
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let (store, set) = (stores[i % stores.len()].clone(), set.clone());
+        tasks.push(tokio::spawn(async move {
+            Store::<str, PolicySet>::check(&store, &set, "hot-key", 1)
+                .await
+                .unwrap()
+                .is_allowed()
+        }));
+    }
+    let mut allowed = 0;
+    for t in tasks {
+        allowed += usize::from(t.await.unwrap());
+    }
+    allowed
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_tasks_over_several_connections_admit_exactly_the_limit() {
     let server = RedisServer::start();
@@ -46,21 +65,7 @@ async fn many_tasks_over_several_connections_admit_exactly_the_limit() {
     for policy in every_algorithm(100, Duration::from_secs(24 * 3600)) {
         let name = policy.name().to_owned();
         let set = PolicySet::new([policy]).unwrap();
-        let mut tasks = Vec::new();
-        for i in 0..200 {
-            let store = stores[i % 4].clone();
-            let set = set.clone();
-            tasks.push(tokio::spawn(async move {
-                Store::<str, PolicySet>::check(&store, &set, "hot-key", 1)
-                    .await
-                    .unwrap()
-                    .is_allowed()
-            }));
-        }
-        let mut allowed = 0;
-        for t in tasks {
-            allowed += usize::from(t.await.unwrap());
-        }
+        let allowed = admitted(&stores, &set, 200).await;
         // A per-day window could roll over mid-test only at midnight UTC; the refill of one unit takes
         // 14 minutes for the continuous algorithms.
         assert_eq!(allowed, 100, "{name}: exactly the limit under concurrency");
@@ -77,20 +82,7 @@ async fn coalesced_calls_on_one_connection_admit_exactly_the_limit() {
         let name = policy.name().to_owned();
         let set = PolicySet::new([policy]).unwrap();
         let calls = store.stats().redis_calls;
-        let mut tasks = Vec::new();
-        for _ in 0..300 {
-            let (store, set) = (store.clone(), set.clone());
-            tasks.push(tokio::spawn(async move {
-                Store::<str, PolicySet>::check(&store, &set, "hot-key", 1)
-                    .await
-                    .unwrap()
-                    .is_allowed()
-            }));
-        }
-        let mut allowed = 0;
-        for t in tasks {
-            allowed += usize::from(t.await.unwrap());
-        }
+        let allowed = admitted(std::slice::from_ref(&store), &set, 300).await;
         assert_eq!(allowed, 100, "{name}: exactly the limit when coalesced");
         let made = store.stats().redis_calls - calls;
         assert!(
