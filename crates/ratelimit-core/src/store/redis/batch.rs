@@ -59,20 +59,21 @@ pub(crate) struct Waiter {
 }
 
 /// How a call goes to Redis.
-pub(crate) enum Entry {
+pub(crate) enum Entry<'a> {
     /// On its own, now; the slot is given back (and the queue sent on) when it drops.
-    Direct(Slot),
+    Direct(Slot<'a>),
     /// In a batch; the reply arrives here.
     Queued(oneshot::Receiver<Reply>),
 }
 
-/// An in-flight call's place in its lane.
-pub(crate) struct Slot {
-    inner: Arc<Inner>,
+/// An in-flight call's place in its lane. It borrows the store (the `Arc` is cloned only when a batch
+/// has to be spawned, not for every call).
+pub(crate) struct Slot<'a> {
+    inner: &'a Arc<Inner>,
     mask: u8,
 }
 
-impl Drop for Slot {
+impl Drop for Slot<'_> {
     fn drop(&mut self) {
         if let Some(batch) = self.inner.batcher_next(self.mask) {
             spawn(self.inner.clone(), self.mask, batch);
@@ -90,9 +91,9 @@ impl Batcher {
 
     /// Lets the call go out on its own while fewer than `max_in_flight` are in flight, else queues it.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn enter(
+    pub(crate) fn enter<'a>(
         &self,
-        inner: &Arc<Inner>,
+        inner: &'a Arc<Inner>,
         mask: u8,
         op: Op,
         set: &PolicySet,
@@ -100,14 +101,11 @@ impl Batcher {
         cost: u64,
         client_now: Option<(Micros, Micros)>,
         timeout: Duration,
-    ) -> Entry {
+    ) -> Entry<'a> {
         let mut lane = self.lane(mask).lock();
         if lane.in_flight < self.max_in_flight {
             lane.in_flight += 1;
-            return Entry::Direct(Slot {
-                inner: inner.clone(),
-                mask,
-            });
+            return Entry::Direct(Slot { inner, mask });
         }
         let (tx, rx) = oneshot::channel();
         lane.queue.push(Waiter {
