@@ -15,6 +15,9 @@
 //! TOWER_BENCH_SERVE=ours target/release/deps/tower-* --bench  # axum hello-world on 127.0.0.1:3999 for wrk
 //! ```
 
+#[path = "support/peers.rs"]
+mod peers;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::hint::black_box;
@@ -26,10 +29,8 @@ use std::time::Duration;
 
 use axum::body::Body;
 use criterion::{BatchSize, Criterion};
-use governor::clock::QuantaInstant;
-use governor::middleware::{NoOpMiddleware, StateInformationMiddleware};
+use governor::middleware::StateInformationMiddleware;
 use http::{Request, Response};
-use ratelimit::core::{Policy, PolicySet, Quota};
 use ratelimit::tower::RateLimitLayer;
 use tower::{Layer, Service};
 use tower_governor::key_extractor::PeerIpKeyExtractor as PeerIp;
@@ -99,28 +100,12 @@ where
 }
 
 fn ours(latency: bool, ietf: bool) -> RateLimitLayer {
-    // 10⁹ per hour: one unit per 3.6 µs, as tower_governor's period below.
-    let quota = Quota::per_hour(1_000_000_000)
-        .burst(1_000_000_000)
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let policy = Policy::gcra("burst", quota).unwrap_or_else(|e| panic!("{e}"));
     RateLimitLayer::builder()
-        .policies(PolicySet::new([policy]).unwrap_or_else(|e| panic!("{e}")))
+        .policies(peers::policies())
         .decision_latency_histogram(latency)
         .ietf_headers(ietf)
         .build()
         .unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// tower_governor with the same quota as ours (no headers, its default).
-fn governor() -> tower_governor::GovernorLayer<PeerIp, NoOpMiddleware<QuantaInstant>, Body> {
-    let gov = tower_governor::governor::GovernorConfigBuilder::default()
-        .period(Duration::from_nanos(3_600))
-        .burst_size(1_000_000_000)
-        .finish()
-        .unwrap_or_else(|| panic!("governor config"));
-    tower_governor::GovernorLayer::new(Arc::new(gov))
 }
 
 /// tower_governor with the same quota and its `x-ratelimit-*` headers (`use_headers()`): the
@@ -148,7 +133,7 @@ const LOOP_ROWS: [&str; 6] = [
 fn layers(c: &mut Criterion) {
     bench(c, "tower/no_layer", inner());
 
-    bench(c, "tower/tower_governor", governor().layer(inner()));
+    bench(c, "tower/tower_governor", peers::governor().layer(inner()));
     bench(
         c,
         "tower/tower_governor_headers",
@@ -233,7 +218,7 @@ fn serve(which: &str, addr: &str) {
     let app = axum::Router::new().route("/", get(|| async { "hello" }));
     let app = match which {
         "none" => app,
-        "governor" => app.layer(governor()),
+        "governor" => app.layer(peers::governor()),
         "governor_headers" => app.layer(governor_headers()),
         "ours" => app.layer(ours(true, true)),
         other => panic!("unknown layer {other:?}: use none, governor, governor_headers or ours"),
@@ -273,7 +258,7 @@ fn main() {
             plain_loop("loop/no_layer", inner());
         }
         if run("governor") {
-            plain_loop("loop/tower_governor", governor().layer(inner()));
+            plain_loop("loop/tower_governor", peers::governor().layer(inner()));
         }
         if run("governor_headers") {
             plain_loop(

@@ -21,6 +21,8 @@
 
 #[path = "support/cpu.rs"]
 mod cpu;
+#[path = "support/peers.rs"]
+mod peers;
 #[path = "../crates/ratelimit-core/tests/support/redis_server.rs"]
 mod redis_server;
 
@@ -37,25 +39,14 @@ use axum::Router;
 use cpu::cpu_micros;
 use http::StatusCode;
 use ratelimit::core::store::redis::RedisStore;
-use ratelimit::core::{Policy, PolicySet, Quota};
 use ratelimit::tower::RateLimitLayer;
 use redis::aio::MultiplexedConnection;
 use redis_server::RedisServer;
-use tower_governor::governor::GovernorConfigBuilder;
-use tower_governor::GovernorLayer;
 
 const NAIVE_GCRA: &str = include_str!("support/naive_gcra.lua");
 
 /// The naive script's emission interval in µs (ours: 3.6 µs, `Quota::per_hour(10⁹)`); burst 10⁹ for both.
 const INTERVAL_MICROS: u64 = 4;
-
-fn policies() -> PolicySet {
-    let quota = Quota::per_hour(1_000_000_000)
-        .burst(1_000_000_000)
-        .build()
-        .unwrap();
-    PolicySet::new([Policy::gcra("burst", quota).unwrap()]).unwrap()
-}
 
 #[derive(Clone)]
 struct Naive {
@@ -90,15 +81,8 @@ async fn app(row: &str, redis_url: &str) -> Router {
     let hello = Router::new().route("/", get(|| async { "hello" }));
     match row {
         "none" => hello,
-        "governor" => {
-            let config = GovernorConfigBuilder::default()
-                .period(Duration::from_nanos(3_600))
-                .burst_size(1_000_000_000)
-                .finish()
-                .unwrap();
-            hello.layer(GovernorLayer::new(Arc::new(config)))
-        }
-        "ours" => hello.layer(RateLimitLayer::new(policies()).unwrap()),
+        "governor" => hello.layer(peers::governor()),
+        "ours" => hello.layer(RateLimitLayer::new(peers::policies()).unwrap()),
         "naive_redis" => {
             let client = redis::Client::open(redis_url).unwrap();
             let conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -111,7 +95,7 @@ async fn app(row: &str, redis_url: &str) -> Router {
         "ours_redis" => {
             let store = RedisStore::builder().connect(redis_url).await.unwrap();
             let layer = RateLimitLayer::with_store(store)
-                .policies(policies())
+                .policies(peers::policies())
                 .build()
                 .unwrap();
             hello.layer(layer)
