@@ -167,62 +167,24 @@ async fn a_trusted_chain_is_walked_right_to_left() {
         .unwrap();
     let addr = serve(app(layer)).await;
     let c = client();
-    let ok = |r: &Reply| r.status == StatusCode::OK;
     // Client 198.51.100.1 behind an internal hop 10.1.1.1; the left-most element is attacker-written.
-    assert!(ok(&get(
-        &c,
-        addr,
-        "/",
-        &[("x-forwarded-for", "6.6.6.6, 198.51.100.1, 10.1.1.1")]
-    )
-    .await));
-    assert!(ok(&get(
-        &c,
-        addr,
-        "/",
-        &[("x-forwarded-for", "7.7.7.7, 198.51.100.1, 10.1.1.1")]
-    )
-    .await));
-    assert!(!ok(&get(
-        &c,
-        addr,
-        "/",
-        &[("x-forwarded-for", "8.8.8.8, 198.51.100.1, 10.1.1.1")]
-    )
-    .await));
+    assert!(via_xff(&c, addr, "6.6.6.6, 198.51.100.1, 10.1.1.1").await == StatusCode::OK);
+    assert!(via_xff(&c, addr, "7.7.7.7, 198.51.100.1, 10.1.1.1").await == StatusCode::OK);
+    assert!(via_xff(&c, addr, "8.8.8.8, 198.51.100.1, 10.1.1.1").await != StatusCode::OK);
     // Several field lines form one list.
     let r = send_multi(&c, addr, &["9.9.9.9, 198.51.100.1", "10.1.1.1"]).await;
     assert_eq!(r, StatusCode::TOO_MANY_REQUESTS);
     // Another client is another key.
-    assert!(ok(&get(
-        &c,
-        addr,
-        "/",
-        &[("x-forwarded-for", "198.51.100.2, 10.1.1.1")]
-    )
-    .await));
+    assert!(via_xff(&c, addr, "198.51.100.2, 10.1.1.1").await == StatusCode::OK);
     // IPv4-mapped IPv6 is the same client as plain IPv4.
-    assert!(ok(&get(
-        &c,
-        addr,
-        "/",
-        &[("x-forwarded-for", "198.51.100.3")]
-    )
-    .await));
-    assert!(ok(&get(
-        &c,
-        addr,
-        "/",
-        &[("x-forwarded-for", "::ffff:198.51.100.3")]
-    )
-    .await));
-    assert!(!ok(&get(
-        &c,
-        addr,
-        "/",
-        &[("x-forwarded-for", "198.51.100.3")]
-    )
-    .await));
+    assert!(via_xff(&c, addr, "198.51.100.3").await == StatusCode::OK);
+    assert!(via_xff(&c, addr, "::ffff:198.51.100.3").await == StatusCode::OK);
+    assert!(via_xff(&c, addr, "198.51.100.3").await != StatusCode::OK);
+}
+
+/// The status of `GET /` carrying one `X-Forwarded-For` field line.
+async fn via_xff(c: &HttpClient, addr: SocketAddr, xff: &str) -> StatusCode {
+    get(c, addr, "/", &[("x-forwarded-for", xff)]).await.status
 }
 
 async fn send_multi(c: &HttpClient, addr: SocketAddr, lines: &[&str]) -> StatusCode {
@@ -252,21 +214,14 @@ async fn rotating_ipv6_addresses_within_a_64_stays_limited() {
     let mut ok = 0;
     for i in 1..=20 {
         let ip = format!("2001:db8:1:2:{i:x}:{:x}::{i:x}", i * 7);
-        if get(&c, addr, "/", &[("x-forwarded-for", &ip)]).await.status == StatusCode::OK {
+        if via_xff(&c, addr, &ip).await == StatusCode::OK {
             ok += 1;
         }
     }
     assert_eq!(ok, 3);
     // A different /64 is a different subscriber.
     assert_eq!(
-        get(
-            &c,
-            addr,
-            "/",
-            &[("x-forwarded-for", "[2001:db8:1:3::1]:4711")]
-        )
-        .await
-        .status,
+        via_xff(&c, addr, "[2001:db8:1:3::1]:4711").await,
         StatusCode::OK
     );
 }
