@@ -73,8 +73,10 @@
 //! * Single node: `redis://host:port/db`, unix sockets (`redis+unix:///path` or `unix:///path`), through a
 //!   [`ConnectionManager`] that multiplexes every call over one connection and
 //!   reconnects on its own. `rediss://` works when the application enables one of redis-rs's TLS features
-//!   (e.g. `redis = { version = "1.8", features = ["tokio-rustls-comp"] }`); this crate does not force a
-//!   TLS stack on everyone.
+//!   (e.g. `redis = { version = "1.8", features = ["tokio-rustls-comp"] }`, plus a rustls crypto provider);
+//!   this crate does not force a TLS stack on everyone. A private CA goes through
+//!   `redis::Client::build_with_tls` and [`RedisStoreBuilder::from_manager`] (tested against a TLS
+//!   `redis-server`, which also refuses a client that does not trust its CA).
 //! * Redis Cluster: [`RedisStoreBuilder::connect_cluster`] (redis-rs `cluster-async`), tested against a
 //!   local 3-master cluster.
 //! * Valkey speaks the same protocol and Lua 5.1 `EVALSHA`; it is expected to work but is not tested here
