@@ -33,7 +33,6 @@ use arc_swap::ArcSwap;
 use http::HeaderValue;
 use ratelimit_core::PolicySet;
 
-use crate::headers::policy_value;
 use crate::key::RequestInfo;
 
 /// A tier name, as a request extension (set by auth middleware) or returned by a tier closure.
@@ -170,18 +169,22 @@ impl Entry {
     fn new(name: Arc<str>, set: PolicySet, global: Option<&PolicySet>) -> Self {
         let mut buf = crate::headers::Buf::new();
         crate::headers::write_policy(&mut buf, &set, None, None);
-        let policy_own = buf.value();
+        let policy_own = buf.static_value();
         if let Some(g) = global {
             buf.push(b", ");
             crate::headers::write_policy(&mut buf, g, None, None);
         }
         let each = (0..set.len())
-            .map(|i| policy_value(&set, Some(i), None))
+            .map(|i| {
+                let mut b = crate::headers::Buf::new();
+                crate::headers::write_policy(&mut b, &set, Some(i), None);
+                b.static_value()
+            })
             .collect();
         Entry {
             name,
             items: crate::headers::item_prefixes(&set),
-            policy_header: buf.value(),
+            policy_header: buf.static_value(),
             policy_own,
             each,
             set,
