@@ -5,10 +5,16 @@
 //! Rows: `none`; `governor` (tower_governor, peer-IP key, its default: no headers); `ours` (in-memory
 //! store, peer-IP key, IETF headers); `naive_redis`; `ours_redis` (the Redis store, the same layer). Each
 //! row serves an axum hello-world on a free loopback port from this process (tokio, 2 worker threads,
-//! `into_make_service_with_connect_info`), warms up with `wrk` for 2 s, then measures `wrk -t2 -c64` for
-//! `RL_BENCH_SECS` (default 10) seconds and reports requests/s, the ratio to no layer, and CPU µs per
-//! request of this process (the server) and of `redis-server`. Rows run in turn, for `RL_BENCH_ROUNDS`
-//! rounds (default 2), so a noisy machine shows its noise; `RL_BENCH_ROWS=ours,governor` runs only those.
+//! `into_make_service_with_connect_info`), warms up with `wrk` for 1 s, then measures `wrk -t2 -c64` for
+//! `RL_BENCH_SECS` (default 5) seconds and reports requests/s, the ratio to no layer, and CPU µs per
+//! request of this process (the server) and of `redis-server`. `RL_BENCH_ROWS=ours,governor` runs only
+//! those rows.
+//!
+//! A shared 2-core machine drifts by tens of percent over minutes (the no-layer row alone moved between
+//! 117k and 154k requests/s in one session), so one long run per row settles nothing. Rows run in short
+//! slices, in turn, for `RL_BENCH_ROUNDS` rounds (default 8), each round starting one row later than the
+//! last (no row always follows the same one); every ratio is taken within a round, and the summary gives
+//! each ratio's median and range over the rounds.
 //! Every limiter keys on the peer address (all of wrk's connections come from 127.0.0.1: one hot key)
 //! with the same GCRA quota — one unit per 3.6 µs (4 µs in the naive script's integer microseconds) with
 //! a burst of 10⁹ — so every request is admitted (a non-2xx answer fails the row): the path a healthy
@@ -136,11 +142,11 @@ fn main() {
     let secs: u64 = std::env::var("RL_BENCH_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
+        .unwrap_or(5);
     let rounds: usize = std::env::var("RL_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
+        .unwrap_or(8);
     let server = RedisServer::start();
     let redis_pid = server.pid().to_string();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -154,10 +160,13 @@ fn main() {
         .into_iter()
         .filter(|r| only.is_empty() || only.split(',').any(|o| o == *r))
         .collect();
-    println!("wrk -t2 -c64 -d{secs}s, {rounds} round(s); requests/s, ratio to no layer, CPU µs/request [server + redis-server]");
+    println!("wrk -t2 -c64 -d{secs}s, {rounds} round(s); requests/s, CPU µs/request [server + redis-server]");
+    // Per row and round: requests/s and CPU µs per request (server, redis-server).
+    let mut results: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); rows.len()];
     for round in 1..=rounds {
-        let mut none = 0.0;
-        for &row in &rows {
+        for k in 0..rows.len() {
+            let i = (k + round - 1) % rows.len();
+            let row = rows[i];
             let listener = rt
                 .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
                 .unwrap();
@@ -190,25 +199,72 @@ fn main() {
                 task.abort();
                 continue;
             }
-            wrk(addr, 2);
+            wrk(addr, 1);
             let (c0, r0) = (cpu_micros("self"), cpu_micros(&redis_pid));
             let rate = wrk(addr, secs);
             let (c1, r1) = (cpu_micros("self"), cpu_micros(&redis_pid));
             task.abort();
             let n = rate * secs as f64;
-            if row == "none" {
-                none = rate;
-            }
-            println!(
-                "round {round} | {row:11} | {rate:>9.0} req/s | {:.2}x | [{:.1} + {:.1}]",
-                rate / none,
-                (c1 - c0) / n,
-                (r1 - r0) / n
-            );
+            let (cpu, redis_cpu) = ((c1 - c0) / n, (r1 - r0) / n);
+            println!("round {round} | {row:11} | {rate:>9.0} req/s | [{cpu:.1} + {redis_cpu:.1}]");
+            results[i].push((rate, cpu, redis_cpu));
             std::thread::sleep(Duration::from_millis(300));
         }
         if !bench {
-            break;
+            return;
         }
+    }
+    summary(&rows, &results);
+}
+
+/// The median and range over the rounds of each row's requests/s, CPU per request, and its ratios to
+/// no layer and to tower_governor taken within each round.
+fn summary(rows: &[&str], results: &[Vec<(f64, f64, f64)>]) {
+    let per_round = |name: &str| {
+        rows.iter()
+            .position(|r| *r == name)
+            .map(|i| results[i].iter().map(|r| r.0).collect::<Vec<_>>())
+    };
+    let (none, governor, naive) = (
+        per_round("none"),
+        per_round("governor"),
+        per_round("naive_redis"),
+    );
+    let stats = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let median = if v.is_empty() {
+            f64::NAN
+        } else if v.len() % 2 == 1 {
+            v[v.len() / 2]
+        } else {
+            (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+        };
+        let (lo, hi) = (v.first().copied(), v.last().copied());
+        format!(
+            "{median:.3} [{:.3}–{:.3}]",
+            lo.unwrap_or(f64::NAN),
+            hi.unwrap_or(f64::NAN)
+        )
+    };
+    let ratio = |of: &[(f64, f64, f64)], to: &Option<Vec<f64>>| {
+        to.as_ref().map_or("—".to_owned(), |to| {
+            stats(of.iter().zip(to).map(|(a, b)| a.0 / b).collect())
+        })
+    };
+    println!(
+        "\nsummary over {} rounds: median [min–max]",
+        results.first().map_or(0, Vec::len)
+    );
+    println!("row         | req/s (k)               | ÷ no layer              | ÷ tower_governor        | ÷ naive Redis           | server CPU µs/req     | redis-server CPU µs/req");
+    for (row, r) in rows.iter().zip(results) {
+        println!(
+            "{row:11} | {} | {} | {} | {} | {} | {}",
+            stats(r.iter().map(|x| x.0 / 1000.0).collect()),
+            ratio(r, &none),
+            ratio(r, &governor),
+            ratio(r, &naive),
+            stats(r.iter().map(|x| x.1).collect()),
+            stats(r.iter().map(|x| x.2).collect()),
+        );
     }
 }
