@@ -302,10 +302,16 @@ fn main() {
             plain_loop("loop/no_layer", inner());
         }
         if run("headers_static") {
-            plain_loop("loop/headers_only_static", headers_only(false).layer(inner()));
+            plain_loop(
+                "loop/headers_only_static",
+                headers_only(false).layer(inner()),
+            );
         }
         if run("headers_formatted") {
-            plain_loop("loop/headers_only_formatted", headers_only(true).layer(inner()));
+            plain_loop(
+                "loop/headers_only_formatted",
+                headers_only(true).layer(inner()),
+            );
         }
         if run("governor") {
             plain_loop("loop/tower_governor", peers::governor().layer(inner()));
