@@ -11,7 +11,10 @@
 //! cargo bench --bench tower
 //! TOWER_BENCH_LOOP=all target/release/deps/tower-* --bench    # plain timing loop, every row, no criterion
 //! TOWER_BENCH_LOOP=ours TOWER_BENCH_LOOP_N=20000 valgrind --tool=callgrind target/release/deps/tower-* --bench
-//!     # one row alone: none, governor, governor_headers, ours, ours_no_histogram, ours_no_headers
+//!     # one row alone: none, headers_static, headers_formatted, governor, governor_headers, ours,
+//!     # ours_no_histogram, ours_no_headers
+//! TOWER_BENCH_LOOP=all TOWER_BENCH_THREADS=2 target/release/deps/tower-* --bench
+//!     # and the rows again on 2 threads, each cloning the service per request as axum does
 //! TOWER_BENCH_SERVE=ours target/release/deps/tower-* --bench  # axum hello-world on 127.0.0.1:3999 for wrk
 //! ```
 
@@ -29,11 +32,9 @@ use std::time::Duration;
 
 use axum::body::Body;
 use criterion::{BatchSize, Criterion};
-use governor::middleware::StateInformationMiddleware;
 use http::{Request, Response};
 use ratelimit::tower::RateLimitLayer;
 use tower::{Layer, Service};
-use tower_governor::key_extractor::PeerIpKeyExtractor as PeerIp;
 
 /// Polls a future that is known to complete immediately.
 fn now<F: Future>(f: F) -> F::Output {
@@ -108,60 +109,6 @@ fn ours(latency: bool, ietf: bool) -> RateLimitLayer {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// tower_governor with the same quota and its `x-ratelimit-*` headers (`use_headers()`): the
-/// like-for-like peer of ours, which always answers with headers.
-fn governor_headers() -> tower_governor::GovernorLayer<PeerIp, StateInformationMiddleware, Body> {
-    let gov = tower_governor::governor::GovernorConfigBuilder::default()
-        .period(Duration::from_nanos(3_600))
-        .burst_size(1_000_000_000)
-        .use_headers()
-        .finish()
-        .unwrap_or_else(|| panic!("governor config"));
-    tower_governor::GovernorLayer::new(Arc::new(gov))
-}
-
-static RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
-static RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
-
-/// Not a rate limiter: a layer that only appends the two IETF fields to every response, the cheapest way
-/// `http` allows (static names; with `dynamic`, the `RateLimit` value is rendered per request from a
-/// counter into a stack buffer, as any limiter must, since `r` changes per request; without it both
-/// values are `&'static` and nothing is allocated). It shows what emitting the headers costs by
-/// itself, the part of the in-process floor no rate limiter can avoid.
-fn headers_only(
-    dynamic: bool,
-) -> tower::util::MapResponseLayer<impl FnMut(Response<Body>) -> Response<Body> + Clone> {
-    let remaining = Arc::new(std::sync::atomic::AtomicU64::new(999_999_999));
-    tower::util::MapResponseLayer::new(move |mut res: Response<Body>| {
-        let value = if dynamic {
-            let r = remaining.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            let mut buf = [0u8; 48];
-            let prefix = b"\"burst\";r=";
-            buf[..prefix.len()].copy_from_slice(prefix);
-            let mut n = prefix.len();
-            let digits = r.checked_ilog10().unwrap_or(0) as usize + 1;
-            let mut v = r;
-            for i in (0..digits).rev() {
-                buf[n + i] = b'0' + (v % 10) as u8;
-                v /= 10;
-            }
-            n += digits;
-            buf[n..n + 4].copy_from_slice(b";t=1");
-            n += 4;
-            http::HeaderValue::from_bytes(&buf[..n]).unwrap_or_else(|_| unreachable!())
-        } else {
-            http::HeaderValue::from_static("\"burst\";r=999999999;t=1")
-        };
-        let h = res.headers_mut();
-        h.append(RATELIMIT.clone(), value);
-        h.append(
-            RATELIMIT_POLICY.clone(),
-            http::HeaderValue::from_static("\"burst\";q=1000000000;w=3600"),
-        );
-        res
-    })
-}
-
 /// The rows `TOWER_BENCH_LOOP` runs alone.
 const LOOP_ROWS: [&str; 8] = [
     "none",
@@ -181,7 +128,7 @@ fn layers(c: &mut Criterion) {
     bench(
         c,
         "tower/tower_governor_headers",
-        governor_headers().layer(inner()),
+        peers::governor_headers().layer(inner()),
     );
 
     bench(
@@ -255,6 +202,58 @@ where
     println!("{name:<45} {best:>8.1} ns/request (best of 5 x {n})");
 }
 
+/// The plain loop on `threads` threads at once, each calling a fresh clone of the service per request,
+/// as axum's `Router` does (it clones a route's service stack for every request): what a layer's shared
+/// state costs when worker threads contend for it (reference counts, locks, one hot key), without the
+/// sockets and the load generator that make the wrk bench noisy. Reports wall time per request per
+/// thread (equal to the plain loop's figure when nothing is contended).
+fn threaded_loop<S, B>(name: &str, svc: S, threads: usize)
+where
+    S: Service<Request<Body>, Response = Response<B>> + Clone + Send + 'static,
+    S::Error: std::fmt::Debug,
+{
+    let n: usize = std::env::var("TOWER_BENCH_LOOP_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    const BATCH: usize = 256;
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let barrier = Arc::new(std::sync::Barrier::new(threads));
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let svc = svc.clone();
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    let mut elapsed = Duration::ZERO;
+                    let mut done = 0;
+                    barrier.wait();
+                    while done < n {
+                        let batch = BATCH.min(n - done);
+                        let reqs: Vec<_> = (0..batch).map(|_| request()).collect();
+                        let start = std::time::Instant::now();
+                        for r in reqs {
+                            let mut svc = svc.clone();
+                            let ok = now(svc.call(r)).is_ok_and(|r| r.status() == 200);
+                            assert!(ok, "every request must be admitted");
+                        }
+                        elapsed += start.elapsed();
+                        done += batch;
+                    }
+                    elapsed
+                })
+            })
+            .collect();
+        let slowest = handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| panic!("bench thread panicked")))
+            .max()
+            .unwrap_or_default();
+        best = best.min(slowest.as_nanos() as f64 / n as f64);
+    }
+    println!("{name:<45} {best:>8.1} ns/request ({threads} threads, clone per request, best of 5 x {n} each)");
+}
+
 /// Serves an axum hello-world on `addr` with the layer `which` (`none`, `governor`, `governor_headers`, `ours`), for an
 /// end-to-end load test with wrk; runs until killed.
 fn serve(which: &str, addr: &str) {
@@ -263,7 +262,7 @@ fn serve(which: &str, addr: &str) {
     let app = match which {
         "none" => app,
         "governor" => app.layer(peers::governor()),
-        "governor_headers" => app.layer(governor_headers()),
+        "governor_headers" => app.layer(peers::governor_headers()),
         "ours" => app.layer(ours(true, true)),
         other => panic!("unknown layer {other:?}: use none, governor, governor_headers or ours"),
     };
@@ -304,13 +303,13 @@ fn main() {
         if run("headers_static") {
             plain_loop(
                 "loop/headers_only_static",
-                headers_only(false).layer(inner()),
+                peers::headers_only(false).layer(inner()),
             );
         }
         if run("headers_formatted") {
             plain_loop(
                 "loop/headers_only_formatted",
-                headers_only(true).layer(inner()),
+                peers::headers_only(true).layer(inner()),
             );
         }
         if run("governor") {
@@ -319,7 +318,7 @@ fn main() {
         if run("governor_headers") {
             plain_loop(
                 "loop/tower_governor_headers",
-                governor_headers().layer(inner()),
+                peers::governor_headers().layer(inner()),
             );
         }
         if run("ours") {
@@ -336,6 +335,37 @@ fn main() {
                 "loop/ours_no_headers_no_histogram",
                 ours(false, false).layer(inner()),
             );
+        }
+        // `TOWER_BENCH_THREADS=2`: the same rows again on that many threads, cloning per request.
+        let threads: usize = std::env::var("TOWER_BENCH_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if threads > 0 {
+            if run("none") {
+                threaded_loop("threads/no_layer", inner(), threads);
+            }
+            if run("governor") {
+                threaded_loop(
+                    "threads/tower_governor",
+                    peers::governor().layer(inner()),
+                    threads,
+                );
+            }
+            if run("governor_headers") {
+                threaded_loop(
+                    "threads/tower_governor_headers",
+                    peers::governor_headers().layer(inner()),
+                    threads,
+                );
+            }
+            if run("ours") {
+                threaded_loop(
+                    "threads/ours_ietf_headers",
+                    ours(true, true).layer(inner()),
+                    threads,
+                );
+            }
         }
         return;
     }

@@ -2,8 +2,11 @@
 //! layer, `tower_governor` 0.8 (in memory) and the naive Redis middleware most services write (a
 //! per-request `redis::Script` GCRA over a multiplexed connection, 429 on denial).
 //!
-//! Rows: `none`; `governor` (tower_governor, peer-IP key, its default: no headers); `ours` (in-memory
-//! store, peer-IP key, IETF headers); `naive_redis`; `ours_redis` (the Redis store, the same layer). Each
+//! Rows: `none`; `headers_only` (not a limiter: a layer that only appends the two IETF fields, rendered
+//! per request — what sending them costs any layer, on the wire and in hyper as much as in the layer);
+//! `governor` (tower_governor, peer-IP key, its default: no headers); `governor_headers` (the same with
+//! its `x-ratelimit-*` headers, the like-for-like peer); `ours` (in-memory store, peer-IP key, IETF
+//! headers); `naive_redis`; `ours_redis` (the Redis store, the same layer). Each
 //! row serves an axum hello-world on a free loopback port from this process (tokio, 2 worker threads,
 //! `into_make_service_with_connect_info`), warms up with `wrk` for 1 s, then measures `wrk -t2 -c64` for
 //! `RL_BENCH_SECS` (default 5) seconds and reports requests/s, the ratio to no layer, and CPU µs per
@@ -88,6 +91,8 @@ async fn app(row: &str, redis_url: &str) -> Router {
     match row {
         "none" => hello,
         "governor" => hello.layer(peers::governor()),
+        "governor_headers" => hello.layer(peers::governor_headers()),
+        "headers_only" => hello.layer(peers::headers_only(true)),
         "ours" => hello.layer(RateLimitLayer::new(peers::policies()).unwrap()),
         "naive_redis" => {
             let client = redis::Client::open(redis_url).unwrap();
@@ -156,10 +161,18 @@ fn main() {
         .unwrap();
     // `RL_BENCH_ROWS=ours` (comma-separated) runs only those rows, e.g. under a profiler.
     let only = std::env::var("RL_BENCH_ROWS").unwrap_or_default();
-    let rows: Vec<&str> = ["none", "governor", "ours", "naive_redis", "ours_redis"]
-        .into_iter()
-        .filter(|r| only.is_empty() || only.split(',').any(|o| o == *r))
-        .collect();
+    let rows: Vec<&str> = [
+        "none",
+        "headers_only",
+        "governor",
+        "governor_headers",
+        "ours",
+        "naive_redis",
+        "ours_redis",
+    ]
+    .into_iter()
+    .filter(|r| only.is_empty() || only.split(',').any(|o| o == *r))
+    .collect();
     println!("wrk -t2 -c64 -d{secs}s, {rounds} round(s); requests/s, CPU µs/request [server + redis-server]");
     // Per row and round: requests/s and CPU µs per request (server, redis-server).
     let mut results: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); rows.len()];
@@ -218,53 +231,49 @@ fn main() {
 }
 
 /// The median and range over the rounds of each row's requests/s, CPU per request, and its ratios to
-/// no layer and to tower_governor taken within each round.
+/// each reference row (no layer, headers only, both tower_governor rows, the naive Redis middleware)
+/// taken within each round.
 fn summary(rows: &[&str], results: &[Vec<(f64, f64, f64)>]) {
-    let per_round = |name: &str| {
-        rows.iter()
-            .position(|r| *r == name)
-            .map(|i| results[i].iter().map(|r| r.0).collect::<Vec<_>>())
-    };
-    let (none, governor, naive) = (
-        per_round("none"),
-        per_round("governor"),
-        per_round("naive_redis"),
-    );
     let stats = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
-        let median = if v.is_empty() {
-            f64::NAN
-        } else if v.len() % 2 == 1 {
-            v[v.len() / 2]
-        } else {
-            (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+        let median = match v.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
         };
-        let (lo, hi) = (v.first().copied(), v.last().copied());
-        format!(
-            "{median:.3} [{:.3}–{:.3}]",
-            lo.unwrap_or(f64::NAN),
-            hi.unwrap_or(f64::NAN)
-        )
+        let lo = v.first().copied().unwrap_or(f64::NAN);
+        let hi = v.last().copied().unwrap_or(f64::NAN);
+        format!("{median:.3} [{lo:.3}–{hi:.3}]")
     };
-    let ratio = |of: &[(f64, f64, f64)], to: &Option<Vec<f64>>| {
-        to.as_ref().map_or("—".to_owned(), |to| {
-            stats(of.iter().zip(to).map(|(a, b)| a.0 / b).collect())
-        })
-    };
-    println!(
-        "\nsummary over {} rounds: median [min–max]",
-        results.first().map_or(0, Vec::len)
-    );
-    println!("row         | req/s (k)               | ÷ no layer              | ÷ tower_governor        | ÷ naive Redis           | server CPU µs/req     | redis-server CPU µs/req");
+    let refs: Vec<usize> = [
+        "none",
+        "headers_only",
+        "governor",
+        "governor_headers",
+        "naive_redis",
+    ]
+    .iter()
+    .filter_map(|name| rows.iter().position(|r| r == name))
+    .collect();
+    let rounds = results.first().map_or(0, Vec::len);
+    println!("\nsummary over {rounds} rounds: median [min–max]");
     for (row, r) in rows.iter().zip(results) {
+        println!("{row}:");
         println!(
-            "{row:11} | {} | {} | {} | {} | {} | {}",
-            stats(r.iter().map(|x| x.0 / 1000.0).collect()),
-            ratio(r, &none),
-            ratio(r, &governor),
-            ratio(r, &naive),
-            stats(r.iter().map(|x| x.1).collect()),
-            stats(r.iter().map(|x| x.2).collect()),
+            "  req/s (k)              {}",
+            stats(r.iter().map(|x| x.0 / 1000.0).collect())
         );
+        println!(
+            "  server CPU µs/req      {}",
+            stats(r.iter().map(|x| x.1).collect())
+        );
+        println!(
+            "  redis-server CPU µs/req {}",
+            stats(r.iter().map(|x| x.2).collect())
+        );
+        for &i in refs.iter().filter(|&&i| rows[i] != *row) {
+            let ratios = r.iter().zip(&results[i]).map(|(a, b)| a.0 / b.0).collect();
+            println!("  ÷ {:<20} {}", rows[i], stats(ratios));
+        }
     }
 }
