@@ -12,7 +12,7 @@
 //! TOWER_BENCH_LOOP=all target/release/deps/tower-* --bench    # plain timing loop, every row, no criterion
 //! TOWER_BENCH_LOOP=ours TOWER_BENCH_LOOP_N=20000 valgrind --tool=callgrind target/release/deps/tower-* --bench
 //!     # one row alone: none, headers_static, headers_formatted, governor, governor_headers, ours,
-//!     # ours_no_histogram, ours_no_headers
+//!     # ours_no_histogram, ours_no_headers, ours_prometheus
 //! TOWER_BENCH_LOOP=all TOWER_BENCH_THREADS=2 target/release/deps/tower-* --bench
 //!     # and the rows again on 2 threads, each cloning the service per request as axum does
 //! TOWER_BENCH_SERVE=ours target/release/deps/tower-* --bench  # axum hello-world on 127.0.0.1:3999 for wrk
@@ -110,7 +110,7 @@ fn ours(latency: bool, ietf: bool) -> RateLimitLayer {
 }
 
 /// The rows `TOWER_BENCH_LOOP` runs alone.
-const LOOP_ROWS: [&str; 8] = [
+const LOOP_ROWS: [&str; 9] = [
     "none",
     "headers_static",
     "headers_formatted",
@@ -119,6 +119,7 @@ const LOOP_ROWS: [&str; 8] = [
     "ours",
     "ours_no_histogram",
     "ours_no_headers",
+    "ours_prometheus",
 ];
 
 fn layers(c: &mut Criterion) {
@@ -335,6 +336,17 @@ fn main() {
                 "loop/ours_no_headers_no_histogram",
                 ours(false, false).layer(inner()),
             );
+        }
+        if run("ours_prometheus") {
+            // The default layer again, with a Prometheus recorder installed (this thread's), as a server that
+            // exports its metrics runs it: every counter and histogram update then reaches a registry.
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            metrics::with_local_recorder(&recorder, || {
+                plain_loop(
+                    "loop/ours_ietf_headers_prometheus_recorder",
+                    ours(true, true).layer(inner()),
+                )
+            });
         }
         // `TOWER_BENCH_THREADS=2`: the same rows again on that many threads, cloning per request.
         let threads: usize = std::env::var("TOWER_BENCH_THREADS")

@@ -6,7 +6,8 @@
 //! per request — what sending them costs any layer, on the wire and in hyper as much as in the layer);
 //! `governor` (tower_governor, peer-IP key, its default: no headers); `governor_headers` (the same with
 //! its `x-ratelimit-*` headers, the like-for-like peer); `ours` (in-memory store, peer-IP key, IETF
-//! headers); `naive_redis`; `ours_redis` (the Redis store, the same layer). Each
+//! headers); `ours_no_headers` (the same without headers, like tower_governor's default);
+//! `naive_redis`; `ours_redis` (the Redis store, the same layer). Each
 //! row serves an axum hello-world on a free loopback port from this process (tokio, 2 worker threads,
 //! `into_make_service_with_connect_info`), warms up with `wrk` for 1 s, then measures `wrk -t2 -c64` for
 //! `RL_BENCH_SECS` (default 5) seconds and reports requests/s, the ratio to no layer, and CPU µs per
@@ -94,6 +95,13 @@ async fn app(row: &str, redis_url: &str) -> Router {
         "governor_headers" => hello.layer(peers::governor_headers()),
         "headers_only" => hello.layer(peers::headers_only(true)),
         "ours" => hello.layer(RateLimitLayer::new(peers::policies()).unwrap()),
+        "ours_no_headers" => hello.layer(
+            RateLimitLayer::builder()
+                .policies(peers::policies())
+                .ietf_headers(false)
+                .build()
+                .unwrap(),
+        ),
         "naive_redis" => {
             let client = redis::Client::open(redis_url).unwrap();
             let conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -167,6 +175,7 @@ fn main() {
         "governor",
         "governor_headers",
         "ours",
+        "ours_no_headers",
         "naive_redis",
         "ours_redis",
     ]

@@ -415,6 +415,7 @@ impl<S> RateLimitBuilder<S> {
         Ok(RateLimitLayer::from_shared(Arc::new(Shared {
             store: self.store,
             cfg,
+            meters: crate::observe::Meters::resolve(),
             tiers: Arc::new(ArcSwap::from_pointee(TierTable::build(tiers))),
         })))
     }

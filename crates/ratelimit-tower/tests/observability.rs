@@ -287,3 +287,38 @@ fn outcomes_are_counted_and_decisions_timed() {
     );
     assert_eq!(recorder.get("ratelimit_decision_seconds"), 3.0);
 }
+
+#[test]
+fn a_layer_built_under_a_recorder_keeps_its_handles() {
+    let _serial = serial();
+    let recorder = Metrics::default();
+    // Built while the recorder is installed: the layer registers its handles once, there.
+    let layer = metrics::with_local_recorder(&recorder, || {
+        RateLimitLayer::builder()
+            .policies(one_policy(2))
+            .build()
+            .unwrap()
+    });
+    let mut svc = service(layer);
+    metrics::with_local_recorder(&recorder, || {
+        now(svc.call(request(&[], true))).unwrap();
+    });
+    // Outside any recorder, the kept handles still count into it (asking per call would find none).
+    for _ in 0..2 {
+        now(svc.call(request(&[], true))).unwrap();
+    }
+    assert_eq!(
+        recorder.get("ratelimit_requests_total,outcome=allowed"),
+        2.0
+    );
+    assert_eq!(
+        recorder.get("ratelimit_requests_total,outcome=limited"),
+        1.0
+    );
+    // The rejection's policy label varies, so it is asked for per call: no recorder, not counted.
+    assert_eq!(
+        recorder.get("ratelimit_rejections_total,policy=hourly"),
+        0.0
+    );
+    assert_eq!(recorder.get("ratelimit_decision_seconds"), 3.0);
+}

@@ -1,5 +1,6 @@
 //! A long-lived service (one instance, never cloned, as in a plain tower stack) sees run-time tier changes on
-//! its very next request: each service caches the tier table, and the cache must revalidate on every load.
+//! its very next request: the service loads the table per request (it once cached it per service, and the
+//! cache had to revalidate on every load).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::convert::Infallible;

@@ -107,6 +107,8 @@ pub(crate) struct Config {
 pub(crate) struct Shared<S> {
     pub(crate) store: S,
     pub(crate) cfg: Config,
+    /// Metric handles, when a recorder was installed at build time (see [`observe::Meters`]).
+    pub(crate) meters: Option<observe::Meters>,
     pub(crate) tiers: Arc<ArcSwap<TierTable>>,
 }
 
@@ -202,7 +204,7 @@ where
         match self.cfg.key.extract(info, key) {
             Ok(()) => KeyOutcome::Key,
             Err(e) => {
-                observe::count!("key_error");
+                observe::count!(self.meters, key_error, "key_error");
                 match self.cfg.on_key_error {
                     OnKeyError::UseGlobalKey => {
                         tracing::debug!(error = %e, "no rate-limit key; using the global key");
@@ -374,7 +376,11 @@ where
     #[inline]
     fn record_latency(&self, start: Option<Stopwatch>) {
         if let Some(start) = start {
-            metrics::histogram!("ratelimit_decision_seconds").record(start.seconds());
+            let seconds = start.seconds();
+            match &self.meters {
+                Some(m) => m.latency.record(seconds),
+                None => metrics::histogram!("ratelimit_decision_seconds").record(seconds),
+            }
         }
     }
 
@@ -427,7 +433,7 @@ where
             (Some(le), Some(ld)) => {
                 let binding_name = le.set.policy(ld.binding_index()).name();
                 if cfg.shadow {
-                    observe::count!("shadow_limited");
+                    observe::count!(self.meters, shadow_limited, "shadow_limited");
                     tracing::info!(
                         policy = binding_name,
                         tier = &*entry.name,
@@ -436,7 +442,7 @@ where
                     );
                     return Action::Proceed(Emit::default(), None);
                 }
-                observe::count!("limited");
+                observe::count!(self.meters, limited, "limited");
                 metrics::counter!("ratelimit_rejections_total", "policy" => binding_name.to_owned())
                     .increment(1);
                 let retry_after = headers::retry_after_secs(ld);
@@ -473,7 +479,7 @@ where
                 Action::Respond(Box::new(res))
             }
             _ => {
-                observe::count!("allowed");
+                observe::count!(self.meters, allowed, "allowed");
                 if tracing::enabled!(tracing::Level::DEBUG) {
                     let b = primary_dec.binding();
                     tracing::debug!(
@@ -582,7 +588,7 @@ where
     }
 
     fn store_error(&self, e: &StoreError, key: &KeyBuf) -> Action {
-        observe::count!("store_error");
+        observe::count!(self.meters, store_error, "store_error");
         match self.cfg.on_store_error {
             OnStoreError::FailOpen => {
                 tracing::warn!(error = %e, key = %KeyHash::of(key.as_bytes()), "rate-limit store error; failing open");

@@ -76,7 +76,7 @@ where
         let shared = &*self.shared;
         let info = RequestInfo::new(&req);
         if !shared.applies(&info) {
-            observe::count!("skipped");
+            observe::count!(shared.meters, skipped, "skipped");
             return ResponseFuture::inner(self.inner.call(req), None);
         }
         let mut key = KeyBuf::scoped(&shared.cfg.scope);
