@@ -177,30 +177,43 @@ where
         fields.join(" | ")
     );
     assert_eq!(res.status(), 200, "{name}: every request must be admitted");
-    let n = std::env::var("TOWER_BENCH_LOOP_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000);
-    // Requests are built (untimed) in batches small enough to stay in cache: building all of them first
-    // made the timed loop free tens of megabytes, and the allocator's churn swamped the layers' cost.
-    const BATCH: usize = 256;
+    let n = loop_n();
     let mut best = f64::MAX;
     for _ in 0..5 {
-        let mut elapsed = Duration::ZERO;
-        let mut done = 0;
-        while done < n {
-            let batch = BATCH.min(n - done);
-            let reqs: Vec<_> = (0..batch).map(|_| request()).collect();
-            let start = std::time::Instant::now();
-            for r in reqs {
-                black_box(now(svc.call(r)).is_ok());
-            }
-            elapsed += start.elapsed();
-            done += batch;
-        }
+        let elapsed = timed(n, |r| {
+            black_box(now(svc.call(r)).is_ok());
+        });
         best = best.min(elapsed.as_nanos() as f64 / n as f64);
     }
     println!("{name:<45} {best:>8.1} ns/request (best of 5 x {n})");
+}
+
+/// Requests per pass of the timing loops (`TOWER_BENCH_LOOP_N`, default 200 000).
+fn loop_n() -> usize {
+    std::env::var("TOWER_BENCH_LOOP_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000)
+}
+
+/// The time `call` takes over `n` fresh requests. Requests are built (untimed) in batches small enough to
+/// stay in cache: building all of them first made the timed loop free tens of megabytes, and the
+/// allocator's churn swamped the layers' cost.
+fn timed(n: usize, mut call: impl FnMut(Request<Body>)) -> Duration {
+    const BATCH: usize = 256;
+    let mut elapsed = Duration::ZERO;
+    let mut done = 0;
+    while done < n {
+        let batch = BATCH.min(n - done);
+        let reqs: Vec<_> = (0..batch).map(|_| request()).collect();
+        let start = std::time::Instant::now();
+        for r in reqs {
+            call(r);
+        }
+        elapsed += start.elapsed();
+        done += batch;
+    }
+    elapsed
 }
 
 /// The plain loop on `threads` threads at once, each calling a fresh clone of the service per request,
@@ -213,11 +226,7 @@ where
     S: Service<Request<Body>, Response = Response<B>> + Clone + Send + 'static,
     S::Error: std::fmt::Debug,
 {
-    let n: usize = std::env::var("TOWER_BENCH_LOOP_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000);
-    const BATCH: usize = 256;
+    let n = loop_n();
     let mut best = f64::MAX;
     for _ in 0..5 {
         let barrier = Arc::new(std::sync::Barrier::new(threads));
@@ -226,22 +235,12 @@ where
                 let svc = svc.clone();
                 let barrier = barrier.clone();
                 std::thread::spawn(move || {
-                    let mut elapsed = Duration::ZERO;
-                    let mut done = 0;
                     barrier.wait();
-                    while done < n {
-                        let batch = BATCH.min(n - done);
-                        let reqs: Vec<_> = (0..batch).map(|_| request()).collect();
-                        let start = std::time::Instant::now();
-                        for r in reqs {
-                            let mut svc = svc.clone();
-                            let ok = now(svc.call(r)).is_ok_and(|r| r.status() == 200);
-                            assert!(ok, "every request must be admitted");
-                        }
-                        elapsed += start.elapsed();
-                        done += batch;
-                    }
-                    elapsed
+                    timed(n, |r| {
+                        let mut svc = svc.clone();
+                        let ok = now(svc.call(r)).is_ok_and(|r| r.status() == 200);
+                        assert!(ok, "every request must be admitted");
+                    })
                 })
             })
             .collect();

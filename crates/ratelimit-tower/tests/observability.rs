@@ -269,23 +269,24 @@ fn outcomes_are_counted_and_decisions_timed() {
         *health.uri_mut() = "/health".parse().unwrap();
         now(svc.call(health)).unwrap();
     });
-    assert_eq!(
-        recorder.get("ratelimit_requests_total,outcome=allowed"),
-        2.0
-    );
-    assert_eq!(
-        recorder.get("ratelimit_requests_total,outcome=limited"),
-        1.0
-    );
+    assert_counts(&recorder, 2.0, 1.0, 1.0, 3.0);
     assert_eq!(
         recorder.get("ratelimit_requests_total,outcome=skipped"),
         1.0
     );
+}
+
+/// Checks the allowed and limited outcomes, the rejections of the `hourly` policy and the decisions
+/// timed.
+fn assert_counts(recorder: &Metrics, allowed: f64, limited: f64, rejections: f64, timed: f64) {
+    let outcome = |o: &str| recorder.get(&format!("ratelimit_requests_total,outcome={o}"));
+    assert_eq!(outcome("allowed"), allowed);
+    assert_eq!(outcome("limited"), limited);
     assert_eq!(
         recorder.get("ratelimit_rejections_total,policy=hourly"),
-        1.0
+        rejections
     );
-    assert_eq!(recorder.get("ratelimit_decision_seconds"), 3.0);
+    assert_eq!(recorder.get("ratelimit_decision_seconds"), timed);
 }
 
 #[test]
@@ -307,18 +308,6 @@ fn a_layer_built_under_a_recorder_keeps_its_handles() {
     for _ in 0..2 {
         now(svc.call(request(&[], true))).unwrap();
     }
-    assert_eq!(
-        recorder.get("ratelimit_requests_total,outcome=allowed"),
-        2.0
-    );
-    assert_eq!(
-        recorder.get("ratelimit_requests_total,outcome=limited"),
-        1.0
-    );
-    // The rejection's policy label varies, so it is asked for per call: no recorder, not counted.
-    assert_eq!(
-        recorder.get("ratelimit_rejections_total,policy=hourly"),
-        0.0
-    );
-    assert_eq!(recorder.get("ratelimit_decision_seconds"), 3.0);
+    // The rejection's policy label varies, so it is asked for per call: no recorder there, not counted.
+    assert_counts(&recorder, 2.0, 1.0, 0.0, 3.0);
 }
