@@ -1,12 +1,15 @@
 //! Rendering of ratelimit-tower's `RateLimit` / `RateLimit-Policy` fields (draft-ietf-httpapi-ratelimit-
 //! headers-11): for arbitrary quotas, decisions and partition keys the output is a canonical RFC 9651 List
 //! (parsed and re-serialised identically by `sfv`), one item per policy, `r` equal to the status's
-//! remaining units, and `Retry-After` never 0 when a wait is needed.
+//! remaining units, and `Retry-After` never 0 when a wait is needed. The draft-06/-07 shapes too: the
+//! unnamed policy List and the draft-07 Dictionary parse canonically, `remaining` is the binding policy's.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use ratelimit_core::{Decision, Policy, PolicySet, Quota, Status};
-use ratelimit_tower::headers::{policy_value, ratelimit_value, retry_after_secs};
+use ratelimit_tower::headers::{
+    draft07_value, policy_value, ratelimit_value, retry_after_secs, unnamed_policy_value,
+};
 
 fn u64_at(data: &[u8], i: usize) -> u64 {
     let mut b = [0u8; 8];
@@ -60,6 +63,24 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
+    for only in [None, Some(decision.binding_index())] {
+        let pol = unnamed_policy_value(&set, only).expect("unnamed RateLimit-Policy renders");
+        let text = pol.to_str().unwrap();
+        let list: sfv::List = sfv::Parser::new(text).parse().unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        let again: Option<String> = sfv::FieldType::serialize(&list);
+        assert_eq!(again.as_deref(), Some(text), "unnamed RateLimit-Policy not canonical");
+        assert_eq!(list.len(), if only.is_some() { 1 } else { n });
+    }
+    let d7 = draft07_value(&decision).expect("draft-07 RateLimit renders");
+    let text = d7.to_str().unwrap();
+    let dict: sfv::Dictionary = sfv::Parser::new(text).parse().unwrap_or_else(|e| panic!("{text:?}: {e}"));
+    let again: Option<String> = sfv::FieldType::serialize(&dict);
+    assert_eq!(again.as_deref(), Some(text), "draft-07 RateLimit not canonical");
+    let remaining = match dict.get("remaining") {
+        Some(sfv::ListEntry::Item(item)) => item.bare_item.as_integer().map(i64::from).unwrap(),
+        other => panic!("remaining: {other:?}"),
+    };
+    assert_eq!(remaining as u64, decision.binding().remaining.min(999_999_999_999_999));
     if let Some(secs) = retry_after_secs(&decision) {
         assert!(secs >= 1);
     }

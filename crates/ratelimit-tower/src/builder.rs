@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{Method, Response};
 use ratelimit_core::{MemoryStore, Policy, PolicyError, PolicySet, Store};
 
-use crate::headers::LegacyReset;
+use crate::headers::{IetfRevision, LegacyReset};
 use crate::key::{Cidr, ClientIp, KeyExtractor, RequestInfo};
 use crate::rate_limit::{Config, HeaderConfig, OnKeyError, OnStoreError, RateLimitLayer, Shared};
 use crate::response::Rejection;
@@ -141,6 +141,7 @@ impl<S> RateLimitBuilder<S> {
             shadow: false,
             headers: HeaderConfig {
                 ietf: true,
+                revision: IetfRevision::Draft11,
                 legacy: None,
                 only_binding: false,
                 partition_key: false,
@@ -293,6 +294,26 @@ impl<S> RateLimitBuilder<S> {
         self
     }
 
+    /// Which revision of the IETF fields to send (default [`IetfRevision::Draft11`], the current one);
+    /// [`IetfRevision::Draft07`] and [`IetfRevision::Draft06`] serve clients written against those.
+    ///
+    /// ```
+    /// use ratelimit_core::{Policy, Quota};
+    /// use ratelimit_tower::{headers::IetfRevision, RateLimitLayer};
+    ///
+    /// // `RateLimit: limit=100, remaining=99, reset=60` and `RateLimit-Policy: 100;w=60`.
+    /// let layer = RateLimitLayer::builder()
+    ///     .policy(Policy::fixed_window("minute", Quota::per_minute(100).build()?)?)
+    ///     .ietf_revision(IetfRevision::Draft07)
+    ///     .build()?;
+    /// # let _ = layer;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn ietf_revision(mut self, revision: IetfRevision) -> Self {
+        self.headers.revision = revision;
+        self
+    }
+
     /// Also send `X-RateLimit-Limit`, `-Remaining` and `-Reset` for the binding policy, with the reset as
     /// delta seconds or a Unix time (off by default).
     pub fn legacy_headers(mut self, reset: LegacyReset) -> Self {
@@ -306,7 +327,8 @@ impl<S> RateLimitBuilder<S> {
         self
     }
 
-    /// Add `pk` (12 bytes of a SHA-256 of the store key, never the raw identity) to every item.
+    /// Add `pk` (12 bytes of a SHA-256 of the store key, never the raw identity) to every item (of the
+    /// current revision's fields: draft-06 and -07 have no `pk`).
     pub fn partition_key(mut self, yes: bool) -> Self {
         self.headers.partition_key = yes;
         self

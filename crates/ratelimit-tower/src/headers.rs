@@ -22,6 +22,10 @@
 //! Serialisation is canonical RFC 9651 (no spaces inside items, `", "` between items) and is written by hand
 //! into a stack buffer; the tests and fuzz target parse every output with the `sfv` crate.
 //!
+//! Clients written against earlier revisions can be served their shapes instead
+//! ([`IetfRevision::Draft07`]'s `RateLimit` Dictionary, [`IetfRevision::Draft06`]'s three Integer fields),
+//! and `X-RateLimit-*` can be added ([`LegacyReset`]).
+//!
 //! `Retry-After` (RFC 9110 §10.2.3) is integer seconds rounded up and never 0 when a wait is needed: a
 //! 300 ms wait is `Retry-After: 1`, not `0` (which tells clients to hammer the server).
 //!
@@ -47,6 +51,36 @@ pub enum LegacyReset {
     DeltaSeconds,
     /// Unix time of the reset in seconds, rounded up (GitHub style).
     UnixEpoch,
+}
+
+/// Which revision of the IETF draft's fields to send (see the [module docs](self) for the default).
+///
+/// The draft changed shape twice before its current form, and clients written against older revisions
+/// are in use (express-rate-limit's `standardHeaders: 'draft-6'` and `'draft-7'` modes emit these), so
+/// the two earlier shapes are offered as opt-ins. Both describe one policy with numbers only — the
+/// binding one, closest to exhaustion — plus every policy as an integer quota with its window:
+///
+/// ```text
+/// Draft06:  RateLimit-Limit: 100        RateLimit-Remaining: 42      RateLimit-Reset: 35
+///           RateLimit-Policy: 100;w=60, 5000;w=86400
+/// Draft07:  RateLimit: limit=100, remaining=42, reset=35
+///           RateLimit-Policy: 100;w=60, 5000;w=86400
+/// ```
+///
+/// `limit` is the policy's capacity (the `q` of the current revision), `reset` delta seconds rounded up
+/// (for a limited request, until it would be admitted, so never earlier than `Retry-After`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum IetfRevision {
+    /// draft-ietf-httpapi-ratelimit-headers-11: named policies, `RateLimit: "burst";r=42;t=35` (the
+    /// default).
+    #[default]
+    Draft11,
+    /// draft-07 (2023): one Dictionary field, `RateLimit: limit=…, remaining=…, reset=…`.
+    Draft07,
+    /// draft-04 to -06 (2022): three Integer fields, `RateLimit-Limit`, `RateLimit-Remaining` and
+    /// `RateLimit-Reset`.
+    Draft06,
 }
 
 const MICROS_PER_SEC: u64 = 1_000_000;
@@ -339,6 +373,54 @@ pub(crate) fn write_policy(
     }
 }
 
+/// Writes the draft-06/-07 `RateLimit-Policy` items for `set` into `out` (`q;w=…` per policy, unnamed);
+/// `only` restricts it to one policy.
+pub(crate) fn write_policy_unnamed(out: &mut Buf, set: &PolicySet, only: Option<usize>) {
+    let mut first = true;
+    for (i, p) in set.policies().iter().enumerate() {
+        if only.is_some_and(|o| o != i) {
+            continue;
+        }
+        if !first {
+            out.push(b", ");
+        }
+        first = false;
+        let (q, w) = quota_window(p.quota());
+        out.push_u64(q.min(SF_INT_MAX));
+        out.push(b";w=");
+        out.push_u64(w.min(SF_INT_MAX));
+    }
+}
+
+/// The binding policy's limit, remaining units and reset (delta seconds, rounded up; for a limited
+/// request, until it would be admitted), as draft-06/-07 and the `X-RateLimit-*` fields report them.
+pub(crate) fn binding_numbers(decision: &Decision) -> (u64, u64, u64) {
+    let s = decision.binding();
+    let reset = ceil_secs(if s.allowed() || s.never() {
+        s.reset
+    } else {
+        s.retry.max(s.reset)
+    });
+    (
+        s.limit.min(SF_INT_MAX),
+        s.remaining.min(SF_INT_MAX),
+        reset.min(SF_INT_MAX),
+    )
+}
+
+/// The draft-07 `RateLimit` Dictionary for `decision`'s binding policy.
+pub(crate) fn draft7_value(decision: &Decision) -> Option<HeaderValue> {
+    let (limit, remaining, reset) = binding_numbers(decision);
+    let mut b = Buf::new();
+    b.push(b"limit=");
+    b.push_u64(limit);
+    b.push(b", remaining=");
+    b.push_u64(remaining);
+    b.push(b", reset=");
+    b.push_u64(reset);
+    b.value()
+}
+
 /// The `RateLimit` field value (see the [module docs](self)); `None` only if the value would be invalid.
 pub fn ratelimit_value(
     set: &PolicySet,
@@ -360,6 +442,38 @@ pub fn policy_value(
     let mut b = Buf::new();
     write_policy(&mut b, set, only, pk);
     b.value()
+}
+
+/// The draft-06/-07 `RateLimit-Policy` value for `set` (unnamed `q;w=` Integers, see [`IetfRevision`]);
+/// `only` restricts it to one policy.
+///
+/// ```
+/// use ratelimit_core::{Policy, PolicySet, Quota};
+/// use ratelimit_tower::headers::unnamed_policy_value;
+///
+/// let set = PolicySet::new([Policy::fixed_window("minute", Quota::per_minute(100).build()?)?])?;
+/// assert_eq!(unnamed_policy_value(&set, None).unwrap(), "100;w=60");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn unnamed_policy_value(set: &PolicySet, only: Option<usize>) -> Option<HeaderValue> {
+    let mut b = Buf::new();
+    write_policy_unnamed(&mut b, set, only);
+    b.value()
+}
+
+/// The draft-07 `RateLimit` Dictionary for the decision's binding policy (see [`IetfRevision`]).
+///
+/// ```
+/// use ratelimit_core::{Policy, PolicySet, Quota, Rule};
+/// use ratelimit_tower::headers::draft07_value;
+///
+/// let set = PolicySet::new([Policy::fixed_window("minute", Quota::per_minute(100).build()?)?])?;
+/// let decision = set.check(&mut Default::default(), 0, 1);
+/// assert_eq!(draft07_value(&decision).unwrap(), "limit=100, remaining=99, reset=60");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn draft07_value(decision: &Decision) -> Option<HeaderValue> {
+    draft7_value(decision)
 }
 
 /// A header value holding an integer.
@@ -427,6 +541,60 @@ mod tests {
         );
         let p = policy_value(&s, Some(1), None).unwrap();
         assert_eq!(p.to_str().unwrap(), "\"daily\";q=1000;w=86400");
+    }
+
+    /// Draft-06/-07 shapes: the policy list holds Integers with a `w` parameter, the draft-07 field is a
+    /// Dictionary of three Integers; both in canonical form, and consistent with the decision.
+    #[test]
+    fn earlier_revisions_parse_as_their_structured_types() {
+        use sfv::{BareItem, FieldType, ListEntry, Parser};
+        let s = set();
+        let mut st = Default::default();
+        s.check(&mut st, 0, 2);
+        let limited = s.check(&mut st, 0, 1);
+        assert!(limited.is_limited());
+        let mut b = Buf::new();
+        write_policy_unnamed(&mut b, &s, None);
+        let text = std::str::from_utf8(b.as_bytes()).unwrap();
+        let list = Parser::new(text).parse::<sfv::List>().unwrap();
+        assert_eq!(FieldType::serialize(&list).as_deref(), Some(text));
+        let items: Vec<(i64, i64)> = list
+            .iter()
+            .map(|e| {
+                let ListEntry::Item(item) = e else {
+                    panic!("{text}")
+                };
+                let q = match item.bare_item {
+                    BareItem::Integer(i) => i64::from(i),
+                    ref other => panic!("{other:?}"),
+                };
+                match item.params.get("w") {
+                    Some(BareItem::Integer(w)) => (q, i64::from(*w)),
+                    other => panic!("w: {other:?}"),
+                }
+            })
+            .collect();
+        assert_eq!(items, [(2, 1), (1000, 86400)]);
+
+        let v = draft7_value(&limited).unwrap();
+        let text = v.to_str().unwrap();
+        let dict = Parser::new(text).parse::<sfv::Dictionary>().unwrap();
+        assert_eq!(FieldType::serialize(&dict).as_deref(), Some(text));
+        let member = |k: &str| match dict.get(k) {
+            Some(ListEntry::Item(item)) => match item.bare_item {
+                BareItem::Integer(i) => i64::from(i),
+                ref other => panic!("{k}: {other:?}"),
+            },
+            other => panic!("{k}: {other:?}"),
+        };
+        let (limit, remaining, reset) = binding_numbers(&limited);
+        assert_eq!(
+            (member("limit"), member("remaining"), member("reset")),
+            (limit as i64, remaining as i64, reset as i64)
+        );
+        // Limited: reset is when the request would be admitted, never earlier than Retry-After.
+        assert_eq!((limit, remaining), (2, 0));
+        assert!(reset >= retry_after_secs(&limited).unwrap() && reset >= 1);
     }
 
     /// A bucket whose burst exceeds its limit advertises its capacity as `q` (over the time the sustained

@@ -70,7 +70,7 @@ pub mod response;
 pub mod tier;
 
 pub use builder::{ConfigError, DefaultStore, RateLimitBuilder};
-pub use headers::LegacyReset;
+pub use headers::{IetfRevision, LegacyReset};
 pub use rate_limit::{
     NearLimit, OnKeyError, OnStoreError, RateLimit, RateLimitLayer, ResponseFuture,
 };

@@ -163,6 +163,9 @@ pub(crate) struct Entry {
     pub(crate) each: Vec<Option<HeaderValue>>,
     /// `"name";r=` per policy of this set (see [`crate::headers::item_prefixes`]).
     pub(crate) items: Box<[Box<[u8]>]>,
+    /// The draft-06/-07 `RateLimit-Policy` (unnamed `q;w=` items): this set's, then with the global cap's.
+    pub(crate) unnamed_own: Option<HeaderValue>,
+    pub(crate) unnamed_header: Option<HeaderValue>,
 }
 
 impl Entry {
@@ -181,9 +184,18 @@ impl Entry {
                 b.static_value()
             })
             .collect();
+        let mut unnamed = crate::headers::Buf::new();
+        crate::headers::write_policy_unnamed(&mut unnamed, &set, None);
+        let unnamed_own = unnamed.static_value();
+        if let Some(g) = global {
+            unnamed.push(b", ");
+            crate::headers::write_policy_unnamed(&mut unnamed, g, None);
+        }
         Entry {
             name,
             items: crate::headers::item_prefixes(&set),
+            unnamed_own,
+            unnamed_header: unnamed.static_value(),
             policy_header: buf.static_value(),
             policy_own,
             each,

@@ -14,7 +14,7 @@ use ratelimit_tower::key::{
     ApiKey, ClientIp, ForwardedHeader, Global, KeyExtractorExt, TrustedProxies, User, UserId,
 };
 use ratelimit_tower::{
-    LegacyReset, NearLimit, OnKeyError, OnStoreError, RateLimitLayer, Tier, Tiers,
+    IetfRevision, LegacyReset, NearLimit, OnKeyError, OnStoreError, RateLimitLayer, Tier, Tiers,
 };
 
 use common::*;
@@ -693,6 +693,93 @@ async fn soft_limit_tells_the_handler_and_legacy_headers_are_opt_in() {
         v
     };
     assert_eq!(bodies, ["fine", "near h 2/4", "near h 1/4"]);
+}
+
+/// A header field parsed with `sfv` as `T`, which must also be its canonical serialisation.
+fn sf<T>(r: &Reply, name: &str) -> T
+where
+    T: sfv::FieldType,
+    T::SerializeResult: Into<Option<String>>,
+{
+    let text = r.header(name).unwrap_or_else(|| panic!("no {name}"));
+    let value: T = sfv::Parser::new(text)
+        .parse()
+        .unwrap_or_else(|e| panic!("{name}: {text:?}: {e}"));
+    let canonical: Option<String> = value.serialize().into();
+    assert_eq!(canonical.as_deref(), Some(text), "{name} not canonical");
+    value
+}
+
+fn sf_int(item: &sfv::Item) -> i64 {
+    match item.bare_item {
+        sfv::BareItem::Integer(i) => i64::from(i),
+        ref other => panic!("not an Integer: {other:?}"),
+    }
+}
+
+/// Draft-06/-07 `RateLimit-Policy`: unnamed Integer quotas with a `w` parameter.
+fn unnamed_policies(r: &Reply) -> Vec<(i64, i64)> {
+    sf::<sfv::List>(r, "ratelimit-policy")
+        .iter()
+        .map(|e| {
+            let sfv::ListEntry::Item(item) = e else {
+                panic!("inner list")
+            };
+            let w = item.params.get("w").map(|w| match w {
+                sfv::BareItem::Integer(w) => i64::from(*w),
+                other => panic!("w: {other:?}"),
+            });
+            (sf_int(item), w.expect("w"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn draft_07_and_06_fields_are_opt_in_and_consistent_with_the_decision() {
+    for revision in [IetfRevision::Draft07, IetfRevision::Draft06] {
+        let layer = RateLimitLayer::builder()
+            .policy(per_hour("hourly", 3))
+            .policy(gcra_per_sec("burst", 100))
+            .ietf_revision(revision)
+            .build()
+            .unwrap();
+        let addr = serve(app(layer)).await;
+        let c = client();
+        for expected_remaining in [2, 1, 0, 0] {
+            let r = get(&c, addr, "/", &[]).await;
+            assert_eq!(unnamed_policies(&r), [(3, 3600), (100, 1)], "{revision:?}");
+            let (limit, remaining, reset) = if revision == IetfRevision::Draft07 {
+                let dict: sfv::Dictionary = sf(&r, "ratelimit");
+                let member = |k: &str| match dict.get(k) {
+                    Some(sfv::ListEntry::Item(item)) => sf_int(item),
+                    other => panic!("{k}: {other:?}"),
+                };
+                assert_eq!(dict.len(), 3);
+                assert!(r.header("ratelimit-limit").is_none());
+                (member("limit"), member("remaining"), member("reset"))
+            } else {
+                let int = |name: &str| sf_int(&sf::<sfv::Item>(&r, name));
+                assert!(r.header("ratelimit").is_none(), "{revision:?}");
+                (
+                    int("ratelimit-limit"),
+                    int("ratelimit-remaining"),
+                    int("ratelimit-reset"),
+                )
+            };
+            // The binding policy is the hourly one (the per-second burst is far from empty).
+            assert_eq!((limit, remaining), (3, expected_remaining), "{revision:?}");
+            assert!((1..=3600).contains(&reset), "{revision:?}: {reset}");
+            if r.status == StatusCode::TOO_MANY_REQUESTS {
+                let retry: i64 = r.header("retry-after").unwrap().parse().unwrap();
+                assert!(
+                    reset >= retry,
+                    "{revision:?}: reset {reset} < Retry-After {retry}"
+                );
+            } else {
+                assert_eq!(r.status, StatusCode::OK);
+            }
+        }
+    }
 }
 
 #[tokio::test]

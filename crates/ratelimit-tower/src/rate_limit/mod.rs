@@ -35,7 +35,7 @@ pub use layer::RateLimitLayer;
 pub use service::RateLimit;
 
 use crate::builder::{Cost, SkipFn};
-use crate::headers::{self, Buf, LegacyReset};
+use crate::headers::{self, Buf, IetfRevision, LegacyReset};
 use crate::key::{KeyBuf, KeyError, KeyExtractor, RequestInfo, Scope};
 use crate::observe::{self, KeyHash, Stopwatch};
 use crate::response::{self, Rejection, NO_STORE};
@@ -70,6 +70,7 @@ pub enum OnKeyError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct HeaderConfig {
     pub(crate) ietf: bool,
+    pub(crate) revision: IetfRevision,
     pub(crate) legacy: Option<LegacyReset>,
     pub(crate) only_binding: bool,
     pub(crate) partition_key: bool,
@@ -117,15 +118,29 @@ pub(crate) struct Shared<S> {
 pub(crate) struct Emit {
     ratelimit: Option<HeaderValue>,
     policy: Option<HeaderValue>,
-    /// Boxed: legacy mode is opt-in, and keeping `Emit` small keeps the response future small.
-    legacy: Option<Box<[HeaderValue; 3]>>,
+    /// Boxed: these are opt-in, and keeping `Emit` small keeps the response future small.
+    trios: Option<Box<Trios>>,
+}
+
+/// The opt-in limit/remaining/reset fields: `X-RateLimit-*`, and draft-06's `RateLimit-*`.
+#[derive(Debug, Default)]
+struct Trios {
+    legacy: Option<[HeaderValue; 3]>,
+    draft6: Option<[HeaderValue; 3]>,
 }
 
 static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
-static X_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
-static X_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
-static X_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+static X_TRIO: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit"),
+    HeaderName::from_static("x-ratelimit-remaining"),
+    HeaderName::from_static("x-ratelimit-reset"),
+];
+static DRAFT6_TRIO: [HeaderName; 3] = [
+    HeaderName::from_static("ratelimit-limit"),
+    HeaderName::from_static("ratelimit-remaining"),
+    HeaderName::from_static("ratelimit-reset"),
+];
 
 impl Emit {
     #[inline]
@@ -137,11 +152,13 @@ impl Emit {
         if let Some(v) = self.policy {
             headers.append(RATELIMIT_POLICY.clone(), v);
         }
-        if let Some(legacy) = self.legacy {
-            let [l, r, t] = *legacy;
-            headers.insert(X_LIMIT.clone(), l);
-            headers.insert(X_REMAINING.clone(), r);
-            headers.insert(X_RESET.clone(), t);
+        if let Some(trios) = self.trios {
+            let Trios { legacy, draft6 } = *trios;
+            for (names, values) in [(&X_TRIO, legacy), (&DRAFT6_TRIO, draft6)] {
+                for (name, value) in names.iter().zip(values.into_iter().flatten()) {
+                    headers.insert(name.clone(), value);
+                }
+            }
         }
     }
 }
@@ -528,7 +545,24 @@ where
             None => most_binding(primary, global),
         };
         let bset = &bent.set;
-        if hc.ietf {
+        if hc.ietf && hc.revision != IetfRevision::Draft11 {
+            emit.policy = if hc.only_binding {
+                let mut buf = Buf::new();
+                headers::write_policy_unnamed(&mut buf, bset, Some(bdec.binding_index()));
+                buf.value()
+            } else if global.is_some() {
+                entry.unnamed_header.clone()
+            } else {
+                entry.unnamed_own.clone()
+            };
+            if hc.revision == IetfRevision::Draft07 {
+                emit.ratelimit = headers::draft7_value(bdec);
+            } else {
+                let (l, r, t) = headers::binding_numbers(bdec);
+                let trio = [l, r, t].map(headers::int_value);
+                emit.trios.get_or_insert_default().draft6 = Some(trio);
+            }
+        } else if hc.ietf {
             let mut buf = Buf::new();
             if hc.only_binding {
                 headers::write_ratelimit(&mut buf, bset, bdec, Some(bdec.binding_index()), pk);
@@ -563,12 +597,7 @@ where
             }
         }
         if let Some(mode) = hc.legacy {
-            let s = bdec.binding();
-            let reset = headers::ceil_secs(if s.allowed() || s.never() {
-                s.reset
-            } else {
-                s.retry.max(s.reset)
-            });
+            let (limit, remaining, reset) = headers::binding_numbers(bdec);
             let reset = match mode {
                 LegacyReset::DeltaSeconds => reset,
                 LegacyReset::UnixEpoch => {
@@ -578,11 +607,8 @@ where
                     headers::ceil_secs(now) + reset
                 }
             };
-            emit.legacy = Some(Box::new([
-                headers::int_value(s.limit),
-                headers::int_value(s.remaining),
-                headers::int_value(reset),
-            ]));
+            emit.trios.get_or_insert_default().legacy =
+                Some([limit, remaining, reset].map(headers::int_value));
         }
         emit
     }
