@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::routing;
 use axum::Router;
 use http::StatusCode;
-use ratelimit_core::{RedisStore, Store};
+use ratelimit_core::{OnFailure, RedisStore, Store};
 use ratelimit_tower::key::Global;
 use ratelimit_tower::{OnStoreError, RateLimitLayer};
 
@@ -111,12 +111,35 @@ async fn redis_headers_match_the_memory_store_and_outages_follow_the_layer_polic
     .on_store_error(OnStoreError::FailOpen)
     .build()
     .unwrap();
+    // The fallback: the store decides locally while Redis is away (here one instance: the whole quota).
+    let local = RateLimitLayer::with_store(
+        RedisStore::builder()
+            .timeout(Duration::from_millis(200))
+            .on_failure(OnFailure::Local { instances: 1 })
+            .connect(&url)
+            .await
+            .unwrap(),
+    )
+    .policy(per_hour("hourly", 3))
+    .build()
+    .unwrap();
     let closed_addr = serve(app(closed)).await;
     let open_addr = serve(app(open)).await;
+    let local_addr = serve(app(local)).await;
     drop(redis);
     let r = get(&c, closed_addr, "/", &[]).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     let r = get(&c, open_addr, "/", &[]).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.headers.get("ratelimit").is_none());
+    // Still limited, with headers: 3 admitted, then 429s.
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let r = get(&c, local_addr, "/", &[]).await;
+        if r.status == StatusCode::OK {
+            assert_eq!(sf_list(&r.headers, "ratelimit").len(), 1);
+        }
+        statuses.push(r.status.as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
 }

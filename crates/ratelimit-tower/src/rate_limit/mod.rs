@@ -43,6 +43,10 @@ use crate::tier::{Entry, TierSource, TierTable};
 
 /// What to do when the store cannot answer (Redis down, timeout, in-memory store full with
 /// `Overflow::Reject`). Never a 429: the client did nothing wrong.
+///
+/// To keep limiting through an outage instead, give the store a fallback: a Redis store built with
+/// `on_failure(OnFailure::Local { instances })` decides in memory (each quota divided among the
+/// instances) while Redis is away, and the layer sees decisions, not errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnStoreError {
     /// Let the request through without rate-limit headers (availability first). Logged at `warn`,
