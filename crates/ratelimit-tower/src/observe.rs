@@ -14,7 +14,8 @@
 //! | `ratelimit_fail_open_total` | counter | — (requests let through without a decision: the fallback is active) |
 //! | `ratelimit_decision_seconds` | histogram | — (time spent in the store check, per request; timed with the CPU's time-stamp counter where Linux keeps time with it) |
 //!
-//! Tracing: one `debug` event per decision (outcome, tier, binding policy, remaining, hashed key), `info`
+//! Tracing: one `debug` event per decision (outcome, tier, binding policy, remaining, the key's salted
+//! fingerprint, [`KeyHash`]), `info`
 //! for every rejection (policy name and hashed key — never the raw key), `warn` for store errors, and
 //! one-time `warn`/`error` lines for misconfiguration (forwarding headers with no trusted proxy; missing
 //! peer address).
@@ -28,18 +29,75 @@ use sha2::{Digest, Sha256};
 /// time-stamp counter where Linux keeps time with it.
 pub(crate) use ratelimit_core::clock::Stopwatch;
 
-/// A short, non-reversible fingerprint of a store key for logs: 8 bytes of SHA-256, in hex.
+/// A short fingerprint of a store key for logs: 8 bytes of a salted SHA-256, in hex.
+///
+/// Salted, because a key is often guessable: an IPv4 client key has 2³² values, and an unsalted hash of
+/// it could be reversed by trying them all, which would put client addresses back into the logs. The
+/// salt is 16 random bytes drawn once per process, so one process's lines about a client share one
+/// fingerprint while another instance (or a restart) shows another; to correlate several instances'
+/// logs, give them one secret with [`set_fingerprint_salt`].
+///
+/// ```
+/// use ratelimit_tower::observe::KeyHash;
+///
+/// let a = KeyHash::of(b"203.0.113.7").to_string();
+/// assert_eq!(a.len(), 16);
+/// assert_eq!(a, KeyHash::of(b"203.0.113.7").to_string()); // stable within the process
+/// ```
 #[derive(Clone, Copy)]
 pub struct KeyHash([u8; 8]);
 
 impl KeyHash {
     /// The fingerprint of `key`.
     pub fn of(key: &[u8]) -> Self {
-        let d = Sha256::digest(key);
-        let mut h = [0u8; 8];
-        h.copy_from_slice(&d[..8]);
-        KeyHash(h)
+        let mut h = Sha256::new();
+        h.update(salt());
+        h.update(key);
+        let d = h.finalize();
+        let mut out = [0u8; 8];
+        out.copy_from_slice(&d[..8]);
+        KeyHash(out)
     }
+}
+
+static SALT: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+
+/// The fingerprint salt: the one set with [`set_fingerprint_salt`], else 16 random bytes (from the
+/// standard library's per-process hash seeds) followed by zeros.
+fn salt() -> &'static [u8; 32] {
+    SALT.get_or_init(|| {
+        use std::hash::{BuildHasher, RandomState};
+        let mut salt = [0u8; 32];
+        salt[..8].copy_from_slice(&RandomState::new().hash_one(1u8).to_le_bytes());
+        salt[8..16].copy_from_slice(&RandomState::new().hash_one(2u8).to_le_bytes());
+        salt
+    })
+}
+
+/// The salt was drawn or set before [`set_fingerprint_salt`] was called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the fingerprint salt is already fixed: call set_fingerprint_salt before the first request is logged")]
+pub struct SaltAlreadySet;
+
+/// Uses `secret` (hashed to 32 bytes) as the salt of every [`KeyHash`] in this process, so that several
+/// instances given the same secret print the same fingerprint for the same client. Call it once, at
+/// start-up, before anything is logged; keep the secret out of the logs.
+///
+/// # Errors
+/// [`SaltAlreadySet`] if a fingerprint was already computed (with the random salt) or a salt was set.
+///
+/// ```
+/// use ratelimit_tower::observe::{set_fingerprint_salt, KeyHash};
+///
+/// set_fingerprint_salt(b"shared secret from the deployment")?;
+/// assert!(set_fingerprint_salt(b"another").is_err());
+/// let _ = KeyHash::of(b"203.0.113.7");
+/// # Ok::<(), ratelimit_tower::observe::SaltAlreadySet>(())
+/// ```
+pub fn set_fingerprint_salt(secret: &[u8]) -> Result<(), SaltAlreadySet> {
+    let mut salt = [0u8; 32];
+    salt.copy_from_slice(&Sha256::digest(secret));
+    SALT.set(salt).map_err(|_| SaltAlreadySet)
 }
 
 impl fmt::Display for KeyHash {
@@ -121,6 +179,19 @@ pub(crate) use count;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fingerprints_are_salted() {
+        let key = b"203.0.113.7";
+        let unsalted = Sha256::digest(key);
+        let fp = KeyHash::of(key);
+        assert_ne!(fp.0[..], unsalted[..8]);
+        assert_eq!(fp.0, KeyHash::of(key).0);
+        assert_ne!(fp.0, KeyHash::of(b"203.0.113.8").0);
+        // The salt is fixed by now: a later secret cannot change fingerprints already logged.
+        assert_eq!(set_fingerprint_salt(b"late"), Err(SaltAlreadySet));
+        assert_eq!(fp.0, KeyHash::of(key).0);
+    }
 
     #[test]
     fn the_stopwatch_measures_elapsed_time() {
