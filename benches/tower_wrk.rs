@@ -26,6 +26,8 @@
 //!
 //! ```sh
 //! cargo bench --bench tower_wrk --features redis    # needs wrk and redis-server on the PATH
+//! # server and load generator on separate CPUs (the server's rows then measure the server alone):
+//! RL_BENCH_WRK_CPUS=1 taskset -c 0 target/release/deps/tower_wrk-* --bench
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -125,15 +127,22 @@ async fn app(row: &str, redis_url: &str) -> Router {
 
 /// Requests/s from wrk's output.
 fn wrk(addr: SocketAddr, secs: u64) -> f64 {
-    let out = Command::new("wrk")
-        .args([
-            "-t2",
-            "-c64",
-            &format!("-d{secs}s"),
-            &format!("http://{addr}/"),
-        ])
-        .output()
-        .expect("wrk");
+    let args = [
+        "-t2".to_owned(),
+        "-c64".to_owned(),
+        format!("-d{secs}s"),
+        format!("http://{addr}/"),
+    ];
+    // `RL_BENCH_WRK_CPUS=1`: wrk runs on those CPUs only (`taskset -c`), e.g. with the bench itself started
+    // under `taskset -c 0`, so the load generator no longer takes its CPU from the server.
+    let out = match std::env::var("RL_BENCH_WRK_CPUS") {
+        Ok(cpus) => Command::new("taskset")
+            .args(["-c", &cpus, "wrk"])
+            .args(&args)
+            .output(),
+        Err(_) => Command::new("wrk").args(&args).output(),
+    }
+    .expect("wrk");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         !text.contains("Non-2xx"),
