@@ -300,7 +300,7 @@ where
         key: &KeyBuf,
         cost: u64,
     ) -> Action {
-        let start = shared.cfg.latency.then(Stopwatch::start);
+        let start = shared.timing().then(Stopwatch::start);
         // Matched by reference: moving the decision out of the `Result` is a 328-byte copy.
         let checked = mem.check(&entry.set, key.as_bytes(), cost);
         let primary = match &checked {
@@ -369,7 +369,7 @@ where
         key: &KeyBuf,
         cost: u64,
     ) -> Action {
-        let start = self.cfg.latency.then(Stopwatch::start);
+        let start = self.timing().then(Stopwatch::start);
         let checked = self.decide(entry, global, key, cost).await;
         self.record_latency(start);
         self.finish(entry, global, key, cost, checked)
@@ -392,6 +392,15 @@ where
             any.downcast_ref::<MemoryStore<Vec<u8>, PolicySet, ManualClock>>()
                 .map(|mem| Self::run_mem(mem, self, entry, global, key, cost))
         }
+    }
+
+    /// Whether to time this decision: the histogram is on and something will record it — the handles
+    /// kept at build time, or a recorder installed since (metrics' no-op recorder is the only zero-sized
+    /// one). Without a recorder the two clock reads would be thrown away.
+    #[inline]
+    fn timing(&self) -> bool {
+        self.cfg.latency
+            && (self.meters.is_some() || metrics::with_recorder(|r| std::mem::size_of_val(r) > 0))
     }
 
     #[inline]
