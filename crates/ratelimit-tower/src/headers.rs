@@ -186,11 +186,18 @@ impl Buf {
 /// every minute) stays bounded; past the cap values are reference-counted as usual.
 const MAX_INTERNED: usize = 4096;
 
-static INTERNED: std::sync::Mutex<Option<std::collections::HashSet<&'static str>>> =
-    std::sync::Mutex::new(None);
+/// Values leaked so far, for reuse.
+type Interned = std::sync::Mutex<Option<std::collections::HashSet<&'static str>>>;
+
+static INTERNED: Interned = std::sync::Mutex::new(None);
 
 /// `bytes` as a `&'static` header value, leaked once per distinct value (at most [`MAX_INTERNED`]).
 fn interned_value(bytes: &[u8]) -> Option<HeaderValue> {
+    intern_in(&INTERNED, MAX_INTERNED, bytes)
+}
+
+/// [`interned_value`] over a given table and cap (tests use their own).
+fn intern_in(table: &Interned, cap: usize, bytes: &[u8]) -> Option<HeaderValue> {
     let value = HeaderValue::from_bytes(bytes).ok()?;
     // `HeaderValue::from_static` accepts visible ASCII and tabs only (it panics on anything else, which
     // `from_bytes` allows); what we render is ASCII, but check rather than trust.
@@ -200,11 +207,11 @@ fn interned_value(bytes: &[u8]) -> Option<HeaderValue> {
     else {
         return Some(value);
     };
-    let mut set = INTERNED.lock().unwrap_or_else(|p| p.into_inner());
+    let mut set = table.lock().unwrap_or_else(|p| p.into_inner());
     let set = set.get_or_insert_with(Default::default);
     let s: &'static str = match set.get(s) {
         Some(s) => s,
-        None if set.len() < MAX_INTERNED => {
+        None if set.len() < cap => {
             let leaked: &'static str = Box::leak(Box::from(s));
             set.insert(leaked);
             leaked
@@ -707,6 +714,25 @@ mod tests {
         let mut bad = Buf::new();
         bad.push(b"a\nb");
         assert!(bad.static_value().is_none());
+    }
+
+    #[test]
+    fn interning_stops_at_its_cap_and_values_stay_whole() {
+        let table = Interned::new(None);
+        let value = |i: u64| format!("\"cap-test\";q={i}");
+        for i in 0..4 {
+            let v = intern_in(&table, 4, value(i).as_bytes()).unwrap();
+            assert_eq!(v.as_bytes(), value(i).as_bytes());
+        }
+        // Known values are still shared; past the cap a new value is a plain (reference-counted) one:
+        // two renderings, two copies, the same bytes.
+        let known = [0, 0].map(|_| intern_in(&table, 4, value(1).as_bytes()).unwrap());
+        assert_eq!(known[0].as_bytes().as_ptr(), known[1].as_bytes().as_ptr());
+        let past = [0, 0].map(|_| intern_in(&table, 4, value(9).as_bytes()).unwrap());
+        assert_eq!(past[0], past[1]);
+        assert_eq!(past[0].as_bytes(), value(9).as_bytes());
+        assert_ne!(past[0].as_bytes().as_ptr(), past[1].as_bytes().as_ptr());
+        assert_eq!(table.lock().unwrap().as_ref().map(|s| s.len()), Some(4));
     }
 
     #[test]
