@@ -12,11 +12,17 @@
 //! | `ratelimit_rejections_total` | counter | `policy` (the binding policy's name) |
 //! | `ratelimit_store_errors_total` | counter | `action` = `fail_open`, `fail_closed` |
 //! | `ratelimit_fail_open_total` | counter | — (requests let through without a decision: the fallback is active) |
-//! | `ratelimit_decision_seconds` | histogram | — (time spent in the store check, per request; timed with the CPU's time-stamp counter where Linux keeps time with it) |
+//! | `ratelimit_decision_seconds` | histogram | — (time spent in the store check, per request, while a recorder is installed; timed with the CPU's time-stamp counter where Linux keeps time with it) |
+//!
+//! The Redis store adds its own (`ratelimit-core`): `ratelimit_redis_degraded` (a gauge, 1 while the
+//! circuit breaker is open), `ratelimit_redis_fallbacks_total` (decisions made by its failure policy,
+//! e.g. the local fallback), `ratelimit_redis_errors_total`, `ratelimit_redis_calls_total`,
+//! `ratelimit_redis_batched_calls_total`, `ratelimit_redis_deny_cache_hits_total` and
+//! `ratelimit_redis_script_loads_total`.
 //!
 //! Tracing: one `debug` event per decision (outcome, tier, binding policy, remaining, the key's salted
-//! fingerprint, [`KeyHash`]), `info`
-//! for every rejection (policy name and hashed key — never the raw key), `warn` for store errors, and
+//! fingerprint, [`KeyHash`]), `info` for every rejection (policy name and the key's fingerprint — never
+//! the raw key), `warn` for store errors, and
 //! one-time `warn`/`error` lines for misconfiguration (forwarding headers with no trusted proxy; missing
 //! peer address).
 
