@@ -361,28 +361,23 @@ pub(crate) fn write_policy(
     only: Option<usize>,
     pk: Option<&[u8; 12]>,
 ) {
-    let mut first = true;
-    for (i, p) in set.policies().iter().enumerate() {
-        if only.is_some_and(|o| o != i) {
-            continue;
-        }
-        if !first {
-            out.push(b", ");
-        }
-        first = false;
-        push_item_name(out, p.name());
-        let (q, w) = quota_window(p.quota());
-        out.push(b";q=");
-        out.push_u64(q.min(SF_INT_MAX));
-        out.push(b";w=");
-        out.push_u64(w.min(SF_INT_MAX));
-        push_pk(out, pk);
-    }
+    write_policy_items(out, set, only, Some(pk));
 }
 
 /// Writes the draft-06/-07 `RateLimit-Policy` items for `set` into `out` (`q;w=…` per policy, unnamed);
 /// `only` restricts it to one policy.
 pub(crate) fn write_policy_unnamed(out: &mut Buf, set: &PolicySet, only: Option<usize>) {
+    write_policy_items(out, set, only, None);
+}
+
+/// `RateLimit-Policy` items: named (`"name";q=…;w=…`, with the `pk` if any) when `named` is `Some`,
+/// else draft-06/-07's bare `q;w=…`.
+fn write_policy_items(
+    out: &mut Buf,
+    set: &PolicySet,
+    only: Option<usize>,
+    named: Option<Option<&[u8; 12]>>,
+) {
     let mut first = true;
     for (i, p) in set.policies().iter().enumerate() {
         if only.is_some_and(|o| o != i) {
@@ -393,9 +388,16 @@ pub(crate) fn write_policy_unnamed(out: &mut Buf, set: &PolicySet, only: Option<
         }
         first = false;
         let (q, w) = quota_window(p.quota());
+        if named.is_some() {
+            push_item_name(out, p.name());
+            out.push(b";q=");
+        }
         out.push_u64(q.min(SF_INT_MAX));
         out.push(b";w=");
         out.push_u64(w.min(SF_INT_MAX));
+        if let Some(pk) = named {
+            push_pk(out, pk);
+        }
     }
 }
 

@@ -90,39 +90,15 @@ async fn redis_headers_match_the_memory_store_and_outages_follow_the_layer_polic
 
     // Redis goes away: fail closed → 503 (not 429); fail open → 200 without headers.
     let url = redis.url();
-    let closed = RateLimitLayer::with_store(
-        RedisStore::builder()
-            .timeout(Duration::from_millis(200))
-            .connect(&url)
-            .await
-            .unwrap(),
-    )
-    .policy(per_hour("hourly", 3))
-    .build()
-    .unwrap();
-    let open = RateLimitLayer::with_store(
-        RedisStore::builder()
-            .timeout(Duration::from_millis(200))
-            .connect(&url)
-            .await
-            .unwrap(),
-    )
-    .policy(per_hour("hourly", 3))
-    .on_store_error(OnStoreError::FailOpen)
-    .build()
-    .unwrap();
+    let closed = outage_layer(&url, OnFailure::Error, OnStoreError::FailClosed).await;
+    let open = outage_layer(&url, OnFailure::Error, OnStoreError::FailOpen).await;
     // The fallback: the store decides locally while Redis is away (here one instance: the whole quota).
-    let local = RateLimitLayer::with_store(
-        RedisStore::builder()
-            .timeout(Duration::from_millis(200))
-            .on_failure(OnFailure::Local { instances: 1 })
-            .connect(&url)
-            .await
-            .unwrap(),
+    let local = outage_layer(
+        &url,
+        OnFailure::Local { instances: 1 },
+        OnStoreError::FailClosed,
     )
-    .policy(per_hour("hourly", 3))
-    .build()
-    .unwrap();
+    .await;
     let closed_addr = serve(app(closed)).await;
     let open_addr = serve(app(open)).await;
     let local_addr = serve(app(local)).await;
@@ -142,4 +118,23 @@ async fn redis_headers_match_the_memory_store_and_outages_follow_the_layer_polic
         statuses.push(r.status.as_u16());
     }
     assert_eq!(statuses, [200, 200, 200, 429, 429]);
+}
+
+/// A layer of 3 an hour over a Redis store with a short timeout and the given failure policies.
+async fn outage_layer(
+    url: &str,
+    on_failure: OnFailure,
+    on_store_error: OnStoreError,
+) -> RateLimitLayer<RedisStore> {
+    let store = RedisStore::builder()
+        .timeout(Duration::from_millis(200))
+        .on_failure(on_failure)
+        .connect(url)
+        .await
+        .unwrap();
+    RateLimitLayer::with_store(store)
+        .policy(per_hour("hourly", 3))
+        .on_store_error(on_store_error)
+        .build()
+        .unwrap()
 }
