@@ -3,7 +3,9 @@
 //! captured with thread-local collectors while the service is driven on this thread.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
+#[path = "common/recorder.rs"]
+mod recorder;
+
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::future::Future;
@@ -15,10 +17,10 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
-use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use ratelimit_core::{Policy, PolicySet, Quota};
 use ratelimit_tower::key::{ApiKey, ClientIp, PeerAddr};
 use ratelimit_tower::RateLimitLayer;
+use recorder::Metrics;
 use tower::{Layer, Service};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -85,54 +87,6 @@ impl Capture {
             .map(|(_, s)| s.clone())
             .collect::<Vec<_>>()
             .join("\n")
-    }
-}
-
-/// Counts counter increments and histogram records by rendered key.
-#[derive(Default)]
-struct Metrics(Arc<Mutex<HashMap<String, f64>>>);
-
-struct Handle(Arc<Mutex<HashMap<String, f64>>>, String);
-
-impl metrics::CounterFn for Handle {
-    fn increment(&self, v: u64) {
-        *self.0.lock().unwrap().entry(self.1.clone()).or_default() += v as f64;
-    }
-    fn absolute(&self, _: u64) {}
-}
-
-impl metrics::HistogramFn for Handle {
-    fn record(&self, _: f64) {
-        *self.0.lock().unwrap().entry(self.1.clone()).or_default() += 1.0;
-    }
-}
-
-fn render(key: &Key) -> String {
-    let mut s = key.name().to_owned();
-    for l in key.labels() {
-        let _ = write!(s, ",{}={}", l.key(), l.value());
-    }
-    s
-}
-
-impl Recorder for Metrics {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        Counter::from_arc(Arc::new(Handle(self.0.clone(), render(key))))
-    }
-    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::noop()
-    }
-    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::from_arc(Arc::new(Handle(self.0.clone(), render(key))))
-    }
-}
-
-impl Metrics {
-    fn get(&self, key: &str) -> f64 {
-        self.0.lock().unwrap().get(key).copied().unwrap_or(0.0)
     }
 }
 
