@@ -112,29 +112,24 @@ async fn baseline_row<C>(
 where
     C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
 {
-    let mut cells = Vec::new();
-    for &n in levels {
-        let (conn, script, keys) = (conn.clone(), script.clone(), keys.clone());
-        let cell = measure(n, dur, move |t, i| {
-            let mut conn = conn.clone();
-            let script = script.clone();
-            let key = format!("base:{}", keys[key_index(t, i)]);
-            async move {
-                let r: Vec<i64> = script
-                    .key(key)
-                    .arg(1_000u64)
-                    .arg(1_000_000u64)
-                    .arg(1u64)
-                    .invoke_async(&mut conn)
-                    .await
-                    .unwrap();
-                std::hint::black_box(r);
-            }
-        })
-        .await;
-        cells.push((n, cell));
-    }
-    cells
+    let (conn, script, keys) = (conn.clone(), script.clone(), keys.clone());
+    measure_levels(levels, dur, move |t, i| {
+        let mut conn = conn.clone();
+        let script = script.clone();
+        let key = format!("base:{}", keys[key_index(t, i)]);
+        async move {
+            let r: Vec<i64> = script
+                .key(key)
+                .arg(1_000u64)
+                .arg(1_000_000u64)
+                .arg(1u64)
+                .invoke_async(&mut conn)
+                .await
+                .unwrap();
+            std::hint::black_box(r);
+        }
+    })
+    .await
 }
 
 /// One row: `store` checking `set` for the bench's identities at each concurrency level.
@@ -145,20 +140,28 @@ async fn store_row(
     dur: Duration,
     keys: &Arc<Vec<String>>,
 ) -> Vec<(usize, Cell)> {
+    let (store, set, keys) = (store.clone(), set.clone(), keys.clone());
+    measure_levels(levels, dur, move |t, i| {
+        let (store, set, keys) = (store.clone(), set.clone(), keys.clone());
+        async move {
+            let d = Store::<str, PolicySet>::check(&store, &set, &keys[key_index(t, i)], 1)
+                .await
+                .unwrap();
+            std::hint::black_box(d);
+        }
+    })
+    .await
+}
+
+/// [`measure`] at each concurrency level in turn.
+async fn measure_levels<F, Fut>(levels: &[usize], dur: Duration, op: F) -> Vec<(usize, Cell)>
+where
+    F: Fn(usize, usize) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
     let mut cells = Vec::new();
     for &n in levels {
-        let (store, set, keys) = (store.clone(), set.clone(), keys.clone());
-        let cell = measure(n, dur, move |t, i| {
-            let (store, set, keys) = (store.clone(), set.clone(), keys.clone());
-            async move {
-                let d = Store::<str, PolicySet>::check(&store, &set, &keys[key_index(t, i)], 1)
-                    .await
-                    .unwrap();
-                std::hint::black_box(d);
-            }
-        })
-        .await;
-        cells.push((n, cell));
+        cells.push((n, measure(n, dur, op.clone()).await));
     }
     cells
 }

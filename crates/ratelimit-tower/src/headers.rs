@@ -417,19 +417,6 @@ pub(crate) fn binding_numbers(decision: &Decision) -> (u64, u64, u64) {
     )
 }
 
-/// The draft-07 `RateLimit` Dictionary for `decision`'s binding policy.
-pub(crate) fn draft7_value(decision: &Decision) -> Option<HeaderValue> {
-    let (limit, remaining, reset) = binding_numbers(decision);
-    let mut b = Buf::new();
-    b.push(b"limit=");
-    b.push_u64(limit);
-    b.push(b", remaining=");
-    b.push_u64(remaining);
-    b.push(b", reset=");
-    b.push_u64(reset);
-    b.value()
-}
-
 /// The `RateLimit` field value (see the [module docs](self)); `None` only if the value would be invalid.
 pub fn ratelimit_value(
     set: &PolicySet,
@@ -482,7 +469,15 @@ pub fn unnamed_policy_value(set: &PolicySet, only: Option<usize>) -> Option<Head
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn draft07_value(decision: &Decision) -> Option<HeaderValue> {
-    draft7_value(decision)
+    let (limit, remaining, reset) = binding_numbers(decision);
+    let mut b = Buf::new();
+    b.push(b"limit=");
+    b.push_u64(limit);
+    b.push(b", remaining=");
+    b.push_u64(remaining);
+    b.push(b", reset=");
+    b.push_u64(reset);
+    b.value()
 }
 
 /// A header value holding an integer.
@@ -585,7 +580,7 @@ mod tests {
             .collect();
         assert_eq!(items, [(2, 1), (1000, 86400)]);
 
-        let v = draft7_value(&limited).unwrap();
+        let v = draft07_value(&limited).unwrap();
         let text = v.to_str().unwrap();
         let dict = Parser::new(text).parse::<sfv::Dictionary>().unwrap();
         assert_eq!(FieldType::serialize(&dict).as_deref(), Some(text));

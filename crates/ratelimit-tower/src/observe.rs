@@ -152,12 +152,17 @@ pub(crate) struct Meters {
     pub(crate) latency: metrics::Histogram,
 }
 
+/// Whether a `metrics` recorder is installed (globally, or on this thread): anything but metrics' no-op
+/// recorder, the only recorder without state — a zero-sized one cannot count anything by itself.
+#[inline]
+pub(crate) fn recorder_installed() -> bool {
+    metrics::with_recorder(|r| std::mem::size_of_val(r) > 0)
+}
+
 impl Meters {
-    /// The handles of the current recorder; `None` when none is installed (metrics' no-op recorder, the
-    /// only recorder without state: a zero-sized one cannot count anything by itself).
+    /// The handles of the current recorder; `None` when none is installed ([`recorder_installed`]).
     pub(crate) fn resolve() -> Option<Self> {
-        let installed = metrics::with_recorder(|r| std::mem::size_of_val(r) > 0);
-        installed.then(|| Meters {
+        recorder_installed().then(|| Meters {
             allowed: metrics::counter!("ratelimit_requests_total", "outcome" => "allowed"),
             limited: metrics::counter!("ratelimit_requests_total", "outcome" => "limited"),
             shadow_limited: metrics::counter!("ratelimit_requests_total", "outcome" => "shadow_limited"),

@@ -170,38 +170,46 @@ pub(crate) struct Entry {
 
 impl Entry {
     fn new(name: Arc<str>, set: PolicySet, global: Option<&PolicySet>) -> Self {
-        let mut buf = crate::headers::Buf::new();
-        crate::headers::write_policy(&mut buf, &set, None, None);
-        let policy_own = buf.static_value();
-        if let Some(g) = global {
-            buf.push(b", ");
-            crate::headers::write_policy(&mut buf, g, None, None);
-        }
+        use crate::headers::{write_policy, write_policy_unnamed, Buf};
+        let (policy_own, policy_header) =
+            own_and_with_global(&set, global, |b, s| write_policy(b, s, None, None));
+        let (unnamed_own, unnamed_header) =
+            own_and_with_global(&set, global, |b, s| write_policy_unnamed(b, s, None));
         let each = (0..set.len())
             .map(|i| {
-                let mut b = crate::headers::Buf::new();
-                crate::headers::write_policy(&mut b, &set, Some(i), None);
+                let mut b = Buf::new();
+                write_policy(&mut b, &set, Some(i), None);
                 b.static_value()
             })
             .collect();
-        let mut unnamed = crate::headers::Buf::new();
-        crate::headers::write_policy_unnamed(&mut unnamed, &set, None);
-        let unnamed_own = unnamed.static_value();
-        if let Some(g) = global {
-            unnamed.push(b", ");
-            crate::headers::write_policy_unnamed(&mut unnamed, g, None);
-        }
         Entry {
             name,
             items: crate::headers::item_prefixes(&set),
             unnamed_own,
-            unnamed_header: unnamed.static_value(),
-            policy_header: buf.static_value(),
+            unnamed_header,
+            policy_header,
             policy_own,
             each,
             set,
         }
     }
+}
+
+/// A `RateLimit-Policy` value rendered by `write` for `set` alone, and for `set` followed by the global
+/// cap's policies (the same value when there is no cap), both interned.
+fn own_and_with_global(
+    set: &PolicySet,
+    global: Option<&PolicySet>,
+    write: impl Fn(&mut crate::headers::Buf, &PolicySet),
+) -> (Option<HeaderValue>, Option<HeaderValue>) {
+    let mut buf = crate::headers::Buf::new();
+    write(&mut buf, set);
+    let own = buf.static_value();
+    if let Some(g) = global {
+        buf.push(b", ");
+        write(&mut buf, g);
+    }
+    (own, buf.static_value())
 }
 
 /// An immutable snapshot of the table, swapped atomically.

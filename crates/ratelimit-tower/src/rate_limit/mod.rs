@@ -395,12 +395,11 @@ where
     }
 
     /// Whether to time this decision: the histogram is on and something will record it — the handles
-    /// kept at build time, or a recorder installed since (metrics' no-op recorder is the only zero-sized
-    /// one). Without a recorder the two clock reads would be thrown away.
+    /// kept at build time, or a recorder installed since. Without a recorder the two clock reads would be
+    /// thrown away.
     #[inline]
     fn timing(&self) -> bool {
-        self.cfg.latency
-            && (self.meters.is_some() || metrics::with_recorder(|r| std::mem::size_of_val(r) > 0))
+        self.cfg.latency && (self.meters.is_some() || observe::recorder_installed())
     }
 
     #[inline]
@@ -560,16 +559,14 @@ where
         let bset = &bent.set;
         if hc.ietf && hc.revision != IetfRevision::Draft11 {
             emit.policy = if hc.only_binding {
-                let mut buf = Buf::new();
-                headers::write_policy_unnamed(&mut buf, bset, Some(bdec.binding_index()));
-                buf.value()
+                headers::unnamed_policy_value(bset, Some(bdec.binding_index()))
             } else if global.is_some() {
                 entry.unnamed_header.clone()
             } else {
                 entry.unnamed_own.clone()
             };
             if hc.revision == IetfRevision::Draft07 {
-                emit.ratelimit = headers::draft7_value(bdec);
+                emit.ratelimit = headers::draft07_value(bdec);
             } else {
                 let (l, r, t) = headers::binding_numbers(bdec);
                 let trio = [l, r, t].map(headers::int_value);
