@@ -21,8 +21,7 @@
 
 #[path = "support/cpu.rs"]
 mod cpu;
-#[path = "../crates/ratelimit-core/tests/support/redis_server.rs"]
-mod redis_server;
+use ratelimit_test_support::redis_server;
 
 use std::future::Future;
 use std::process::Command;

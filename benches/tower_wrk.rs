@@ -35,8 +35,7 @@
 mod cpu;
 #[path = "support/peers.rs"]
 mod peers;
-#[path = "../crates/ratelimit-core/tests/support/redis_server.rs"]
-mod redis_server;
+use ratelimit_test_support::redis_server;
 
 use std::net::SocketAddr;
 use std::process::Command;

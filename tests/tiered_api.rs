@@ -11,8 +11,7 @@
 #[allow(dead_code)]
 #[path = "../examples/tiered_api/app.rs"]
 mod app;
-#[path = "../crates/ratelimit-core/tests/support/redis_server.rs"]
-mod redis_server;
+use ratelimit_test_support::redis_server;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;

@@ -3,13 +3,11 @@
 //! nodes is recovered from.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
 use ratelimit_core::{Outcome, Policy, PolicySet, Quota, RedisStore, Store};
-use support::redis_server::RedisCluster;
+use ratelimit_test_support::redis_server::RedisCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_policy_checks_work_across_a_three_master_cluster() {

@@ -4,8 +4,6 @@
 //! and delay exactly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +15,7 @@ use ratelimit_core::{
     AlgorithmKind, ManualClock, Policy, PolicySet, PolicyStates, Quota, RedisClock, RedisStore,
     Rule, Store,
 };
-use support::redis_server::RedisServer;
+use ratelimit_test_support::redis_server::RedisServer;
 
 /// Realistic Unix-epoch microseconds, to exercise Lua's doubles at full size.
 const EPOCH: u64 = 1_795_000_000_000_000;

@@ -3,13 +3,11 @@
 //! reload), and `SCRIPT FLUSH` in the middle of a concurrent run (no caller sees an error).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use ratelimit_core::store::redis::Scripting;
 use ratelimit_core::{OnFailure, Outcome, Policy, PolicySet, Quota, RedisStore, Store, StoreError};
-use support::redis_server::RedisServer;
+use ratelimit_test_support::redis_server::RedisServer;
 
 fn set() -> PolicySet {
     PolicySet::new([Policy::gcra("g", Quota::per_hour(10).build().unwrap()).unwrap()]).unwrap()

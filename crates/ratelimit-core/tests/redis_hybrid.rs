@@ -2,14 +2,12 @@
 //! sliding log, measured on a manual clock against a real `redis-server`, with the Redis calls it saves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use ratelimit_core::store::redis::HybridStore;
 use ratelimit_core::{Clock, ManualClock, Policy, PolicySet, Quota, RedisClock, RedisStore, Store};
-use support::redis_server::RedisServer;
+use ratelimit_test_support::redis_server::RedisServer;
 
 const LIMIT: u64 = 20;
 const PERIOD: u64 = 1_000_000;

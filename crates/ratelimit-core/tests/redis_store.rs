@@ -3,8 +3,6 @@
 //! fixed-length keys, "never" for oversized costs, refunds and resets, and the deny cache.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +10,7 @@ use std::time::Duration;
 use ratelimit_core::{
     ManualClock, Outcome, Policy, PolicySet, Quota, RedisClock, RedisStore, Store,
 };
-use support::redis_server::RedisServer;
+use ratelimit_test_support::redis_server::RedisServer;
 
 fn every_algorithm(limit: u64, period: Duration) -> Vec<Policy> {
     let q = || Quota::new(limit, period).build().unwrap();

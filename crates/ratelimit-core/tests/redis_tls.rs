@@ -4,16 +4,14 @@
 //! TCP, and a client that does not trust the CA is refused: the connection really is TLS.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use ratelimit_core::{Policy, PolicySet, Quota, RedisStore, Store};
+use ratelimit_test_support::redis_server::{free_port, RedisServer};
 use redis::aio::ConnectionManager;
 use redis::TlsCertificates;
-use support::redis_server::{free_port, RedisServer};
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")

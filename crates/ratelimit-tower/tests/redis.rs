@@ -3,8 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[path = "../../ratelimit-core/tests/support/redis_server.rs"]
-mod redis_server;
+use ratelimit_test_support::redis_server;
 
 use std::time::Duration;
 

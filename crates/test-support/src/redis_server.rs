@@ -1,7 +1,6 @@
 //! Throwaway `redis-server` processes for the Redis tests: a single node or a local 3-master cluster on
 //! free loopback ports, no persistence, killed (and waited for) on drop. A missing `redis-server` fails the
 //! test loudly; it is never skipped.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::TcpListener;
 use std::path::PathBuf;

@@ -1,0 +1,10 @@
+//! Test support shared by every crate's tests, examples and benches (not published).
+//!
+//! * [`redis_server`]: throwaway `redis-server` processes (a single node, or a local 3-master Cluster) on
+//!   free loopback ports, killed and cleaned up on drop. A missing `redis-server` fails loudly.
+//! * [`cancel`]: drives a future for exactly `k` polls and then drops it, to prove that cancelling at
+//!   any await leaves no shared state behind.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+pub mod cancel;
+pub mod redis_server;
