@@ -26,9 +26,9 @@ use criterion::Criterion;
 use discord_sim::{reference, Scenario, SimStats, Simulator, DEFAULT_TOKEN};
 use http::{Request, Response};
 use http_body_util::Full;
-use ratelimit::client::profile::Discord;
-use ratelimit::client::reqwest::ReqwestService;
-use ratelimit::client::{Limiter, RateLimitLayer};
+use ratelimit_client::profile::Discord;
+use ratelimit_client::reqwest::ReqwestService;
+use ratelimit_client::{Limiter, RateLimitLayer};
 use tower::{service_fn, Layer, Service, ServiceExt};
 
 /// Polls a future that is known to complete immediately.

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use governor::{Quota as GovQuota, RateLimiter};
-use ratelimit::core::{
+use ratelimit_core::{
     FixedWindow, Gcra, LeakyBucket, MemoryStore, Policy, PolicySet, Quota, Rule, Shaper,
     SlidingLog, SlidingWindow, SystemClock, TokenBucket,
 };
@@ -144,7 +144,7 @@ fn single_thread(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     {
         use governor::clock::Clock as _;
-        use ratelimit::core::Clock as _;
+        use ratelimit_core::Clock as _;
         let ours = SystemClock::new();
         g.bench_function("ours_clock_now", |b| b.iter(|| black_box(&ours).now()));
         g.bench_function("std_instant_now", |b| b.iter(Instant::now));

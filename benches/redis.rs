@@ -29,10 +29,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cpu::cpu_micros;
-use ratelimit::core::store::redis::{
+use ratelimit_core::store::redis::{
     function_name, script_sha, script_source, RedisStore, Scripting,
 };
-use ratelimit::core::{Policy, PolicySet, Quota, Store};
+use ratelimit_core::{Policy, PolicySet, Quota, Store};
 use redis_server::RedisServer;
 
 const KEYS: usize = 10_000;

@@ -33,7 +33,7 @@ use std::time::Duration;
 use axum::body::Body;
 use criterion::{BatchSize, Criterion};
 use http::{Request, Response};
-use ratelimit::tower::RateLimitLayer;
+use ratelimit_tower::RateLimitLayer;
 use tower::{Layer, Service};
 
 /// Polls a future that is known to complete immediately.

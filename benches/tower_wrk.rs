@@ -49,8 +49,8 @@ use axum::routing::get;
 use axum::Router;
 use cpu::cpu_micros;
 use http::StatusCode;
-use ratelimit::core::store::redis::RedisStore;
-use ratelimit::tower::RateLimitLayer;
+use ratelimit_core::store::redis::RedisStore;
+use ratelimit_tower::RateLimitLayer;
 use redis::aio::MultiplexedConnection;
 use redis_server::RedisServer;
 

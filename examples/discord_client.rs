@@ -27,9 +27,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use ratelimit::client::profile::Discord;
-use ratelimit::client::reqwest::ReqwestService;
-use ratelimit::client::{Limiter, RateLimitLayer};
+use ratelimit_client::profile::Discord;
+use ratelimit_client::reqwest::ReqwestService;
+use ratelimit_client::{Limiter, RateLimitLayer};
 use tower::{Layer, ServiceExt};
 
 struct Args {

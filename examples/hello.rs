@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 
 use axum::{routing::get, Router};
-use ratelimit::core::{Policy, PolicySet, Quota};
-use ratelimit::tower::RateLimitLayer;
+use ratelimit_core::{Policy, PolicySet, Quota};
+use ratelimit_tower::RateLimitLayer;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -19,7 +19,7 @@ use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::time::Instant;
 
-use ratelimit::core::{Clock, Gcra, MemoryStore, Quota, SystemClock};
+use ratelimit_core::{Clock, Gcra, MemoryStore, Quota, SystemClock};
 
 fn main() {
     let mut args = std::env::args().skip(1);

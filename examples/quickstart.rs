@@ -3,7 +3,7 @@
 //! `cargo run --example quickstart`
 use std::time::Duration;
 
-use ratelimit::core::{Clock, ManualClock, MemoryStore, Policy, PolicySet, Quota};
+use ratelimit_core::{Clock, ManualClock, MemoryStore, Policy, PolicySet, Quota};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 5 per second with bursts of 5, and 8 per minute; checked together, all-or-nothing.

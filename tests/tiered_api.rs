@@ -17,7 +17,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use app::{Config, Hello, StoreTarget};
-use ratelimit::core::{MemoryStore, PolicySet, Store};
+use ratelimit_core::{MemoryStore, PolicySet, Store};
 use redis_server::RedisServer;
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;

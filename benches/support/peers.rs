@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::body::Body;
 use governor::clock::QuantaInstant;
 use governor::middleware::{NoOpMiddleware, StateInformationMiddleware};
-use ratelimit::core::{Policy, PolicySet, Quota};
+use ratelimit_core::{Policy, PolicySet, Quota};
 use tower_governor::key_extractor::PeerIpKeyExtractor;
 
 /// Our one GCRA policy, named `burst`.

@@ -16,13 +16,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use ratelimit::core::{
+use ratelimit_core::{
     AlgorithmKind, Policy, PolicySet, Quota, RedisStore, RedisStoreBuilder, Store,
 };
-use ratelimit::tower::key::{
+use ratelimit_tower::key::{
     ApiKey, ClientIp, KeyError, KeyExtractorExt, RequestInfo, User, UserId,
 };
-use ratelimit::tower::{RateLimitLayer, Tier, Tiers, TiersHandle};
+use ratelimit_tower::{RateLimitLayer, Tier, Tiers, TiersHandle};
 use serde::{Deserialize, Serialize};
 
 /// The API's routes. `[costs]` in the tier file may only name these (a typo would silently cost 1).

@@ -22,8 +22,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use app::{describe, Config, StoreTarget};
-use ratelimit::core::store::redis::RedisStore;
-use ratelimit::core::MemoryStore;
+use ratelimit_core::store::redis::RedisStore;
+use ratelimit_core::MemoryStore;
 
 const USAGE: &str = "usage: cargo run --example tiered_api -- [--addr HOST:PORT] [--tiers PATH]
 
@@ -220,7 +220,7 @@ async fn reload_on_sighup(path: PathBuf, reloader: app::Reloader) {
 /// Connects within 5 s, with an error that says what to do.
 async fn connect<F>(fut: F, shown: &str) -> Result<RedisStore, String>
 where
-    F: std::future::Future<Output = Result<RedisStore, ratelimit::core::StoreError>>,
+    F: std::future::Future<Output = Result<RedisStore, ratelimit_core::StoreError>>,
 {
     match tokio::time::timeout(Duration::from_secs(5), fut).await {
         Ok(Ok(store)) => Ok(store),
@@ -249,7 +249,7 @@ fn print_banner(config: &Config, args: &Args, addr: SocketAddr, store: &str) {
     ));
     out.push_str(&format!("  store: {store}\n"));
     out.push_str(&format!("  tiers: {}\n\n", args.tiers.display()));
-    let show = |name: &str, who: &str, set: &ratelimit::core::PolicySet| {
+    let show = |name: &str, who: &str, set: &ratelimit_core::PolicySet| {
         let policies: Vec<String> = set
             .policies()
             .iter()
@@ -259,7 +259,7 @@ fn print_banner(config: &Config, args: &Args, addr: SocketAddr, store: &str) {
     };
     out.push_str(&show("anonymous", "per client IP", &config.anonymous));
     // Slowest tier first (the file's tables come back in name order).
-    let mut tiers: Vec<&(String, ratelimit::core::PolicySet)> = config.tiers.iter().collect();
+    let mut tiers: Vec<&(String, ratelimit_core::PolicySet)> = config.tiers.iter().collect();
     tiers.sort_by_key(|(_, set)| {
         std::cmp::Reverse(set.policies()[0].quota().emission_interval_micros())
     });

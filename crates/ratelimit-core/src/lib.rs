@@ -52,3 +52,8 @@ pub use quota::{Quota, QuotaBuilder, QuotaError};
 #[cfg(feature = "redis")]
 pub use store::redis::{OnFailure, RedisClock, RedisStore, RedisStoreBuilder};
 pub use store::{MemoryStore, MemoryStoreBuilder, Overflow, Store, StoreError};
+
+/// The crate's README (its crates.io page), compiled and run as a doc test so its code stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
