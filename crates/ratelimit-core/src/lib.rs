@@ -29,6 +29,9 @@
 
 pub mod algorithm;
 pub mod clock;
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub mod config;
 pub mod decision;
 pub mod policy;
 pub mod quota;
