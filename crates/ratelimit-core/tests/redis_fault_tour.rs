@@ -423,6 +423,7 @@ enum Kind {
     FunctionFlush,
     OutOfMemory,
     Garbage,
+    LostReplies,
     Reset,
     HalfClose,
     BlackHole,
@@ -439,6 +440,7 @@ impl Kind {
             Kind::FunctionFlush => "FUNCTION FLUSH (every 25 ms)",
             Kind::OutOfMemory => "OOM (maxmemory 1, noeviction)",
             Kind::Garbage => "garbage replies (impossible RESP)",
+            Kind::LostReplies => "replies swallowed (RESP stream out of step)",
             Kind::Reset => "connection reset (RST)",
             Kind::HalfClose => "half-close (server->client)",
             Kind::BlackHole => "black hole",
@@ -555,6 +557,11 @@ impl Rig {
             Kind::Garbage => self.proxy.set(Fault::Corrupt(Corruption::Replace(
                 IMPOSSIBLE_GCRA_REPLY.to_vec(),
             ))),
+            // Every reply during the fault is lost while the connection stays up: afterwards each reply
+            // answers an older request, until the connection is replaced.
+            Kind::LostReplies => self
+                .proxy
+                .set(Fault::Corrupt(Corruption::Replace(Vec::new()))),
             Kind::Reset => self.proxy.set(Fault::Reset),
             Kind::HalfClose => self.proxy.set(Fault::HalfClose(Direction::ToClient)),
             Kind::BlackHole => self.proxy.set(Fault::BlackHole),
@@ -575,7 +582,7 @@ impl Rig {
                 }
             }
             Kind::FlushAll => {}
-            Kind::Garbage | Kind::Reset | Kind::HalfClose | Kind::BlackHole => {
+            Kind::Garbage | Kind::LostReplies | Kind::Reset | Kind::HalfClose | Kind::BlackHole => {
                 self.proxy.set(Fault::PassThrough)
             }
         }
@@ -767,6 +774,11 @@ async fn out_of_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_replies() {
     tour(Kind::Garbage).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swallowed_replies() {
+    tour(Kind::LostReplies).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
