@@ -228,6 +228,9 @@ enum Plan {
     /// Enough checks to open the breaker, a cooldown, then checks dropped after their first few polls:
     /// the first of them is the breaker's probe.
     CancelProbes,
+    /// As `Steady`, then as many checks of fresh identities (bystanders), each of which must be decided by
+    /// Redis exactly: the fault concerns one identity only, however often that identity fails.
+    Bystanders,
 }
 
 /// Checks dropped mid-call by [`Plan::CancelProbes`].
@@ -247,6 +250,8 @@ struct Run {
     recovery: Option<Duration>,
     /// Redis-backed decisions on fresh identities after the fault that differed from the reference.
     inexact_after_fault: u64,
+    /// Bystanders ([`Plan::Bystanders`]) that failed or were not decided exactly.
+    bystanders_wrong: u64,
     slowest_probe: Duration,
     after_long_lived: Tally,
     after_fresh: Tally,
@@ -276,6 +281,7 @@ impl Run {
             fallbacks: 0,
             recovery: None,
             inexact_after_fault: 0,
+            bystanders_wrong: 0,
             slowest_probe: Duration::ZERO,
             after_long_lived: Tally::default(),
             after_fresh: Tally::default(),
@@ -312,11 +318,17 @@ impl Run {
     async fn during(mut self, plan: Plan) -> Self {
         let before = self.store.stats();
         match plan {
-            Plan::Steady => {
+            Plan::Steady | Plan::Bystanders => {
                 for _ in 0..CALLS_DURING_FAULT {
                     let (r, took) = self.check(&self.long_lived).await;
                     self.during.record(&mut self.reference, &r, took);
                     tokio::time::sleep(PAUSE_BETWEEN_CALLS).await;
+                }
+                if matches!(plan, Plan::Bystanders) {
+                    for _ in 0..CALLS_DURING_FAULT {
+                        self.bystander().await;
+                        tokio::time::sleep(PAUSE_BETWEEN_CALLS).await;
+                    }
                 }
             }
             Plan::CancelProbes => {
@@ -341,6 +353,16 @@ impl Run {
         self.sent_and_failed = after.errors - before.errors;
         self.fallbacks = after.fallbacks - before.fallbacks;
         self
+    }
+
+    /// One check of a fresh identity through `check_at`, compared with the reference at the server's time.
+    async fn bystander(&mut self) {
+        let identity = fresh_identity("bystander");
+        let (r, took) = timed(self.store.check_at(&set(), identity.as_bytes(), 1)).await;
+        self.during.slowest = self.during.slowest.max(took);
+        let exact =
+            r.is_ok_and(|(now, got)| got == set().check(&mut PolicyStates::default(), now, 1));
+        self.bystanders_wrong += u64::from(!exact);
     }
 
     /// Polls fresh identities until a Redis-backed decision equals the reference.
@@ -424,6 +446,7 @@ enum Kind {
     OutOfMemory,
     Garbage,
     LostReplies,
+    WrongType,
     Reset,
     HalfClose,
     BlackHole,
@@ -441,6 +464,7 @@ impl Kind {
             Kind::OutOfMemory => "OOM (maxmemory 1, noeviction)",
             Kind::Garbage => "garbage replies (impossible RESP)",
             Kind::LostReplies => "replies swallowed (RESP stream out of step)",
+            Kind::WrongType => "WRONGTYPE on one identity's key",
             Kind::Reset => "connection reset (RST)",
             Kind::HalfClose => "half-close (server->client)",
             Kind::BlackHole => "black hole",
@@ -464,14 +488,15 @@ impl Kind {
         )
     }
 
-    /// Whether Redis forgets the identities' state.
+    /// Whether Redis forgets the identities' state (the wrong-type value replaced the identity's).
     fn loses_state(self) -> bool {
-        matches!(self, Kind::FlushAll | Kind::KillRestart)
+        matches!(self, Kind::FlushAll | Kind::KillRestart | Kind::WrongType)
     }
 
     fn plan(self) -> Plan {
         match self {
             Kind::Cancel => Plan::CancelProbes,
+            Kind::WrongType => Plan::Bystanders,
             _ => Plan::Steady,
         }
     }
@@ -486,6 +511,8 @@ impl Kind {
     fn expected(self, mode: Mode) -> String {
         let during = if self.invisible() {
             "no error, exact".to_owned()
+        } else if self == Kind::WrongType {
+            format!("that identity: {}; others exact", mode.outage())
         } else {
             mode.outage()
         };
@@ -520,6 +547,8 @@ struct Rig {
     server: RedisServer,
     proxy: FaultProxy,
     flusher: Option<JoinHandle<()>>,
+    /// Each store's key of the long-lived identity (for [`Kind::WrongType`]).
+    long_lived_keys: Vec<String>,
 }
 
 async fn admin(url: &str, args: &[&str]) {
@@ -563,6 +592,12 @@ impl Rig {
                 .proxy
                 .set(Fault::Corrupt(Corruption::Replace(Vec::new()))),
             Kind::Reset => self.proxy.set(Fault::Reset),
+            Kind::WrongType => {
+                for key in &self.long_lived_keys {
+                    admin(&url, &["DEL", key]).await;
+                    admin(&url, &["RPUSH", key, "not-a-limiter"]).await;
+                }
+            }
             Kind::HalfClose => self.proxy.set(Fault::HalfClose(Direction::ToClient)),
             Kind::BlackHole => self.proxy.set(Fault::BlackHole),
         }
@@ -582,6 +617,11 @@ impl Rig {
                 }
             }
             Kind::FlushAll => {}
+            Kind::WrongType => {
+                for key in &self.long_lived_keys {
+                    admin(&self.server.url(), &["DEL", key]).await;
+                }
+            }
             Kind::Garbage | Kind::LostReplies | Kind::Reset | Kind::HalfClose | Kind::BlackHole => {
                 self.proxy.set(Fault::PassThrough)
             }
@@ -599,10 +639,18 @@ async fn tour(kind: Kind) {
     for mode in MODES {
         runs.push(Run::new(mode, &proxy.redis_url(), kind.scripting()).await);
     }
+    let long_lived_keys = runs
+        .iter()
+        .map(|r| {
+            r.store
+                .key_for(r.long_lived.as_bytes(), &set().policies()[0])
+        })
+        .collect();
     let mut rig = Rig {
         server,
         proxy,
         flusher: None,
+        long_lived_keys,
     };
     let runs = in_parallel(runs, Run::before).await;
     rig.begin(kind).await;
@@ -651,6 +699,12 @@ fn verdict(kind: Kind, run: &Run) -> (String, Vec<String>) {
     );
     if run.inexact_after_fault > 0 {
         observed += &format!("; {} inexact after", run.inexact_after_fault);
+    }
+    if matches!(kind.plan(), Plan::Bystanders) {
+        observed += &format!(
+            "; bystanders failed {}/{CALLS_DURING_FAULT}",
+            run.bystanders_wrong
+        );
     }
     if run.degraded_at_end {
         observed += "; DEGRADED at end";
@@ -715,7 +769,10 @@ fn verdict(kind: Kind, run: &Run) -> (String, Vec<String>) {
         Mode::Error => d.errors,
         Mode::Allow | Mode::Local => run.fallbacks,
     };
-    if matches!(kind.plan(), Plan::Steady) && !kind.invisible() && by_policy != CALLS_DURING_FAULT {
+    if !matches!(kind.plan(), Plan::CancelProbes)
+        && !kind.invisible()
+        && by_policy != CALLS_DURING_FAULT
+    {
         broken.push(format!(
             "{who}: {by_policy} of {CALLS_DURING_FAULT} calls during the outage were answered by the failure policy; the rest were decided from replies Redis did not send"
         ));
@@ -737,6 +794,12 @@ fn verdict(kind: Kind, run: &Run) -> (String, Vec<String>) {
     }
     if run.degraded_at_end {
         broken.push(format!("{who}: still degraded (breaker open) at the end"));
+    }
+    if run.bystanders_wrong > 0 {
+        broken.push(format!(
+            "{who}: {} of {CALLS_DURING_FAULT} other identities failed or were inexact: one identity's error stopped the store for everyone",
+            run.bystanders_wrong
+        ));
     }
     (row, broken)
 }
@@ -779,6 +842,11 @@ async fn garbage_replies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swallowed_replies() {
     tour(Kind::LostReplies).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrongtype_on_one_key() {
+    tour(Kind::WrongType).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
