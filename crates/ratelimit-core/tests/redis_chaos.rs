@@ -67,6 +67,8 @@ const CALLERS_PER_STORE: usize = 3;
 /// Between one caller's calls: keeps callers from spinning while the breaker answers at once.
 const CALLER_PAUSE: Duration = Duration::from_millis(2);
 const LOCAL_INSTANCES: u32 = 2;
+/// The stores run with their deny cache on, as a deployment under load would.
+const DENY_CACHE_ENTRIES: usize = 1_024;
 /// When a case cancels, one call in this many is dropped, after 1 to `MOST_POLLS_BEFORE_DROP` polls.
 const CANCEL_EVERY: usize = 3;
 const MOST_POLLS_BEFORE_DROP: usize = 3;
@@ -242,7 +244,7 @@ impl Harness {
                     .timeout(TIMEOUT)
                     .breaker(FAILURES_TO_OPEN, COOLDOWN)
                     .on_failure(mode)
-                    .deny_cache(1024)
+                    .deny_cache(DENY_CACHE_ENTRIES)
                     .connect(&self.proxy.redis_url())
                     .await
                     .map_err(|e| TestCaseError::fail(format!("connect: {e}")))?;
