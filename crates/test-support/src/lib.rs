@@ -2,9 +2,12 @@
 //!
 //! * [`redis_server`]: throwaway `redis-server` processes (a single node, or a local 3-master Cluster) on
 //!   free loopback ports, killed and cleaned up on drop. A missing `redis-server` fails loudly.
+//! * [`fault_proxy`]: a TCP proxy between a client and a server that delays, black-holes, resets,
+//!   half-closes, corrupts or refuses connections on command, open connections included.
 //! * [`cancel`]: drives a future for exactly `k` polls and then drops it, to prove that cancelling at
 //!   any await leaves no shared state behind.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 pub mod cancel;
+pub mod fault_proxy;
 pub mod redis_server;
