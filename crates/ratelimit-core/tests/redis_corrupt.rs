@@ -103,12 +103,14 @@ const CORRUPT_LOGS: &[&[&str]] = &[
     &["-1", "#", "1", "1:99999999999999999999"], // a cost beyond 2^53
 ];
 
+/// The call failed with the server's RLCORRUPT error: its code is what the store classifies by.
 fn assert_corrupt(result: Result<ratelimit_core::Decision, StoreError>, what: &str) {
     match result {
-        Err(e) => {
-            let msg = e.to_string();
-            assert!(msg.contains("RLCORRUPT"), "{what}: {msg}");
+        Err(StoreError::Backend(e)) => {
+            let code = e.downcast_ref::<redis::RedisError>().and_then(|r| r.code());
+            assert_eq!(code, Some("RLCORRUPT"), "{what}: {e}");
         }
+        Err(e) => panic!("{what}: {e}, not the server's RLCORRUPT"),
         Ok(d) => panic!("{what}: read as state, answered {d:?}"),
     }
 }
