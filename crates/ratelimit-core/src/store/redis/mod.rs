@@ -127,6 +127,7 @@ mod breaker;
 mod deny_cache;
 pub mod hybrid;
 mod keys;
+mod reply;
 mod script;
 
 pub use hybrid::HybridStore;

@@ -2,8 +2,9 @@
 -- State: "start,count" (window start in µs since the epoch, units charged in it); absent = unused.
 -- Params: p1 = limit, p2 = period (µs).
 
+-- Any well-formed state answers within one period (a count above the limit reads as a full window).
 local function fw_load(key)
-  return load_numbers(key, 2)
+  return load_numbers(key, 2, 'a fixed window state "start,count" (decimal integers below 2^53)')
 end
 
 local function fw_window(p, s, now)

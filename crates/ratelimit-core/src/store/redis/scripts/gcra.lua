@@ -2,9 +2,29 @@
 -- State: the theoretical arrival time (µs) as a decimal string; absent = 0 (fresh).
 -- Params: p1 = emission interval T, p2 = tau = burst × T, p3 = burst, p4 = max delay (shaper only).
 
-local function tat_load(key)
+-- The state, at most `cap` ahead of now: a state further ahead than the policy can put it (written under
+-- a larger quota, or read on a server clock that stepped back) reads as the policy's fullest state, so no
+-- reply exceeds the longest wait the policy can produce. State the policy wrote is never beyond it.
+local function tat_load(key, cap, now)
   local raw = redis.call('GET', key)
-  return { tonumber(raw) or 0 }
+  if not raw then
+    return { 0 }
+  end
+  local tat = parse_count(key, raw, TAT)
+  if tat - now > cap then
+    tat = now + cap
+  end
+  return { tat }
+end
+
+-- GCRA's fullest state is a penalised one: 2 × tau ahead.
+local function gcra_load(key, p, now)
+  return tat_load(key, 2 * p[2], now)
+end
+
+-- The shaper's: tau plus the longest delay it grants.
+local function shaper_load(key, p, now)
+  return tat_load(key, p[2] + p[4], now)
 end
 
 local function gcra_remaining(p, ahead)
@@ -91,7 +111,7 @@ local function tat_store(key, p, s, now, slack)
   return put_string(key, fmt(s[1]), s[1], now, slack)
 end
 
-ALGS[1] = { load = tat_load, evaluate = gcra_evaluate, commit = tat_commit, penalise = gcra_penalise,
+ALGS[1] = { load = gcra_load, evaluate = gcra_evaluate, commit = tat_commit, penalise = gcra_penalise,
             release = tat_release, store = tat_store }
-ALGS[2] = { load = tat_load, evaluate = shaper_evaluate, commit = tat_commit, release = tat_release,
+ALGS[2] = { load = shaper_load, evaluate = shaper_evaluate, commit = tat_commit, release = tat_release,
             store = tat_store }

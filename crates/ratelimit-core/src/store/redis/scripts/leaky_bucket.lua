@@ -2,8 +2,17 @@
 -- State: "level,last" (level × period, time of the last computation in µs); absent = empty.
 -- Params: p1 = limit, p2 = period (µs), p3 = burst, p4 = capacity = burst × period (< 2^53).
 
-local function lb_load(key)
-  return load_numbers(key, 2)
+-- Clamped to what the policy can hold (a penalty fills at most 2 × capacity; the last computation is never
+-- in the future), as tb_load.
+local function lb_load(key, p, now)
+  local s = load_numbers(key, 2, 'a leaky bucket state "level,last" (decimal integers below 2^53)')
+  if s[1] > 2 * p[4] then
+    s[1] = 2 * p[4]
+  end
+  if s[2] > now then
+    s[2] = now
+  end
+  return s
 end
 
 local function lb_level_at(p, s, now)

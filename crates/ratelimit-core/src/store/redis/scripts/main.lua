@@ -56,9 +56,16 @@ end
 local function rl_gcra(key, cost_s, t_s, tau_s, now)
   local cost, t_, tau = tonumber(cost_s), tonumber(t_s), tonumber(tau_s)
   now = now or rl_server_now()
-  local ahead = (tonumber(redis.call('GET', key)) or 0) - now
-  if ahead < 0 then
-    ahead = 0
+  local raw = redis.call('GET', key)
+  local ahead = 0
+  if raw then
+    -- As gcra_load: never read as fresh when corrupt, never further ahead than a penalty can put it.
+    ahead = parse_count(key, raw, TAT) - now
+    if ahead < 0 then
+      ahead = 0
+    elseif ahead > 2 * tau then
+      ahead = 2 * tau
+    end
   end
   local charge = cost * t_
   if charge > tau then
@@ -108,7 +115,8 @@ local function rl_run(KEYS, ARGV, server_now)
     now = tonumber(ARGV[2])
     slack = tonumber(ARGV[3])
     clock_key = KEYS[n + 1]
-    local seen = tonumber(redis.call('GET', clock_key))
+    local raw = redis.call('GET', clock_key)
+    local seen = raw and parse_count(clock_key, raw, 'a client time (a decimal integer of microseconds below 2^53)')
     if seen and seen > now then
       now = seen
     end
@@ -124,7 +132,7 @@ local function rl_run(KEYS, ARGV, server_now)
       return redis.error_reply('ERR ratelimit: unknown algorithm code ' .. tostring(ARGV[6]))
     end
     local p = { tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]) }
-    local state = alg.load(KEYS[1])
+    local state = alg.load(KEYS[1], p, now)
     local st = alg.evaluate(p, state, now, cost)
     if st[4] == 0 and cost > 0 then
       alg.commit(p, state, now, cost)
@@ -144,7 +152,7 @@ local function rl_run(KEYS, ARGV, server_now)
       return redis.error_reply('ERR ratelimit: unknown algorithm code ' .. tostring(ARGV[b + 1]))
     end
     local p = { tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6]) }
-    policies[i] = { alg = alg, key = KEYS[i], penalise = ARGV[b + 2] == '1', p = p, state = alg.load(KEYS[i]) }
+    policies[i] = { alg = alg, key = KEYS[i], penalise = ARGV[b + 2] == '1', p = p, state = alg.load(KEYS[i], p, now) }
   end
 
   local reply = { now }
@@ -210,7 +218,25 @@ end
 -- ARGV[o + 1]: m, the number of entries; ARGV[o + 2e], ARGV[o + 2e + 1]: entry e's number of keys and
 -- of arguments; then every entry's arguments, in order (o = 0 through FCALL, 1 through EVALSHA, whose
 -- ARGV[1] is 'B'). KEYS: every entry's keys, in order.
--- Reply: { reply of entry 1, ..., reply of entry m }.
+-- Reply: { reply of entry 1, ..., reply of entry m }, where an entry that failed (RLCORRUPT state, a
+-- WRONGTYPE key, any error its own call would have answered) is its error's text as a string ("CODE
+-- detail", e.g. "RLCORRUPT <key> holds ..."): one identity's bad key fails its own call only, never the
+-- batch. A string, not an error element: clients turn an error nested in an array into an error for the
+-- whole reply. Replies that succeed are arrays, so the two never mix up.
+
+-- The error an entry raised or returned, as "CODE detail" (Redis 7 hands pcall a string, older servers an
+-- error table; a Lua runtime error has no code, and is ERR as Redis would report it).
+local function rl_entry_error(e)
+  if type(e) == 'table' then
+    e = e.err
+  end
+  e = tostring(e)
+  if not string.match(e, '^[A-Z]+ ') then
+    e = 'ERR ' .. e
+  end
+  return e
+end
+
 local function rl_batch(KEYS, ARGV, o)
   local m = tonumber(ARGV[o + 1])
   local ki, ai = 1, o + 2 + 2 * m
@@ -221,9 +247,10 @@ local function rl_batch(KEYS, ARGV, o)
     if not now and (ARGV[ai] == 'g' or ARGV[ai + 1] == '') then
       now = rl_server_now()
     end
+    local ok, r
     if ARGV[ai] == 'g' then
       -- The lean GCRA entry, read in place: no per-entry tables.
-      out[e] = rl_gcra(KEYS[ki], ARGV[ai + 1], ARGV[ai + 2], ARGV[ai + 3], now)
+      ok, r = pcall(rl_gcra, KEYS[ki], ARGV[ai + 1], ARGV[ai + 2], ARGV[ai + 3], now)
     else
       local keys, args = {}, {}
       for j = 1, nk do
@@ -232,8 +259,12 @@ local function rl_batch(KEYS, ARGV, o)
       for j = 1, na do
         args[j] = ARGV[ai + j - 1]
       end
-      out[e] = rl_run(keys, args, now)
+      ok, r = pcall(rl_run, keys, args, now)
     end
+    if not ok or r.err then
+      r = rl_entry_error(r)
+    end
+    out[e] = r
     ki, ai = ki + nk, ai + na
   end
   return out

@@ -27,27 +27,58 @@ local function fmt(n)
   return string.format('%d', n)
 end
 
--- Parses "a,b,c" into numbers; nil when the key is absent.
-local function unpack_state(raw)
-  if not raw then
-    return nil
-  end
-  local out = {}
-  for d in string.gmatch(raw, '%d+') do
-    out[#out + 1] = tonumber(d)
-  end
-  return out
+-- The largest integer a double holds exactly: no state this script writes ever exceeds it.
+local MAX_EXACT = 9007199254740991
+
+-- State the script did not write (a foreign value, a hand edit, a bit flip) is never read as fresh: the
+-- call fails with an error whose code is RLCORRUPT, for this key only (the client does not count it
+-- against Redis's health). `raw` is shown truncated and printable only: the reply stays small and one line.
+local function corrupt(key, raw, what)
+  local shown = string.gsub(string.sub(tostring(raw), 1, 32), '[^%w%p ]', '?')
+  error(redis.error_reply('RLCORRUPT ' .. key .. " holds '" .. shown .. "', not " .. what ..
+    '; the rate limiter did not write it: DEL the key to start this identity afresh'))
 end
 
--- Reads a string state "a,b,…" as numbers; an absent key reads as `n` zeros, the fresh state.
-local function load_numbers(key, n)
-  local st = unpack_state(redis.call('GET', key))
-  if st then
+-- A non-negative integer below 2^53 in the '%d' form this script writes, else RLCORRUPT.
+local function parse_count(key, raw, what)
+  if not string.match(raw, '^%d+$') then
+    corrupt(key, raw, what)
+  end
+  local n = tonumber(raw)
+  if n > MAX_EXACT then
+    corrupt(key, raw, what)
+  end
+  return n
+end
+
+-- What a GCRA or shaper key holds (the lean path in main.lua reads it too).
+local TAT = 'a theoretical arrival time (a decimal integer of microseconds below 2^53)'
+
+-- The exact shape of a string state of 1, 2 or 3 fields.
+local STATE_PATTERNS = { '^(%d+)$', '^(%d+),(%d+)$', '^(%d+),(%d+),(%d+)$' }
+
+-- Reads a string state "a,b,…" of `n` integers; an absent key reads as `n` zeros, the fresh state. A
+-- state of another shape, or a field beyond 2^53, is RLCORRUPT (`what` says what the key should hold). A
+-- key of another type raises Redis's own WRONGTYPE from the GET.
+local function load_numbers(key, n, what)
+  local raw = redis.call('GET', key)
+  if not raw then
+    local st = {}
+    for i = 1, n do
+      st[i] = 0
+    end
     return st
   end
-  st = {}
+  local st = { string.match(raw, STATE_PATTERNS[n]) }
+  if #st ~= n then
+    corrupt(key, raw, what)
+  end
   for i = 1, n do
-    st[i] = 0
+    local v = tonumber(st[i])
+    if v > MAX_EXACT then
+      corrupt(key, raw, what)
+    end
+    st[i] = v
   end
   return st
 end

@@ -5,16 +5,49 @@
 -- member "#" is scored -(total units logged), so the total is one ZSCORE away and never falls inside a
 -- time range (times are >= 0). Params: p1 = limit, p2 = period (µs).
 
-local function sl_cost(member)
-  return tonumber(string.match(member, ':(%d+)$'))
+local SL_ENTRY = 'a sliding log entry "ts:cost" scored by its time (decimal integers below 2^53)'
+local SL_TOTAL = "a sliding log whose '#' member is scored by minus its total units (an integer in [-2^53, -1])"
+
+-- An entry's cost; RLCORRUPT for a member this script did not write.
+local function sl_cost(key, member)
+  local c = string.match(member, '^%d+:(%d+)$')
+  if not c then
+    corrupt(key, member, SL_ENTRY)
+  end
+  c = tonumber(c)
+  if c > MAX_EXACT then
+    corrupt(key, member, SL_ENTRY)
+  end
+  return c
 end
 
+-- An entry's time, from its score: an integer in [0, 2^53), else RLCORRUPT (a score may read as a
+-- fraction, inf or nan).
+local function sl_time(key, member, score)
+  local ts = tonumber(score)
+  if not ts or ts ~= math.floor(ts) or ts < 0 or ts > MAX_EXACT then
+    corrupt(key, member .. ' scored ' .. tostring(score), SL_ENTRY)
+  end
+  return ts
+end
+
+-- The log's total. '#' is written with every non-empty log and with nothing else, so a log without it,
+-- or with a total that is not a positive integer, was not written by this script. A key of another type
+-- raises Redis's own WRONGTYPE from the ZSCORE.
 local function sl_load(key)
   local total = redis.call('ZSCORE', key, '#')
   local s = { key = key, total = 0 }
-  if total then
-    s.total = -tonumber(total)
+  if not total then
+    if redis.call('EXISTS', key) == 1 then
+      corrupt(key, 'a sorted set without #', SL_TOTAL)
+    end
+    return s
   end
+  local t = -tonumber(total)
+  if t ~= math.floor(t) or t < 1 or t > MAX_EXACT then
+    corrupt(key, '# scored ' .. total, SL_TOTAL)
+  end
+  s.total = t
   return s
 end
 
@@ -28,7 +61,7 @@ local function sl_expired(p, s, now)
   if s.total > 0 and cutoff >= 0 then
     local gone = redis.call('ZRANGEBYSCORE', s.key, '0', fmt(cutoff))
     for i = 1, #gone do
-      units = units + sl_cost(gone[i])
+      units = units + sl_cost(s.key, gone[i])
     end
   end
   s.expired_at, s.expired = now, units
@@ -44,7 +77,8 @@ local function sl_newest(s)
   if s.total > 0 then
     local r = redis.call('ZRANGE', s.key, -1, -1, 'WITHSCORES')
     if r[1] ~= nil and r[1] ~= '#' then
-      member, ts = r[1], tonumber(r[2])
+      sl_cost(s.key, r[1])
+      member, ts = r[1], sl_time(s.key, r[1], r[2])
     end
   end
   s.newest_known, s.newest_member, s.newest_ts = true, member, ts
@@ -54,6 +88,9 @@ end
 local function sl_evaluate(p, s, now, cost)
   local limit, period = p[1], p[2]
   local used = s.total - sl_expired(p, s, now)
+  if used < 0 then
+    corrupt(s.key, '# scored ' .. fmt(-s.total), 'a total at least the units of the entries it counts')
+  end
   local remaining = limit - used
   if remaining < 0 then
     remaining = 0
@@ -62,6 +99,10 @@ local function sl_evaluate(p, s, now, cost)
   local _, newest = sl_newest(s)
   if newest and used > 0 then
     reset = newest + period - now
+    -- An entry ahead of now (a server clock that stepped back) never makes a wait beyond one period.
+    if reset > period then
+      reset = period
+    end
   end
   if cost > limit then
     return { limit, remaining, reset, NEVER, 0 }
@@ -82,9 +123,12 @@ local function sl_evaluate(p, s, now, cost)
   local live = redis.call('ZRANGEBYSCORE', s.key, lo, '+inf', 'WITHSCORES')
   local freed, retry = 0, period
   for i = 1, #live, 2 do
-    freed = freed + sl_cost(live[i])
+    freed = freed + sl_cost(s.key, live[i])
     if freed >= excess then
-      retry = tonumber(live[i + 1]) + period - now
+      retry = sl_time(s.key, live[i], live[i + 1]) + period - now
+      if retry > period then
+        retry = period
+      end
       break
     end
   end
@@ -109,7 +153,7 @@ local function sl_commit(p, s, now, cost)
   local member, ts = sl_newest(s)
   if member and ts >= now then
     -- Same microsecond (or a server clock that stepped back): merge into the newest entry.
-    local merged = fmt(ts) .. ':' .. fmt(sl_cost(member) + cost)
+    local merged = fmt(ts) .. ':' .. fmt(sl_cost(s.key, member) + cost)
     redis.call('ZREM', s.key, member)
     redis.call('ZADD', s.key, fmt(ts), merged)
     s.newest_member = merged
@@ -129,7 +173,7 @@ local function sl_release(p, s, now, cost)
     if not member then
       break
     end
-    local c = sl_cost(member)
+    local c = sl_cost(s.key, member)
     local take = c
     if take > cost then
       take = cost

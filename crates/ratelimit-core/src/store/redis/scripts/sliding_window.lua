@@ -2,8 +2,17 @@
 -- State: "start,prev,cur" (current window start in µs, units in the previous and current windows);
 -- absent = fresh. Params: p1 = limit, p2 = period (µs); limit × period < 2^53 (checked when built).
 
-local function sw_load(key)
-  return load_numbers(key, 3)
+-- Counts clamped to the limit (no window of state the policy wrote holds more), which also keeps
+-- prev × rest and cur × period below 2^53.
+local function sw_load(key, p)
+  local s = load_numbers(key, 3, 'a sliding window state "start,prev,cur" (decimal integers below 2^53)')
+  if s[2] > p[1] then
+    s[2] = p[1]
+  end
+  if s[3] > p[1] then
+    s[3] = p[1]
+  end
+  return s
 end
 
 local function sw_roll(p, s, now)

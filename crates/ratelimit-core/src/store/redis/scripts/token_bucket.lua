@@ -2,8 +2,18 @@
 -- State: "missing,last" (tokens missing from a full bucket, time of the last whole-token refill in µs);
 -- absent = full. Params: p1 = emission interval T, p2 = capacity (burst).
 
-local function tb_load(key)
-  return load_numbers(key, 2)
+-- Clamped to what the policy can hold (a penalty leaves at most 2 × capacity missing, and the last refill
+-- is never in the future): state written under a larger quota, or read on a server clock that stepped
+-- back, reads as the policy's fullest state, never beyond the longest wait it can produce.
+local function tb_load(key, p, now)
+  local s = load_numbers(key, 2, 'a token bucket state "missing,last" (decimal integers below 2^53)')
+  if s[1] > 2 * p[2] then
+    s[1] = 2 * p[2]
+  end
+  if s[2] > now then
+    s[2] = now
+  end
+  return s
 end
 
 -- Refilled to now: missing tokens and the time of the last whole refill.
