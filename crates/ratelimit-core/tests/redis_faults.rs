@@ -533,3 +533,50 @@ async fn a_bad_key_asked_again_and_again_is_logged_once() {
         logs.info()
     );
 }
+
+/// The bad identity among many concurrent callers, so that its calls are coalesced with others: a batch
+/// fails as a whole on its key (the batch script runs every entry in one call), but that never opens the
+/// breaker, and every identity is decided by Redis again as soon as it asks on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_value_in_a_batch_does_not_open_the_breaker() {
+    let server = RedisServer::start();
+    let store = RedisStore::builder()
+        .timeout(Duration::from_secs(2))
+        .breaker(3, Duration::from_secs(60))
+        .max_in_flight(1)
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let key = store.key_for(b"bad", &set().policies()[0]);
+    server.cli(&["HSET", &key, "field", "foreign"]);
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let id = if i % 4 == 0 {
+                    "bad".to_owned()
+                } else {
+                    format!("g{i}")
+                };
+                (id.clone(), check(&store, &id).await)
+            })
+        })
+        .collect();
+    let mut key_state = 0;
+    for t in tasks {
+        let (id, r) = t.await.unwrap();
+        match r {
+            Ok(d) => assert!(d.is_allowed() && id != "bad"),
+            Err(StoreError::KeyState { .. }) => key_state += 1,
+            Err(e) => panic!("{id}: {e}"),
+        }
+    }
+    assert!(
+        key_state >= 16,
+        "every request of the bad identity failed on its key"
+    );
+    assert!(!store.is_degraded(), "a per-key error opened the breaker");
+    assert!(store.stats().redis_calls < 64, "the calls were coalesced");
+    let d = check(&store, "g-after").await;
+    assert!(d.is_ok_and(|d| d.is_allowed()));
+}

@@ -134,9 +134,13 @@ impl Permit<'_> {
     /// Redis answered: consecutive failures start again from zero, an open breaker closes.
     pub(crate) fn succeeded(mut self) -> Transition {
         let b = self.breaker;
-        b.failures.store(0, Ordering::Relaxed);
+        // Loads first: on the hot path (closed, no failures) a success writes nothing shared.
+        if b.failures.load(Ordering::Relaxed) != 0 {
+            b.failures.store(0, Ordering::Relaxed);
+        }
         // A late success of a call let through before the breaker opened also closes it: Redis answered.
-        let was_open = b.open_until.swap(0, Ordering::AcqRel) != 0;
+        let was_open = b.open_until.load(Ordering::Acquire) != 0
+            && b.open_until.swap(0, Ordering::AcqRel) != 0;
         self.release();
         if was_open {
             Transition::Closed
