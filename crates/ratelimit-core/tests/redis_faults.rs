@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use ratelimit_core::store::redis::Scripting;
 use ratelimit_core::{OnFailure, Outcome, Policy, PolicySet, Quota, RedisStore, Store, StoreError};
+use ratelimit_test_support::fault_proxy::{Corruption, Fault, FaultProxy};
 use ratelimit_test_support::redis_server::RedisServer;
 
 fn set() -> PolicySet {
@@ -257,4 +258,339 @@ async fn script_flush_mid_run_is_invisible_to_callers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn function_flush_mid_run_is_invisible_to_callers() {
     flush_mid_run(Scripting::Functions, "FUNCTION").await;
+}
+
+/// Opens `store`'s breaker on a paused `server` (threshold failures), then waits out the cooldown: the next
+/// call is the half-open probe. The server is left paused.
+async fn open_breaker_and_cool_down(store: &RedisStore, server: &RedisServer, cooldown: Duration) {
+    server.pause();
+    for i in 0..3 {
+        let _ = check(store, &format!("trip{i}")).await;
+    }
+    assert!(store.is_degraded(), "the breaker opened on a paused Redis");
+    tokio::time::sleep(cooldown + Duration::from_millis(20)).await;
+}
+
+/// Whether `store` answers from Redis again within `limit` (the breaker closed).
+async fn recovers_within(store: &RedisStore, limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        // With a fallback a call is answered either way: recovered means answered with the breaker closed.
+        if check(store, "recovery").await.is_ok() && !store.is_degraded() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// The half-open probe's caller gives up (an HTTP client disconnecting: its future is dropped) before
+/// the probe records an outcome. Redis health is then unknown; the next call must be able to probe, and the
+/// store recovers as soon as Redis answers — not refuse every call for the life of the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_half_open_probe_does_not_keep_the_breaker_open() {
+    let server = RedisServer::start();
+    let store = store(&server, OnFailure::Error).await;
+    assert!(check(&store, "a").await.is_ok());
+    open_breaker_and_cool_down(&store, &server, Duration::from_millis(300)).await;
+    // The probe goes out to the paused server; its caller disconnects after 10 ms.
+    let probe = tokio::time::timeout(Duration::from_millis(10), check(&store, "probe")).await;
+    assert!(
+        probe.is_err(),
+        "the probe was still waiting on the paused server"
+    );
+    server.resume();
+    assert!(
+        recovers_within(&store, Duration::from_secs(3)).await,
+        "the breaker stayed open after the probe's caller went away: {:?}",
+        check(&store, "after").await
+    );
+}
+
+/// `reset` during half-open takes the probe's place; whatever it finds, it must not leave the breaker
+/// waiting for an outcome that never comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_during_half_open_does_not_keep_the_breaker_open() {
+    let server = RedisServer::start();
+    let store = store(&server, OnFailure::Error).await;
+    assert!(check(&store, "a").await.is_ok());
+    open_breaker_and_cool_down(&store, &server, Duration::from_millis(300)).await;
+    server.resume();
+    let _ = Store::<str, PolicySet>::reset(&store, &set(), "a").await;
+    assert!(
+        recovers_within(&store, Duration::from_secs(3)).await,
+        "the breaker stayed open after a reset in half-open: {:?}",
+        check(&store, "after").await
+    );
+}
+
+/// A value this limiter did not write at one identity's key (Redis answers WRONGTYPE) is that key's
+/// error: its requests follow the failure policy, and no other identity is affected — the breaker stays
+/// closed however often the bad identity is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_value_at_one_key_affects_only_that_identity() {
+    let server = RedisServer::start();
+    let gcra = set();
+    let log =
+        PolicySet::new([Policy::sliding_log("l", Quota::per_hour(10).build().unwrap()).unwrap()])
+            .unwrap();
+    for (on_failure, set) in [
+        (OnFailure::Error, &gcra),
+        (OnFailure::Allow, &gcra),
+        (OnFailure::Local { instances: 1 }, &gcra),
+        (OnFailure::Error, &log),
+    ] {
+        let store = store(&server, on_failure).await;
+        let key = store.key_for(b"bad", &set.policies()[0]);
+        // GCRA keeps a string (a hash answers WRONGTYPE); the sliding log a sorted set (a string does).
+        if set == &gcra {
+            server.cli(&["HSET", &key, "field", "foreign"]);
+        } else {
+            server.cli(&["SET", &key, "foreign"]);
+        }
+        for _ in 0..6 {
+            let r = Store::<str, PolicySet>::check(&store, set, "bad", 1).await;
+            match on_failure {
+                OnFailure::Error => assert!(
+                    matches!(r, Err(StoreError::KeyState { .. })),
+                    "{on_failure:?}: {r:?}"
+                ),
+                _ => assert!(
+                    r.unwrap().is_allowed(),
+                    "{on_failure:?}: the fallback answers"
+                ),
+            }
+        }
+        let calls = store.stats().redis_calls;
+        let d = Store::<str, PolicySet>::check(&store, set, "good", 1).await;
+        assert!(
+            d.as_ref().is_ok_and(|d| d.is_allowed()),
+            "{on_failure:?}: another identity was refused: {d:?}"
+        );
+        assert_eq!(store.stats().redis_calls, calls + 1, "decided by Redis");
+        assert!(
+            !store.is_degraded(),
+            "{on_failure:?}: one bad key opened the breaker"
+        );
+        assert!(store.stats().key_state_errors >= 6);
+        server.cli(&["DEL", &key]);
+    }
+}
+
+/// A reply that fails validation (well-formed RESP with an impossible value, put in place of Redis's reply
+/// by the fault proxy: Redis itself never answers one) is a protocol error for that call: it follows the
+/// failure policy (never a decision, never the deny cache), and one identity's bad replies never open the
+/// breaker for the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_failing_validation_follows_the_failure_policy() {
+    /// The lean GCRA path's reply shape: admitted, with a reset of 31 years on an hourly quota.
+    const IMPOSSIBLE_GCRA_REPLY: &[u8] = b"*3\r\n:1\r\n:999999999999999\r\n:1\r\n";
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(format!("127.0.0.1:{}", server.port).parse().unwrap())
+        .await
+        .unwrap();
+    for on_failure in [OnFailure::Allow, OnFailure::Error] {
+        let store = RedisStore::builder()
+            .timeout(Duration::from_millis(500))
+            .breaker(3, Duration::from_millis(300))
+            .on_failure(on_failure)
+            .deny_cache(100)
+            .max_in_flight(0)
+            .connect(&proxy.redis_url())
+            .await
+            .unwrap();
+        proxy.set(Fault::Corrupt(Corruption::Replace(
+            IMPOSSIBLE_GCRA_REPLY.to_vec(),
+        )));
+        for _ in 0..6 {
+            let r = check(&store, "bad").await;
+            match on_failure {
+                OnFailure::Error => {
+                    assert!(matches!(r, Err(StoreError::Protocol(_))), "{r:?}")
+                }
+                _ => assert!(
+                    r.unwrap().is_allowed(),
+                    "the fallback answers: {on_failure:?}"
+                ),
+            }
+        }
+        proxy.set(Fault::PassThrough);
+        assert_eq!(store.stats().deny_cache_hits, 0, "nothing was cached");
+        assert_eq!(store.stats().protocol_errors, 6);
+        if on_failure != OnFailure::Error {
+            assert_eq!(store.stats().fallbacks, 6);
+        }
+        assert!(
+            !store.is_degraded(),
+            "one identity's bad replies opened the breaker"
+        );
+        let fresh = format!("good-{on_failure:?}");
+        let d = check(&store, &fresh).await;
+        assert!(
+            d.as_ref()
+                .is_ok_and(|d| d.is_allowed() && d.remaining() == 9),
+            "{d:?}"
+        );
+    }
+}
+
+/// Counts the store's log events by level (WARN and above, INFO), for the log-storm tests.
+#[derive(Clone, Default)]
+struct LogCount(std::sync::Arc<[std::sync::atomic::AtomicUsize; 2]>);
+
+impl LogCount {
+    fn warn(&self) -> usize {
+        self.0[0].load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn info(&self) -> usize {
+        self.0[1].load(std::sync::atomic::Ordering::Relaxed)
+    }
+    /// Counts every event of this thread until the guard drops (the tests run on one thread).
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        use tracing_subscriber::layer::SubscriberExt;
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(self.clone()))
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for LogCount {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let meta = event.metadata();
+        if !meta.target().starts_with("ratelimit_core") {
+            return;
+        }
+        let slot = match *meta.level() {
+            tracing::Level::ERROR | tracing::Level::WARN => 0,
+            tracing::Level::INFO => 1,
+            _ => return,
+        };
+        self.0[slot].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A Redis outage with the breaker opening, probing and reopening several times, and then recovering:
+/// hundreds of failed requests, a handful of log lines (the transitions), not one per request.
+#[tokio::test]
+async fn an_outage_logs_its_transitions_not_every_failed_request() {
+    let server = RedisServer::start();
+    let store = RedisStore::builder()
+        .timeout(Duration::from_millis(30))
+        .breaker(3, Duration::from_millis(60))
+        .on_failure(OnFailure::Local { instances: 1 })
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let logs = LogCount::default();
+    let _guard = logs.install();
+    assert!(check(&store, "warm").await.is_ok());
+    server.pause();
+    // Hundreds of requests spanning several cooldowns: the breaker opens, probes and reopens.
+    let (mut requests, calls) = (0, store.stats().redis_calls);
+    while requests < 200 || store.stats().redis_calls < calls + 6 {
+        assert!(
+            check(&store, &format!("k{}", requests % 50)).await.is_ok(),
+            "the local fallback answers"
+        );
+        requests += 1;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let probes = store.stats().redis_calls - calls - 3;
+    server.resume();
+    assert!(recovers_within(&store, Duration::from_secs(3)).await);
+    eprintln!(
+        "{requests} requests, {probes} probes, {} warn, {} info",
+        logs.warn(),
+        logs.info()
+    );
+    assert!(
+        logs.warn() <= 3,
+        "{} WARN lines for {requests} failed requests",
+        logs.warn()
+    );
+    assert!(
+        logs.info() <= 3,
+        "{} INFO lines for {requests} failed requests",
+        logs.info()
+    );
+}
+
+/// One identity whose key holds foreign data, asked again and again among healthy traffic: its errors are
+/// logged once and counted, and they never flip the breaker (which would log a pair of lines per cycle).
+#[tokio::test]
+async fn a_bad_key_asked_again_and_again_is_logged_once() {
+    let server = RedisServer::start();
+    let store = RedisStore::builder()
+        .breaker(3, Duration::from_millis(10))
+        .on_failure(OnFailure::Allow)
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let key = store.key_for(b"bad", &set().policies()[0]);
+    server.cli(&["HSET", &key, "field", "foreign"]);
+    let logs = LogCount::default();
+    let _guard = logs.install();
+    for i in 0..30 {
+        assert!(check(&store, &format!("good{i}")).await.is_ok());
+        for _ in 0..3 {
+            assert!(check(&store, "bad").await.unwrap().is_allowed());
+        }
+        tokio::time::sleep(Duration::from_millis(12)).await;
+    }
+    eprintln!("{} warn, {} info", logs.warn(), logs.info());
+    assert!(
+        logs.warn() <= 1,
+        "{} WARN lines for 90 requests on one bad key",
+        logs.warn()
+    );
+    assert!(
+        logs.info() <= 1,
+        "{} INFO lines for 90 requests on one bad key",
+        logs.info()
+    );
+}
+
+/// The bad identity among many concurrent callers, so that its calls are coalesced with others: a batch
+/// fails as a whole on its key (the batch script runs every entry in one call), but that never opens the
+/// breaker, and every identity is decided by Redis again as soon as it asks on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_value_in_a_batch_does_not_open_the_breaker() {
+    let server = RedisServer::start();
+    let store = RedisStore::builder()
+        .timeout(Duration::from_secs(2))
+        .breaker(3, Duration::from_secs(60))
+        .max_in_flight(1)
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let key = store.key_for(b"bad", &set().policies()[0]);
+    server.cli(&["HSET", &key, "field", "foreign"]);
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let id = if i % 4 == 0 {
+                    "bad".to_owned()
+                } else {
+                    format!("g{i}")
+                };
+                (id.clone(), check(&store, &id).await)
+            })
+        })
+        .collect();
+    let mut key_state = 0;
+    for t in tasks {
+        let (id, r) = t.await.unwrap();
+        match r {
+            Ok(d) => assert!(d.is_allowed() && id != "bad"),
+            Err(StoreError::KeyState { .. }) => key_state += 1,
+            Err(e) => panic!("{id}: {e}"),
+        }
+    }
+    assert!(
+        key_state >= 16,
+        "every request of the bad identity failed on its key"
+    );
+    assert!(!store.is_degraded(), "a per-key error opened the breaker");
+    assert!(store.stats().redis_calls < 64, "the calls were coalesced");
+    let d = check(&store, "g-after").await;
+    assert!(d.is_ok_and(|d| d.is_allowed()));
 }

@@ -65,6 +65,16 @@ pub enum StoreError {
     /// The backend's reply did not have the expected shape.
     #[error("store protocol error: {0}")]
     Protocol(String),
+    /// One identity's state in the backend is not what this limiter wrote (a foreign value at its key, or
+    /// state that fails the limiter's checks). Only this identity's requests are affected: the backend
+    /// itself answers.
+    #[error("{keys} {reason}: the key holds data this limiter did not write; delete it, or give the limiter a dedicated key prefix or database")]
+    KeyState {
+        /// Which keys (a pattern such as `rl:{…}:*`).
+        keys: String,
+        /// What the backend said.
+        reason: String,
+    },
     /// The rule cannot run on this store.
     #[error("rule not supported by this store: {0}")]
     Unsupported(String),

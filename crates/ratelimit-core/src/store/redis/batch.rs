@@ -124,6 +124,14 @@ impl Batcher {
         &self.lanes[usize::from(mask & script::ALL)]
     }
 
+    /// Calls in flight and calls queued, over every lane.
+    pub(crate) fn occupancy(&self) -> (usize, usize) {
+        self.lanes.iter().fold((0, 0), |(f, q), lane| {
+            let lane = lane.lock();
+            (f + lane.in_flight, q + lane.queue.len())
+        })
+    }
+
     /// Called as an in-flight call ends: the next batch (its slot handed over) or `None` (slot freed).
     pub(crate) fn next(&self, mask: u8) -> Option<Vec<Waiter>> {
         let mut lane = self.lane(mask).lock();
@@ -140,13 +148,19 @@ impl Batcher {
 
 /// Sends batches on a task of their own, so that no caller's cancellation can strand the others.
 fn spawn(inner: Arc<Inner>, mask: u8, batch: Vec<Waiter>) {
+    // Made before the task, so that a task dropped unpolled (a runtime shutting down) gives it back too.
+    let mut slot = TaskSlot {
+        inner,
+        mask,
+        held: true,
+    };
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => {
             handle.spawn(async move {
                 let mut batch = batch;
                 loop {
-                    inner.send_batch(mask, batch).await;
-                    match inner.batcher_next(mask) {
+                    slot.inner.send_batch(mask, batch).await;
+                    match slot.next() {
                         Some(next) => batch = next,
                         None => return,
                     }
@@ -154,17 +168,46 @@ fn spawn(inner: Arc<Inner>, mask: u8, batch: Vec<Waiter>) {
             });
         }
         Err(_) => {
-            // Only when a call is dropped outside any runtime (a runtime shutting down): nobody can send.
-            let mut next = Some(batch);
-            while let Some(batch) = next {
-                for w in batch {
-                    w.answer(Err(StoreError::Unavailable(
-                        "no tokio runtime to send the queued Redis calls on".to_owned(),
-                    )));
-                }
-                next = inner.batcher_next(mask);
-            }
+            // Only when a call is dropped outside any runtime (a runtime shutting down): nobody can
+            // send. The slot's drop answers the rest of the queue.
+            answer_unsent(batch);
         }
+    }
+}
+
+/// The lane slot a batch task holds. However the task ends — finished, or dropped mid-send by a runtime
+/// shutting down — the slot is given back and nobody is left queued behind it.
+struct TaskSlot {
+    inner: Arc<Inner>,
+    mask: u8,
+    held: bool,
+}
+
+impl TaskSlot {
+    /// The next batch to send on this slot, or `None` when the queue is empty (the slot is then freed).
+    fn next(&mut self) -> Option<Vec<Waiter>> {
+        let next = self.inner.batcher_next(self.mask);
+        self.held = next.is_some();
+        next
+    }
+}
+
+impl Drop for TaskSlot {
+    fn drop(&mut self) {
+        if !self.held {
+            return;
+        }
+        while let Some(batch) = self.inner.batcher_next(self.mask) {
+            answer_unsent(batch);
+        }
+    }
+}
+
+fn answer_unsent(batch: Vec<Waiter>) {
+    for w in batch {
+        w.answer(Err(StoreError::Unavailable(
+            "no tokio runtime to send the queued Redis calls on".to_owned(),
+        )));
     }
 }
 
@@ -177,6 +220,10 @@ pub(crate) fn duplicate(e: &StoreError) -> StoreError {
         StoreError::Unsupported(s) => StoreError::Unsupported(s.clone()),
         StoreError::Full { max_keys } => StoreError::Full {
             max_keys: *max_keys,
+        },
+        StoreError::KeyState { keys, reason } => StoreError::KeyState {
+            keys: keys.clone(),
+            reason: reason.clone(),
         },
         StoreError::Backend(b) => StoreError::Backend(b.to_string().into()),
     }

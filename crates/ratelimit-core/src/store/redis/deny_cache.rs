@@ -26,7 +26,6 @@ use crate::clock::Micros;
 use crate::decision::{Decision, Status, MAX_POLICIES};
 
 use super::keys::IdentityHash;
-use super::reply::LONGEST_WAIT_OF_ANY_POLICY;
 
 const SHARDS: usize = 16;
 
@@ -92,16 +91,10 @@ impl DenyCache {
         Some(Decision::combine(&statuses[..n]))
     }
 
-    /// Remembers a limited decision, taken at `at`, for no longer than the longest wait any policy can
-    /// produce. [`DenyCache::insert_bounded`] bounds it by the set's own longest wait instead.
-    pub(crate) fn insert(&self, key: CacheKey, cost: u64, decision: Decision, at: Instant) {
-        self.insert_bounded(key, cost, decision, at, LONGEST_WAIT_OF_ANY_POLICY);
-    }
-
     /// Remembers a limited decision, taken at `at`, of a policy set whose longest wait is `max_wait` µs
     /// ([`script::max_wait`](super::script::max_wait)): for its retry, and never longer than `max_wait`.
     /// A decision whose values exceed `max_wait` is not one the set can produce, and is not kept.
-    pub(crate) fn insert_bounded(
+    pub(crate) fn insert(
         &self,
         key: CacheKey,
         cost: u64,
@@ -174,6 +167,7 @@ impl DenyCache {
 mod tests {
     use std::time::Duration;
 
+    use super::super::reply::LONGEST_WAIT_OF_ANY_POLICY;
     use super::*;
 
     fn denial(retry: Micros, reset: Micros) -> Decision {
@@ -200,9 +194,9 @@ mod tests {
         let cache = DenyCache::new(100);
         let at = Instant::now();
         let bogus = denial(i64::MAX as u64, i64::MAX as u64);
-        cache.insert(key(1), 1, bogus, at);
+        cache.insert(key(1), 1, bogus, at, LONGEST_WAIT_OF_ANY_POLICY);
         assert_eq!(cache.get(&key(1), 1, at + Duration::from_secs(1)), None);
-        cache.insert_bounded(key(2), 1, bogus, at, 2_000_000);
+        cache.insert(key(2), 1, bogus, at, 2_000_000);
         assert_eq!(cache.get(&key(2), 1, at), None);
     }
 
@@ -213,20 +207,20 @@ mod tests {
         let cache = DenyCache::new(100);
         let at = Instant::now();
         let max_wait = 2_000_000;
-        cache.insert_bounded(key(1), 1, denial(1_500_000, 2_000_000), at, max_wait);
+        cache.insert(key(1), 1, denial(1_500_000, 2_000_000), at, max_wait);
         let d = cache.get(&key(1), 1, at + Duration::from_secs(1)).unwrap();
         assert_eq!(d.binding().retry, 500_000);
         assert_eq!(
             cache.get(&key(1), 1, at + Duration::from_millis(1_500)),
             None
         );
-        cache.insert_bounded(key(2), 1, denial(2_000_001, 0), at, max_wait);
-        cache.insert_bounded(key(3), 1, denial(1, 2_000_001), at, max_wait);
+        cache.insert(key(2), 1, denial(2_000_001, 0), at, max_wait);
+        cache.insert(key(3), 1, denial(1, 2_000_001), at, max_wait);
         assert_eq!(cache.get(&key(2), 1, at), None);
         assert_eq!(cache.get(&key(3), 1, at), None);
         // Whatever a kept entry says, it is gone once the bound has passed.
         for retry in [1, 999_999, 2_000_000] {
-            cache.insert_bounded(key(4), 1, denial(retry, retry), at, max_wait);
+            cache.insert(key(4), 1, denial(retry, retry), at, max_wait);
             assert!(cache.get(&key(4), 1, at).is_some());
             assert_eq!(
                 cache.get(&key(4), 1, at + Duration::from_micros(max_wait)),
@@ -244,7 +238,7 @@ mod tests {
             let cache = DenyCache::new(capacity);
             let at = Instant::now();
             for i in 0..(capacity as u64 * 20).max(2_000) {
-                cache.insert_bounded(key(i), 1, denial(1_000_000, 1_000_000), at, 2_000_000);
+                cache.insert(key(i), 1, denial(1_000_000, 1_000_000), at, 2_000_000);
                 if i % 3 == 0 {
                     cache.remove(&key(i / 2));
                 }

@@ -87,10 +87,31 @@
 //!
 //! # When Redis fails
 //!
-//! Each call has a timeout ([`RedisStoreBuilder::timeout`], default 50 ms). Failures feed a circuit breaker
-//! ([`RedisStoreBuilder::breaker`], default: open after 3 consecutive failures, probe again after 500 ms);
-//! while it is open Redis is not called at all, so a dead Redis costs nothing per request. What a failed or
-//! refused call answers is the [`OnFailure`] policy:
+//! Each call has a timeout ([`RedisStoreBuilder::timeout`], default 50 ms). What went wrong decides who is
+//! affected:
+//!
+//! * **Redis as a whole** — a timeout, a broken connection, or a server-wide condition (`OOM`, `LOADING`,
+//!   `READONLY`, `MASTERDOWN`, `CLUSTERDOWN`, `BUSY`, `NOPERM`, a generic `ERR`, and any error not known to
+//!   be per key). These feed a circuit breaker ([`RedisStoreBuilder::breaker`], default: open after 3
+//!   consecutive failures, probe again after 500 ms); while it is open Redis is not called at all, so a
+//!   dead Redis costs nothing per request. After the cooldown one call goes out as the probe; its success
+//!   closes the breaker, its failure reopens it. A probe whose caller gives up (its future dropped, e.g.
+//!   a client that disconnected) records nothing — Redis's health is unknown — and the next call probes;
+//!   it is not counted as a failure, so clients that disconnect cannot keep the breaker open.
+//! * **One identity's key** — Redis answers `WRONGTYPE` (the key holds a value this limiter did not
+//!   write) or the scripts answer `RLCORRUPT` (state that fails their checks). That identity's requests
+//!   follow the failure policy (with [`OnFailure::Error`], a [`StoreError::KeyState`] naming its keys);
+//!   Redis did answer, so the breaker counts a success and every other identity is decided by Redis as
+//!   usual. Delete the key, or give the limiter a dedicated prefix or database.
+//! * **One reply** — a reply that fails validation (wrong shape, a value out of range) is a
+//!   [`StoreError::Protocol`] for that call: never a decision, never cached, answered by the failure
+//!   policy. It counts towards the breaker once per identity in a row: a server answering garbage to
+//!   everyone (say, another version of the script loaded under the same name) opens it after `threshold`
+//!   identities; one bad key asked a million times never does. A batch reply of the wrong length is the
+//!   whole batch's and counts. (A batch that fails as a whole answers each of its callers with that
+//!   error, so a per-key error inside it fails the calls coalesced with it.)
+//!
+//! What a failed or refused call answers is the [`OnFailure`] policy, for that request:
 //!
 //! * [`OnFailure::Error`] (default, fail closed): a typed [`StoreError`] — never a denial in disguise; the
 //!   caller (e.g. the tower layer) decides what to answer.
@@ -101,9 +122,17 @@
 //!   fleet admits about the global quota; unevenly loaded, less; and the local state is not copied to Redis
 //!   when it recovers (for at most one period the two limits add up).
 //!
-//! [`RedisStore::is_degraded`] is true while the breaker is open; the `metrics` gauge
-//! `ratelimit_redis_degraded` mirrors it, and the counters `ratelimit_redis_calls_total`,
-//! `ratelimit_redis_errors_total`, `ratelimit_redis_script_loads_total`,
+//! Every future of this store is cancel-safe: dropped at any await, it leaves no probe, coalescing slot
+//! or queued call behind (tested at every await, `tests/redis_cancel.rs`).
+//!
+//! **Observability.** State transitions are logged once each: the breaker opening (WARN, with the error
+//! and the failure policy now answering), the first half-open probe of an outage (INFO), the breaker
+//! closing (INFO). Repeats inside a state are counted, not logged per request: each kind of failure is
+//! logged once, then at most once a minute with how many went unlogged. [`RedisStore::is_degraded`] is
+//! true while the breaker is open; the `metrics` gauge `ratelimit_redis_degraded` mirrors it, and the
+//! counters `ratelimit_redis_calls_total`, `ratelimit_redis_errors_total` (label `kind`: `timeout`,
+//! `connection`, `server`, `key_state`, `protocol`), `ratelimit_redis_refused_total` (calls the open
+//! breaker kept from Redis), `ratelimit_redis_probes_total`, `ratelimit_redis_script_loads_total`,
 //! `ratelimit_redis_deny_cache_hits_total` and `ratelimit_redis_fallbacks_total` count what happened
 //! ([`RedisStore::stats`] gives the same counts for this store).
 //!
@@ -125,8 +154,11 @@
 mod batch;
 mod breaker;
 mod deny_cache;
+mod failure;
+mod health;
 pub mod hybrid;
 mod keys;
+mod log_once;
 mod reply;
 mod script;
 
@@ -149,8 +181,11 @@ use crate::store::{MemoryStore, Store, StoreError};
 use crate::Rule;
 
 use self::batch::{Batcher, Entry, Waiter};
-use self::breaker::{Breaker, Permit};
+use self::breaker::Breaker;
 use self::deny_cache::DenyCache;
+use self::failure::{Failure, ProtocolStreak};
+use self::health::{Caller, LOG_SLOTS, RELOAD_LOG_SLOT};
+use self::log_once::LogOnce;
 use self::script::Op;
 
 /// The Lua source of the script the store runs for `set` (the algorithms `set` uses and the entry
@@ -235,7 +270,7 @@ pub enum OnFailure {
 pub struct RedisStats {
     /// Script calls sent to Redis (not counting `SCRIPT LOAD`).
     pub redis_calls: u64,
-    /// Calls that failed or timed out.
+    /// Calls that failed or timed out, whatever the reason (the next counts break some of them down).
     pub errors: u64,
     /// `SCRIPT LOAD`s after a `NOSCRIPT`.
     pub script_loads: u64,
@@ -243,6 +278,13 @@ pub struct RedisStats {
     pub deny_cache_hits: u64,
     /// Calls answered by the failure policy (including while the breaker was open).
     pub fallbacks: u64,
+    /// Calls that found one identity's key holding data this limiter did not write (`WRONGTYPE`) or
+    /// state the script found corrupt (`RLCORRUPT`).
+    pub key_state_errors: u64,
+    /// Replies that failed validation.
+    pub protocol_errors: u64,
+    /// Calls the open circuit breaker kept from Redis.
+    pub refused: u64,
 }
 
 #[derive(Debug, Default)]
@@ -252,6 +294,9 @@ struct Counters {
     script_loads: AtomicU64,
     deny_cache_hits: AtomicU64,
     fallbacks: AtomicU64,
+    key_state_errors: AtomicU64,
+    protocol_errors: AtomicU64,
+    refused: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -268,6 +313,19 @@ impl Conn {
             Conn::Cluster(c) => c.clone().req_packed_command(cmd).await,
         }
         .and_then(Value::extract_error)
+    }
+
+    /// A script call: only a top-level error reply is an error. A batch's reply keeps an entry's own
+    /// error reply in place (`Value::ServerError`), so that it fails that entry's caller alone.
+    async fn call(&self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
+        match self {
+            Conn::Single(c) => c.clone().req_packed_command(cmd).await,
+            Conn::Cluster(c) => c.clone().req_packed_command(cmd).await,
+        }
+        .and_then(|v| match v {
+            Value::ServerError(e) => Err(e.into()),
+            v => Ok(v),
+        })
     }
 }
 
@@ -433,13 +491,20 @@ impl RedisStoreBuilder {
                 timeout: self.timeout,
                 clock: self.clock,
                 on_failure: self.on_failure,
-                breaker: Breaker::new(self.breaker_threshold, self.breaker_cooldown),
+                breaker: Breaker::new(
+                    self.breaker_threshold,
+                    self.breaker_cooldown,
+                    self.timeout.saturating_mul(PROBE_LEASE_IN_TIMEOUTS),
+                ),
                 deny: self.deny_cache.map(DenyCache::new),
                 local: MemoryStore::builder().max_keys(self.local_max_keys).build(),
                 scaled: Mutex::new(Vec::new()),
                 counters: Counters::default(),
                 functions: AtomicBool::new(self.scripting != Scripting::Eval),
                 batcher,
+                streak: ProtocolStreak::default(),
+                logs: LogOnce::new(),
+                probe_logged: AtomicBool::new(false),
             }),
         };
         // Load the variants for single-algorithm sets now; others load on first use.
@@ -472,10 +537,23 @@ struct Inner {
     functions: AtomicBool,
     /// Coalescing of concurrent calls (single node only).
     batcher: Option<Batcher>,
+    /// Which identity's reply failed validation last (protocol errors count once per identity in a row).
+    streak: ProtocolStreak,
+    /// One throttled log line per kind of failure, and one for script reloads.
+    logs: LogOnce<LOG_SLOTS>,
+    /// Whether this outage's first half-open probe was logged.
+    probe_logged: AtomicBool,
 }
 
 /// See [`RedisStoreBuilder::max_in_flight`].
 const DEFAULT_MAX_IN_FLIGHT: usize = 2;
+
+/// A probe finishes within its timeout or is dropped; one that did neither after this many timeouts
+/// (a future parked and never polled again) is presumed lost, so it cannot keep the breaker open.
+const PROBE_LEASE_IN_TIMEOUTS: u32 = 2;
+
+/// What one call answers: a decision with the script's time, or nothing (a refund).
+type Answer = Option<(Micros, Decision)>;
 
 /// The Redis store; see the [module docs](self). Cheap to clone (clones share the connection).
 #[derive(Clone)]
@@ -497,11 +575,6 @@ impl std::fmt::Debug for RedisStore {
 
 fn backend(e: RedisError) -> StoreError {
     StoreError::Backend(Box::new(e))
-}
-
-/// What a call answers while the circuit breaker keeps it from Redis.
-fn breaker_open() -> StoreError {
-    StoreError::Unavailable("Redis circuit breaker is open after repeated failures".to_owned())
 }
 
 /// NOSCRIPT (a script cache emptied) or "Function not found" (a library gone).
@@ -556,19 +629,23 @@ impl Inner {
         Ok(())
     }
 
-    /// EVALSHA, reloading the script and retrying once on NOSCRIPT.
     /// EVALSHA/FCALL, reloading the code and retrying when the server has lost it. A few attempts, not
     /// one: another flush can land between the reload and the retry. The caller's timeout bounds the loop.
-    async fn eval(&self, cmd: &redis::Cmd, mask: u8) -> Result<Value, StoreError> {
+    async fn eval(&self, cmd: &redis::Cmd, mask: u8) -> Result<Value, Failure> {
         let mut attempts = 0;
         loop {
-            match self.conn.query(cmd).await {
+            match self.conn.call(cmd).await {
                 Err(e) if is_noscript(&e) && attempts < 4 => {
                     attempts += 1;
-                    tracing::info!("Redis lost the rate-limit code (restart, failover, SCRIPT/FUNCTION FLUSH); reloading");
-                    self.load_script(mask).await?;
+                    if let Some(unlogged) = self.logs.occurred(RELOAD_LOG_SLOT) {
+                        tracing::info!(
+                            unlogged,
+                            "Redis lost the rate-limit code (restart, failover, SCRIPT/FUNCTION FLUSH); reloading (counted in ratelimit_redis_script_loads_total)"
+                        );
+                    }
+                    self.load_script(mask).await.map_err(Failure::Store)?;
                 }
-                r => return r.map_err(backend),
+                r => return r.map_err(Failure::Redis),
             }
         }
     }
@@ -586,81 +663,99 @@ impl Inner {
         }
     }
 
-    /// One script call, guarded by the breaker and the timeout; coalesced with others under load.
+    /// One script call, guarded by the breaker and the timeout, its reply validated; coalesced with
+    /// others under load. Cancel-safe: the breaker's permit and the lane's slot are guards that give
+    /// themselves back when this future is dropped at any await.
     async fn call(
         self: &Arc<Self>,
         op: Op,
         set: &PolicySet,
         hash: &keys::IdentityHash,
         cost: u64,
-    ) -> Result<Value, StoreError> {
-        let permit = self.breaker.permit();
-        if permit == Permit::Refuse {
-            return Err(breaker_open());
-        }
+    ) -> Result<Answer, StoreError> {
+        let Some(permit) = self.breaker.permit() else {
+            return Err(self.refused());
+        };
         let client_now = self.client_now();
         let mask = script::mask(set);
         // Held until this call's reply is in: then it sends whatever queued meanwhile.
         let _slot = match &self.batcher {
             // A probe of a half-open breaker goes alone: its outcome is what closes the breaker again.
-            Some(b) if permit == Permit::Call => {
+            Some(b) if !permit.is_probe() => {
                 match b.enter(self, mask, op, set, hash, cost, client_now, self.timeout) {
                     Entry::Direct(slot) => Some(slot),
                     Entry::Queued(rx) => {
-                        return rx.await.unwrap_or_else(|_| {
-                            Err(StoreError::Unavailable(
-                                "the batch holding this Redis call was dropped".to_owned(),
-                            ))
-                        })
+                        // The batch holding this call takes its own permit.
+                        drop(permit);
+                        return self.queued(rx, op, set, hash, cost).await;
                     }
                 }
             }
             _ => None,
         };
+        if permit.is_probe() {
+            self.probing();
+        }
         let mut base = String::new();
         keys::key_base(&mut base, &self.prefix, hash);
         let cmd = script::command(self.uses_functions(), op, set, &mut base, client_now, cost);
-        self.send(&cmd, mask, self.timeout, permit).await
+        let reply = self.send(&cmd, mask, self.timeout).await;
+        let answer = reply.and_then(|v| self.validate(&v, op, set, cost).map_err(Failure::Store));
+        self.settle(Some(permit), answer, Caller::Identity(hash))
     }
 
-    /// Sends one command (a call or a batch) within `budget`, counting it and telling the breaker how it
-    /// went.
-    async fn send(
+    /// A call that went in a batch: its entry of the batch's reply (the batch told the breaker how Redis
+    /// answered), validated on its own.
+    async fn queued(
         &self,
-        cmd: &redis::Cmd,
-        mask: u8,
-        budget: Duration,
-        permit: Permit,
-    ) -> Result<Value, StoreError> {
+        rx: tokio::sync::oneshot::Receiver<batch::Reply>,
+        op: Op,
+        set: &PolicySet,
+        hash: &keys::IdentityHash,
+        cost: u64,
+    ) -> Result<Answer, StoreError> {
+        let entry = rx.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the batch holding this Redis call was dropped".to_owned(),
+            ))
+        })?;
+        // A call that failed inside the batch (its key's state) comes back as that call's own error.
+        let answer = match entry {
+            Value::ServerError(e) => Err(Failure::Redis(e.into())),
+            v => match script::batch_item(v) {
+                Err(e) => Err(Failure::Redis(e)),
+                Ok(v) => self.validate(&v, op, set, cost).map_err(Failure::Store),
+            },
+        };
+        self.settle(None, answer, Caller::Identity(hash))
+    }
+
+    /// Checks a reply against what the script can legitimately answer for `op`.
+    fn validate(
+        &self,
+        reply: &Value,
+        op: Op,
+        set: &PolicySet,
+        cost: u64,
+    ) -> Result<Answer, StoreError> {
+        match op {
+            Op::Refund => match reply {
+                Value::Array(v) if v.len() == 1 => Ok(None),
+                other => Err(StoreError::Protocol(format!(
+                    "unexpected refund reply {other:?}"
+                ))),
+            },
+            _ => script::parse(reply, op, set, self.server_time(), cost).map(Some),
+        }
+    }
+
+    /// Sends one command (a call or a batch) within `budget`, counting it.
+    async fn send(&self, cmd: &redis::Cmd, mask: u8, budget: Duration) -> Result<Value, Failure> {
         self.counters.redis_calls.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("ratelimit_redis_calls_total").increment(1);
-        let result = match tokio::time::timeout(budget, self.eval(cmd, mask)).await {
+        match tokio::time::timeout(budget, self.eval(cmd, mask)).await {
             Ok(r) => r,
-            Err(_) => Err(StoreError::Timeout(self.timeout)),
-        };
-        self.record(&result, permit);
-        result
-    }
-
-    /// The breaker's and the counters' view of one call's outcome.
-    fn record(&self, result: &Result<Value, StoreError>, permit: Permit) {
-        match result {
-            Ok(_) => {
-                if self.breaker.success() {
-                    tracing::info!("Redis answers again; circuit breaker closed");
-                    metrics::gauge!("ratelimit_redis_degraded").set(0.0);
-                }
-            }
-            Err(e) => {
-                self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("ratelimit_redis_errors_total").increment(1);
-                if self.breaker.failure(permit == Permit::Probe) {
-                    tracing::warn!(error = %e, "Redis failing; circuit breaker open");
-                    metrics::gauge!("ratelimit_redis_degraded").set(1.0);
-                } else {
-                    tracing::debug!(error = %e, "Redis call failed");
-                }
-            }
+            Err(_) => Err(Failure::Timeout(self.timeout)),
         }
     }
 
@@ -686,37 +781,44 @@ impl Inner {
             if expired {
                 // The whole batch ran out of time waiting for Redis to answer the calls ahead of it: a
                 // failed call for the breaker, as the direct calls that timed out were.
-                self.record(&Err(StoreError::Timeout(self.timeout)), Permit::Call);
+                let _ =
+                    self.settle::<()>(None, Err(Failure::Timeout(self.timeout)), Caller::Batch(0));
             }
             return;
         };
-        let permit = self.breaker.permit();
-        if permit == Permit::Refuse {
+        let Some(permit) = self.breaker.permit() else {
             for w in live {
-                w.answer(Err(breaker_open()));
+                w.answer(Err(self.refused()));
             }
             return;
+        };
+        if permit.is_probe() {
+            self.probing();
         }
         let cmd = batch::command(self.uses_functions(), &self.prefix, mask, &live);
         metrics::counter!("ratelimit_redis_batched_calls_total").increment(live.len() as u64);
-        let error = match self.send(&cmd, mask, deadline - now, permit).await {
-            Ok(Value::Array(items)) if items.len() == live.len() => {
+        let n = live.len();
+        let reply = match self.send(&cmd, mask, deadline - now).await {
+            Ok(Value::Array(items)) if items.len() == n => Ok(items),
+            // Not one identity's reply: a protocol error of the whole batch (it feeds the breaker).
+            Ok(other) => Err(Failure::Store(StoreError::Protocol(format!(
+                "expected {n} replies from the batch call, got {other:?}"
+            )))),
+            Err(e) => Err(e),
+        };
+        match self.settle(Some(permit), reply, Caller::Batch(n)) {
+            Ok(items) => {
                 for (w, item) in live.into_iter().zip(items) {
                     w.answer(Ok(item));
                 }
-                return;
             }
-            Ok(other) => StoreError::Protocol(format!(
-                "expected {} replies from the batch call, got {other:?}",
-                live.len()
-            )),
-            Err(e) => e,
-        };
-        for w in live {
-            w.answer(Err(batch::duplicate(&error)));
+            Err(error) => {
+                for w in live {
+                    w.answer(Err(batch::duplicate(&error)));
+                }
+            }
         }
     }
-
     fn scaled(&self, set: &PolicySet, instances: u32) -> PolicySet {
         let mut cache = self.scaled.lock();
         if let Some((_, s)) = cache.iter().find(|(k, _)| k == set) {
@@ -786,18 +888,20 @@ impl Inner {
                 return Ok(decision);
             }
         }
+        // Every failure — Redis down, this key's state, a reply that failed validation — goes through
+        // the failure policy; only a validated reply is a decision (and only it reaches the deny cache).
         match self.call(op, set, &hash, cost).await {
-            Ok(reply) => {
-                let (_, decision) = script::parse(&reply, op, set, self.server_time(), cost)?;
+            Ok(Some((_, decision))) => {
                 if let Some((d, cache_key, sent)) = deny {
                     if decision.outcome() == crate::Outcome::Limited {
                         // Counted from when the call was sent: the retry is never shortened by the RTT
                         // being attributed to the wait.
-                        d.insert(cache_key, cost, decision, sent);
+                        d.insert(cache_key, cost, decision, sent, script::max_wait(set));
                     }
                 }
                 Ok(decision)
             }
+            Ok(None) => Err(StoreError::Protocol("no decision for a check".to_owned())),
             Err(e) => match self.fallback(op, set, key, cost, e)? {
                 Some(d) => Ok(d),
                 None => Err(StoreError::Protocol("no decision for a check".to_owned())),
@@ -816,16 +920,13 @@ impl Inner {
             d.remove(&(hash, script::set_id(set)));
         }
         match self.call(Op::Refund, set, &hash, cost).await {
-            Ok(reply) => match reply {
-                Value::Array(v) if v.len() == 1 => Ok(()),
-                other => Err(StoreError::Protocol(format!(
-                    "unexpected refund reply {other:?}"
-                ))),
-            },
+            Ok(_) => Ok(()),
             Err(e) => self.fallback(Op::Refund, set, key, cost, e).map(|_| ()),
         }
     }
 
+    /// Deletes the identity's keys. Takes a breaker permit like any call and records its outcome (in
+    /// half-open it is the probe).
     async fn reset(&self, set: &PolicySet, key: &[u8]) -> Result<(), StoreError> {
         let hash = keys::hash_identity(key);
         if let Some(d) = &self.deny {
@@ -834,8 +935,11 @@ impl Inner {
         if let OnFailure::Local { .. } = self.on_failure {
             self.local.reset(key);
         }
-        if self.breaker.permit() == Permit::Refuse {
-            return Err(breaker_open());
+        let Some(permit) = self.breaker.permit() else {
+            return Err(self.refused());
+        };
+        if permit.is_probe() {
+            self.probing();
         }
         let mut base = String::new();
         keys::key_base(&mut base, &self.prefix, &hash);
@@ -846,10 +950,11 @@ impl Inner {
             script::push_policy_key(&mut base, p);
             cmd.arg(base.as_bytes());
         }
-        match tokio::time::timeout(self.timeout, self.conn.query(&cmd)).await {
-            Err(_) => Err(StoreError::Timeout(self.timeout)),
-            Ok(r) => r.map(|_| ()).map_err(backend),
-        }
+        let result = match tokio::time::timeout(self.timeout, self.conn.query(&cmd)).await {
+            Err(_) => Err(Failure::Timeout(self.timeout)),
+            Ok(r) => r.map(|_| ()).map_err(Failure::Redis),
+        };
+        self.settle(Some(permit), result, Caller::Identity(&hash))
     }
 }
 
@@ -897,6 +1002,9 @@ impl RedisStore {
             script_loads: c.script_loads.load(Ordering::Relaxed),
             deny_cache_hits: c.deny_cache_hits.load(Ordering::Relaxed),
             fallbacks: c.fallbacks.load(Ordering::Relaxed),
+            key_state_errors: c.key_state_errors.load(Ordering::Relaxed),
+            protocol_errors: c.protocol_errors.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
         }
     }
 
@@ -923,9 +1031,43 @@ impl RedisStore {
         cost: u64,
     ) -> Result<(Micros, Decision), StoreError> {
         let hash = keys::hash_identity(identity);
-        let reply = self.inner.call(Op::Check, set, &hash, cost).await?;
-        script::parse(&reply, Op::Check, set, self.inner.server_time(), cost)
+        self.inner
+            .call(Op::Check, set, &hash, cost)
+            .await?
+            .ok_or_else(|| StoreError::Protocol("no decision for a check".to_owned()))
     }
+
+    /// The breaker's and the coalescing lanes' state, for tests that drop calls mid-flight and check
+    /// that nothing was left behind. Not part of the API.
+    #[doc(hidden)]
+    pub fn debug_state(&self) -> DebugState {
+        let (in_flight, queued) = self
+            .inner
+            .batcher
+            .as_ref()
+            .map_or((0, 0), Batcher::occupancy);
+        DebugState {
+            open: self.inner.breaker.is_open(),
+            probing: self.inner.breaker.is_probing(),
+            in_flight,
+            queued,
+        }
+    }
+}
+
+/// See [`RedisStore::debug_state`]. Not part of the API.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DebugState {
+    /// The circuit breaker is open.
+    pub open: bool,
+    /// A half-open probe is out.
+    pub probing: bool,
+    /// Calls holding a coalescing slot (direct calls and batches in flight), over every lane.
+    pub in_flight: usize,
+    /// Calls waiting for a batch, over every lane.
+    pub queued: usize,
 }
 
 impl Store<[u8], PolicySet> for RedisStore {

@@ -21,6 +21,7 @@ use crate::store::StoreError;
 
 /// The longest wait any valid policy can produce (see [`Bounds::of`]): no quota spans more than
 /// [`MAX_SPAN_MICROS`], and no wait is longer than two such spans.
+#[cfg(test)]
 pub(crate) const LONGEST_WAIT_OF_ANY_POLICY: Micros = 2 * MAX_SPAN_MICROS;
 
 /// What one policy's status can hold, whatever its state.

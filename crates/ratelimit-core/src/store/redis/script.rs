@@ -411,8 +411,7 @@ pub(crate) fn parse(
 /// checking what holds for any policy: the shape, every value an integer the script can answer (below
 /// 2^53; retry −1 for never), remaining within the limit, a delay only on an admission. What the policies
 /// themselves can produce is [`parse`]'s to check.
-// Kept for callers that hold no policy set; the store's own calls go through `parse`.
-#[allow(dead_code)]
+#[cfg(test)]
 pub(crate) fn decision(reply: &Value, n: usize) -> Result<(Micros, Decision), StoreError> {
     decode(reply, n, None)
 }
@@ -466,11 +465,9 @@ fn decode(
 }
 
 /// The longest wait (µs) any policy of `set` can produce: the most a denial of the set can last, which
-/// bounds how long the deny cache may answer for it ([`DenyCache::insert_bounded`]).
+/// bounds how long the deny cache may answer for it ([`DenyCache::insert`]).
 ///
-/// [`DenyCache::insert_bounded`]: super::deny_cache::DenyCache::insert_bounded
-// For the store's deny-cache insert (`mod.rs`), which still bounds entries by any policy's longest wait.
-#[allow(dead_code)]
+/// [`DenyCache::insert`]: super::deny_cache::DenyCache::insert
 pub(crate) fn max_wait(set: &PolicySet) -> Micros {
     reply::max_wait(set.policies())
 }
@@ -479,8 +476,6 @@ pub(crate) fn max_wait(set: &PolicySet) -> Micros {
 /// string item is the error that call raised, as `"CODE detail"` (`RLCORRUPT …`, `WRONGTYPE …`), and
 /// comes back as the same [`redis::RedisError`] a direct call gets from the server, code and all; any
 /// other item is the call's reply, for [`parse`].
-// For the batch sender (`send_batch` in `mod.rs`), which still answers every item as a reply.
-#[allow(dead_code)]
 pub(crate) fn batch_item(item: Value) -> Result<Value, redis::RedisError> {
     /// An error line's bytes kept: enough for a key and its explanation, bounded whatever the script sent.
     const ERROR_BYTES: usize = 1024;
