@@ -159,10 +159,29 @@ impl HybridStore {
         &self.redis
     }
 
-    /// How many identities hold lease state (held, exhausted or being fetched), expired ones included
-    /// until they are swept.
-    pub fn leases_len(&self) -> usize {
-        self.leases.lock().len()
+    /// What the lease table holds now (one pass over it: a diagnostic, not for the request path).
+    ///
+    /// ```
+    /// # async fn f(redis: ratelimit_core::RedisStore) {
+    /// use std::time::Duration;
+    /// use ratelimit_core::store::redis::HybridStore;
+    /// let hybrid = HybridStore::new(redis, 10, Duration::from_millis(100));
+    /// let stats = hybrid.lease_stats();
+    /// assert_eq!(stats.fetching, 0, "no check in flight");
+    /// # }
+    /// ```
+    pub fn lease_stats(&self) -> LeaseStats {
+        let leases = self.leases.lock();
+        let mut stats = LeaseStats {
+            entries: leases.len(),
+            fetching: 0,
+            table_bytes: leases.allocation_size(),
+        };
+        stats.fetching = leases
+            .values()
+            .filter(|l| matches!(l, Lease::Pending { .. }))
+            .count();
+        stats
     }
 
     async fn check_bytes(
@@ -277,6 +296,18 @@ impl HybridStore {
     }
 }
 
+/// A snapshot of a [`HybridStore`]'s lease table, from [`HybridStore::lease_stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LeaseStats {
+    /// Identities with lease state (held, exhausted or being fetched; expired ones until swept).
+    pub entries: usize,
+    /// Leases being fetched right now (one per check waiting for its lease).
+    pub fetching: usize,
+    /// The bytes the table has allocated (its buckets; identities are kept as fixed-size hashes).
+    pub table_bytes: usize,
+}
+
 /// What a check can do without Redis.
 enum Local<'a> {
     /// Admitted from the held lease.
@@ -366,6 +397,10 @@ impl Store<[u8], PolicySet> for HybridStore {
         Store::<[u8], PolicySet>::refund(&self.redis, rule, key, cost)
     }
 
+    fn refund_detached(&self, rule: &PolicySet, key: &[u8], cost: u64) {
+        Store::<[u8], PolicySet>::refund_detached(&self.redis, rule, key, cost);
+    }
+
     fn reset(
         &self,
         rule: &PolicySet,
@@ -404,6 +439,10 @@ impl Store<str, PolicySet> for HybridStore {
         cost: u64,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
         Store::<[u8], PolicySet>::refund(&self.redis, rule, key.as_bytes(), cost)
+    }
+
+    fn refund_detached(&self, rule: &PolicySet, key: &str, cost: u64) {
+        Store::<[u8], PolicySet>::refund_detached(&self.redis, rule, key.as_bytes(), cost);
     }
 
     fn reset(
