@@ -257,7 +257,7 @@ impl HybridStore {
     /// Marks `id` as being fetched by the caller; the mark goes when the returned guard does.
     fn mark_fetching<'a>(&'a self, leases: &mut LeaseMap, id: LeaseId) -> Fetching<'a> {
         let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
-        leases.insert(id, Lease::Pending { ticket });
+        set_or_insert(leases, id, Lease::Pending { ticket });
         Fetching {
             leases: &self.leases,
             id,
@@ -293,6 +293,18 @@ impl HybridStore {
             *leases = fresh;
         }
         leases.len() < self.max_leases
+    }
+}
+
+/// Sets `id`'s entry in place when it exists: `HashMap::insert` reserves room for one more entry even
+/// when it replaces one, and would double a table with no growth room left (see
+/// [`HybridStore::has_room`]).
+fn set_or_insert(leases: &mut LeaseMap, id: LeaseId, lease: Lease) {
+    match leases.get_mut(&id) {
+        Some(slot) => *slot = lease,
+        None => {
+            leases.insert(id, lease);
+        }
     }
 }
 
@@ -334,9 +346,11 @@ impl Fetching<'_> {
         let mut leases = self.leases.lock();
         if self.is_mine(&leases) {
             match lease {
-                Some(lease) => leases.insert(self.id, lease),
-                None => leases.remove(&self.id),
-            };
+                Some(lease) => set_or_insert(&mut leases, self.id, lease),
+                None => {
+                    leases.remove(&self.id);
+                }
+            }
         }
         drop(leases);
         std::mem::forget(self);
