@@ -287,8 +287,7 @@ impl HybridStore {
         if leases.len() == leases.capacity() && leases.len() >= self.max_leases / 2 {
             // No growth left, from entries or from removals' tombstones: hashbrown would double a table
             // that already holds about the cap. Rebuild it at the cap's size instead.
-            let mut fresh =
-                LeaseMap::with_capacity_and_hasher(self.max_leases, leases.hasher().clone());
+            let mut fresh = LeaseMap::with_capacity_and_hasher(self.max_leases, *leases.hasher());
             fresh.extend(leases.drain());
             *leases = fresh;
         }
@@ -320,7 +319,9 @@ pub struct LeaseStats {
     pub table_bytes: usize,
 }
 
-/// What a check can do without Redis.
+/// What a check can do without Redis. Returned once per check and matched at once: boxing the decision
+/// would cost an allocation per locally admitted request, the path hybrid mode exists to make cheap.
+#[allow(clippy::large_enum_variant)]
 enum Local<'a> {
     /// Admitted from the held lease.
     Admit(Decision),
