@@ -4,12 +4,19 @@
 //! charged or the wait would pass a deadline. It suits outbound calls and bulk jobs (the seeds'
 //! `LeakyBucket.acquire()`); a server should answer 429 instead of waiting.
 //!
-//! **Cancel safety.** Nothing is charged while waiting for a retry: a check either charges at once or
-//! charges nothing, so dropping the future mid-sleep loses nothing. The one charge made *before* a wait is a
-//! shaping policy's reservation (an allowed decision with a [`delay`](crate::Decision::delay)); if the future
-//! is dropped during that delay, the reservation is refunded. The refund is completed on the spot for stores
-//! that answer synchronously (the in-memory store); for a networked store it is started and, if it cannot
-//! finish without the runtime, logged at `warn` so the lost slot is visible.
+//! **Cancel safety.** Dropping the future at any await leaves nothing charged that the caller did not
+//! get:
+//!
+//! * while waiting out a limit, nothing is held: a limited check charges nothing, so a drop mid-sleep
+//!   loses nothing;
+//! * a shaping policy's admission is a *reservation* made before its wait (an allowed decision with a
+//!   [`delay`](crate::Decision::delay)), which keeps concurrent callers in order. A guard gives it back if
+//!   the future is dropped during that delay, through [`Store::refund_detached`]: on the spot for the
+//!   in-memory store, from a task of its own for the Redis store (the slot is free again one round trip
+//!   later).
+//!
+//! What no caller can undo is a check dropped while its request is on the wire to a networked store:
+//! the store may have charged it, and nobody learns the answer.
 //!
 //! ```
 //! use std::time::Duration;
@@ -29,9 +36,6 @@
 //! # }
 //! ```
 
-use std::future::Future;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use crate::algorithm::Rule;
@@ -134,20 +138,8 @@ impl<S: Store<K, R>, K: ?Sized, R: Rule> RefundOnDrop<'_, S, K, R> {
 
 impl<S: Store<K, R>, K: ?Sized, R: Rule> Drop for RefundOnDrop<'_, S, K, R> {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let fut = pin!(self.store.refund(self.rule, self.key, self.cost));
-        let mut cx = Context::from_waker(Waker::noop());
-        match fut.poll(&mut cx) {
-            Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(e)) => {
-                tracing::warn!(error = %e, cost = self.cost, "could not refund a cancelled reservation")
-            }
-            Poll::Pending => tracing::warn!(
-                cost = self.cost,
-                "cancelled reservation not refunded: the store cannot refund synchronously"
-            ),
+        if self.armed {
+            self.store.refund_detached(self.rule, self.key, self.cost);
         }
     }
 }

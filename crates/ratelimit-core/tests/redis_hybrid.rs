@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ratelimit_core::store::redis::HybridStore;
 use ratelimit_core::{Clock, ManualClock, Policy, PolicySet, Quota, RedisClock, RedisStore, Store};
+use ratelimit_test_support::cancel::drop_after_polls;
 use ratelimit_test_support::redis_server::RedisServer;
 
 const LIMIT: u64 = 20;
@@ -179,4 +180,38 @@ async fn hybrid_worst_case_reaches_the_bound_and_no_more() {
     let bound = LIMIT + INSTANCES as u64 * (LEASE - 1);
     println!("worst case: most admitted in any 1 s window {max}, bound {bound}");
     assert_eq!(max as u64, bound, "the bound is tight");
+}
+
+/// A check dropped while its lease is being fetched (the client went away, a timeout fired) must not
+/// leave the identity marked as "lease being fetched" forever: the next checks take leases again, about
+/// one Redis call per lease, not one per check.
+#[tokio::test]
+async fn a_cancelled_lease_fetch_does_not_disable_leasing() {
+    const LEASE: u64 = 10;
+    const CHECKS: u64 = 100;
+    let server = RedisServer::start();
+    let clock = ManualClock::new(1_795_000_000_000_000);
+    let set =
+        PolicySet::new([Policy::gcra("g", Quota::per_second(1_000).build().unwrap()).unwrap()])
+            .unwrap();
+    let r = redis(&server, &clock).await;
+    let hybrid = HybridStore::with_clock(r, LEASE, Duration::from_millis(100), clock.clone());
+    // After its first poll the check has marked the lease as being fetched and waits for Redis.
+    let dropped = drop_after_polls(Store::<str, PolicySet>::check(&hybrid, &set, "k", 1), 1).await;
+    assert!(dropped.is_none(), "the check was dropped mid-fetch");
+
+    let before = hybrid.redis().stats().redis_calls;
+    for _ in 0..CHECKS {
+        clock.advance_micros(1_000);
+        assert!(Store::<str, PolicySet>::check(&hybrid, &set, "k", 1)
+            .await
+            .unwrap()
+            .is_allowed());
+    }
+    let calls = hybrid.redis().stats().redis_calls - before;
+    println!("{CHECKS} checks after a cancelled lease fetch: {calls} Redis calls");
+    assert!(
+        calls <= CHECKS / LEASE + 1,
+        "{calls} Redis calls for {CHECKS} checks: leasing stayed disabled after the cancelled fetch"
+    );
 }

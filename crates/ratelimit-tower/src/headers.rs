@@ -186,18 +186,41 @@ impl Buf {
 /// every minute) stays bounded; past the cap values are reference-counted as usual.
 const MAX_INTERNED: usize = 4096;
 
-/// Values leaked so far, for reuse.
-type Interned = std::sync::Mutex<Option<std::collections::HashSet<&'static str>>>;
+/// The most bytes [`interned_value`] leaks in all: policy names are configuration, but a program that
+/// builds tiers from outside data (customer names, a tenant's header) must not leak without bound
+/// through long ones. Past it, values are reference-counted as usual.
+const MAX_INTERNED_BYTES: usize = 1024 * 1024;
+
+/// Values leaked so far, for reuse, and their total length.
+#[derive(Default)]
+struct InternTable {
+    values: std::collections::HashSet<&'static str>,
+    bytes: usize,
+}
+
+/// The caps of an intern table (tests use small ones).
+#[derive(Clone, Copy)]
+struct InternCaps {
+    values: usize,
+    bytes: usize,
+}
+
+type Interned = std::sync::Mutex<Option<InternTable>>;
 
 static INTERNED: Interned = std::sync::Mutex::new(None);
 
-/// `bytes` as a `&'static` header value, leaked once per distinct value (at most [`MAX_INTERNED`]).
+/// `bytes` as a `&'static` header value, leaked once per distinct value (at most [`MAX_INTERNED`]
+/// values and [`MAX_INTERNED_BYTES`] bytes).
 fn interned_value(bytes: &[u8]) -> Option<HeaderValue> {
-    intern_in(&INTERNED, MAX_INTERNED, bytes)
+    let caps = InternCaps {
+        values: MAX_INTERNED,
+        bytes: MAX_INTERNED_BYTES,
+    };
+    intern_in(&INTERNED, caps, bytes)
 }
 
-/// [`interned_value`] over a given table and cap (tests use their own).
-fn intern_in(table: &Interned, cap: usize, bytes: &[u8]) -> Option<HeaderValue> {
+/// [`interned_value`] over a given table and caps (tests use their own).
+fn intern_in(table: &Interned, caps: InternCaps, bytes: &[u8]) -> Option<HeaderValue> {
     let value = HeaderValue::from_bytes(bytes).ok()?;
     // `HeaderValue::from_static` accepts visible ASCII and tabs only (it panics on anything else, which
     // `from_bytes` allows); what we render is ASCII, but check rather than trust.
@@ -207,13 +230,14 @@ fn intern_in(table: &Interned, cap: usize, bytes: &[u8]) -> Option<HeaderValue> 
     else {
         return Some(value);
     };
-    let mut set = table.lock().unwrap_or_else(|p| p.into_inner());
-    let set = set.get_or_insert_with(Default::default);
-    let s: &'static str = match set.get(s) {
+    let mut table = table.lock().unwrap_or_else(|p| p.into_inner());
+    let table = table.get_or_insert_with(Default::default);
+    let s: &'static str = match table.values.get(s) {
         Some(s) => s,
-        None if set.len() < cap => {
+        None if table.values.len() < caps.values && table.bytes + s.len() <= caps.bytes => {
             let leaked: &'static str = Box::leak(Box::from(s));
-            set.insert(leaked);
+            table.values.insert(leaked);
+            table.bytes += leaked.len();
             leaked
         }
         None => return Some(value),
@@ -716,20 +740,54 @@ mod tests {
     #[test]
     fn interning_stops_at_its_cap_and_values_stay_whole() {
         let table = Interned::new(None);
+        let caps = InternCaps {
+            values: 4,
+            bytes: usize::MAX,
+        };
         let value = |i: u64| format!("\"cap-test\";q={i}");
         for i in 0..4 {
-            let v = intern_in(&table, 4, value(i).as_bytes()).unwrap();
+            let v = intern_in(&table, caps, value(i).as_bytes()).unwrap();
             assert_eq!(v.as_bytes(), value(i).as_bytes());
         }
         // Known values are still shared; past the cap a new value is a plain (reference-counted) one:
         // two renderings, two copies, the same bytes.
-        let known = [0, 0].map(|_| intern_in(&table, 4, value(1).as_bytes()).unwrap());
+        let known = [0, 0].map(|_| intern_in(&table, caps, value(1).as_bytes()).unwrap());
         assert_eq!(known[0].as_bytes().as_ptr(), known[1].as_bytes().as_ptr());
-        let past = [0, 0].map(|_| intern_in(&table, 4, value(9).as_bytes()).unwrap());
+        let past = [0, 0].map(|_| intern_in(&table, caps, value(9).as_bytes()).unwrap());
         assert_eq!(past[0], past[1]);
         assert_eq!(past[0].as_bytes(), value(9).as_bytes());
         assert_ne!(past[0].as_bytes().as_ptr(), past[1].as_bytes().as_ptr());
-        assert_eq!(table.lock().unwrap().as_ref().map(|s| s.len()), Some(4));
+        assert_eq!(
+            table.lock().unwrap().as_ref().map(|t| t.values.len()),
+            Some(4)
+        );
+    }
+
+    /// A flood of long distinct values (policy names built from outside data) leaks at most the byte cap,
+    /// whatever the value cap; every value still comes back whole.
+    #[test]
+    fn interning_leaks_at_most_its_byte_cap() {
+        const BYTE_CAP: usize = 64 * 1024;
+        const LONG_VALUE: usize = 10_000;
+        let table = Interned::new(None);
+        let caps = InternCaps {
+            values: MAX_INTERNED,
+            bytes: BYTE_CAP,
+        };
+        // Ten times what fits: far below the value cap, so only the byte cap can stop them.
+        for i in 0..10 * BYTE_CAP / LONG_VALUE {
+            let v = format!("\"{i:0>width$}\";q=1", width = LONG_VALUE);
+            assert_eq!(
+                intern_in(&table, caps, v.as_bytes()).unwrap().as_bytes(),
+                v.as_bytes()
+            );
+        }
+        let t = table.lock().unwrap();
+        let t = t.as_ref().unwrap();
+        let leaked: usize = t.values.iter().map(|v| v.len()).sum();
+        assert_eq!(leaked, t.bytes);
+        assert!(leaked <= BYTE_CAP, "{leaked} bytes leaked");
+        assert_eq!(t.values.len(), BYTE_CAP / (LONG_VALUE + 6));
     }
 
     #[test]

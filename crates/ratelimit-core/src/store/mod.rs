@@ -112,4 +112,23 @@ pub trait Store<K: ?Sized, R: Rule>: Send + Sync {
 
     /// Forgets `key`: its next check sees fresh state.
     fn reset(&self, rule: &R, key: &K) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// [`Store::refund`] from where nothing can wait for it — a `Drop` giving back a cancelled
+    /// reservation. The default completes the refund on the spot when the store answers without waiting
+    /// (the in-memory store) and logs at `warn` otherwise; a networked store overrides it to send the
+    /// refund from a task of its own.
+    fn refund_detached(&self, rule: &R, key: &K, cost: u64) {
+        let fut = std::pin::pin!(self.refund(rule, key, cost));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match fut.poll(&mut cx) {
+            std::task::Poll::Ready(Ok(())) => {}
+            std::task::Poll::Ready(Err(e)) => {
+                tracing::warn!(error = %e, cost, "could not refund a cancelled reservation")
+            }
+            std::task::Poll::Pending => tracing::warn!(
+                cost,
+                "cancelled reservation not refunded: this store cannot refund without waiting"
+            ),
+        }
+    }
 }

@@ -16,6 +16,7 @@
 
 mod future;
 mod layer;
+mod reservation;
 mod service;
 
 use std::any::Any;
@@ -33,6 +34,8 @@ use ratelimit_core::{
 pub use future::ResponseFuture;
 pub use layer::RateLimitLayer;
 pub use service::RateLimit;
+
+use reservation::Reservation;
 
 use crate::builder::{Cost, SkipFn};
 use crate::headers::{self, Buf, IetfRevision, LegacyReset};
@@ -193,11 +196,6 @@ pub(crate) struct Checked {
     global: Option<Decision>,
 }
 
-#[cold]
-fn refund_failed(e: &StoreError, key: &KeyBuf) {
-    tracing::warn!(error = %e, key = %KeyHash::of(key.as_bytes()), "could not refund a reservation after the global cap rejected");
-}
-
 impl<S> Shared<S>
 where
     S: Store<[u8], PolicySet> + 'static,
@@ -262,6 +260,10 @@ where
     /// The store checks: the tier's set on the client's key, then the global cap on the global key. If
     /// the cap rejects (or fails while failing closed), the client's charge is refunded — the
     /// reserve-then-refund protocol for checks that span two keys.
+    ///
+    /// Cancel-safe: dropped after the client's charge and before the cap's answer (or during the
+    /// refund), the charge is given back by a [`Reservation`] guard. A check dropped while it is on the
+    /// wire to a networked store cannot be undone: the store may have applied it.
     pub(crate) async fn decide(
         &self,
         entry: &Entry,
@@ -276,13 +278,14 @@ where
                 global: None,
             });
         };
+        let reservation = Reservation::new(&self.store, &entry.set, key, cost);
         let gkey = self.global_key();
         let g = self.store.check(&global.set, gkey.as_bytes(), cost).await;
         let (result, refund) = self.after_global(primary, g);
-        if refund && cost > 0 {
-            if let Err(e) = self.store.refund(&entry.set, key.as_bytes(), cost).await {
-                refund_failed(&e, key);
-            }
+        if refund {
+            reservation.give_back().await;
+        } else {
+            reservation.keep();
         }
         result
     }

@@ -25,7 +25,16 @@
 //! Redis's remaining at the lease plus the units left in the lease (approximate).
 //!
 //! Policy sets with a penalising policy, and costs of at least `lease`, always go to Redis.
+//!
+//! # Cancellation and memory
+//!
+//! A check dropped while its lease is being fetched leaves nothing behind: the identity's "being
+//! fetched" mark is removed with it (the lease Redis may still grant is lost — under-admission, as for
+//! an unused lease), so the next check fetches a lease again. The lease table holds at most
+//! [`max_leases`](HybridStore::max_leases) identities, each as a 16-byte hash of the key, so its memory
+//! is bounded whatever the keys' length.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,8 +54,8 @@ use super::RedisStore;
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy)]
 enum Lease {
-    /// Being fetched by one task; others check exactly.
-    Pending,
+    /// Being fetched by the task holding `ticket` (see [`Fetching`]); others check exactly.
+    Pending { ticket: u64 },
     /// Redis could not grant a whole lease: check exactly until `until` (µs), without asking for leases
     /// (which would cost a second round trip per request while the quota is spent).
     Exhausted { until: Micros },
@@ -58,14 +67,38 @@ enum Lease {
     },
 }
 
+impl Lease {
+    /// Whether this entry still says something at `now` (an expired one is the same as none).
+    fn live(&self, now: Micros) -> bool {
+        match self {
+            Lease::Pending { .. } => true,
+            Lease::Exhausted { until } | Lease::Held { until, .. } => *until > now,
+        }
+    }
+}
+
+/// An identity (hashed: a fixed 16 bytes whatever the key's length) under one policy set.
+type LeaseId = (IdentityHash, u64);
+type LeaseMap = HashMap<LeaseId, Lease, foldhash::fast::RandomState>;
+
+/// When the table is full of live entries, this share of it is dropped at once, so a flood of new
+/// identities costs one scan per `max_leases / EVICTED_SHARE_WHEN_FULL` of them, not one per request.
+const EVICTED_SHARE_WHEN_FULL: usize = 16;
+
+/// The default for [`HybridStore::max_leases`].
+const DEFAULT_MAX_LEASES: usize = 100_000;
+
 /// A [`RedisStore`] that admits most requests locally from leases; see the [module docs](self).
 pub struct HybridStore {
     redis: RedisStore,
     lease: u64,
     ttl: Micros,
     clock: Arc<dyn Clock>,
-    leases: Mutex<HashMap<(IdentityHash, u64), Lease, foldhash::fast::RandomState>>,
+    leases: Mutex<LeaseMap>,
     max_leases: usize,
+    /// Tells one fetch's `Pending` mark from another's for the same identity (after a reset or an
+    /// eviction let a second fetch start).
+    tickets: AtomicU64,
 }
 
 impl std::fmt::Debug for HybridStore {
@@ -73,6 +106,7 @@ impl std::fmt::Debug for HybridStore {
         f.debug_struct("HybridStore")
             .field("lease", &self.lease)
             .field("lease_ttl_micros", &self.ttl)
+            .field("max_leases", &self.max_leases)
             .finish_non_exhaustive()
     }
 }
@@ -96,13 +130,58 @@ impl HybridStore {
             ttl: duration_to_micros(lease_ttl),
             clock: Arc::new(clock),
             leases: Mutex::new(HashMap::default()),
-            max_leases: 100_000,
+            max_leases: DEFAULT_MAX_LEASES,
+            tickets: AtomicU64::new(0),
         }
+    }
+
+    /// The most identities that hold lease state at once (default 100,000; at least 1). The table's
+    /// memory is bounded by this count whatever the identities' length: an identity is kept as a 16-byte
+    /// hash. When it is full of live entries, 1/16 of them are dropped — their unused leased units are
+    /// lost (under-admission, never over) — and if every entry is a fetch in flight, the request is
+    /// checked exactly.
+    ///
+    /// ```
+    /// # async fn f(redis: ratelimit_core::RedisStore) {
+    /// use std::time::Duration;
+    /// use ratelimit_core::store::redis::HybridStore;
+    /// let hybrid = HybridStore::new(redis, 10, Duration::from_millis(100)).max_leases(10_000);
+    /// # let _ = hybrid; }
+    /// ```
+    #[must_use]
+    pub fn max_leases(mut self, n: usize) -> Self {
+        self.max_leases = n.max(1);
+        self
     }
 
     /// The underlying Redis store.
     pub fn redis(&self) -> &RedisStore {
         &self.redis
+    }
+
+    /// What the lease table holds now (one pass over it: a diagnostic, not for the request path).
+    ///
+    /// ```
+    /// # async fn f(redis: ratelimit_core::RedisStore) {
+    /// use std::time::Duration;
+    /// use ratelimit_core::store::redis::HybridStore;
+    /// let hybrid = HybridStore::new(redis, 10, Duration::from_millis(100));
+    /// let stats = hybrid.lease_stats();
+    /// assert_eq!(stats.fetching, 0, "no check in flight");
+    /// # }
+    /// ```
+    pub fn lease_stats(&self) -> LeaseStats {
+        let leases = self.leases.lock();
+        let mut stats = LeaseStats {
+            entries: leases.len(),
+            fetching: 0,
+            table_bytes: leases.allocation_size(),
+        };
+        stats.fetching = leases
+            .values()
+            .filter(|l| matches!(l, Lease::Pending { .. }))
+            .count();
+        stats
     }
 
     async fn check_bytes(
@@ -115,64 +194,180 @@ impl HybridStore {
             return Store::<[u8], PolicySet>::check(&self.redis, set, key, cost).await;
         }
         let id = (hash_identity(key), super::script::set_id(set));
-        let now = self.clock.now();
-        // Decide under the lock, act (await) after it is released.
-        let local = {
-            let mut leases = self.leases.lock();
-            match leases.get_mut(&id) {
-                Some(Lease::Held {
-                    left,
-                    until,
-                    decision,
-                }) if *until > now && *left >= cost => {
-                    *left -= cost;
-                    Some(Some(local_decision(decision, *left)))
-                }
-                Some(Lease::Pending) => Some(None),
-                Some(Lease::Exhausted { until }) if *until > now => Some(None),
-                _ => {
-                    if leases.len() >= self.max_leases {
-                        leases
-                            .retain(|_, l| matches!(l, Lease::Held { until, .. } if *until > now));
-                    }
-                    leases.insert(id, Lease::Pending);
-                    None
-                }
-            }
-        };
-        match local {
-            Some(Some(decision)) => return Ok(decision),
-            Some(None) => {
+        let fetching = match self.local(id, cost) {
+            Local::Admit(decision) => return Ok(decision),
+            Local::Exact => {
                 return Store::<[u8], PolicySet>::check(&self.redis, set, key, cost).await
             }
-            None => {}
-        }
+            Local::Fetch(fetching) => fetching,
+        };
         let leased = Store::<[u8], PolicySet>::check(&self.redis, set, key, self.lease).await;
-        let result = match leased {
+        match leased {
             Ok(d) if d.is_allowed() => {
                 let left = self.lease - cost;
                 let until = self.clock.now().saturating_add(self.ttl);
-                self.leases.lock().insert(
-                    id,
-                    Lease::Held {
-                        left,
-                        until,
-                        decision: d,
-                    },
-                );
-                return Ok(local_decision(&d, left));
+                fetching.settle(Some(Lease::Held {
+                    left,
+                    until,
+                    decision: d,
+                }));
+                Ok(local_decision(&d, left))
             }
             // No whole lease left: this request is checked exactly on its own cost, and so are the next
             // ones for a lease lifetime.
             Ok(_) => {
                 let until = self.clock.now().saturating_add(self.ttl);
-                self.leases.lock().insert(id, Lease::Exhausted { until });
-                return Store::<[u8], PolicySet>::check(&self.redis, set, key, cost).await;
+                fetching.settle(Some(Lease::Exhausted { until }));
+                Store::<[u8], PolicySet>::check(&self.redis, set, key, cost).await
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                fetching.settle(None);
+                Err(e)
+            }
+        }
+    }
+
+    /// What the lease table says about a check of `cost` on `id` (deciding under the lock; the caller
+    /// awaits after it is released).
+    fn local(&self, id: LeaseId, cost: u64) -> Local<'_> {
+        let now = self.clock.now();
+        let mut leases = self.leases.lock();
+        let known = match leases.get_mut(&id) {
+            Some(Lease::Held {
+                left,
+                until,
+                decision,
+            }) if *until > now && *left >= cost => {
+                *left -= cost;
+                return Local::Admit(local_decision(decision, *left));
+            }
+            Some(Lease::Pending { .. }) => return Local::Exact,
+            Some(Lease::Exhausted { until }) if *until > now => return Local::Exact,
+            // Spent or expired: replaced in place.
+            Some(_) => true,
+            None => false,
         };
-        self.leases.lock().remove(&id);
-        result
+        if known || self.has_room(&mut leases, now) {
+            return Local::Fetch(self.mark_fetching(&mut leases, id));
+        }
+        metrics::counter!("ratelimit_hybrid_lease_table_full_total").increment(1);
+        Local::Exact
+    }
+
+    /// Marks `id` as being fetched by the caller; the mark goes when the returned guard does.
+    fn mark_fetching<'a>(&'a self, leases: &mut LeaseMap, id: LeaseId) -> Fetching<'a> {
+        let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
+        set_or_insert(leases, id, Lease::Pending { ticket });
+        Fetching {
+            leases: &self.leases,
+            id,
+            ticket,
+        }
+    }
+
+    /// Whether a new identity may be added: below the cap, after dropping expired entries, or after
+    /// evicting a share of the live ones. Keeps the table's allocation at what the cap needs.
+    fn has_room(&self, leases: &mut LeaseMap, now: Micros) -> bool {
+        if leases.len() >= self.max_leases {
+            leases.retain(|_, l| l.live(now));
+        }
+        if leases.len() >= self.max_leases {
+            let mut evict =
+                leases.len() + 1 - self.max_leases + self.max_leases / EVICTED_SHARE_WHEN_FULL;
+            leases.retain(|_, l| {
+                let drop = evict > 0 && !matches!(l, Lease::Pending { .. });
+                evict -= usize::from(drop);
+                !drop
+            });
+            tracing::debug!(
+                max_leases = self.max_leases,
+                "hybrid lease table full of live leases; evicted a share of them"
+            );
+        }
+        if leases.len() == leases.capacity() && leases.len() >= self.max_leases / 2 {
+            // No growth left, from entries or from removals' tombstones: hashbrown would double a table
+            // that already holds about the cap. Rebuild it at the cap's size instead.
+            let mut fresh = LeaseMap::with_capacity_and_hasher(self.max_leases, *leases.hasher());
+            fresh.extend(leases.drain());
+            *leases = fresh;
+        }
+        leases.len() < self.max_leases
+    }
+}
+
+/// Sets `id`'s entry in place when it exists: `HashMap::insert` reserves room for one more entry even
+/// when it replaces one, and would double a table with no growth room left (see
+/// [`HybridStore::has_room`]).
+fn set_or_insert(leases: &mut LeaseMap, id: LeaseId, lease: Lease) {
+    match leases.get_mut(&id) {
+        Some(slot) => *slot = lease,
+        None => {
+            leases.insert(id, lease);
+        }
+    }
+}
+
+/// A snapshot of a [`HybridStore`]'s lease table, from [`HybridStore::lease_stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LeaseStats {
+    /// Identities with lease state (held, exhausted or being fetched; expired ones until swept).
+    pub entries: usize,
+    /// Leases being fetched right now (one per check waiting for its lease).
+    pub fetching: usize,
+    /// The bytes the table has allocated (its buckets; identities are kept as fixed-size hashes).
+    pub table_bytes: usize,
+}
+
+/// What a check can do without Redis. Returned once per check and matched at once: boxing the decision
+/// would cost an allocation per locally admitted request, the path hybrid mode exists to make cheap.
+#[allow(clippy::large_enum_variant)]
+enum Local<'a> {
+    /// Admitted from the held lease.
+    Admit(Decision),
+    /// Check exactly on Redis (a lease is being fetched, or none can be had for now).
+    Exact,
+    /// Fetch a lease; the guard marks it as being fetched.
+    Fetch(Fetching<'a>),
+}
+
+/// The mark that one check is fetching an identity's lease. Dropped unsettled — the check was cancelled
+/// while waiting for Redis — it removes the mark, so the identity's next check fetches a lease again
+/// instead of every later check going to Redis. Only its own mark: a reset or an eviction may have let
+/// another fetch mark the identity since.
+struct Fetching<'a> {
+    leases: &'a Mutex<LeaseMap>,
+    id: LeaseId,
+    ticket: u64,
+}
+
+impl Fetching<'_> {
+    /// Replaces the mark with what the fetch learned (`None`: nothing, e.g. Redis failed).
+    fn settle(self, lease: Option<Lease>) {
+        let mut leases = self.leases.lock();
+        if self.is_mine(&leases) {
+            match lease {
+                Some(lease) => set_or_insert(&mut leases, self.id, lease),
+                None => {
+                    leases.remove(&self.id);
+                }
+            }
+        }
+        drop(leases);
+        std::mem::forget(self);
+    }
+
+    fn is_mine(&self, leases: &LeaseMap) -> bool {
+        matches!(leases.get(&self.id), Some(Lease::Pending { ticket }) if *ticket == self.ticket)
+    }
+}
+
+impl Drop for Fetching<'_> {
+    fn drop(&mut self) {
+        let mut leases = self.leases.lock();
+        if self.is_mine(&leases) {
+            leases.remove(&self.id);
+        }
     }
 }
 
@@ -217,6 +412,10 @@ impl Store<[u8], PolicySet> for HybridStore {
         Store::<[u8], PolicySet>::refund(&self.redis, rule, key, cost)
     }
 
+    fn refund_detached(&self, rule: &PolicySet, key: &[u8], cost: u64) {
+        Store::<[u8], PolicySet>::refund_detached(&self.redis, rule, key, cost);
+    }
+
     fn reset(
         &self,
         rule: &PolicySet,
@@ -255,6 +454,10 @@ impl Store<str, PolicySet> for HybridStore {
         cost: u64,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
         Store::<[u8], PolicySet>::refund(&self.redis, rule, key.as_bytes(), cost)
+    }
+
+    fn refund_detached(&self, rule: &PolicySet, key: &str, cost: u64) {
+        Store::<[u8], PolicySet>::refund_detached(&self.redis, rule, key.as_bytes(), cost);
     }
 
     fn reset(

@@ -1070,6 +1070,26 @@ pub struct DebugState {
     pub queued: usize,
 }
 
+impl RedisStore {
+    /// Sends a refund from a task of its own (for [`Store::refund_detached`]): the caller is a `Drop` that
+    /// cannot wait for the round trip.
+    fn refund_in_background(&self, set: &PolicySet, key: &[u8], cost: u64) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                cost,
+                "cancelled reservation not refunded: no tokio runtime to send it from"
+            );
+            return;
+        };
+        let (inner, set, key) = (self.inner.clone(), set.clone(), key.to_vec());
+        runtime.spawn(async move {
+            if let Err(e) = inner.refund(&set, &key, cost).await {
+                tracing::warn!(error = %e, cost, "could not refund a cancelled reservation");
+            }
+        });
+    }
+}
+
 impl Store<[u8], PolicySet> for RedisStore {
     fn check(
         &self,
@@ -1096,6 +1116,10 @@ impl Store<[u8], PolicySet> for RedisStore {
         cost: u64,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
         self.inner.refund(rule, key, cost)
+    }
+
+    fn refund_detached(&self, rule: &PolicySet, key: &[u8], cost: u64) {
+        self.refund_in_background(rule, key, cost);
     }
 
     fn reset(
@@ -1133,6 +1157,10 @@ impl Store<str, PolicySet> for RedisStore {
         cost: u64,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
         self.inner.refund(rule, key.as_bytes(), cost)
+    }
+
+    fn refund_detached(&self, rule: &PolicySet, key: &str, cost: u64) {
+        self.refund_in_background(rule, key.as_bytes(), cost);
     }
 
     fn reset(
