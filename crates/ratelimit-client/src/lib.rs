@@ -94,5 +94,6 @@ pub use error::{BoxError, Error};
 pub use layer::{RateLimit, RateLimitLayer};
 pub use profile::{Lane, Profile};
 pub use scheduler::{
-    Config, ConfigError, InvalidBudget, Limiter, LimiterBuilder, MaxWait, SentAt, Snapshot,
+    Config, ConfigError, InvalidBudget, Limiter, LimiterBuilder, MaxWait, Occupancy, SentAt,
+    Snapshot,
 };

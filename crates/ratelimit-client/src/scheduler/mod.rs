@@ -26,7 +26,7 @@ pub mod config;
 pub(crate) mod state;
 
 pub use config::{Config, ConfigError, InvalidBudget};
-pub use state::{BucketStatus, RouteStatus, Snapshot};
+pub use state::{BucketStatus, Occupancy, RouteStatus, Snapshot};
 
 use crate::error::Error;
 use crate::parse::micros;
@@ -291,6 +291,12 @@ impl<P: Profile> Limiter<P> {
         self.inner.core.lock().snapshot(now)
     }
 
+    /// What requests in progress hold (in flight, queued, waiting for or reserving global slots, probing):
+    /// all zero when none is in progress. See [`Occupancy`].
+    pub fn occupancy(&self) -> Occupancy {
+        self.inner.core.lock().occupancy()
+    }
+
     /// Total time requests spent waiting for the rate limit, and requests sent, since creation.
     pub fn totals(&self) -> (Duration, u64) {
         (
@@ -377,6 +383,14 @@ impl<P: Profile> Limiter<P> {
             }
         }
         let t = &*t;
+        // From here on the call may hold a queue position and global-slot bookkeeping: whatever ends the
+        // wait other than an admission (an error, a deadline, the future being dropped) gives them back.
+        let mut guard = WaitGuard {
+            limiter: self,
+            ticket: t,
+            queued: None,
+            armed: true,
+        };
         loop {
             // Sub-limited requests wait in their own lane, outside the route's queue.
             let sub = self.inner.core.lock().sublimit_until(t, self.now());
@@ -389,12 +403,7 @@ impl<P: Profile> Limiter<P> {
                 let now = self.now();
                 self.inner.core.lock().enqueue(t, notify.clone(), now)
             };
-            let mut guard = QueueGuard {
-                limiter: self,
-                route_key: &t.route_key,
-                id,
-                armed: true,
-            };
+            guard.queued = Some(id);
             loop {
                 let now = self.now();
                 let step = self.inner.core.lock().try_admit(id, t, now);
@@ -405,7 +414,8 @@ impl<P: Profile> Limiter<P> {
                     }
                     Step::Fail(e) => return Err(e),
                     Step::Sublimit => {
-                        guard.armed = false;
+                        // `try_admit` already took it out of the queue.
+                        guard.queued = None;
                         break;
                     }
                     Step::Wait { until, bucket } => {
@@ -477,21 +487,23 @@ impl<P: Profile> Limiter<P> {
     }
 }
 
-struct QueueGuard<'a, P> {
+/// A call waiting for admission: on drop without an admission, its queue position (if it holds one) and
+/// its global-slot bookkeeping (a wait for a slot, being held back by a reservation) are given back.
+struct WaitGuard<'a, P> {
     limiter: &'a Limiter<P>,
-    route_key: &'a str,
-    id: state::WaiterId,
+    ticket: &'a Ticket,
+    queued: Option<state::WaiterId>,
     armed: bool,
 }
 
-impl<P> Drop for QueueGuard<'_, P> {
+impl<P> Drop for WaitGuard<'_, P> {
     fn drop(&mut self) {
         if self.armed {
-            self.limiter
-                .inner
-                .core
-                .lock()
-                .cancel(self.route_key, self.id);
+            let mut core = self.limiter.inner.core.lock();
+            if let Some(id) = self.queued {
+                core.cancel(&self.ticket.route_key, id);
+            }
+            core.forget_call(self.ticket);
         }
     }
 }

@@ -552,6 +552,40 @@ pub struct Snapshot {
     pub banned_for: Option<Micros>,
 }
 
+/// What requests in progress hold in the scheduler: in-flight counts, queue positions, global-slot waits
+/// and reservations, probes. All zero when no request is in progress, so a test (or a health check) can
+/// tell that a cancelled request left nothing behind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Occupancy {
+    /// Admissions in flight, summed over counters (one request counts once per counter it draws on).
+    pub in_flight: u64,
+    /// Admissions in flight under the global limit, summed over tokens.
+    pub global_in_flight: u64,
+    /// Requests queued on routes.
+    pub queued: usize,
+    /// Queue heads waiting for a global slot.
+    pub global_waiting: usize,
+    /// Global slots set aside for routes (reservations), and routes holding one.
+    pub global_reserved: usize,
+    /// Calls held back by a reservation.
+    pub held: usize,
+    /// Probes in flight: on unknown routes, and the ban probe.
+    pub probes_in_flight: usize,
+}
+
+impl Occupancy {
+    /// True when nothing is held: no request is admitted, queued or waiting.
+    ///
+    /// ```
+    /// use ratelimit_client::{profile::Discord, Limiter};
+    /// assert!(Limiter::new(Discord::new()).occupancy().is_idle());
+    /// ```
+    pub fn is_idle(&self) -> bool {
+        *self == Occupancy::default()
+    }
+}
+
 pub(crate) struct Core {
     cfg: Config,
     /// Global window (window + margin) in microseconds.
@@ -712,6 +746,17 @@ impl Core {
                     ts.reserved.remove(&k);
                 }
             }
+        }
+    }
+
+    /// Forgets a call that stopped waiting without an admission: it no longer waits for a global slot nor
+    /// is held back by a reservation (its queue position, if any, goes through [`Core::cancel`]).
+    pub(crate) fn forget_call(&mut self, t: &Ticket) {
+        if let Some(ts) = self.tokens.get_mut(&t.token) {
+            if ts.waiting.remove(&t.seq).is_some() {
+                ts.wake_first();
+            }
+            ts.held.remove(&t.seq);
         }
     }
 
@@ -1575,6 +1620,23 @@ impl Core {
                     }
                 }
             }
+        }
+    }
+
+    pub(crate) fn occupancy(&self) -> Occupancy {
+        let tokens = self.tokens.values();
+        Occupancy {
+            in_flight: self.counters.values().map(|c| u64::from(c.in_flight)).sum(),
+            global_in_flight: tokens.clone().map(|t| u64::from(t.in_flight)).sum(),
+            queued: self
+                .queued
+                .max(self.routes.values().map(RouteState::queued).sum()),
+            global_waiting: tokens.clone().map(|t| t.waiting.len()).sum(),
+            global_reserved: tokens.clone().map(|t| t.reserved.len()).sum::<usize>()
+                + self.routes.values().filter(|r| r.reserve.is_some()).count(),
+            held: tokens.map(|t| t.held.len()).sum(),
+            probes_in_flight: self.routes.values().filter(|r| r.probe_in_flight).count()
+                + usize::from(self.ban.probe_in_flight),
         }
     }
 
