@@ -1265,7 +1265,13 @@ impl Core {
                 }
             }
         }
-        if obs.buckets.is_empty() && obs.limited.is_none() && !obs.server_error {
+        // A route is taken to have no limit only when its response says so by naming none: rejected
+        // evidence (`malformed`) keeps it probing one request at a time.
+        if obs.buckets.is_empty()
+            && obs.limited.is_none()
+            && !obs.server_error
+            && obs.malformed.is_none()
+        {
             if let Some(r) = self.routes.get_mut(&g.route_key) {
                 if r.counters.is_empty() && !r.unlimited {
                     tracing::debug!(route = %g.route_key, "route reports no bucket: only the global limit applies");
@@ -2320,6 +2326,26 @@ mod tests {
         let (u, _) = try_send(&mut c, &urgent, 2).unwrap_err();
         assert!(admit(&mut c, b, &bulk, S).is_none());
         assert!(admit(&mut c, u, &urgent, S).is_some());
+    }
+
+    #[test]
+    fn rejected_evidence_keeps_a_route_probing_one_at_a_time() {
+        let mut c = core();
+        let t = ticket("GET /a", "");
+        let probe = try_send(&mut c, &t, 0).unwrap();
+        let rejected = Observation {
+            malformed: Some(crate::parse::ParseError::RemainingAboveLimit {
+                header: "x-ratelimit-remaining",
+                remaining: 9,
+                limit: 5,
+            }),
+            ..Observation::default()
+        };
+        assert_eq!(c.complete(&probe, &rejected, 0, 1), Verdict::Done);
+        assert!(!c.snapshot(1).routes[0].unlimited);
+        let next = try_send(&mut c, &t, 1).unwrap();
+        assert!(next.probe);
+        assert!(try_send(&mut c, &t, 1).is_err(), "one at a time");
     }
 
     #[test]
