@@ -17,6 +17,7 @@ mod name;
 
 pub use error::ParseError;
 pub(crate) use error::{Problems, Reported};
+pub(crate) use name::bounded_template;
 pub use name::{bounded_name, MAX_NAME_BYTES};
 
 /// Upper bounds applied to numbers read from upstream responses.

@@ -135,7 +135,7 @@ impl<P: Profile> LimiterBuilder<P> {
         self
     }
 
-    /// Caps on tracked counters and routes (idle ones are evicted first).
+    /// Caps on tracked counters and routes (default 10,000 each; see [`Config::max_buckets`]).
     pub fn max_buckets(mut self, buckets: usize, routes: usize) -> Self {
         self.cfg.max_buckets = buckets;
         self.cfg.max_routes = routes;
@@ -223,10 +223,14 @@ fn token_digest(headers: &HeaderMap) -> u64 {
     }
 }
 
+/// Request bodies longer than this are not parsed for a fingerprint (they all share fingerprint 0): parsing
+/// builds a JSON value, whose size follows the body's.
+const MAX_FINGERPRINTED_BODY: usize = 1 << 20;
+
 /// A fingerprint of a JSON body's top-level keys, for sub-limits that depend on which fields a request
 /// changes (Discord's channel `name`/`topic` edits).
 pub(crate) fn body_fingerprint(body: Option<&[u8]>) -> u64 {
-    let Some(b) = body.filter(|b| !b.is_empty() && b.len() <= 1 << 20) else {
+    let Some(b) = body.filter(|b| !b.is_empty() && b.len() <= MAX_FINGERPRINTED_BODY) else {
         return 0;
     };
     let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(b) else {

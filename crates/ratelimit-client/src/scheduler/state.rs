@@ -58,7 +58,12 @@ pub(crate) struct Ticket {
 
 impl Ticket {
     /// A ticket for `template` and `major` under `token`; the key is built in one exact-size allocation.
+    /// Both are bounded in bytes first (a long template keeps a readable prefix, a long major becomes a
+    /// digest), so that no request path can make a route key, and the maps keyed by it, grow without bound.
     pub(crate) fn new(token: u64, template: &str, major: &str, lane: Lane, seq: u64) -> Ticket {
+        let template = crate::parse::bounded_template(template);
+        let major = crate::parse::bounded_name(major);
+        let (template, major) = (&*template, &*major);
         let (start, end) = (17, 17 + template.len());
         let len = end + 1 + major.len();
         // Assembled on the stack and copied once into the `Arc` (a `String` would be a second allocation).
@@ -1804,8 +1809,13 @@ mod tests {
             ("GET /a", long.as_str()),
         ] {
             let t = Ticket::new(0xabc, tpl, major, Lane::Normal, 0);
+            let (tpl, major) = (
+                crate::parse::bounded_template(tpl),
+                crate::parse::bounded_name(major),
+            );
             assert_eq!(&*t.route_key, format!("{:016x}|{tpl}|{major}", 0xabc));
-            assert_eq!((t.template(), t.major()), (tpl, major));
+            assert_eq!((t.template(), t.major()), (&*tpl, &*major));
+            assert!(t.route_key.len() <= 17 + 192 + 1 + 64);
         }
     }
 
