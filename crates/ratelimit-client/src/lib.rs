@@ -32,17 +32,28 @@
 //! * **Safety.** An invalid-request budget (401, 403 and non-shared 429 per 10 minutes) warns, sheds
 //!   non-urgent work, then stops; a Cloudflare ban stops all traffic and probes with exponential backoff; a
 //!   401 stops the token. Deadlines ([`MaxWait`]) fail fast with [`Error::WouldWait`].
+//! * **Hostile upstreams.** Headers and bodies are checked against what the protocol can produce
+//!   ([`parse::ParseError`]): contradictory or malformed counts are no evidence (never permission to send
+//!   more), numbers above [`parse::Caps`] are clamped, and names the upstream chooses are bounded in bytes
+//!   ([`parse::bounded_name`]). What the client keeps is bounded in bytes: at most
+//!   [`Config::max_buckets`] counters and [`Config::max_routes`] routes, each with bounded keys. At the
+//!   bucket cap the least recently used counter makes room for a new bucket.
+//! * **Cancellation.** Dropping a request future at any await gives back everything it held (queue
+//!   position, global-slot wait or reservation, in-flight counts, probe); [`Limiter::occupancy`] shows it.
 //!
 //! ## Observability
 //!
 //! `tracing` events: `warn` on every upstream 429 (route, scope, wait), sub-limits, bans, invalid-budget
-//! thresholds and malformed headers; `info`/`debug` on hash learning, hash changes and counter splits.
+//! thresholds, and once per kind of malformed header; `info`/`debug` on hash learning, hash changes and counter splits.
 //! `metrics` counters and gauges (through the `metrics` facade, free when no recorder is installed):
 //! `ratelimit_client_429_total{scope}`, `ratelimit_client_responses_total{class}`,
 //! `ratelimit_client_wait_seconds{route}` (histogram), `ratelimit_client_deadline_total`,
 //! `ratelimit_client_sublimits_total`, `ratelimit_client_bans_total`, `ratelimit_client_unauthorized_total`,
 //! `ratelimit_client_invalid_requests` (gauge), `ratelimit_client_global_used` (gauge, share of the global
-//! limit in use), `ratelimit_client_hash_learned_total`, `ratelimit_client_hash_split_total`.
+//! limit in use), `ratelimit_client_hash_learned_total`, `ratelimit_client_hash_split_total`,
+//! `ratelimit_client_malformed_total{kind}` (upstream values rejected or clamped; each kind is also logged
+//! once at `warn`), `ratelimit_client_bucket_cap_total{outcome}` (counters evicted at the cap, or buckets
+//! not tracked; the two situations that need a larger cap are logged once).
 //! [`Limiter::snapshot`] returns known buckets (limit, available, in flight, reset), routes (queued,
 //! sub-limits), global use per token, stopped tokens, the invalid-request count and any ban.
 //!
@@ -94,5 +105,6 @@ pub use error::{BoxError, Error};
 pub use layer::{RateLimit, RateLimitLayer};
 pub use profile::{Lane, Profile};
 pub use scheduler::{
-    Config, ConfigError, InvalidBudget, Limiter, LimiterBuilder, MaxWait, SentAt, Snapshot,
+    Config, ConfigError, InvalidBudget, Limiter, LimiterBuilder, MaxWait, Occupancy, SentAt,
+    Snapshot,
 };

@@ -35,7 +35,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::{HeaderMap, HeaderName, Method, StatusCode, Uri};
 
 use super::{is_transient, BucketInfo, Lane, Limited, Observation, Profile, Route, Scope};
-use crate::parse::{cap, float_seconds, header_str, parse_seconds, parse_u64, Caps};
+use crate::parse::{
+    float_seconds, header_str, parse_seconds, parse_u64, Caps, ParseError, Problems, Reported,
+};
 
 /// Discord's epoch (2015-01-01) in Unix milliseconds, for snowflake ages.
 const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
@@ -45,13 +47,14 @@ const INTERACTION_TOKEN_PREFIX: &str = "aW50ZXJhY3Rpb24";
 const SCOPE: HeaderName = HeaderName::from_static("x-ratelimit-scope");
 const GLOBAL: HeaderName = HeaderName::from_static("x-ratelimit-global");
 
-/// A bucket hash longer than this is not a Discord hash; it is ignored.
-const MAX_HASH_LEN: usize = 64;
+/// The wait after a 429 that names none.
+const UNNAMED_LIMIT_WAIT: u64 = 1_000_000;
 
 /// The Discord REST profile (see the [module docs](self)).
 #[derive(Debug, Clone, Default)]
 pub struct Discord {
     caps: Caps,
+    reported: Reported,
 }
 
 impl Discord {
@@ -239,8 +242,11 @@ fn has_ratelimit_headers(headers: &HeaderMap) -> bool {
 }
 
 fn looks_like_html(headers: &HeaderMap, body: Option<&[u8]>) -> bool {
-    let ct_html = header_str(headers, "content-type")
-        .is_some_and(|ct| ct.to_ascii_lowercase().contains("html"));
+    let ct_html = header_str(headers, "content-type").is_some_and(|ct| {
+        ct.as_bytes()
+            .windows(4)
+            .any(|w| w.eq_ignore_ascii_case(b"html"))
+    });
     let body_html = body.is_some_and(|b| {
         b.iter()
             .find(|c| !c.is_ascii_whitespace())
@@ -252,7 +258,8 @@ fn looks_like_html(headers: &HeaderMap, body: Option<&[u8]>) -> bool {
 /// The parts of a Discord 429 body the scheduler uses.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub(crate) struct LimitBody {
-    pub retry_after: Option<f64>,
+    /// `retry_after` when present: `Some(None)` when it is not a number.
+    pub retry_after: Option<Option<f64>>,
     pub global: bool,
     pub code: Option<i64>,
     pub json: bool,
@@ -261,7 +268,7 @@ pub(crate) struct LimitBody {
 pub(crate) fn parse_limit_body(body: &[u8]) -> LimitBody {
     match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(serde_json::Value::Object(map)) => LimitBody {
-            retry_after: map.get("retry_after").and_then(serde_json::Value::as_f64),
+            retry_after: map.get("retry_after").map(serde_json::Value::as_f64),
             global: map
                 .get("global")
                 .and_then(serde_json::Value::as_bool)
@@ -273,20 +280,21 @@ pub(crate) fn parse_limit_body(body: &[u8]) -> LimitBody {
     }
 }
 
+const LIMIT: &str = "x-ratelimit-limit";
+const REMAINING: &str = "x-ratelimit-remaining";
+const RESET_AFTER: &str = "x-ratelimit-reset-after";
+const BUCKET: &str = "x-ratelimit-bucket";
+const BODY_RETRY_AFTER: &str = "retry_after (429 body)";
+
 /// The bucket headers (`limit`, `remaining`, `reset-after`, `bucket`), read in one pass over the response's
 /// headers instead of one hashed lookup each, with [`header_str`]'s rules: trimmed text, and a header
-/// repeated with different values reads as absent. Also says whether any `x-ratelimit-*` header is present.
-fn bucket_headers(headers: &HeaderMap) -> ([Option<&str>; 4], bool) {
-    const NAMES: [&str; 4] = ["limit", "remaining", "reset-after", "bucket"];
+/// repeated with different values reads as absent (noted, as is a value that is not text).
+fn bucket_headers<'h>(headers: &'h HeaderMap, p: &mut Problems<'_>) -> [Option<&'h str>; 4] {
+    const NAMES: [&str; 4] = [LIMIT, REMAINING, RESET_AFTER, BUCKET];
     let mut first: [Option<&http::HeaderValue>; 4] = [None; 4];
     let mut conflict = [false; 4];
-    let mut any = false;
     for (name, value) in headers {
-        let Some(rest) = name.as_str().strip_prefix("x-ratelimit-") else {
-            continue;
-        };
-        any = true;
-        let Some(i) = NAMES.iter().position(|n| *n == rest) else {
+        let Some(i) = NAMES.iter().position(|n| *n == name.as_str()) else {
             continue;
         };
         match first[i] {
@@ -298,76 +306,105 @@ fn bucket_headers(headers: &HeaderMap) -> ([Option<&str>; 4], bool) {
     let mut out = [None; 4];
     for (i, slot) in out.iter_mut().enumerate() {
         if conflict[i] {
-            tracing::debug!(
-                header = NAMES[i],
-                "conflicting repeated x-ratelimit header ignored"
-            );
-        } else {
-            *slot = first[i].and_then(|v| v.to_str().ok()).map(str::trim);
+            p.note(ParseError::Conflicting { header: NAMES[i] });
+        } else if let Some(v) = first[i] {
+            *slot = p.text(v, NAMES[i]);
         }
     }
-    (out, any)
+    out
 }
 
-/// Reads the bucket headers of a Discord response (on any status).
-pub(crate) fn parse_bucket(headers: &HeaderMap, caps: &Caps) -> Option<BucketInfo> {
-    let ([limit_h, remaining_h, reset_h, bucket_h], any_ratelimit) = bucket_headers(headers);
-    let limit = limit_h.and_then(parse_u64);
-    let remaining = remaining_h.and_then(parse_u64);
-    let reset_after = reset_h.and_then(parse_seconds);
-    let (Some(limit), Some(remaining), Some(reset_after)) = (limit, remaining, reset_after) else {
-        if any_ratelimit && limit_h.is_some() {
-            tracing::warn!("malformed Discord bucket headers ignored");
-        }
-        return None;
-    };
-    if limit == 0 {
-        tracing::warn!("Discord bucket with limit 0 ignored");
-        return None;
-    }
-    let limit = cap("x-ratelimit-limit", limit, caps.max_limit);
-    let remaining = remaining.min(limit);
-    let reset_after = cap("x-ratelimit-reset-after", reset_after, caps.max_reset);
-    let id = bucket_h.and_then(|h| {
-        if h.is_empty()
-            || h.len() > MAX_HASH_LEN
-            || !h
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            tracing::warn!("malformed X-RateLimit-Bucket ignored");
-            None
-        } else {
-            Some(h.to_owned())
-        }
+/// Reads the bucket headers of a Discord response (on any status). Counts the protocol cannot produce
+/// (a zero limit, more remaining than the limit) are no evidence; a hash that is not one is dropped (the
+/// counter is then keyed by route), and one longer than [`MAX_NAME_BYTES`](crate::parse::MAX_NAME_BYTES) is kept as its digest.
+pub(crate) fn parse_bucket(
+    headers: &HeaderMap,
+    caps: &Caps,
+    p: &mut Problems<'_>,
+) -> Option<BucketInfo> {
+    let [limit, remaining, reset_after, bucket] = bucket_headers(headers, p);
+    let (limit, remaining, reset_after) = p.all_three(
+        (LIMIT, limit, parse_u64),
+        (REMAINING, remaining, parse_u64),
+        (RESET_AFTER, reset_after, parse_seconds),
+    )?;
+    let (limit, remaining) = p.counts((LIMIT, limit), (REMAINING, remaining), caps.max_limit)?;
+    let id = bucket.and_then(|h| {
+        p.name(BUCKET, h, |b| {
+            b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+        })
     });
     Some(BucketInfo {
         id,
         limit,
         remaining,
-        reset_after,
+        reset_after: p.cap(RESET_AFTER, reset_after, caps.max_reset),
     })
 }
 
-impl Profile for Discord {
-    fn name(&self) -> &'static str {
-        "discord"
+impl Discord {
+    /// The scope a 429 names; an unknown value is read as `user` (counted, and the bucket blocked).
+    fn scope(headers: &HeaderMap, body: &LimitBody, p: &mut Problems<'_>) -> Scope {
+        let global_header = p
+            .header(headers, &GLOBAL, "x-ratelimit-global")
+            .is_some_and(|g| g.eq_ignore_ascii_case("true"));
+        let global = global_header || body.global;
+        match p.header(headers, &SCOPE, "x-ratelimit-scope") {
+            Some(s) if s.eq_ignore_ascii_case("global") => Scope::Global,
+            Some(s) if s.eq_ignore_ascii_case("shared") => Scope::Shared,
+            Some(s) if !s.eq_ignore_ascii_case("user") => {
+                p.note(ParseError::Malformed {
+                    header: "x-ratelimit-scope",
+                });
+                if global {
+                    Scope::Global
+                } else {
+                    Scope::User
+                }
+            }
+            _ if global => Scope::Global,
+            _ => Scope::User,
+        }
     }
 
-    fn classify(&self, method: &Method, uri: &Uri, _headers: &HeaderMap) -> Route {
-        discord_route(method, uri.path())
+    /// The wait a 429 names: the body's precise value first, then the header (whole seconds), then the
+    /// bucket's reset, then one second.
+    fn retry_after(
+        headers: &HeaderMap,
+        body: &LimitBody,
+        bucket: Option<&BucketInfo>,
+        p: &mut Problems<'_>,
+    ) -> u64 {
+        let precise = body.retry_after.and_then(|v| {
+            let us = v.and_then(float_seconds);
+            if us.is_none() {
+                p.note(ParseError::Malformed {
+                    header: BODY_RETRY_AFTER,
+                });
+            }
+            us
+        });
+        precise
+            .or_else(|| {
+                let raw = p.header(headers, "retry-after", "retry-after");
+                p.number("retry-after", raw, parse_seconds)
+            })
+            .or(bucket.map(|b| b.reset_after))
+            .unwrap_or(UNNAMED_LIMIT_WAIT)
     }
 
-    fn wants_body(&self, status: StatusCode, _headers: &HeaderMap) -> bool {
-        status == StatusCode::TOO_MANY_REQUESTS
-    }
-
-    fn observe(&self, status: StatusCode, headers: &HeaderMap, body: Option<&[u8]>) -> Observation {
+    fn read(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: Option<&[u8]>,
+        p: &mut Problems<'_>,
+    ) -> Observation {
         let mut obs = Observation {
             server_error: is_transient(status),
             ..Observation::default()
         };
-        let bucket = parse_bucket(headers, &self.caps);
+        let bucket = parse_bucket(headers, &self.caps, p);
         if status == StatusCode::UNAUTHORIZED {
             obs.unauthorized = true;
             obs.invalid = true;
@@ -385,38 +422,11 @@ impl Profile for Discord {
                 obs.invalid = true;
                 return obs;
             }
-            let scope_header = header_str(headers, &SCOPE).map(str::to_ascii_lowercase);
-            let global_header =
-                header_str(headers, &GLOBAL).is_some_and(|g| g.eq_ignore_ascii_case("true"));
-            let scope = match scope_header.as_deref() {
-                Some("global") => Scope::Global,
-                Some("shared") => Scope::Shared,
-                Some("user") | None => {
-                    if global_header || parsed.global {
-                        Scope::Global
-                    } else {
-                        Scope::User
-                    }
-                }
-                Some(other) => {
-                    tracing::debug!(scope = other, "unknown X-RateLimit-Scope treated as user");
-                    if global_header || parsed.global {
-                        Scope::Global
-                    } else {
-                        Scope::User
-                    }
-                }
-            };
-            // Precise body value first, then the header (integer seconds), then the bucket's reset.
-            let retry = parsed
-                .retry_after
-                .and_then(float_seconds)
-                .or_else(|| header_str(headers, "retry-after").and_then(parse_seconds))
-                .or(bucket.as_ref().map(|b| b.reset_after))
-                .unwrap_or(1_000_000);
+            let scope = Self::scope(headers, &parsed, p);
+            let retry = Self::retry_after(headers, &parsed, bucket.as_ref(), p);
             obs.limited = Some(Limited {
                 scope,
-                retry_after: cap("retry_after", retry, self.caps.max_retry),
+                retry_after: p.cap(BODY_RETRY_AFTER, retry, self.caps.max_retry),
             });
             obs.invalid = scope != Scope::Shared;
             if scope == Scope::Global {
@@ -424,6 +434,27 @@ impl Profile for Discord {
             }
         }
         obs.buckets.extend(bucket);
+        obs
+    }
+}
+
+impl Profile for Discord {
+    fn name(&self) -> &'static str {
+        "discord"
+    }
+
+    fn classify(&self, method: &Method, uri: &Uri, _headers: &HeaderMap) -> Route {
+        discord_route(method, uri.path())
+    }
+
+    fn wants_body(&self, status: StatusCode, _headers: &HeaderMap) -> bool {
+        status == StatusCode::TOO_MANY_REQUESTS
+    }
+
+    fn observe(&self, status: StatusCode, headers: &HeaderMap, body: Option<&[u8]>) -> Observation {
+        let mut p = Problems::new(&self.reported);
+        let mut obs = self.read(status, headers, body, &mut p);
+        obs.malformed = p.first;
         obs
     }
 }
@@ -450,14 +481,17 @@ mod tests {
         ] {
             h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
-        let b = parse_bucket(&h, &Caps::default()).expect("agreeing repeats are read");
+        let reported = Reported::default();
+        let mut p = Problems::new(&reported);
+        let b = parse_bucket(&h, &Caps::default(), &mut p).expect("agreeing repeats are read");
         assert_eq!((b.limit, b.remaining, b.reset_after), (5, 4, 1_500_000));
         assert_eq!(b.id, None, "a conflicting bucket hash is ignored");
+        assert_eq!(p.first, Some(ParseError::Conflicting { header: BUCKET }));
         h.append(
             HeaderName::from_static("x-ratelimit-remaining"),
             HeaderValue::from_static("3"),
         );
-        assert_eq!(parse_bucket(&h, &Caps::default()), None);
+        assert_eq!(parse_bucket(&h, &Caps::default(), &mut p), None);
     }
 
     #[test]
@@ -710,7 +744,7 @@ mod tests {
         }
         let hs = headers(&[
             ("x-ratelimit-limit", "5000000000"),
-            ("x-ratelimit-remaining", "9999999999"),
+            ("x-ratelimit-remaining", "4999999999"),
             ("x-ratelimit-reset-after", "102737.719"),
             ("x-ratelimit-bucket", "not a hash!"),
         ]);
@@ -719,6 +753,48 @@ mod tests {
             (b.limit, b.remaining, b.reset_after, b.id.as_deref()),
             (1_000_000, 1_000_000, 3_600_000_000, None)
         );
+        // Counts that contradict each other are no evidence, and the observation says why.
+        let hs = headers(&[
+            ("x-ratelimit-limit", "5"),
+            ("x-ratelimit-remaining", "9"),
+            ("x-ratelimit-reset-after", "1"),
+        ]);
+        let obs = d.observe(StatusCode::OK, &hs, None);
+        assert!(obs.buckets.is_empty());
+        assert_eq!(
+            obs.malformed,
+            Some(ParseError::RemainingAboveLimit {
+                header: REMAINING,
+                remaining: 9,
+                limit: 5
+            })
+        );
+        // A long hash is kept as a fixed-size digest; distinct ones stay distinct.
+        let long = |c: &str| {
+            let h = headers(&[
+                ("x-ratelimit-limit", "5"),
+                ("x-ratelimit-remaining", "4"),
+                ("x-ratelimit-reset-after", "1"),
+                ("x-ratelimit-bucket", &c.repeat(16 * 1024)),
+            ]);
+            d.observe(StatusCode::OK, &h, None).buckets[0]
+                .id
+                .clone()
+                .unwrap()
+        };
+        assert_eq!(long("a").len(), 17);
+        assert_ne!(long("a"), long("b"));
+        // Not text at all (obs-text bytes): read as absent, and said so.
+        let mut hs = HeaderMap::new();
+        hs.insert(
+            "x-ratelimit-limit",
+            HeaderValue::from_bytes(b"5\xff").unwrap(),
+        );
+        hs.insert("x-ratelimit-remaining", HeaderValue::from_static("4"));
+        hs.insert("x-ratelimit-reset-after", HeaderValue::from_static("1"));
+        let obs = d.observe(StatusCode::OK, &hs, None);
+        assert!(obs.buckets.is_empty());
+        assert!(obs.malformed.is_some());
         // A hostile 429 body.
         let mut hs = bucket_headers("0");
         hs.push(("retry-after", "nope".into()));

@@ -24,17 +24,25 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, StatusCode};
 
-use super::retry_after::retry_after_header;
+use super::retry_after::read_retry_after;
 use super::{is_transient, BucketInfo, Limited, Observation, Profile, Scope};
-use crate::parse::{cap, header_str, parse_u64, Caps};
+use crate::parse::{parse_u64, Caps, Problems, Reported};
 
 /// Wait applied to a secondary-limit 403/429 that names no time (GitHub: "at least one minute").
 pub const SECONDARY_WAIT: u64 = 60_000_000;
+
+const LIMIT: &str = "x-ratelimit-limit";
+const REMAINING: &str = "x-ratelimit-remaining";
+const RESET: &str = "x-ratelimit-reset";
+const RESOURCE: &str = "x-ratelimit-resource";
+/// The resource of a response that names none (or names one the client cannot use).
+const DEFAULT_RESOURCE: &str = "core";
 
 /// The GitHub profile (see the [module docs](self)).
 #[derive(Debug, Clone, Default)]
 pub struct GitHub {
     caps: Caps,
+    reported: Reported,
 }
 
 impl GitHub {
@@ -49,13 +57,15 @@ impl GitHub {
         self
     }
 
-    fn bucket(&self, headers: &HeaderMap) -> Option<BucketInfo> {
-        let limit = header_str(headers, "x-ratelimit-limit").and_then(parse_u64)?;
-        let remaining = header_str(headers, "x-ratelimit-remaining").and_then(parse_u64)?;
-        let reset_epoch = header_str(headers, "x-ratelimit-reset").and_then(parse_u64)?;
-        if limit == 0 {
-            return None;
-        }
+    fn bucket(&self, headers: &HeaderMap, p: &mut Problems<'_>) -> Option<BucketInfo> {
+        let raw = [LIMIT, REMAINING, RESET].map(|h| p.header(headers, h, h));
+        let (limit, remaining, reset_epoch) = p.all_three(
+            (LIMIT, raw[0], parse_u64),
+            (REMAINING, raw[1], parse_u64),
+            (RESET, raw[2], parse_u64),
+        )?;
+        let (limit, remaining) =
+            p.counts((LIMIT, limit), (REMAINING, remaining), self.caps.max_limit)?;
         let now_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
@@ -63,16 +73,44 @@ impl GitHub {
             .saturating_mul(1_000_000)
             .saturating_sub(now_us)
             .saturating_add(1_000_000);
-        let resource = header_str(headers, "x-ratelimit-resource")
-            .filter(|r| !r.is_empty() && r.len() <= 64 && r.bytes().all(|b| b.is_ascii_graphic()))
-            .unwrap_or("core");
-        let limit = cap("x-ratelimit-limit", limit, self.caps.max_limit);
+        // A resource the client cannot use shares `core`'s counter: the stricter reading.
+        let resource = p
+            .header(headers, RESOURCE, RESOURCE)
+            .and_then(|r| p.name(RESOURCE, r, |b| b.is_ascii_graphic()))
+            .unwrap_or_else(|| DEFAULT_RESOURCE.to_owned());
         Some(BucketInfo {
-            id: Some(resource.to_owned()),
+            id: Some(resource),
             limit,
-            remaining: remaining.min(limit),
-            reset_after: cap("x-ratelimit-reset", reset_after, self.caps.max_reset),
+            remaining,
+            reset_after: p.cap(RESET, reset_after, self.caps.max_reset),
         })
+    }
+
+    fn read(&self, status: StatusCode, headers: &HeaderMap, p: &mut Problems<'_>) -> Observation {
+        let bucket = self.bucket(headers, p);
+        let limit_status = matches!(status.as_u16(), 403 | 429);
+        let retry_header = read_retry_after(headers, p);
+        let exhausted = bucket.as_ref().is_some_and(|b| b.remaining == 0);
+        let limited = if limit_status && retry_header.is_some() {
+            retry_header
+        } else if limit_status && exhausted {
+            bucket.as_ref().map(|b| b.reset_after)
+        } else if status == StatusCode::TOO_MANY_REQUESTS {
+            Some(SECONDARY_WAIT)
+        } else {
+            // A 403 with quota left and no retry-after is an ordinary refusal, not a limit.
+            None
+        };
+        Observation {
+            limited: limited.map(|r| Limited {
+                scope: Scope::User,
+                retry_after: p.cap("retry-after", r, self.caps.max_retry),
+            }),
+            buckets: bucket.into_iter().collect(),
+            unauthorized: status == StatusCode::UNAUTHORIZED,
+            server_error: is_transient(status),
+            ..Observation::default()
+        }
     }
 }
 
@@ -91,30 +129,10 @@ impl Profile for GitHub {
         headers: &HeaderMap,
         _body: Option<&[u8]>,
     ) -> Observation {
-        let bucket = self.bucket(headers);
-        let limit_status = matches!(status.as_u16(), 403 | 429);
-        let retry_header = retry_after_header(headers);
-        let exhausted = bucket.as_ref().is_some_and(|b| b.remaining == 0);
-        let limited = if limit_status && retry_header.is_some() {
-            retry_header
-        } else if limit_status && exhausted {
-            bucket.as_ref().map(|b| b.reset_after)
-        } else if status == StatusCode::TOO_MANY_REQUESTS {
-            Some(SECONDARY_WAIT)
-        } else {
-            // A 403 with quota left and no retry-after is an ordinary refusal, not a limit.
-            None
-        };
-        Observation {
-            limited: limited.map(|r| Limited {
-                scope: Scope::User,
-                retry_after: cap("retry-after", r, self.caps.max_retry),
-            }),
-            buckets: bucket.into_iter().collect(),
-            unauthorized: status == StatusCode::UNAUTHORIZED,
-            server_error: is_transient(status),
-            ..Observation::default()
-        }
+        let mut p = Problems::new(&self.reported);
+        let mut obs = self.read(status, headers, &mut p);
+        obs.malformed = p.first;
+        obs
     }
 }
 
@@ -182,10 +200,28 @@ mod tests {
             ("x-ratelimit-reset", "99999999999".into()),
             ("x-ratelimit-resource", "a b".into()),
         ]);
-        let b = &GitHub::new().observe(StatusCode::OK, &hs, None).buckets[0];
+        let obs = GitHub::new().observe(StatusCode::OK, &hs, None);
+        let b = &obs.buckets[0];
         assert_eq!(
             (b.reset_after, b.id.as_deref()),
             (3_600_000_000, Some("core"))
         );
+        assert!(obs.malformed.is_some());
+        // More remaining than the limit: no evidence, and said so.
+        let hs = h(&[
+            ("x-ratelimit-limit", "60".into()),
+            ("x-ratelimit-remaining", "61".into()),
+            ("x-ratelimit-reset", "1".into()),
+        ]);
+        let obs = GitHub::new().observe(StatusCode::OK, &hs, None);
+        assert!(obs.buckets.is_empty());
+        assert!(matches!(
+            obs.malformed,
+            Some(crate::parse::ParseError::RemainingAboveLimit {
+                remaining: 61,
+                limit: 60,
+                ..
+            })
+        ));
     }
 }

@@ -21,18 +21,29 @@
 use http::{HeaderMap, StatusCode};
 use sfv::{BareItem, ListEntry, Parser};
 
-use super::retry_after::retry_after_header;
+use super::retry_after::read_retry_after;
 use super::{is_transient, BucketInfo, Limited, Observation, Profile, Scope};
-use crate::parse::{cap, header_str, parse_seconds, parse_u64, Caps};
+use crate::parse::{parse_seconds, parse_u64, Caps, ParseError, Problems, Reported};
 
 /// At most this many policies are read from one response; the rest are ignored (a hostile server must not
 /// make the client track thousands of buckets per route).
 pub const MAX_POLICIES: usize = 8;
 
+/// The wait after a 429 that names none (no `Retry-After`, no exhausted policy).
+const UNNAMED_LIMIT_WAIT: u64 = 1_000_000;
+
+const STATE: &str = "ratelimit";
+const POLICY: &str = "ratelimit-policy";
+
 /// The IETF `RateLimit` profile (see the [module docs](self)).
+///
+/// Policy names longer than [`MAX_NAME_BYTES`](crate::parse::MAX_NAME_BYTES) are kept as a fixed-size digest
+/// ([`bounded_name`](crate::parse::bounded_name)); a policy whose counts contradict each other
+/// (`r` above `q`) or lack `r` or `t` is left out and reported.
 #[derive(Debug, Clone, Default)]
 pub struct Ietf {
     caps: Caps,
+    reported: Reported,
 }
 
 impl Ietf {
@@ -58,94 +69,147 @@ fn non_negative(item: &BareItem) -> Option<u64> {
         .map(|m| m / 1000)
 }
 
-/// One parsed list member: its name and the integer parameters the caller asked for.
-fn parse_members(value: &str, keys: [&str; 3]) -> Option<Vec<(String, [Option<u64>; 3])>> {
-    let list: sfv::List = match Parser::new(value).parse_list() {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(error = %e, "malformed RateLimit field ignored");
-            return None;
-        }
+/// One list member: its name (bounded in bytes) and the two integer parameters the caller asked for.
+struct Member {
+    name: String,
+    vals: [Option<u64>; 2],
+}
+
+fn parse_members(
+    value: &str,
+    header: &'static str,
+    keys: [&str; 2],
+    p: &mut Problems<'_>,
+) -> Option<Vec<Member>> {
+    let Ok(list) = Parser::new(value).parse_list::<sfv::List>() else {
+        p.note(ParseError::BadStructure { header });
+        return None;
     };
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(list.len().min(MAX_POLICIES));
     for entry in list.into_iter().take(MAX_POLICIES) {
         let ListEntry::Item(item) = entry else {
+            p.note(ParseError::Malformed { header });
             continue;
         };
-        let name = match (&item.bare_item.as_string(), &item.bare_item.as_token()) {
-            (Some(s), _) => s.as_str().to_owned(),
-            (_, Some(t)) => t.as_str().to_owned(),
-            _ => continue,
-        };
-        let mut vals = [None; 3];
-        let mut pk = None;
-        for (k, v) in &item.params {
-            if k.as_str() == "pk" {
-                pk = v.as_byte_sequence().map(|b| b.len());
+        let raw = match (item.bare_item.as_string(), item.bare_item.as_token()) {
+            (Some(s), _) => s.as_str(),
+            (_, Some(t)) => t.as_str(),
+            _ => {
+                p.note(ParseError::Malformed { header });
+                continue;
             }
+        };
+        // A string or token is visible ASCII already; only its length needs a bound.
+        let Some(name) = p.name(header, raw, |_| true) else {
+            continue;
+        };
+        let mut vals = [None; 2];
+        for (k, v) in &item.params {
             for (slot, key) in vals.iter_mut().zip(keys) {
                 if k.as_str() == key {
                     *slot = non_negative(v);
+                    if slot.is_none() {
+                        p.note(ParseError::Malformed { header });
+                    }
                 }
             }
         }
-        let _ = pk;
-        out.push((name, vals));
+        out.push(Member { name, vals });
     }
     Some(out)
 }
 
 impl Ietf {
-    fn buckets(&self, headers: &HeaderMap) -> Vec<BucketInfo> {
-        let caps = &self.caps;
-        if let Some(state) = header_str(headers, "ratelimit") {
-            let policies = header_str(headers, "ratelimit-policy")
-                .and_then(|p| parse_members(p, ["q", "w", "qu"]))
-                .unwrap_or_default();
-            let Some(members) = parse_members(state, ["r", "t", "pk"]) else {
-                return Vec::new();
-            };
-            return members
-                .into_iter()
-                .filter_map(|(name, [r, t, _])| {
-                    let remaining = r?;
-                    let reset = t?;
-                    let quota = policies.iter().find(|p| p.0 == name).and_then(|p| p.1[0]);
-                    let limit = cap(
-                        "ratelimit q",
-                        quota.unwrap_or(remaining).max(remaining).max(1),
-                        caps.max_limit,
-                    );
-                    Some(BucketInfo {
-                        id: Some(name),
-                        limit,
-                        remaining: remaining.min(limit),
-                        reset_after: cap(
-                            "ratelimit t",
-                            reset.saturating_mul(1_000_000),
-                            caps.max_reset,
-                        ),
-                    })
+    fn buckets(&self, headers: &HeaderMap, p: &mut Problems<'_>) -> Vec<BucketInfo> {
+        let Some(state) = p.header(headers, STATE, STATE) else {
+            return self.older_draft(headers, p).into_iter().collect();
+        };
+        let policies = p
+            .header(headers, POLICY, POLICY)
+            .and_then(|v| parse_members(v, POLICY, ["q", "w"], p))
+            .unwrap_or_default();
+        let Some(members) = parse_members(state, STATE, ["r", "t"], p) else {
+            return Vec::new();
+        };
+        members
+            .into_iter()
+            .filter_map(|m| self.policy_bucket(m, &policies, p))
+            .collect()
+    }
+
+    /// One policy's state as a bucket; its limit is the policy's quota, or what remains when no policy
+    /// names one.
+    fn policy_bucket(
+        &self,
+        m: Member,
+        policies: &[Member],
+        p: &mut Problems<'_>,
+    ) -> Option<BucketInfo> {
+        let [Some(remaining), Some(reset)] = m.vals else {
+            p.note(ParseError::Incomplete { header: STATE });
+            return None;
+        };
+        let quota = policies
+            .iter()
+            .find(|q| q.name == m.name)
+            .and_then(|q| q.vals[0])
+            .unwrap_or(remaining.max(1));
+        let (limit, remaining) =
+            p.counts((POLICY, quota), (STATE, remaining), self.caps.max_limit)?;
+        Some(BucketInfo {
+            id: Some(m.name),
+            limit,
+            remaining,
+            reset_after: p.cap(STATE, reset.saturating_mul(1_000_000), self.caps.max_reset),
+        })
+    }
+
+    /// The older draft: single-policy plain numbers.
+    fn older_draft(&self, headers: &HeaderMap, p: &mut Problems<'_>) -> Option<BucketInfo> {
+        const LIMIT: &str = "ratelimit-limit";
+        const REMAINING: &str = "ratelimit-remaining";
+        const RESET: &str = "ratelimit-reset";
+        // `RateLimit-Limit: 10, 10;w=1` names the quota first.
+        let first_item = |v: &str| parse_u64(v.split([',', ';']).next().unwrap_or("").trim());
+        let raw = [LIMIT, REMAINING, RESET].map(|h| p.header(headers, h, h));
+        let (limit, remaining, reset) = p.all_three(
+            (LIMIT, raw[0], first_item),
+            (REMAINING, raw[1], parse_u64),
+            (RESET, raw[2], parse_seconds),
+        )?;
+        let (limit, remaining) =
+            p.counts((LIMIT, limit), (REMAINING, remaining), self.caps.max_limit)?;
+        Some(BucketInfo {
+            id: Some("ratelimit".to_owned()),
+            limit,
+            remaining,
+            reset_after: p.cap(RESET, reset, self.caps.max_reset),
+        })
+    }
+
+    fn read(&self, status: StatusCode, headers: &HeaderMap, p: &mut Problems<'_>) -> Observation {
+        let buckets = self.buckets(headers, p);
+        let limited = (status == StatusCode::TOO_MANY_REQUESTS).then(|| {
+            let retry = read_retry_after(headers, p)
+                .or_else(|| {
+                    buckets
+                        .iter()
+                        .filter(|b| b.remaining == 0)
+                        .map(|b| b.reset_after)
+                        .max()
                 })
-                .collect();
-        }
-        // The older draft: single-policy plain numbers.
-        let limit = header_str(headers, "ratelimit-limit")
-            .and_then(|v| v.split([',', ';']).next())
-            .and_then(|v| parse_u64(v.trim()));
-        let remaining = header_str(headers, "ratelimit-remaining").and_then(parse_u64);
-        let reset = header_str(headers, "ratelimit-reset").and_then(parse_seconds);
-        match (limit, remaining, reset) {
-            (Some(l), Some(r), Some(t)) if l > 0 => {
-                let l = cap("ratelimit-limit", l, caps.max_limit);
-                vec![BucketInfo {
-                    id: Some("ratelimit".to_owned()),
-                    limit: l,
-                    remaining: r.min(l),
-                    reset_after: cap("ratelimit-reset", t, caps.max_reset),
-                }]
+                .unwrap_or(UNNAMED_LIMIT_WAIT);
+            Limited {
+                scope: Scope::User,
+                retry_after: p.cap("retry-after", retry, self.caps.max_retry),
             }
-            _ => Vec::new(),
+        });
+        Observation {
+            buckets,
+            limited,
+            unauthorized: status == StatusCode::UNAUTHORIZED,
+            server_error: is_transient(status),
+            ..Observation::default()
         }
     }
 }
@@ -161,35 +225,17 @@ impl Profile for Ietf {
         headers: &HeaderMap,
         _body: Option<&[u8]>,
     ) -> Observation {
-        let buckets = self.buckets(headers);
-        let limited = (status == StatusCode::TOO_MANY_REQUESTS).then(|| {
-            let retry = retry_after_header(headers)
-                .or_else(|| {
-                    buckets
-                        .iter()
-                        .filter(|b| b.remaining == 0)
-                        .map(|b| b.reset_after)
-                        .max()
-                })
-                .unwrap_or(1_000_000);
-            Limited {
-                scope: Scope::User,
-                retry_after: cap("retry-after", retry, self.caps.max_retry),
-            }
-        });
-        Observation {
-            buckets,
-            limited,
-            unauthorized: status == StatusCode::UNAUTHORIZED,
-            server_error: is_transient(status),
-            ..Observation::default()
-        }
+        let mut p = Problems::new(&self.reported);
+        let mut obs = self.read(status, headers, &mut p);
+        obs.malformed = p.first;
+        obs
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parse::MAX_NAME_BYTES;
     use http::HeaderValue;
 
     fn h(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
@@ -256,7 +302,36 @@ mod tests {
             MAX_POLICIES
         );
         let huge = h(&[("ratelimit", "a;r=999999999999;t=999999999999")]);
-        let b = &Ietf::new().observe(StatusCode::OK, &huge, None).buckets[0];
+        let obs = Ietf::new().observe(StatusCode::OK, &huge, None);
+        let b = &obs.buckets[0];
         assert_eq!((b.limit, b.reset_after), (1_000_000, 3_600_000_000));
+        assert!(matches!(obs.malformed, Some(ParseError::AboveCap { .. })));
+    }
+
+    #[test]
+    fn long_policy_names_are_kept_as_digests_and_contradictions_left_out() {
+        let long = "p".repeat(16 * 1024);
+        let mut hs = HeaderMap::new();
+        hs.insert(
+            "ratelimit-policy",
+            HeaderValue::from_str(&format!("{long};q=10, small;q=5")).unwrap(),
+        );
+        hs.insert(
+            "ratelimit",
+            HeaderValue::from_str(&format!("{long};r=3;t=1, small;r=6;t=1")).unwrap(),
+        );
+        let obs = Ietf::new().observe(StatusCode::OK, &hs, None);
+        assert_eq!(obs.buckets.len(), 1, "r=6 of q=5 is no evidence");
+        let b = &obs.buckets[0];
+        assert_eq!(
+            (b.limit, b.remaining),
+            (10, 3),
+            "the digest still finds its policy"
+        );
+        assert!(b.id.as_deref().unwrap().len() <= MAX_NAME_BYTES);
+        assert!(matches!(
+            obs.malformed,
+            Some(ParseError::NameTooLong { len: 16384, .. })
+        ));
     }
 }

@@ -128,11 +128,17 @@ pub struct Observation {
     pub banned: bool,
     /// A transient server error that may be retried with backoff.
     pub server_error: bool,
+    /// The first problem found in the response's rate-limit headers or body (each is logged once per kind
+    /// by the profile). Rejected evidence is not absence of evidence: a route whose responses carry only
+    /// malformed limits is not taken to have none, and keeps sending one request at a time.
+    pub malformed: Option<crate::parse::ParseError>,
 }
 
 /// An upstream's rate-limit dialect: classification of requests and parsing of responses.
 ///
-/// Implementations must never panic on any input: headers and bodies come from the network.
+/// Implementations must never panic on any input: headers and bodies come from the network. Names they
+/// report ([`BucketInfo::id`]) must be bounded in bytes (see [`crate::parse::bounded_name`]); values they
+/// cannot trust are left out and named in [`Observation::malformed`].
 pub trait Profile: Send + Sync + 'static {
     /// A short name for logs.
     fn name(&self) -> &'static str;

@@ -21,11 +21,23 @@ use http::{HeaderMap, StatusCode};
 use ratelimit_core::Micros;
 
 use super::{is_transient, Limited, Observation, Profile, Scope};
-use crate::parse::{cap, header_str, parse_seconds, Caps};
+use crate::parse::{header_str, parse_seconds, Caps, Problems, Reported};
+
+/// The wait after a 429 that names none.
+const UNNAMED_LIMIT_WAIT: Micros = 1_000_000;
 
 /// Reads `Retry-After` as seconds or an HTTP-date, in microseconds from now.
 pub fn retry_after_header(headers: &HeaderMap) -> Option<Micros> {
-    let v = header_str(headers, "retry-after")?;
+    header_str(headers, "retry-after").and_then(retry_after_value)
+}
+
+/// `Retry-After` read for a profile: present but unreadable is noted.
+pub(crate) fn read_retry_after(headers: &HeaderMap, p: &mut Problems<'_>) -> Option<Micros> {
+    let raw = p.header(headers, "retry-after", "retry-after");
+    p.number("retry-after", raw, retry_after_value)
+}
+
+fn retry_after_value(v: &str) -> Option<Micros> {
     if let Some(s) = parse_seconds(v) {
         return Some(s);
     }
@@ -38,6 +50,7 @@ pub fn retry_after_header(headers: &HeaderMap) -> Option<Micros> {
 #[derive(Debug, Clone, Default)]
 pub struct RetryAfter {
     caps: Caps,
+    reported: Reported,
 }
 
 impl RetryAfter {
@@ -68,23 +81,22 @@ impl Profile for RetryAfter {
         headers: &HeaderMap,
         _body: Option<&[u8]>,
     ) -> Observation {
-        let header = retry_after_header(headers);
+        let mut p = Problems::new(&self.reported);
+        let header = read_retry_after(headers, &mut p);
         let limited = match (status.as_u16(), header) {
-            (429, r) => Some(r.unwrap_or(1_000_000)),
+            (429, r) => Some(r.unwrap_or(UNNAMED_LIMIT_WAIT)),
             (503, Some(r)) => Some(r),
             _ => None,
         }
         .map(|r| Limited {
             scope: Scope::User,
-            retry_after: cap("retry-after", r, self.caps.max_retry),
+            retry_after: p.cap("retry-after", r, self.caps.max_retry),
         });
-        if header.is_none() && header_str(headers, "retry-after").is_some() {
-            tracing::warn!("malformed Retry-After ignored");
-        }
         Observation {
             limited,
             unauthorized: status == StatusCode::UNAUTHORIZED,
             server_error: is_transient(status) && limited.is_none(),
+            malformed: p.first,
             ..Observation::default()
         }
     }
@@ -93,6 +105,7 @@ impl Profile for RetryAfter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parse::ParseError;
     use http::HeaderValue;
 
     #[test]
@@ -114,6 +127,12 @@ mod tests {
         assert_eq!(retry_after_header(&h), None);
         let obs = RetryAfter::new().observe(StatusCode::TOO_MANY_REQUESTS, &h, None);
         assert_eq!(obs.limited.unwrap().retry_after, 1_000_000);
+        assert_eq!(
+            obs.malformed,
+            Some(ParseError::Malformed {
+                header: "retry-after"
+            })
+        );
         h.insert("retry-after", HeaderValue::from_static("99999999999"));
         let obs = RetryAfter::new().observe(StatusCode::SERVICE_UNAVAILABLE, &h, None);
         assert_eq!(obs.limited.unwrap().retry_after, 3_600_000_000);

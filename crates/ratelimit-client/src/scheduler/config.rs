@@ -48,7 +48,10 @@ pub struct Config {
     pub ban_backoff: Micros,
     /// Longest wait between ban probes (default 1 h).
     pub ban_backoff_max: Micros,
-    /// Counters kept at most; idle ones are evicted first (default 10,000).
+    /// Counters kept at most (default 10,000). At the cap the least recently used counter with no request
+    /// in flight makes room for a new one, one whose window is over first; evicting one within its window
+    /// (its route probes again when it returns) is logged once. Each counter's keys are bounded in bytes,
+    /// so this also bounds the counters' memory.
     pub max_buckets: usize,
     /// Routes kept at most; idle ones are evicted first (default 10,000).
     pub max_routes: usize,

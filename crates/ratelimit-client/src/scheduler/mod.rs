@@ -26,7 +26,7 @@ pub mod config;
 pub(crate) mod state;
 
 pub use config::{Config, ConfigError, InvalidBudget};
-pub use state::{BucketStatus, RouteStatus, Snapshot};
+pub use state::{BucketStatus, Occupancy, RouteStatus, Snapshot};
 
 use crate::error::Error;
 use crate::parse::micros;
@@ -135,7 +135,7 @@ impl<P: Profile> LimiterBuilder<P> {
         self
     }
 
-    /// Caps on tracked counters and routes (idle ones are evicted first).
+    /// Caps on tracked counters and routes (default 10,000 each; see [`Config::max_buckets`]).
     pub fn max_buckets(mut self, buckets: usize, routes: usize) -> Self {
         self.cfg.max_buckets = buckets;
         self.cfg.max_routes = routes;
@@ -223,10 +223,14 @@ fn token_digest(headers: &HeaderMap) -> u64 {
     }
 }
 
+/// Request bodies longer than this are not parsed for a fingerprint (they all share fingerprint 0): parsing
+/// builds a JSON value, whose size follows the body's.
+const MAX_FINGERPRINTED_BODY: usize = 1 << 20;
+
 /// A fingerprint of a JSON body's top-level keys, for sub-limits that depend on which fields a request
 /// changes (Discord's channel `name`/`topic` edits).
 pub(crate) fn body_fingerprint(body: Option<&[u8]>) -> u64 {
-    let Some(b) = body.filter(|b| !b.is_empty() && b.len() <= 1 << 20) else {
+    let Some(b) = body.filter(|b| !b.is_empty() && b.len() <= MAX_FINGERPRINTED_BODY) else {
         return 0;
     };
     let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(b) else {
@@ -289,6 +293,12 @@ impl<P: Profile> Limiter<P> {
     pub fn snapshot(&self) -> Snapshot {
         let now = self.now();
         self.inner.core.lock().snapshot(now)
+    }
+
+    /// What requests in progress hold (in flight, queued, waiting for or reserving global slots, probing):
+    /// all zero when none is in progress. See [`Occupancy`].
+    pub fn occupancy(&self) -> Occupancy {
+        self.inner.core.lock().occupancy()
     }
 
     /// Total time requests spent waiting for the rate limit, and requests sent, since creation.
@@ -377,6 +387,14 @@ impl<P: Profile> Limiter<P> {
             }
         }
         let t = &*t;
+        // From here on the call may hold a queue position and global-slot bookkeeping: whatever ends the
+        // wait other than an admission (an error, a deadline, the future being dropped) gives them back.
+        let mut guard = WaitGuard {
+            limiter: self,
+            ticket: t,
+            queued: None,
+            armed: true,
+        };
         loop {
             // Sub-limited requests wait in their own lane, outside the route's queue.
             let sub = self.inner.core.lock().sublimit_until(t, self.now());
@@ -389,12 +407,7 @@ impl<P: Profile> Limiter<P> {
                 let now = self.now();
                 self.inner.core.lock().enqueue(t, notify.clone(), now)
             };
-            let mut guard = QueueGuard {
-                limiter: self,
-                route_key: &t.route_key,
-                id,
-                armed: true,
-            };
+            guard.queued = Some(id);
             loop {
                 let now = self.now();
                 let step = self.inner.core.lock().try_admit(id, t, now);
@@ -405,7 +418,8 @@ impl<P: Profile> Limiter<P> {
                     }
                     Step::Fail(e) => return Err(e),
                     Step::Sublimit => {
-                        guard.armed = false;
+                        // `try_admit` already took it out of the queue.
+                        guard.queued = None;
                         break;
                     }
                     Step::Wait { until, bucket } => {
@@ -477,21 +491,23 @@ impl<P: Profile> Limiter<P> {
     }
 }
 
-struct QueueGuard<'a, P> {
+/// A call waiting for admission: on drop without an admission, its queue position (if it holds one) and
+/// its global-slot bookkeeping (a wait for a slot, being held back by a reservation) are given back.
+struct WaitGuard<'a, P> {
     limiter: &'a Limiter<P>,
-    route_key: &'a str,
-    id: state::WaiterId,
+    ticket: &'a Ticket,
+    queued: Option<state::WaiterId>,
     armed: bool,
 }
 
-impl<P> Drop for QueueGuard<'_, P> {
+impl<P> Drop for WaitGuard<'_, P> {
     fn drop(&mut self) {
         if self.armed {
-            self.limiter
-                .inner
-                .core
-                .lock()
-                .cancel(self.route_key, self.id);
+            let mut core = self.limiter.inner.core.lock();
+            if let Some(id) = self.queued {
+                core.cancel(&self.ticket.route_key, id);
+            }
+            core.forget_call(self.ticket);
         }
     }
 }

@@ -58,7 +58,12 @@ pub(crate) struct Ticket {
 
 impl Ticket {
     /// A ticket for `template` and `major` under `token`; the key is built in one exact-size allocation.
+    /// Both are bounded in bytes first (a long template keeps a readable prefix, a long major becomes a
+    /// digest), so that no request path can make a route key, and the maps keyed by it, grow without bound.
     pub(crate) fn new(token: u64, template: &str, major: &str, lane: Lane, seq: u64) -> Ticket {
+        let template = crate::parse::bounded_template(template);
+        let major = crate::parse::bounded_name(major);
+        let (template, major) = (&*template, &*major);
         let (start, end) = (17, 17 + template.len());
         let len = end + 1 + major.len();
         // Assembled on the stack and copied once into the `Arc` (a `String` would be a second allocation).
@@ -552,6 +557,47 @@ pub struct Snapshot {
     pub banned_for: Option<Micros>,
 }
 
+/// What requests in progress hold in the scheduler: in-flight counts, queue positions, global-slot waits
+/// and reservations, probes. All zero when no request is in progress, so a test (or a health check) can
+/// tell that a cancelled request left nothing behind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Occupancy {
+    /// Admissions in flight, summed over counters (one request counts once per counter it draws on).
+    pub in_flight: u64,
+    /// Admissions in flight under the global limit, summed over tokens.
+    pub global_in_flight: u64,
+    /// Requests queued on routes.
+    pub queued: usize,
+    /// Queue heads waiting for a global slot.
+    pub global_waiting: usize,
+    /// Global slots set aside for routes (reservations), and routes holding one.
+    pub global_reserved: usize,
+    /// Calls held back by a reservation.
+    pub held: usize,
+    /// Probes in flight: on unknown routes, and the ban probe.
+    pub probes_in_flight: usize,
+}
+
+impl Occupancy {
+    /// True when nothing is held: no request is admitted, queued or waiting.
+    ///
+    /// ```
+    /// use ratelimit_client::{profile::Discord, Limiter};
+    /// assert!(Limiter::new(Discord::new()).occupancy().is_idle());
+    /// ```
+    pub fn is_idle(&self) -> bool {
+        *self == Occupancy::default()
+    }
+}
+
+/// The bucket cap's two situations, each logged once per limiter.
+#[derive(Debug, Default)]
+struct CapLogged {
+    evicted_active: bool,
+    untracked: bool,
+}
+
 pub(crate) struct Core {
     cfg: Config,
     /// Global window (window + margin) in microseconds.
@@ -562,8 +608,11 @@ pub(crate) struct Core {
     tokens: HashMap<u64, TokenState>,
     routes: HashMap<Arc<str>, RouteState>,
     counters: HashMap<Arc<str>, Counter>,
-    /// `(hash, route template)` pairs known to keep their own counter under a shared hash.
+    /// `(hash, route template)` pairs known to keep their own counter under a shared hash (at most
+    /// `max_buckets`).
     own_counter: HashSet<(Arc<str>, Arc<str>)>,
+    /// What the bucket cap already logged (once each).
+    cap_logged: CapLogged,
     invalid: VecDeque<Micros>,
     invalid_level: u8,
     ban: Ban,
@@ -583,6 +632,7 @@ impl Core {
             routes: HashMap::default(),
             counters: HashMap::default(),
             own_counter: HashSet::default(),
+            cap_logged: CapLogged::default(),
             invalid: VecDeque::new(),
             invalid_level: 0,
             ban: Ban::default(),
@@ -712,6 +762,17 @@ impl Core {
                     ts.reserved.remove(&k);
                 }
             }
+        }
+    }
+
+    /// Forgets a call that stopped waiting without an admission: it no longer waits for a global slot nor
+    /// is held back by a reservation (its queue position, if any, goes through [`Core::cancel`]).
+    pub(crate) fn forget_call(&mut self, t: &Ticket) {
+        if let Some(ts) = self.tokens.get_mut(&t.token) {
+            if ts.waiting.remove(&t.seq).is_some() {
+                ts.wake_first();
+            }
+            ts.held.remove(&t.seq);
         }
     }
 
@@ -1220,7 +1281,13 @@ impl Core {
                 }
             }
         }
-        if obs.buckets.is_empty() && obs.limited.is_none() && !obs.server_error {
+        // A route is taken to have no limit only when its response says so by naming none: rejected
+        // evidence (`malformed`) keeps it probing one request at a time.
+        if obs.buckets.is_empty()
+            && obs.limited.is_none()
+            && !obs.server_error
+            && obs.malformed.is_none()
+        {
             if let Some(r) = self.routes.get_mut(&g.route_key) {
                 if r.counters.is_empty() && !r.unlimited {
                     tracing::debug!(route = %g.route_key, "route reports no bucket: only the global limit applies");
@@ -1348,11 +1415,8 @@ impl Core {
         if !linked {
             // A new hash for this route: learn it (a probe), a changed hash, or a layered limit on a 429.
             if !self.counters.contains_key(&key) {
-                if self.counters.len() >= self.cfg.max_buckets && !self.evict_counters(now) {
-                    tracing::warn!(
-                        max = self.cfg.max_buckets,
-                        "too many buckets; route stays in probe mode"
-                    );
+                if !self.make_room_for_counter(now, None) {
+                    self.untracked_at_cap(g, limited);
                     return None;
                 }
                 let mut c = Counter::new(Some(hash.clone()), b, g.sent_at, now);
@@ -1365,7 +1429,7 @@ impl Core {
                         && c.reset_at
                             .is_some_and(|r| now.saturating_add(c.period / 2) < r)
                 });
-                if shared_counter_fresh && b.id.is_some() {
+                if shared_counter_fresh && b.id.is_some() && self.make_room_for_split(now, &key) {
                     // The other routes already spent from this window, yet this one reports a fresh count: it
                     // keeps its own counter under the shared hash (dapi#8073).
                     return self.split(g, b, &hash, &template, &major, now);
@@ -1427,17 +1491,17 @@ impl Core {
         if !current {
             return Some(key);
         }
-        if let Some(gc) = gc {
-            let multi = c.routes.len() > 1;
-            if multi
+        let split = gc.is_some_and(|gc| {
+            c.routes.len() > 1
                 && gc.first_half
                 && gc.done_at_send >= 1
                 && b.remaining + 1 == b.limit
                 && b.id.is_some()
-            {
-                return self.split(g, b, &hash, &template, &major, now);
-            }
+        });
+        if split && self.make_room_for_split(now, &key) {
+            return self.split(g, b, &hash, &template, &major, now);
         }
+        let c = self.counters.get_mut(&key)?;
         // The upstream opened a new window before ours ended (our reset is late by the return trip, and
         // requests sent in that gap open the next window): its reset lies a good part of a window beyond ours.
         // Trust the fresh count, but only from the newest response: an older one may predate admissions
@@ -1537,24 +1601,84 @@ impl Core {
         Some(key)
     }
 
-    fn evict_counters(&mut self, now: Micros) -> bool {
+    /// Makes room for one more counter when the cap ([`Config::max_buckets`]) is reached: evicts the least
+    /// recently used counter with no request in flight (other than `keep`), preferring one whose window is
+    /// over. Evicting one
+    /// still within its window forgets what it knew (how much of the window is spent): its route sends one
+    /// probe when it next needs it, and learns the window again from the answer. That is logged once (the cap
+    /// is too small for the upstream's working set) and counted in
+    /// `ratelimit_client_bucket_cap_total{outcome}`. False when every counter has a request in flight.
+    fn make_room_for_counter(&mut self, now: Micros, keep: Option<&Arc<str>>) -> bool {
+        if self.counters.len() < self.cfg.max_buckets {
+            return true;
+        }
         let victim = self
             .counters
             .iter()
-            .filter(|(_, c)| c.idle(now))
-            .min_by_key(|(_, c)| c.last_used)
-            .map(|(k, _)| k.clone());
-        let Some(k) = victim else {
+            .filter(|(k, c)| c.in_flight == 0 && Some(*k) != keep)
+            .min_by_key(|(_, c)| (!c.idle(now), c.last_used))
+            .map(|(k, c)| (k.clone(), c.idle(now)));
+        let Some((key, idle)) = victim else {
             return false;
         };
-        if let Some(c) = self.counters.remove(&k) {
+        if idle {
+            metrics::counter!("ratelimit_client_bucket_cap_total", "outcome" => "evicted_idle")
+                .increment(1);
+        } else {
+            metrics::counter!("ratelimit_client_bucket_cap_total", "outcome" => "evicted_active")
+                .increment(1);
+            if !std::mem::replace(&mut self.cap_logged.evicted_active, true) {
+                tracing::warn!(
+                    max_buckets = self.cfg.max_buckets,
+                    "bucket cap reached with every counter within its window: the least recently used is \
+                     evicted, and its route probes again when it next sends; raise max_buckets if the \
+                     upstream has more live buckets (logged once; counted in \
+                     ratelimit_client_bucket_cap_total{{outcome=\"evicted_active\"}})"
+                );
+            }
+        }
+        if let Some(c) = self.counters.remove(&key) {
             for rk in c.routes {
                 if let Some(r) = self.routes.get_mut(&rk) {
-                    r.counters.retain(|x| x != &k);
+                    r.counters.retain(|x| x != &key);
                 }
             }
         }
         true
+    }
+
+    /// A response named a bucket that cannot be tracked (a request is in flight on every counter at the
+    /// cap). A route that was told its bucket changed stops spending the old counter: it sends one request
+    /// at a time, each a probe, until a counter frees. A layered limit named on a 429 is simply not added.
+    fn untracked_at_cap(&mut self, g: &Grant, limited: bool) {
+        metrics::counter!("ratelimit_client_bucket_cap_total", "outcome" => "untracked")
+            .increment(1);
+        if !std::mem::replace(&mut self.cap_logged.untracked, true) {
+            tracing::warn!(
+                max_buckets = self.cfg.max_buckets,
+                "bucket cap reached with a request in flight on every counter: a new bucket is not tracked, \
+                 and its route sends one request at a time until a counter frees; raise max_buckets \
+                 (logged once; counted in ratelimit_client_bucket_cap_total{{outcome=\"untracked\"}})"
+            );
+        }
+        if limited {
+            return;
+        }
+        if let Some(route) = self.routes.get_mut(&g.route_key) {
+            for k in std::mem::take(&mut route.counters) {
+                if let Some(c) = self.counters.get_mut(&k) {
+                    c.routes.retain(|r| r != &g.route_key);
+                }
+            }
+        }
+    }
+
+    /// Whether a route may get its own counter under a shared hash: the pairs known to keep their own
+    /// count are bounded like the counters, and so is the new counter (`shared`, the counter it leaves, is
+    /// not evicted for it). Without room the route keeps sharing, the stricter reading.
+    fn make_room_for_split(&mut self, now: Micros, shared: &Arc<str>) -> bool {
+        self.own_counter.len() < self.cfg.max_buckets
+            && self.make_room_for_counter(now, Some(shared))
     }
 
     fn evict_routes(&mut self, now: Micros) {
@@ -1575,6 +1699,23 @@ impl Core {
                     }
                 }
             }
+        }
+    }
+
+    pub(crate) fn occupancy(&self) -> Occupancy {
+        let tokens = self.tokens.values();
+        Occupancy {
+            in_flight: self.counters.values().map(|c| u64::from(c.in_flight)).sum(),
+            global_in_flight: tokens.clone().map(|t| u64::from(t.in_flight)).sum(),
+            queued: self
+                .queued
+                .max(self.routes.values().map(RouteState::queued).sum()),
+            global_waiting: tokens.clone().map(|t| t.waiting.len()).sum(),
+            global_reserved: tokens.clone().map(|t| t.reserved.len()).sum::<usize>()
+                + self.routes.values().filter(|r| r.reserve.is_some()).count(),
+            held: tokens.map(|t| t.held.len()).sum(),
+            probes_in_flight: self.routes.values().filter(|r| r.probe_in_flight).count()
+                + usize::from(self.ban.probe_in_flight),
         }
     }
 
@@ -1668,8 +1809,13 @@ mod tests {
             ("GET /a", long.as_str()),
         ] {
             let t = Ticket::new(0xabc, tpl, major, Lane::Normal, 0);
+            let (tpl, major) = (
+                crate::parse::bounded_template(tpl),
+                crate::parse::bounded_name(major),
+            );
             assert_eq!(&*t.route_key, format!("{:016x}|{tpl}|{major}", 0xabc));
-            assert_eq!((t.template(), t.major()), (tpl, major));
+            assert_eq!((t.template(), t.major()), (&*tpl, &*major));
+            assert!(t.route_key.len() <= 17 + 192 + 1 + 64);
         }
     }
 
@@ -2261,6 +2407,26 @@ mod tests {
     }
 
     #[test]
+    fn rejected_evidence_keeps_a_route_probing_one_at_a_time() {
+        let mut c = core();
+        let t = ticket("GET /a", "");
+        let probe = try_send(&mut c, &t, 0).unwrap();
+        let rejected = Observation {
+            malformed: Some(crate::parse::ParseError::RemainingAboveLimit {
+                header: "x-ratelimit-remaining",
+                remaining: 9,
+                limit: 5,
+            }),
+            ..Observation::default()
+        };
+        assert_eq!(c.complete(&probe, &rejected, 0, 1), Verdict::Done);
+        assert!(!c.snapshot(1).routes[0].unlimited);
+        let next = try_send(&mut c, &t, 1).unwrap();
+        assert!(next.probe);
+        assert!(try_send(&mut c, &t, 1).is_err(), "one at a time");
+    }
+
+    #[test]
     fn connection_failures_keep_the_slot_spent_and_free_the_probe() {
         let mut c = core();
         let t = ticket("GET /a", "");
@@ -2275,6 +2441,67 @@ mod tests {
         let (w, _) = try_send(&mut c, &t, 2).expect_err("the failed request may have been counted");
         c.cancel(&t.route_key, w);
         assert!(try_send(&mut c, &t, S + 1).is_ok());
+    }
+
+    #[test]
+    fn at_the_cap_the_least_recently_used_counter_makes_room_even_within_its_window() {
+        let mut c = Core::new(Config {
+            max_buckets: 2,
+            global_limit: None,
+            ..Config::default()
+        });
+        for (i, at) in [(0, 0), (1, 1)] {
+            let t = ticket("GET /a", &i.to_string());
+            let g = try_send(&mut c, &t, at).unwrap();
+            c.complete(&g, &bucket(&format!("h{i}"), 5, 4, 600 * S), 0, at);
+        }
+        // Both within ten-minute windows; a new major's bucket evicts the older, h0.
+        let t = ticket("GET /a", "2");
+        let g = try_send(&mut c, &t, 2).unwrap();
+        c.complete(&g, &bucket("h2", 5, 4, 600 * S), 0, 2);
+        let mut hashes: Vec<String> = c
+            .snapshot(2)
+            .buckets
+            .into_iter()
+            .filter_map(|b| b.hash)
+            .collect();
+        hashes.sort();
+        assert_eq!(hashes, ["h1", "h2"]);
+        assert!(c.cap_logged.evicted_active);
+        // Its route learns its window again from one probe.
+        assert!(try_send(&mut c, &ticket("GET /a", "0"), 3).unwrap().probe);
+    }
+
+    #[test]
+    fn at_the_cap_with_a_request_in_flight_on_every_counter_a_changed_bucket_is_not_tracked() {
+        let mut c = Core::new(Config {
+            max_buckets: 1,
+            global_limit: None,
+            ..Config::default()
+        });
+        let t = ticket("GET /a", "1");
+        let probe = try_send(&mut c, &t, 0).unwrap();
+        c.complete(&probe, &bucket("h1", 5, 4, 600 * S), 0, 0);
+        let g1 = try_send(&mut c, &t, 1).unwrap();
+        let g2 = try_send(&mut c, &t, 1).unwrap();
+        // g1's response names another bucket; g2 is still in flight on the only counter.
+        c.complete(&g1, &bucket("h2", 50, 49, 600 * S), 0, 2);
+        let snap = c.snapshot(2);
+        assert_eq!(snap.buckets.len(), 1);
+        assert!(
+            snap.buckets[0].routes.is_empty(),
+            "the route no longer spends the stale counter: {snap:?}"
+        );
+        assert!(c.cap_logged.untracked);
+        let next = try_send(&mut c, &t, 2).unwrap();
+        assert!(next.probe, "one request at a time meanwhile");
+        // Once nothing is in flight on it, the stale counter makes room for the new bucket.
+        c.complete(&g2, &bucket("h2", 50, 48, 600 * S), 0, 3);
+        c.complete(&next, &bucket("h2", 50, 47, 600 * S), 0, 3);
+        let snap = c.snapshot(3);
+        assert_eq!(snap.buckets[0].hash.as_deref(), Some("h2"));
+        assert!(try_send(&mut c, &t, 3).is_ok());
+        assert!(try_send(&mut c, &t, 3).is_ok(), "in parallel again");
     }
 
     #[test]

@@ -1,17 +1,28 @@
-//! Defensive parsing of numbers found in upstream headers and bodies.
+//! Defensive parsing of what upstreams put in headers and bodies.
 //!
 //! Upstream headers are input from the network: they can be missing, malformed, negative, non-finite or
-//! absurdly large. Every parser here returns `None` for anything it cannot read exactly, and callers cap
-//! what they accept (see [`Caps`]), so a hostile header can neither panic the client nor park it for a year.
+//! absurdly large, contradict each other, or carry names of any length. Every parser here returns `None`
+//! for anything it cannot read exactly; callers cap what they accept (see [`Caps`]) and bound names in
+//! bytes ([`bounded_name`]), and each problem is a typed [`ParseError`], logged once per kind. So a hostile
+//! header can neither panic the client, nor park it for a year, nor grow its memory, nor be read as
+//! permission to send.
 
 use std::time::Duration;
 
 use http::HeaderMap;
 use ratelimit_core::Micros;
 
+mod error;
+mod name;
+
+pub use error::ParseError;
+pub(crate) use error::{Problems, Reported};
+pub(crate) use name::bounded_template;
+pub use name::{bounded_name, MAX_NAME_BYTES};
+
 /// Upper bounds applied to numbers read from upstream responses.
 ///
-/// Values above a cap are clamped to it and logged at `warn`; this keeps a confused or hostile upstream from
+/// Values above a cap are clamped to it and reported ([`ParseError::AboveCap`]); this keeps a confused or hostile upstream from
 /// blocking a route for days (Discord has reported `Reset-After: 102737` on a 50,000 bucket, dapi#5646).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caps {
@@ -90,16 +101,6 @@ pub fn float_seconds(v: f64) -> Option<Micros> {
         return Some(u64::MAX);
     }
     Some(micros as u64)
-}
-
-/// Clamps `v` to `cap`, logging when it had to.
-pub fn cap(what: &'static str, v: u64, cap: u64) -> u64 {
-    if v > cap {
-        tracing::warn!(what, value = v, cap, "upstream value above cap, clamped");
-        cap
-    } else {
-        v
-    }
 }
 
 /// `Micros` to a [`Duration`].
