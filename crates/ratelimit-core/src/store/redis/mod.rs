@@ -153,6 +153,7 @@
 
 mod batch;
 mod breaker;
+mod conn;
 mod deny_cache;
 mod failure;
 mod health;
@@ -169,8 +170,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster_async::ClusterConnection;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, ServerErrorKind, Value};
 
 use crate::clock::{duration_to_micros, Clock, Micros};
@@ -182,11 +182,12 @@ use crate::Rule;
 
 use self::batch::{Batcher, Entry, Waiter};
 use self::breaker::Breaker;
+use self::conn::{Conn, Connection, Connector, Evidence, Lease};
 use self::deny_cache::DenyCache;
 use self::failure::{Failure, ProtocolStreak};
 use self::health::{Caller, LOG_SLOTS, RELOAD_LOG_SLOT};
 use self::log_once::LogOnce;
-use self::script::Op;
+use self::script::{Op, Token};
 
 /// The Lua source of the script the store runs for `set` (the algorithms `set` uses and the entry
 /// point), for inspection and for loading by hand (e.g. with `redis-benchmark`).
@@ -285,6 +286,8 @@ pub struct RedisStats {
     pub protocol_errors: u64,
     /// Calls the open circuit breaker kept from Redis.
     pub refused: u64,
+    /// Connections replaced because their replies were out of step with their requests.
+    pub reconnects: u64,
 }
 
 #[derive(Debug, Default)]
@@ -297,36 +300,6 @@ struct Counters {
     key_state_errors: AtomicU64,
     protocol_errors: AtomicU64,
     refused: AtomicU64,
-}
-
-#[derive(Clone)]
-enum Conn {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
-impl Conn {
-    async fn query(&self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
-        // Server errors (NOSCRIPT among them) arrive as a value; make them errors.
-        match self {
-            Conn::Single(c) => c.clone().req_packed_command(cmd).await,
-            Conn::Cluster(c) => c.clone().req_packed_command(cmd).await,
-        }
-        .and_then(Value::extract_error)
-    }
-
-    /// A script call: only a top-level error reply is an error. A batch's reply keeps an entry's own
-    /// error reply in place (`Value::ServerError`), so that it fails that entry's caller alone.
-    async fn call(&self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
-        match self {
-            Conn::Single(c) => c.clone().req_packed_command(cmd).await,
-            Conn::Cluster(c) => c.clone().req_packed_command(cmd).await,
-        }
-        .and_then(|v| match v {
-            Value::ServerError(e) => Err(e.into()),
-            v => Ok(v),
-        })
-    }
 }
 
 /// Builds a [`RedisStore`]; see [`RedisStore::builder`].
@@ -450,43 +423,77 @@ impl RedisStoreBuilder {
     /// Connects to one Redis (or Valkey) server: `redis://host:port/db`, `unix:///path`, or `rediss://…`
     /// when redis-rs's TLS is enabled. Loads the script.
     pub async fn connect(self, url: &str) -> Result<RedisStore, StoreError> {
-        self.validate()?;
         let client = redis::Client::open(url).map_err(backend)?;
+        self.from_client(client).await
+    }
+
+    /// Connects through a client the application built (e.g. `redis::Client::build_with_tls` for a
+    /// private CA). Loads the script. The store can replace this connection when its replies fall out of
+    /// step with its requests (see the [module docs](self#when-redis-fails)).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use ratelimit_core::RedisStore;
+    ///
+    /// let client = redis::Client::open("redis://127.0.0.1:6379/")?;
+    /// let store = RedisStore::builder().from_client(client).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn from_client(self, client: redis::Client) -> Result<RedisStore, StoreError> {
+        self.validate()?;
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(250))))
+            .set_connection_timeout(Some(self.connect_timeout()))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(200));
-        let manager = ConnectionManager::new_with_config(client, config)
+        let manager = ConnectionManager::new_with_config(client.clone(), config.clone())
             .await
             .map_err(backend)?;
-        self.build(Conn::Single(manager)).await
+        self.build(Conn::Single(manager), Connector::Single { client, config })
+            .await
     }
 
     /// Uses an existing connection manager (for sharing one with the application). Loads the script.
+    ///
+    /// The store cannot rebuild a manager it was given (redis-rs does not expose the client behind it):
+    /// when the connection's replies fall out of step with its requests (a reply lost while the
+    /// connection stays up), they are still never taken for decisions, but calls fail until redis-rs
+    /// drops the connection. Prefer [`from_client`](Self::from_client).
     pub async fn from_manager(self, manager: ConnectionManager) -> Result<RedisStore, StoreError> {
         self.validate()?;
-        self.build(Conn::Single(manager)).await
+        self.build(Conn::Single(manager), Connector::Given).await
     }
 
     /// Connects to a Redis Cluster through any of its nodes. Loads the script on every primary.
     pub async fn connect_cluster(self, nodes: &[&str]) -> Result<RedisStore, StoreError> {
         self.validate()?;
         let client = redis::cluster::ClusterClient::builder(nodes.iter().copied())
-            .connection_timeout(self.timeout.max(Duration::from_millis(250)))
+            .connection_timeout(self.connect_timeout())
             .build()
             .map_err(backend)?;
         let conn = client.get_async_connection().await.map_err(backend)?;
-        self.build(Conn::Cluster(conn)).await
+        let budget = self
+            .connect_timeout()
+            .saturating_mul(CLUSTER_RECONNECT_BUDGET_IN_CONNECT_TIMEOUTS);
+        self.build(Conn::Cluster(conn), Connector::Cluster { client, budget })
+            .await
     }
 
-    async fn build(self, conn: Conn) -> Result<RedisStore, StoreError> {
+    /// How long one connection attempt may take: the call timeout, but enough for a TLS handshake.
+    fn connect_timeout(&self) -> Duration {
+        self.timeout.max(Duration::from_millis(250))
+    }
+
+    async fn build(self, conn: Conn, connector: Connector) -> Result<RedisStore, StoreError> {
         let batcher = match conn {
             Conn::Single(_) if self.max_in_flight > 0 => Some(Batcher::new(self.max_in_flight)),
             _ => None,
         };
+        // See `conn`: reconnects spaced like the breaker's probes, and never closer than one timeout.
+        let reconnect_spacing = self.breaker_cooldown.max(self.timeout);
         let store = RedisStore {
             inner: Arc::new(Inner {
-                conn,
+                conn: Connection::new(conn, connector, reconnect_spacing),
+                tokens: AtomicU64::new(0),
                 prefix: self.prefix,
                 timeout: self.timeout,
                 clock: self.clock,
@@ -508,21 +515,24 @@ impl RedisStoreBuilder {
             }),
         };
         // Load the variants for single-algorithm sets now; others load on first use.
+        let conn = store.inner.conn.current().conn;
         if self.scripting == Scripting::Auto {
-            if let Err(e) = store.inner.load_script(1).await {
+            if let Err(e) = store.inner.load_script(&conn, 1).await {
                 tracing::info!(error = %e, "FUNCTION LOAD refused; using SCRIPT LOAD + EVALSHA");
                 store.inner.functions.store(false, Ordering::Relaxed);
             }
         }
         for part in 0..6 {
-            store.inner.load_script(1 << part).await?;
+            store.inner.load_script(&conn, 1 << part).await?;
         }
         Ok(store)
     }
 }
 
 struct Inner {
-    conn: Conn,
+    conn: Arc<Connection>,
+    /// The next call's token (see [`Token`]).
+    tokens: AtomicU64,
     prefix: String,
     timeout: Duration,
     clock: RedisClock,
@@ -547,6 +557,11 @@ struct Inner {
 
 /// See [`RedisStoreBuilder::max_in_flight`].
 const DEFAULT_MAX_IN_FLIGHT: usize = 2;
+
+/// A cluster connection is rebuilt by connecting to the seed nodes and reading the slot map: a few
+/// connection attempts' worth, after which the replacement is given up (and tried again on the next
+/// evidence).
+const CLUSTER_RECONNECT_BUDGET_IN_CONNECT_TIMEOUTS: u32 = 4;
 
 /// A probe finishes within its timeout or is dropped; one that did neither after this many timeouts
 /// (a future parked and never polled again) is presumed lost, so it cannot keep the breaker open.
@@ -589,7 +604,7 @@ impl Inner {
         self.functions.load(Ordering::Relaxed)
     }
 
-    async fn load_script(&self, mask: u8) -> Result<(), StoreError> {
+    async fn load_script(&self, conn: &Conn, mask: u8) -> Result<(), StoreError> {
         let script = script::script(mask);
         let functions = self.uses_functions();
         let cmd = if functions {
@@ -601,7 +616,7 @@ impl Inner {
             c.arg("LOAD").arg(&script.source);
             c
         };
-        let fut = self.conn.query(&cmd);
+        let fut = conn.query(&cmd);
         let sha =
             match tokio::time::timeout(self.timeout.max(Duration::from_millis(250)), fut).await {
                 Err(_) => return Err(StoreError::Timeout(self.timeout)),
@@ -631,10 +646,10 @@ impl Inner {
 
     /// EVALSHA/FCALL, reloading the code and retrying when the server has lost it. A few attempts, not
     /// one: another flush can land between the reload and the retry. The caller's timeout bounds the loop.
-    async fn eval(&self, cmd: &redis::Cmd, mask: u8) -> Result<Value, Failure> {
+    async fn eval(&self, conn: &Conn, cmd: &redis::Cmd, mask: u8) -> Result<Value, Failure> {
         let mut attempts = 0;
         loop {
-            match self.conn.call(cmd).await {
+            match conn.call(cmd).await {
                 Err(e) if is_noscript(&e) && attempts < 4 => {
                     attempts += 1;
                     if let Some(unlogged) = self.logs.occurred(RELOAD_LOG_SLOT) {
@@ -643,7 +658,7 @@ impl Inner {
                             "Redis lost the rate-limit code (restart, failover, SCRIPT/FUNCTION FLUSH); reloading (counted in ratelimit_redis_script_loads_total)"
                         );
                     }
-                    self.load_script(mask).await.map_err(Failure::Store)?;
+                    self.load_script(conn, mask).await.map_err(Failure::Store)?;
                 }
                 r => return r.map_err(Failure::Redis),
             }
@@ -678,11 +693,22 @@ impl Inner {
         };
         let client_now = self.client_now();
         let mask = script::mask(set);
+        let token = self.next_token();
         // Held until this call's reply is in: then it sends whatever queued meanwhile.
         let _slot = match &self.batcher {
             // A probe of a half-open breaker goes alone: its outcome is what closes the breaker again.
             Some(b) if !permit.is_probe() => {
-                match b.enter(self, mask, op, set, hash, cost, client_now, self.timeout) {
+                match b.enter(
+                    self,
+                    mask,
+                    op,
+                    set,
+                    hash,
+                    cost,
+                    client_now,
+                    token,
+                    self.timeout,
+                ) {
                     Entry::Direct(slot) => Some(slot),
                     Entry::Queued(rx) => {
                         // The batch holding this call takes its own permit.
@@ -698,10 +724,39 @@ impl Inner {
         }
         let mut base = String::new();
         keys::key_base(&mut base, &self.prefix, hash);
-        let cmd = script::command(self.uses_functions(), op, set, &mut base, client_now, cost);
-        let reply = self.send(&cmd, mask, self.timeout).await;
-        let answer = reply.and_then(|v| self.validate(&v, op, set, cost).map_err(Failure::Store));
+        let cmd = script::command(
+            self.uses_functions(),
+            op,
+            set,
+            &mut base,
+            client_now,
+            cost,
+            token,
+        );
+        let (generation, reply) = self.send(&cmd, mask, self.timeout).await;
+        let answer = reply
+            .and_then(|v| self.own_reply(v, token, generation))
+            .and_then(|v| self.validate(&v, op, set, cost).map_err(Failure::Store));
         self.settle(Some(permit), answer, Caller::Identity(hash))
+    }
+
+    fn next_token(&self) -> Token {
+        Token::nth(self.tokens.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// `reply` without its token when it is this call's own; else the evidence that the connection it
+    /// came on is out of step (see [`conn`]).
+    fn own_reply(&self, reply: Value, token: Token, generation: u64) -> Result<Value, Failure> {
+        match script::untag(reply, token) {
+            Ok(v) => {
+                self.conn.in_step(generation);
+                Ok(v)
+            }
+            Err(script::ForeignReply(e)) => {
+                self.conn.out_of_step(generation, Evidence::ForeignReply);
+                Err(Failure::Store(e))
+            }
+        }
     }
 
     /// A call that went in a batch: its entry of the batch's reply (the batch told the breaker how Redis
@@ -749,14 +804,25 @@ impl Inner {
         }
     }
 
-    /// Sends one command (a call or a batch) within `budget`, counting it.
-    async fn send(&self, cmd: &redis::Cmd, mask: u8, budget: Duration) -> Result<Value, Failure> {
+    /// Sends one command (a call or a batch) within `budget`, counting it; with the generation of the
+    /// connection it went out on. A timeout is evidence that the connection is out of step.
+    async fn send(
+        &self,
+        cmd: &redis::Cmd,
+        mask: u8,
+        budget: Duration,
+    ) -> (u64, Result<Value, Failure>) {
         self.counters.redis_calls.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("ratelimit_redis_calls_total").increment(1);
-        match tokio::time::timeout(budget, self.eval(cmd, mask)).await {
+        let Lease { generation, conn } = self.conn.current();
+        let result = match tokio::time::timeout(budget, self.eval(&conn, cmd, mask)).await {
             Ok(r) => r,
-            Err(_) => Err(Failure::Timeout(self.timeout)),
-        }
+            Err(_) => {
+                self.conn.out_of_step(generation, Evidence::Timeout);
+                Err(Failure::Timeout(self.timeout))
+            }
+        };
+        (generation, result)
     }
 
     /// The next batch of `mask`'s lane as an in-flight call ends (see [`Batcher::next`]).
@@ -798,12 +864,19 @@ impl Inner {
         let cmd = batch::command(self.uses_functions(), &self.prefix, mask, &live);
         metrics::counter!("ratelimit_redis_batched_calls_total").increment(live.len() as u64);
         let n = live.len();
-        let reply = match self.send(&cmd, mask, deadline - now).await {
-            Ok(Value::Array(items)) if items.len() == n => Ok(items),
+        let (generation, reply) = self.send(&cmd, mask, deadline - now).await;
+        let reply = match reply {
+            Ok(Value::Array(items)) if items.len() == n => {
+                self.own_entries(items, &live, generation)
+            }
             // Not one identity's reply: a protocol error of the whole batch (it feeds the breaker).
-            Ok(other) => Err(Failure::Store(StoreError::Protocol(format!(
-                "expected {n} replies from the batch call, got {other:?}"
-            )))),
+            Ok(other) => {
+                self.conn.out_of_step(generation, Evidence::BatchLength);
+                Err(Failure::Store(StoreError::Protocol(format!(
+                    "expected {n} replies from the batch call, got {}",
+                    reply::describe(&other)
+                ))))
+            }
             Err(e) => Err(e),
         };
         match self.settle(Some(permit), reply, Caller::Batch(n)) {
@@ -819,6 +892,28 @@ impl Inner {
             }
         }
     }
+    /// A batch reply's entries without their tokens when every entry is its own call's; else the whole
+    /// batch's evidence that the connection is out of step (a reply of another batch of the same size).
+    fn own_entries(
+        &self,
+        entries: Vec<Value>,
+        batch: &[Waiter],
+        generation: u64,
+    ) -> Result<Vec<Value>, Failure> {
+        let mut own = Vec::with_capacity(entries.len());
+        for (entry, w) in entries.into_iter().zip(batch) {
+            match script::untag_entry(entry, w.token()) {
+                Ok(v) => own.push(v),
+                Err(script::ForeignReply(e)) => {
+                    self.conn.out_of_step(generation, Evidence::ForeignReply);
+                    return Err(Failure::Store(e));
+                }
+            }
+        }
+        self.conn.in_step(generation);
+        Ok(own)
+    }
+
     fn scaled(&self, set: &PolicySet, instances: u32) -> PolicySet {
         let mut cache = self.scaled.lock();
         if let Some((_, s)) = cache.iter().find(|(k, _)| k == set) {
@@ -950,9 +1045,23 @@ impl Inner {
             script::push_policy_key(&mut base, p);
             cmd.arg(base.as_bytes());
         }
-        let result = match tokio::time::timeout(self.timeout, self.conn.query(&cmd)).await {
-            Err(_) => Err(Failure::Timeout(self.timeout)),
-            Ok(r) => r.map(|_| ()).map_err(Failure::Redis),
+        let Lease { generation, conn } = self.conn.current();
+        let result = match tokio::time::timeout(self.timeout, conn.query(&cmd)).await {
+            Err(_) => {
+                self.conn.out_of_step(generation, Evidence::Timeout);
+                Err(Failure::Timeout(self.timeout))
+            }
+            // DEL answers how many of the keys it deleted; anything else answers another request.
+            Ok(Ok(Value::Int(n))) if usize::try_from(n).is_ok_and(|n| n <= set.len()) => Ok(()),
+            Ok(Ok(other)) => {
+                self.conn.out_of_step(generation, Evidence::ForeignReply);
+                Err(Failure::Store(StoreError::Protocol(format!(
+                    "DEL of {} keys answered {}: a reply to another request, so the connection's replies are out of step with its requests; the store replaces the connection",
+                    set.len(),
+                    reply::describe(&other)
+                ))))
+            }
+            Ok(Err(e)) => Err(Failure::Redis(e)),
         };
         self.settle(Some(permit), result, Caller::Identity(&hash))
     }
@@ -1005,6 +1114,7 @@ impl RedisStore {
             key_state_errors: c.key_state_errors.load(Ordering::Relaxed),
             protocol_errors: c.protocol_errors.load(Ordering::Relaxed),
             refused: c.refused.load(Ordering::Relaxed),
+            reconnects: self.inner.conn.reconnects(),
         }
     }
 
@@ -1051,6 +1161,7 @@ impl RedisStore {
             probing: self.inner.breaker.is_probing(),
             in_flight,
             queued,
+            reconnecting: self.inner.conn.is_replacing(),
         }
     }
 }
@@ -1068,6 +1179,8 @@ pub struct DebugState {
     pub in_flight: usize,
     /// Calls waiting for a batch, over every lane.
     pub queued: usize,
+    /// A replacement connection is being made.
+    pub reconnecting: bool,
 }
 
 impl RedisStore {
