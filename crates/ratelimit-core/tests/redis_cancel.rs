@@ -33,10 +33,14 @@ fn fresh() -> String {
     format!("id{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-/// Nothing held: no probe, no coalescing slot, nobody queued.
+/// Nothing held: no probe, no coalescing slot, nobody queued, no connection replacement under way.
 fn assert_nothing_held(store: &RedisStore, k: usize) {
     let s = store.debug_state();
     assert!(!s.probing, "k={k}: the probe was not released: {s:?}");
+    assert!(
+        !s.reconnecting,
+        "k={k}: a reconnect was left in flight: {s:?}"
+    );
     assert_eq!(
         (s.in_flight, s.queued),
         (0, 0),

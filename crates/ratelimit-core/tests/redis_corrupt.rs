@@ -6,8 +6,9 @@
 //!   decision; a key of another type is Redis's own `WRONGTYPE`, for every algorithm.
 //! * Well-formed state beyond what a policy can hold (a quota lowered since it was written, a server clock
 //!   that stepped back) reads as the policy's fullest state: denied, within the policy's longest wait.
-//! * A reply no policy can produce (a fake server answering canned RESP, since nothing real produces
-//!   garbage on demand) is a protocol error for that call, and never reaches the deny cache.
+//! * A reply no policy can produce (a fake server answering canned RESP with the call's token, since
+//!   nothing real produces garbage on demand) is a protocol error for that call: it follows the failure
+//!   policy, never reaches the deny cache, and one identity's bad replies never open the breaker.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
@@ -364,8 +365,9 @@ async fn state_beyond_the_policy_reads_as_its_fullest_never_as_a_longer_wait() {
 }
 
 /// A fake Redis: answers `+OK` to everything (connection setup, SCRIPT/FUNCTION LOAD) except script
-/// calls, which get `reply` (RESP), until `reply` changes. Nothing real produces an out-of-range reply on
-/// demand, so this is the one place a canned server stands in for Redis.
+/// calls, which get `reply` (RESP, an array) with the call's token appended as the script does, until
+/// `reply` changes. Nothing real produces an out-of-range reply on demand, so this is the one place a
+/// canned server stands in for Redis.
 struct FakeRedis {
     port: u16,
     /// The canned script reply, swappable while the server runs.
@@ -388,7 +390,7 @@ impl FakeRedis {
                         let name = command.first().map(|c| c.to_ascii_uppercase());
                         let answer = match name.as_deref() {
                             Some(b"EVALSHA") | Some(b"FCALL") | Some(b"EVAL") => {
-                                slot.lock().unwrap().clone()
+                                with_token(&slot.lock().unwrap(), command.last())
                             }
                             _ => b"+OK\r\n".to_vec(),
                         };
@@ -409,6 +411,16 @@ impl FakeRedis {
     fn answer(&self, reply: &[u8]) {
         *self.reply.lock().unwrap() = reply.to_vec();
     }
+}
+
+/// `reply` (`*n\r\n…`) with the call's token (its last argument) as one more integer, as the script
+/// echoes it.
+fn with_token(reply: &[u8], token: Option<&Vec<u8>>) -> Vec<u8> {
+    let text = String::from_utf8_lossy(reply);
+    let (head, rest) = text.split_once("\r\n").unwrap();
+    let n: usize = head.strip_prefix('*').unwrap().parse().unwrap();
+    let token = String::from_utf8_lossy(token.unwrap());
+    format!("*{}\r\n{rest}:{token}\r\n", n + 1).into_bytes()
 }
 
 /// Reads one RESP command (an array of bulk strings); `None` at the end of the stream.
@@ -508,4 +520,52 @@ async fn an_out_of_range_reply_is_an_error_and_never_reaches_the_deny_cache() {
         .await
         .unwrap();
     assert_eq!(store.stats().deny_cache_hits, 1);
+}
+
+/// A reply with its call's token but values no policy can produce comes from the right request of a wrong
+/// server (another version of the script under the same name, say): a protocol error for that call, which
+/// follows the failure policy; the connection is in step, so it is not replaced; and one identity's bad
+/// replies never open the breaker for the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_identitys_bad_replies_follow_the_failure_policy_and_never_open_the_breaker() {
+    use ratelimit_core::OnFailure;
+    let impossible = format!("*3\r\n:{EPOCH}\r\n:999999999999999\r\n:1\r\n");
+    let sane = format!("*3\r\n:{EPOCH}\r\n:100000\r\n:1\r\n");
+    let set =
+        PolicySet::new([Policy::gcra("g", Quota::per_hour(10).build().unwrap()).unwrap()]).unwrap();
+    for on_failure in [OnFailure::Allow, OnFailure::Error] {
+        let fake = FakeRedis::start(impossible.as_bytes()).await;
+        let store = RedisStore::builder()
+            .timeout(Duration::from_secs(5))
+            .breaker(3, Duration::from_millis(300))
+            .on_failure(on_failure)
+            .deny_cache(100)
+            .max_in_flight(0)
+            .connect(&fake.url())
+            .await
+            .unwrap();
+        for _ in 0..6 {
+            let r = Store::<str, PolicySet>::check(&store, &set, "bad", 1).await;
+            match on_failure {
+                OnFailure::Error => {
+                    assert!(matches!(r, Err(StoreError::Protocol(_))), "{r:?}")
+                }
+                _ => assert!(r.unwrap().is_allowed(), "the fallback answers"),
+            }
+        }
+        let stats = store.stats();
+        assert_eq!(stats.deny_cache_hits, 0, "nothing was cached");
+        assert_eq!(stats.protocol_errors, 6);
+        assert_eq!(stats.reconnects, 0, "replies with their tokens are in step");
+        if on_failure != OnFailure::Error {
+            assert_eq!(stats.fallbacks, 6);
+        }
+        assert!(
+            !store.is_degraded(),
+            "one identity's bad replies opened the breaker"
+        );
+        fake.answer(sane.as_bytes());
+        let d = Store::<str, PolicySet>::check(&store, &set, "good", 1).await;
+        assert!(d.as_ref().is_ok_and(|d| d.is_allowed()), "{d:?}");
+    }
 }

@@ -75,7 +75,7 @@
 //!   reconnects on its own. `rediss://` works when the application enables one of redis-rs's TLS features
 //!   (e.g. `redis = { version = "1.8", features = ["tokio-rustls-comp"] }`, plus a rustls crypto provider);
 //!   this crate does not force a TLS stack on everyone. A private CA goes through
-//!   `redis::Client::build_with_tls` and [`RedisStoreBuilder::from_manager`] (tested against a TLS
+//!   `redis::Client::build_with_tls` and [`RedisStoreBuilder::from_client`] (tested against a TLS
 //!   `redis-server`, which also refuses a client that does not trust its CA).
 //! * Redis Cluster: [`RedisStoreBuilder::connect_cluster`] (redis-rs `cluster-async`), tested against a
 //!   local 3-master cluster.
@@ -110,6 +110,15 @@
 //!   identities; one bad key asked a million times never does. A batch reply of the wrong length is the
 //!   whole batch's and counts. (A batch that fails as a whole answers each of its callers with that
 //!   error, so a per-key error inside it fails the calls coalesced with it.)
+//! * **The connection's stream** — a reply lost or cut short while the connection stays up (a proxy or
+//!   network fault dropping bytes) puts every later reply of the multiplexed connection one request
+//!   behind. Every call carries a token the script echoes at the end of its reply, so a reply answering
+//!   another request is never taken for a decision (a protocol error for that call); and a timeout, a
+//!   reply without its call's token or a batch reply of the wrong length makes the store replace the
+//!   connection with a fresh one from the same client, so that calls sent afterwards get their own
+//!   replies. One replacement at a time, at most one per breaker cooldown; logged when replies go out of
+//!   step (WARN) and when they are in step again (INFO), counted in between. Redis Cluster connections are
+//!   rebuilt whole; a manager given through [`RedisStoreBuilder::from_manager`] cannot be rebuilt.
 //!
 //! What a failed or refused call answers is the [`OnFailure`] policy, for that request:
 //!
@@ -132,7 +141,8 @@
 //! true while the breaker is open; the `metrics` gauge `ratelimit_redis_degraded` mirrors it, and the
 //! counters `ratelimit_redis_calls_total`, `ratelimit_redis_errors_total` (label `kind`: `timeout`,
 //! `connection`, `server`, `key_state`, `protocol`), `ratelimit_redis_refused_total` (calls the open
-//! breaker kept from Redis), `ratelimit_redis_probes_total`, `ratelimit_redis_script_loads_total`,
+//! breaker kept from Redis), `ratelimit_redis_probes_total`, `ratelimit_redis_reconnects_total` (label
+//! `reason`: `timeout`, `foreign_reply`, `batch_length`), `ratelimit_redis_script_loads_total`,
 //! `ratelimit_redis_deny_cache_hits_total` and `ratelimit_redis_fallbacks_total` count what happened
 //! ([`RedisStore::stats`] gives the same counts for this store).
 //!
