@@ -2,7 +2,7 @@
 //!
 //! Retrying a request means sending its body again, so the layer asks the body for a copy before each
 //! attempt ([`ReplayBody::try_clone_body`]); and a route with a hidden sub-limit sorts its requests by the
-//! shape of their JSON body, so the layer may read the body's bytes ([`ReplayBody::bytes`]). Every buffered
+//! shape of their JSON body, so the layer may read the body's bytes ([`ReplayBody::buffered_bytes`]). Every buffered
 //! body type does both:
 //!
 //! | body                                   | replayed | read for sub-limits |
@@ -53,7 +53,7 @@ use pin_project_lite::pin_project;
 ///
 /// let body = Full::new(Bytes::from_static(b"{\"name\":\"general\"}"));
 /// assert!(body.try_clone_body().is_some());
-/// assert_eq!(body.bytes().as_deref(), Some(&b"{\"name\":\"general\"}"[..]));
+/// assert_eq!(body.buffered_bytes().as_deref(), Some(&b"{\"name\":\"general\"}"[..]));
 /// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be replayed for a retry nor read by the rate limiter",
@@ -67,14 +67,14 @@ pub trait ReplayBody: Sized {
 
     /// The body's bytes, when buffered: read only on routes with an active sub-limit and on rate-limited
     /// responses, to fingerprint the request's JSON shape. `None` for a stream.
-    fn bytes(&self) -> Option<Cow<'_, [u8]>>;
+    fn buffered_bytes(&self) -> Option<Cow<'_, [u8]>>;
 }
 
 impl ReplayBody for Full<Bytes> {
     fn try_clone_body(&self) -> Option<Self> {
         Some(self.clone())
     }
-    fn bytes(&self) -> Option<Cow<'_, [u8]>> {
+    fn buffered_bytes(&self) -> Option<Cow<'_, [u8]>> {
         // `Full` does not lend its bytes: a copy of it yields them as its one frame, at once.
         let mut copy = self.clone();
         let mut cx = Context::from_waker(Waker::noop());
@@ -91,7 +91,7 @@ impl ReplayBody for Empty<Bytes> {
     fn try_clone_body(&self) -> Option<Self> {
         Some(*self)
     }
-    fn bytes(&self) -> Option<Cow<'_, [u8]>> {
+    fn buffered_bytes(&self) -> Option<Cow<'_, [u8]>> {
         Some(Cow::Borrowed(&[]))
     }
 }
@@ -100,7 +100,7 @@ impl ReplayBody for Bytes {
     fn try_clone_body(&self) -> Option<Self> {
         Some(self.clone())
     }
-    fn bytes(&self) -> Option<Cow<'_, [u8]>> {
+    fn buffered_bytes(&self) -> Option<Cow<'_, [u8]>> {
         Some(Cow::Borrowed(self))
     }
 }
@@ -109,7 +109,7 @@ impl ReplayBody for String {
     fn try_clone_body(&self) -> Option<Self> {
         Some(self.clone())
     }
-    fn bytes(&self) -> Option<Cow<'_, [u8]>> {
+    fn buffered_bytes(&self) -> Option<Cow<'_, [u8]>> {
         Some(Cow::Borrowed(self.as_bytes()))
     }
 }
@@ -118,7 +118,7 @@ impl ReplayBody for Vec<u8> {
     fn try_clone_body(&self) -> Option<Self> {
         Some(self.clone())
     }
-    fn bytes(&self) -> Option<Cow<'_, [u8]>> {
+    fn buffered_bytes(&self) -> Option<Cow<'_, [u8]>> {
         Some(Cow::Borrowed(self))
     }
 }
@@ -127,7 +127,7 @@ impl ReplayBody for &'static str {
     fn try_clone_body(&self) -> Option<Self> {
         Some(self)
     }
-    fn bytes(&self) -> Option<Cow<'_, [u8]>> {
+    fn buffered_bytes(&self) -> Option<Cow<'_, [u8]>> {
         Some(Cow::Borrowed(self.as_bytes()))
     }
 }
@@ -136,7 +136,7 @@ impl ReplayBody for &'static [u8] {
     fn try_clone_body(&self) -> Option<Self> {
         Some(self)
     }
-    fn bytes(&self) -> Option<Cow<'_, [u8]>> {
+    fn buffered_bytes(&self) -> Option<Cow<'_, [u8]>> {
         Some(Cow::Borrowed(self))
     }
 }
@@ -145,7 +145,7 @@ impl ReplayBody for http_body_util::combinators::UnsyncBoxBody<Bytes, crate::Box
     fn try_clone_body(&self) -> Option<Self> {
         None
     }
-    fn bytes(&self) -> Option<Cow<'_, [u8]>> {
+    fn buffered_bytes(&self) -> Option<Cow<'_, [u8]>> {
         None
     }
 }
@@ -154,7 +154,7 @@ impl ReplayBody for http_body_util::combinators::BoxBody<Bytes, crate::BoxError>
     fn try_clone_body(&self) -> Option<Self> {
         None
     }
-    fn bytes(&self) -> Option<Cow<'_, [u8]>> {
+    fn buffered_bytes(&self) -> Option<Cow<'_, [u8]>> {
         None
     }
 }
@@ -165,7 +165,7 @@ impl ReplayBody for reqwest::Body {
         self.as_bytes()
             .map(|b| reqwest::Body::from(Bytes::copy_from_slice(b)))
     }
-    fn bytes(&self) -> Option<Cow<'_, [u8]>> {
+    fn buffered_bytes(&self) -> Option<Cow<'_, [u8]>> {
         self.as_bytes().map(Cow::Borrowed)
     }
 }

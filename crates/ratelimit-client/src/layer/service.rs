@@ -112,7 +112,7 @@ where
     }
 
     fn body(&self) -> Option<Cow<'_, [u8]>> {
-        self.body.as_ref().and_then(ReplayBody::bytes)
+        self.body.as_ref().and_then(ReplayBody::buffered_bytes)
     }
 
     fn send(
