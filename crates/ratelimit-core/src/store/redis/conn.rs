@@ -48,25 +48,27 @@ pub(super) enum Conn {
     Cluster(ClusterConnection),
 }
 
+/// `&mut self`: redis-rs sends through a mutable handle. A call sends on the [`Lease`] it owns, so the
+/// handle is cloned once per call (in [`Connection::current`]), not again per command.
 impl Conn {
-    pub(super) async fn query(&self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
+    pub(super) async fn query(&mut self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
         // Server errors (NOSCRIPT among them) arrive as a value; make them errors.
         self.send(cmd).await.and_then(Value::extract_error)
     }
 
     /// A script call: only a top-level error reply is an error. A batch's reply keeps an entry's own
     /// error reply in place (`Value::ServerError`), so that it fails that entry's caller alone.
-    pub(super) async fn call(&self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
+    pub(super) async fn call(&mut self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
         self.send(cmd).await.and_then(|v| match v {
             Value::ServerError(e) => Err(e.into()),
             v => Ok(v),
         })
     }
 
-    async fn send(&self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
+    async fn send(&mut self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
         match self {
-            Conn::Single(c) => c.clone().req_packed_command(cmd).await,
-            Conn::Cluster(c) => c.clone().req_packed_command(cmd).await,
+            Conn::Single(c) => c.req_packed_command(cmd).await,
+            Conn::Cluster(c) => c.req_packed_command(cmd).await,
         }
     }
 }

@@ -525,15 +525,15 @@ impl RedisStoreBuilder {
             }),
         };
         // Load the variants for single-algorithm sets now; others load on first use.
-        let conn = store.inner.conn.current().conn;
+        let mut conn = store.inner.conn.current().conn;
         if self.scripting == Scripting::Auto {
-            if let Err(e) = store.inner.load_script(&conn, 1).await {
+            if let Err(e) = store.inner.load_script(&mut conn, 1).await {
                 tracing::info!(error = %e, "FUNCTION LOAD refused; using SCRIPT LOAD + EVALSHA");
                 store.inner.functions.store(false, Ordering::Relaxed);
             }
         }
         for part in 0..6 {
-            store.inner.load_script(&conn, 1 << part).await?;
+            store.inner.load_script(&mut conn, 1 << part).await?;
         }
         Ok(store)
     }
@@ -614,7 +614,7 @@ impl Inner {
         self.functions.load(Ordering::Relaxed)
     }
 
-    async fn load_script(&self, conn: &Conn, mask: u8) -> Result<(), StoreError> {
+    async fn load_script(&self, conn: &mut Conn, mask: u8) -> Result<(), StoreError> {
         let script = script::script(mask);
         let functions = self.uses_functions();
         let cmd = if functions {
@@ -656,7 +656,7 @@ impl Inner {
 
     /// EVALSHA/FCALL, reloading the code and retrying when the server has lost it. A few attempts, not
     /// one: another flush can land between the reload and the retry. The caller's timeout bounds the loop.
-    async fn eval(&self, conn: &Conn, cmd: &redis::Cmd, mask: u8) -> Result<Value, Failure> {
+    async fn eval(&self, conn: &mut Conn, cmd: &redis::Cmd, mask: u8) -> Result<Value, Failure> {
         let mut attempts = 0;
         loop {
             match conn.call(cmd).await {
@@ -824,8 +824,11 @@ impl Inner {
     ) -> (u64, Result<Value, Failure>) {
         self.counters.redis_calls.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("ratelimit_redis_calls_total").increment(1);
-        let Lease { generation, conn } = self.conn.current();
-        let result = match tokio::time::timeout(budget, self.eval(&conn, cmd, mask)).await {
+        let Lease {
+            generation,
+            mut conn,
+        } = self.conn.current();
+        let result = match tokio::time::timeout(budget, self.eval(&mut conn, cmd, mask)).await {
             Ok(r) => r,
             Err(_) => {
                 self.conn.out_of_step(generation, Evidence::Timeout);
@@ -902,18 +905,19 @@ impl Inner {
             }
         }
     }
+
     /// A batch reply's entries without their tokens when every entry is its own call's; else the whole
     /// batch's evidence that the connection is out of step (a reply of another batch of the same size).
+    /// Untagged in place: no second vector per batch.
     fn own_entries(
         &self,
-        entries: Vec<Value>,
+        mut entries: Vec<Value>,
         batch: &[Waiter],
         generation: u64,
     ) -> Result<Vec<Value>, Failure> {
-        let mut own = Vec::with_capacity(entries.len());
-        for (entry, w) in entries.into_iter().zip(batch) {
-            match script::untag_entry(entry, w.token()) {
-                Ok(v) => own.push(v),
+        for (entry, w) in entries.iter_mut().zip(batch) {
+            match script::untag_entry(std::mem::replace(entry, Value::Nil), w.token()) {
+                Ok(v) => *entry = v,
                 Err(script::ForeignReply(e)) => {
                     self.conn.out_of_step(generation, Evidence::ForeignReply);
                     return Err(Failure::Store(e));
@@ -921,7 +925,7 @@ impl Inner {
             }
         }
         self.conn.in_step(generation);
-        Ok(own)
+        Ok(entries)
     }
 
     fn scaled(&self, set: &PolicySet, instances: u32) -> PolicySet {
@@ -1055,7 +1059,10 @@ impl Inner {
             script::push_policy_key(&mut base, p);
             cmd.arg(base.as_bytes());
         }
-        let Lease { generation, conn } = self.conn.current();
+        let Lease {
+            generation,
+            mut conn,
+        } = self.conn.current();
         let result = match tokio::time::timeout(self.timeout, conn.query(&cmd)).await {
             Err(_) => {
                 self.conn.out_of_step(generation, Evidence::Timeout);
