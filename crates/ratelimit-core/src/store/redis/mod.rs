@@ -120,6 +120,18 @@
 //!   step (WARN) and when they are in step again (INFO), counted in between. Redis Cluster connections are
 //!   rebuilt whole; a manager given through [`RedisStoreBuilder::from_manager`] cannot be rebuilt.
 //!
+//! **Recovery needs nothing from the application.** When a fault ends, the breaker's next probe (one
+//! call per cooldown) finds Redis answering and closes it; a broken connection is reconnected by the
+//! connection manager on the next call (2 retries, at most 200 ms apart); a connection whose replies are
+//! out of step is replaced as above, lazily (it connects on the next call); code the server lost
+//! (restart, failover, `SCRIPT FLUSH`, `FUNCTION FLUSH`) is loaded again inside the call that found it
+//! missing. What cannot come back is data the server lost (`FLUSHALL`, a restart without persistence):
+//! those identities start afresh. A key holding a foreign value stays an error for its identity alone
+//! until it is deleted. A call that timed out may still have been applied by Redis (its request was
+//! sent): its caller saw an error, Redis charged it. Each of these faults is injected and measured in the
+//! repository's fault tour (`tests/redis_fault_tour.rs`; results and the promises above, in
+//! `RELIABILITY.md` at the repository root): every one recovered by itself, within one breaker cooldown of its end.
+//!
 //! What a failed or refused call answers is the [`OnFailure`] policy, for that request:
 //!
 //! * [`OnFailure::Error`] (default, fail closed): a typed [`StoreError`] — never a denial in disguise; the
@@ -131,8 +143,8 @@
 //!   fleet admits about the global quota; unevenly loaded, less; and the local state is not copied to Redis
 //!   when it recovers (for at most one period the two limits add up).
 //!
-//! Every future of this store is cancel-safe: dropped at any await, it leaves no probe, coalescing slot
-//! or queued call behind (tested at every await, `tests/redis_cancel.rs`).
+//! Every future of this store is cancel-safe: dropped at any await, it leaves no probe, coalescing slot,
+//! queued call or connection replacement behind (tested at every await, `tests/redis_cancel.rs`).
 //!
 //! **Observability.** State transitions are logged once each: the breaker opening (WARN, with the error
 //! and the failure policy now answering), the first half-open probe of an outage (INFO), the breaker
