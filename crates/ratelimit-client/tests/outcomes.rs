@@ -22,6 +22,7 @@ use ratelimit_client::{
 use tower::{service_fn, Layer, ServiceExt};
 
 /// An upstream whose first answer is a 429 with `Retry-After: 58`, then 200s.
+#[allow(clippy::type_complexity)] // an `impl Service` with its future's bound cannot be aliased
 fn limited_once() -> (
     Arc<AtomicUsize>,
     impl tower::Service<

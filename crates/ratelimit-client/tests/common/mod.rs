@@ -1,4 +1,5 @@
-//! Shared by the integration tests.
+//! Shared by the integration tests (each test binary uses only part of it).
+#![allow(dead_code)]
 
 pub mod upstream;
 
