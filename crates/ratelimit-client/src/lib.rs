@@ -88,7 +88,7 @@
 //! use bytes::Bytes;
 //! use http_body_util::Full;
 //! use ratelimit_client::{profile::Ietf, Limiter, RateLimitLayer};
-//! use tower::{service_fn, Layer, ServiceExt};
+//! use tower::{service_fn, Layer};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {

@@ -13,7 +13,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use ratelimit_client::profile::{Discord, GitHub};
 use ratelimit_client::{Attempts, BoxError, Error, Exhausted, Lane, Limiter, RateLimitLayer};
-use tower::{service_fn, Layer, ServiceExt};
+use tower::{service_fn, Layer};
 
 fn discord_req(path: &str) -> Request<Full<Bytes>> {
     Request::post(format!("https://discord.test/api/v10{path}"))

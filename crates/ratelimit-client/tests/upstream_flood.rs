@@ -17,7 +17,7 @@ use http_body_util::Full;
 use ratelimit_client::profile::Ietf;
 use ratelimit_client::reqwest::ReqwestService;
 use ratelimit_client::{Limiter, RateLimitLayer};
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 
 /// Live heap bytes of the whole process.
 static LIVE: AtomicUsize = AtomicUsize::new(0);
