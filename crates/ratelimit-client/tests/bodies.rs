@@ -129,6 +129,14 @@ fn every_buffered_body_type_lends_its_bytes() {
     );
     assert_eq!(json.to_vec().buffered_bytes().as_deref(), Some(&json[..]));
     assert_eq!(
+        String::from_utf8(json.to_vec())
+            .unwrap()
+            .buffered_bytes()
+            .as_deref(),
+        Some(&json[..])
+    );
+    assert_eq!((&json[..]).buffered_bytes().as_deref(), Some(&json[..]));
+    assert_eq!(
         r#"{"name":"x"}"#.buffered_bytes().as_deref(),
         Some(&json[..])
     );
