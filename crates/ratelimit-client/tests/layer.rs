@@ -175,7 +175,11 @@ async fn streaming_bodies_fail_clearly_when_a_retry_is_needed() {
         .body(body)
         .unwrap();
     match client.oneshot(req).await {
-        Err(Error::NotReplayable { status }) => {
+        Err(e @ Error::NotReplayable { .. }) => {
+            assert!(e.to_string().starts_with("`POST /repos/"), "{e}");
+            let Error::NotReplayable { status, .. } = e else {
+                unreachable!()
+            };
             assert_eq!(status, Some(StatusCode::SERVICE_UNAVAILABLE))
         }
         other => panic!("{other:?}"),
