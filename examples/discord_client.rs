@@ -13,7 +13,7 @@
 //!
 //! This is the tower path (`RateLimitLayer` over `ReqwestService`, any `Service<http::Request<_>>` works the
 //! same); an application built on reqwest would rather add `reqwest::RateLimitMiddleware` to a
-//! `reqwest_middleware::ClientBuilder` (the crate's README shows both).
+//! `reqwest_middleware::ClientBuilder`, as the crate's README shows.
 //!
 //! The target is `DISCORD_API_BASE` (default `https://discord.com/api/v10`; this example's reqwest has no
 //! TLS, so use an `http://` base such as the simulator's) with the bot token in `DISCORD_TOKEN`. Without a
