@@ -15,7 +15,7 @@ use ratelimit_client::profile::Ietf;
 use ratelimit_client::reqwest::ReqwestService;
 use ratelimit_client::{Limiter, RateLimitLayer};
 use ratelimit_test_support::alloc::{self, Counting};
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
