@@ -9,7 +9,7 @@
 //!    reporting elapsed time against the scenario's lower bound, 429s by scope and per-bucket efficiency.
 //!
 //! ```sh
-//! cargo bench --bench client --features client
+//! cargo bench --bench client
 //! ```
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
