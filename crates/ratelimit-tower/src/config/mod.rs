@@ -111,7 +111,8 @@ pub struct LayerConfig {
 
 impl LayerConfig {
     /// Reads and validates a configuration from any serde deserializer (`serde_json::Deserializer`,
-    /// `serde_yaml::Deserializer`, …); an error names the path of the bad value from the document's root.
+    /// `serde_yaml::Deserializer`, a `toml::Value` holding a table taken out of a larger document, …); an
+    /// error names the path of the bad value from the document's root.
     ///
     /// ```
     /// use ratelimit_tower::config::LayerConfig;
@@ -126,7 +127,9 @@ impl LayerConfig {
     pub fn from_deserializer<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Self, ConfigError> {
-        ratelimit_core::config::from_deserializer::<RawLayerConfig, _>(deserializer)?.validate()
+        ratelimit_core::config::from_deserializer::<RawLayerConfig, _>(deserializer)
+            .map_err(without_toml_context)?
+            .validate()
     }
 
     /// Reads and validates a configuration written in TOML (see the [module docs](self)). A document
@@ -136,16 +139,8 @@ impl LayerConfig {
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let document = toml::de::DeTable::parse(text).map_err(|e| toml_syntax(text, &e))?;
         // Without the source text, toml's errors are the message alone rather than a multi-line
-        // excerpt; the path already says where the value is. What follows the message's first line
-        // (toml's own `in <keys>`) repeats the path.
-        let raw = ratelimit_core::config::from_deserializer::<RawLayerConfig, _>(
-            toml::Deserializer::from(document),
-        )
-        .map_err(|e| {
-            let message = e.message().lines().next().unwrap_or_default();
-            ConfigError::new(e.path(), message)
-        })?;
-        raw.validate()
+        // excerpt; the path already says where the value is.
+        Self::from_deserializer(toml::Deserializer::from(document))
     }
 
     /// The default tier's policies: clients without a tier, and tiers not listed.
@@ -256,6 +251,17 @@ impl LayerConfig {
             )),
         }
     }
+}
+
+/// Drops the line toml's deserializers (the document's, and `toml::Value`'s) append to a message,
+/// `in `tiers.free.policies``: the error's path says where, with list indexes.
+fn without_toml_context(e: ConfigError) -> ConfigError {
+    let message = e.message().trim_end();
+    let message = match message.rsplit_once('\n') {
+        Some((message, context)) if context.starts_with("in `") => message.trim_end(),
+        _ => message,
+    };
+    ConfigError::new(e.path(), message)
 }
 
 /// A TOML syntax error: where (line and column) and what the parser expected.
