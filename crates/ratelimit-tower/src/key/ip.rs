@@ -1,5 +1,6 @@
 //! Client-IP keys.
 
+use std::cell::Cell;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -39,9 +40,10 @@ pub enum ForwardedHeader {
 ///   would trust clients (`0.0.0.0/0`, `::/0`, a public range wider than one organisation's) is refused
 ///   ([`ProxyRangeError`]); [`ClientIp::behind_any_proxy_unsafe`] says "every peer is my proxy" instead.
 ///
-/// Forwarding headers from a peer they are not believed from are checked on every request and counted in
-/// `ratelimit_forwarded_ignored_total` (label `peer` = `no_proxy_trusted` or `untrusted`). The first 8
-/// are each logged at `warn`, then at most one line a minute with the count, per `ClientIp`.
+/// Forwarding headers from a peer they are not believed from are looked for on every one of the first
+/// 4096 requests a `ClientIp` keys by the peer, then on one request in 64, and counted in
+/// `ratelimit_forwarded_ignored_total` (label `peer` = `no_proxy_trusted` or `untrusted`) when found. The
+/// first 8 found are each logged at `warn`, then at most one line a minute with the count, per `ClientIp`.
 ///
 /// IPv4-mapped IPv6 (`::ffff:a.b.c.d`) is keyed as IPv4. IPv6 is keyed by its **/64** prefix by default
 /// ([`ClientIp::ipv6_prefix`]): one subscriber usually gets a whole /64 and could otherwise rotate through
@@ -67,6 +69,21 @@ pub struct ClientIp {
     v6_prefix: u8,
     warned_no_peer: AtomicBool,
     forwarded_ignored: LogBudget,
+    /// Requests looked at for forwarding headers so far, up to [`FORWARDING_CHECKED_IN_FULL`].
+    forwarding_checked: AtomicU64,
+}
+
+/// Every one of the first this many requests keyed by the peer is looked at for forwarding headers: a
+/// proxy missing from the configuration adds them to every request, so it shows at once, and so does a
+/// client forging them early on.
+const FORWARDING_CHECKED_IN_FULL: u64 = 4096;
+
+/// After those, one request in this many (per thread) is: the two header look-ups (one of a custom name,
+/// hashed byte by byte) would otherwise be the costliest part of a peer key on every request.
+const FORWARDING_CHECK_EVERY: u32 = 64;
+
+thread_local! {
+    static FORWARDING_CHECK_TICK: Cell<u32> = const { Cell::new(0) };
 }
 
 /// How many ignored forwarding headers are each logged in full (per [`ClientIp`]): enough to show the
@@ -153,6 +170,7 @@ impl Clone for ClientIp {
             v6_prefix: self.v6_prefix,
             warned_no_peer: AtomicBool::new(false),
             forwarded_ignored: LogBudget::default(),
+            forwarding_checked: AtomicU64::new(0),
         }
     }
 }
@@ -173,6 +191,7 @@ impl ClientIp {
             v6_prefix: 64,
             warned_no_peer: AtomicBool::new(false),
             forwarded_ignored: LogBudget::default(),
+            forwarding_checked: AtomicU64::new(0),
         }
     }
 
@@ -291,11 +310,29 @@ impl ClientIp {
     /// them on every request, a client forging them may send them on few, and both must show.
     #[inline]
     fn note_forwarding_headers(&self, req: &RequestInfo<'_>, peer: IpAddr, why: Ignored) {
+        if !self.look_for_forwarding_headers() {
+            return;
+        }
         let headers = req.headers();
         if !(headers.contains_key(&X_FORWARDED_FOR) || headers.contains_key(FORWARDED)) {
             return;
         }
         self.forwarding_headers_ignored(peer, why);
+    }
+
+    /// Whether this request is looked at: every one of the first [`FORWARDING_CHECKED_IN_FULL`], then one
+    /// in [`FORWARDING_CHECK_EVERY`] per thread. (Racing threads may look at a few more in full.)
+    #[inline]
+    fn look_for_forwarding_headers(&self) -> bool {
+        if self.forwarding_checked.load(Ordering::Relaxed) < FORWARDING_CHECKED_IN_FULL {
+            self.forwarding_checked.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        FORWARDING_CHECK_TICK.with(|t| {
+            let n = t.get();
+            t.set(n.wrapping_add(1));
+            n % FORWARDING_CHECK_EVERY == 0
+        })
     }
 
     #[cold]
@@ -311,12 +348,12 @@ impl ClientIp {
             (Logged::InFull { n }, Ignored::NoProxyTrusted) => tracing::warn!(
                 peer = %peer,
                 n,
-                "a request arrived with X-Forwarded-For/Forwarded but the rate limiter trusts no proxy, so it keys by the peer address: if this server is behind a proxy, every client shares the proxy's bucket — configure ClientIp::trusted_proxies (the first {FORWARDED_IGNORED_LOGGED_IN_FULL} are logged, then one line a minute; all are counted in ratelimit_forwarded_ignored_total)"
+                "a request arrived with X-Forwarded-For/Forwarded but the rate limiter trusts no proxy, so it keys by the peer address: if this server is behind a proxy, every client shares the proxy's bucket — configure ClientIp::trusted_proxies (the first {FORWARDED_IGNORED_LOGGED_IN_FULL} are logged, then one line a minute; counted in ratelimit_forwarded_ignored_total)"
             ),
             (Logged::InFull { n }, Ignored::Untrusted) => tracing::warn!(
                 peer = %peer,
                 n,
-                "a request with X-Forwarded-For/Forwarded came from a peer that is not a trusted proxy, so the header was ignored and the request keyed by the peer address: if this peer is your proxy, add its network to the trusted proxies (its clients share one bucket until then); if not, a client is forging the header or reaching the server around its proxies (the first {FORWARDED_IGNORED_LOGGED_IN_FULL} are logged, then one line a minute; all are counted in ratelimit_forwarded_ignored_total)"
+                "a request with X-Forwarded-For/Forwarded came from a peer that is not a trusted proxy, so the header was ignored and the request keyed by the peer address: if this peer is your proxy, add its network to the trusted proxies (its clients share one bucket until then); if not, a client is forging the header or reaching the server around its proxies (the first {FORWARDED_IGNORED_LOGGED_IN_FULL} are logged, then one line a minute; counted in ratelimit_forwarded_ignored_total)"
             ),
             (Logged::Summary { total }, why) => tracing::warn!(
                 last_peer = %peer,
@@ -357,6 +394,21 @@ impl KeyExtractor for ClientIp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_requests_are_all_looked_at_then_one_in_64() {
+        let key = ClientIp::peer();
+        let first = (0..FORWARDING_CHECKED_IN_FULL)
+            .filter(|_| key.look_for_forwarding_headers())
+            .count();
+        assert_eq!(first as u64, FORWARDING_CHECKED_IN_FULL);
+        let later = (0..FORWARDING_CHECK_EVERY * 4)
+            .filter(|_| key.look_for_forwarding_headers())
+            .count();
+        assert_eq!(later, 4);
+        // A clone is a new key: its first requests are looked at again.
+        assert!((0..8).all(|_| key.clone().look_for_forwarding_headers()));
+    }
 
     #[test]
     fn a_log_budget_logs_the_first_in_full_then_one_summary_per_period() {
