@@ -76,7 +76,10 @@
 //!
 //! [`LayerConfig::from_toml`] and [`LayerConfig::from_deserializer`] give these paths from the document's
 //! root. A `LayerConfig` inside your own configuration struct deserializes too; its errors then carry
-//! your field's path, followed by the path inside the layer's table.
+//! your field's path, followed by the path inside the layer's table. To keep the layer's keys at the
+//! top of a file that also holds your own tables, take yours out of the parsed document and pass the
+//! rest (a `toml::Value`) to [`LayerConfig::from_deserializer`]: paths stay the document's
+//! (`examples/tiered_api` does this for its `[[keys]]`).
 
 mod costs;
 mod schema;
