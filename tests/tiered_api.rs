@@ -4,8 +4,9 @@
 //! `redis-server` shared by two instances. Headers are parsed with `sfv` (RFC 9651). Tier limits are small
 //! and hourly, so nothing refills while a test runs.
 //!
-//! Also: reloading the tier file while serving (counters kept), the tier file's validation (every rejected file says what to change), `REDIS_URL` parsing, and
-//! that the shipped `tiers.toml` holds the documented figures.
+//! Also: reloading the tier file while serving (counters kept), the tier file's validation (every rejected
+//! file names the path of the bad value and what to change), `REDIS_URL` parsing, and that the shipped
+//! `tiers.toml` holds the documented figures.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[allow(dead_code)]
@@ -14,7 +15,6 @@ mod app;
 use ratelimit_test_support::redis_server;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Duration;
 
 use app::{Config, Hello, StoreTarget};
 use ratelimit_core::{MemoryStore, PolicySet, Store};
@@ -25,7 +25,7 @@ use reqwest::StatusCode;
 /// Small limits: anonymous 4 at once, free 6, pro 20, enterprise 60 (each 2× its hourly rate); the
 /// report route costs 3.
 const TEST_TIERS: &str = r#"
-[anonymous]
+[default]
 policies = [{ name = "hourly", algorithm = "gcra", limit = 2, per = "1h", burst = 4 }]
 
 [tiers.free]
@@ -37,7 +37,7 @@ policies = [{ name = "hourly", algorithm = "gcra", limit = 10, per = "1h", burst
 [tiers.enterprise]
 policies = [{ name = "hourly", algorithm = "gcra", limit = 30, per = "1h", burst = 60 }]
 
-[global]
+[global_cap]
 policies = [{ name = "global", algorithm = "gcra", limit = 100000, per = "1h" }]
 
 [costs]
@@ -598,12 +598,16 @@ fn the_shipped_tier_file_holds_the_documented_figures() {
         let q = set.policies()[0].quota();
         (q.limit(), q.period().as_secs(), q.burst())
     };
-    let tier = |name: &str| &cfg.tiers.iter().find(|(n, _)| n == name).unwrap().1;
+    let tier = |name: &str| cfg.limits.tier_policies(name).unwrap();
+    assert_eq!(figures(cfg.limits.default_policies()), (30, 3600, 60));
     assert_eq!(figures(tier("free")), (100, 3600, 200));
     assert_eq!(figures(tier("pro")), (1_000, 3600, 2_000));
     assert_eq!(figures(tier("enterprise")), (10_000, 3600, 20_000));
-    assert_eq!(figures(cfg.global.as_ref().unwrap()), (50_000, 1, 50_000));
-    assert_eq!(cfg.costs["/v1/report"], 10);
+    assert_eq!(
+        figures(cfg.limits.global_cap().unwrap()),
+        (50_000, 1, 50_000)
+    );
+    assert_eq!(cfg.limits.route_costs().get("/v1/report"), 10);
     for (key, tier) in [
         ("free-demo", "free"),
         ("pro-demo", "pro"),
@@ -611,7 +615,11 @@ fn the_shipped_tier_file_holds_the_documented_figures() {
     ] {
         assert_eq!(&*cfg.keys[key.as_bytes()].tier, tier);
     }
-    assert!(cfg.trusted_proxies.is_empty());
+    assert!(cfg.limits.trusted_proxies().is_empty());
+    assert_eq!(
+        cfg.limits.on_store_error(),
+        Some(ratelimit_tower::OnStoreError::FailClosed)
+    );
 }
 
 /// Replaces `from` with `to` in the test file and returns the error.
@@ -628,33 +636,38 @@ fn rejected(from: &str, to: &str) -> String {
 #[test]
 fn invalid_tier_files_say_what_to_change() {
     let free = r#"{ name = "hourly", algorithm = "gcra", limit = 3, per = "1h", burst = 6 }"#;
-    let cases: Vec<(String, &str)> = vec![
+    let policy = |p: &str| format!("{{ name = \"hourly\", algorithm = {p} }}");
+    // Each edit, the path of the bad value and a piece of the fix the error must give.
+    let cases: Vec<(String, &str, &str)> = vec![
+        // Policies, read by ratelimit-core.
         (
-            rejected(free, r#"{ name = "hourly", algorithm = "gcrah", limit = 3, per = "1h" }"#),
-            "[tiers.free] policy \"hourly\": unknown algorithm \"gcrah\": use one of gcra, token_bucket",
+            rejected(free, &policy(r#""gcrah", limit = 3, per = "1h""#)),
+            "tiers.free.policies[0]",
+            "unknown algorithm \"gcrah\": use one of gcra, token_bucket",
         ),
         (
-            rejected(free, r#"{ name = "hourly", algorithm = "gcra", limit = 0, per = "1h" }"#),
-            "[tiers.free] policy \"hourly\": quota limit is 0",
+            rejected(free, &policy(r#""gcra", limit = 0, per = "1h""#)),
+            "tiers.free.policies[0]",
+            "quota limit is 0",
         ),
         (
-            rejected(free, r#"{ name = "hourly", algorithm = "fixed_window", limit = 3, per = "1h", burst = 6 }"#),
-            "remove .burst(6) or use GCRA",
+            rejected(free, &policy(r#""fixed_window", limit = 3, per = "1h", burst = 6"#)),
+            "tiers.free.policies[0]",
+            "burst",
         ),
         (
-            rejected(free, r#"{ name = "hourly", algorithm = "gcra", limit = 3, per = "1 fortnight" }"#),
-            "write a number and a unit (ms, s, m, h, d)",
+            rejected(free, &policy(r#""gcra", limit = 3, per = "1 fortnight""#)),
+            "tiers.free.policies[0].per",
+            "write a number and a unit",
         ),
         (
-            rejected(free, r#"{ name = "hourly", algorithm = "gcra", limit = 3, per = "0s" }"#),
-            "is zero",
+            rejected(free, &policy(r#""gcra", limit = 3, per = "0s""#)),
+            "tiers.free.policies[0].per",
+            "\"0s\" is zero: give a period of at least 1us",
         ),
         (
-            rejected(free, r#"{ name = "hourly", algorithm = "shaper", limit = 3, per = "1h" }"#),
-            "use \"gcra\" or \"token_bucket\"",
-        ),
-        (
-            rejected(free, r#"{ name = "hourly", algorithm = "gcra", limit = 3, per = "1h", brust = 6 }"#),
+            rejected(free, &policy(r#""gcra", limit = 3, per = "1h", brust = 6"#)),
+            "tiers.free.policies[0].brust",
             "unknown field `brust`",
         ),
         (
@@ -662,81 +675,110 @@ fn invalid_tier_files_say_what_to_change() {
                 free,
                 r#"{ name = "a", algorithm = "gcra", limit = 3, per = "1h" }, { name = "a", algorithm = "gcra", limit = 9, per = "1d" }"#,
             ),
+            "tiers.free.policies",
             "policy name \"a\" appears twice in one set",
         ),
-        (rejected(free, "").replace('\n', " "), "policies = [] limits nothing"),
+        (rejected(free, ""), "tiers.free.policies", "an empty list limits nothing: give at least one policy"),
+        // The layer's checks.
+        (
+            rejected(free, &policy(r#""shaper", limit = 3, per = "1h", max_delay = "1s""#)),
+            "tiers.free.policies[0].algorithm",
+            "use algorithm = \"gcra\" or \"token_bucket\"",
+        ),
+        (
+            rejected(r#"{ name = "global","#, r#"{ name = "hourly","#),
+            "global_cap.policies[0].name",
+            "\"hourly\" is also the name of a policy of default: both appear in one RateLimit header, so rename one",
+        ),
+        (
+            rejected("[tiers.pro]", "[tiers.\"pro plan\"]"),
+            "tiers.pro plan",
+            "tier name \"pro plan\" is invalid",
+        ),
+        (
+            rejected("[tiers.pro]", "[tiers.default]"),
+            "tiers.default",
+            "give this tier another name",
+        ),
+        (
+            rejected(r#""/v1/report" = 3"#, r#""/v1/report" = 0"#),
+            "costs./v1/report",
+            "give a cost of at least 1",
+        ),
+        (
+            rejected("[default]", "trusted_proxies = [\"10.0.0.0/33\"]\n[default]"),
+            "trusted_proxies[0]",
+            "invalid CIDR \"10.0.0.0/33\"",
+        ),
+        (
+            rejected("[default]", "trusted_proxies = [\"0.0.0.0/0\"]\n[default]"),
+            "trusted_proxies[0]",
+            "contains every address",
+        ),
+        (
+            rejected("[default]", "on_store_error = \"local\"\n[default]"),
+            "on_store_error",
+            "write \"allow\"",
+        ),
+        (
+            rejected("[default]", "anonymous = 3\n[default]"),
+            "anonymous",
+            "unknown field `anonymous`",
+        ),
+        // This API's own checks.
+        (
+            rejected(r#""/v1/report" = 3"#, r#""/v1/reports" = 3"#),
+            "costs./v1/reports",
+            "unknown route \"/v1/reports\": the routes are /v1/hello, /v1/report",
+        ),
         (
             rejected(r#"key = "pro-demo""#, r#"key = "free-demo""#),
+            "keys[2].key",
             "this API key is already listed",
         ),
         (
             rejected(r#"tier = "pro""#, r#"tier = "gold""#),
+            "keys[2].tier",
             "unknown tier \"gold\": add a [tiers.gold] table or use one of: enterprise, free, pro",
         ),
         (
             rejected(r#"key = "pro-demo""#, r#"key = "pro demo""#),
+            "keys[2].key",
             "visible ASCII characters without spaces",
         ),
         (
-            rejected(r#""/v1/report" = 3"#, r#""/v1/reports" = 3"#),
-            "[costs]: unknown route \"/v1/reports\": the API's routes are /v1/hello, /v1/report",
-        ),
-        (rejected(r#""/v1/report" = 3"#, r#""/v1/report" = 0"#), "give a cost of at least 1"),
-        (
-            rejected(r#"{ name = "global","#, r#"{ name = "hourly","#),
-            "[global] policy \"hourly\" has the same name as a policy of [anonymous]",
-        ),
-        (rejected("[tiers.pro]", "[tiers.Pro]"), "tier name \"Pro\" is invalid"),
-        (
-            rejected("[tiers.pro]", "[tiers.default]"),
-            "reserved for clients without an API key",
-        ),
-        (
-            rejected("[anonymous]", "trusted_proxies = [\"10.0.0.0/33\"]\n[anonymous]"),
-            "trusted_proxies",
+            rejected(r#"account = "demo-pro""#, r#"acount = "demo-pro""#),
+            "keys[2].acount",
+            "unknown field `acount`",
         ),
     ];
-    for (error, expected) in cases {
-        assert!(error.starts_with("test.toml: "), "{error}");
+    for (error, path, fix) in cases {
+        let prefix = format!("test.toml: {path}: ");
         assert!(
-            error.contains(expected),
-            "expected {expected:?} in:\n{error}"
+            error.starts_with(&prefix),
+            "expected {prefix:?} in:\n{error}"
         );
+        assert!(error.contains(fix), "expected {fix:?} in:\n{error}");
+        assert!(!error.contains('\n'), "one line: {error:?}");
     }
-    // A file without the anonymous tier names what is missing.
-    let e = Config::parse("[tiers.free]\npolicies = []\n", "t.toml")
+    // A file without the default tier names what is missing.
+    let e = Config::parse(
+        "[tiers.free]\npolicies = [{ name = \"h\", rate = \"1/s\" }]\n",
+        "t.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.starts_with("t.toml: default: no default tier"), "{e}");
+    // Not TOML: where it stops being TOML.
+    let e = Config::parse("[default\n", "t.toml")
         .unwrap_err()
         .to_string();
-    assert!(e.contains("anonymous"), "{e}");
+    assert!(e.starts_with("t.toml: TOML parse error at line 1"), "{e}");
     // A file that is not there says how to pick another.
     let e = Config::load(std::path::Path::new("/nonexistent/tiers.toml"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("--tiers <path>"), "{e}");
-}
-
-#[test]
-fn periods() {
-    for (s, secs) in [
-        ("1s", 1),
-        ("10m", 600),
-        ("1h", 3600),
-        ("2d", 172_800),
-        ("hour", 3600),
-        ("minute", 60),
-    ] {
-        assert_eq!(
-            app::parse_period(s).unwrap(),
-            Duration::from_secs(secs),
-            "{s}"
-        );
-    }
-    assert_eq!(
-        app::parse_period("500ms").unwrap(),
-        Duration::from_millis(500)
-    );
-    assert!(app::parse_period("1y").is_err());
-    assert!(app::parse_period("").is_err());
 }
 
 #[test]
@@ -826,7 +868,7 @@ mod hostile_tier_files {
             );
             match Config::parse(&text, "test.toml") {
                 Ok(cfg) => {
-                    let free = &cfg.tiers.iter().find(|(n, _)| n == "free").unwrap().1;
+                    let free = cfg.limits.tier_policies("free").unwrap();
                     prop_assert_eq!(free.policies()[0].quota().limit(), limit);
                 }
                 Err(e) => prop_assert!(e.to_string().starts_with("test.toml: "), "{}", e),

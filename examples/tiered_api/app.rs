@@ -1,28 +1,26 @@
-//! The tiered API itself: its configuration file (parsed and validated), the router, the API-key check,
-//! the store selection from `REDIS_URL`, and the Prometheus recorder.
+//! The tiered API itself: its configuration file (the rate limits read by `ratelimit_tower::config`, the
+//! demo API keys by this file), the router, the API-key check, the store selection from `REDIS_URL`, and
+//! the Prometheus recorder.
 //!
 //! `main.rs` serves this router; `tests/tiered_api.rs` includes this file (`#[path]`) and drives the
 //! same router over loopback with small test-only tiers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use ratelimit_core::{
-    AlgorithmKind, Policy, PolicySet, Quota, RedisStore, RedisStoreBuilder, Store,
-};
-use ratelimit_tower::key::{
-    ApiKey, ClientIp, KeyError, KeyExtractorExt, RequestInfo, User, UserId,
-};
-use ratelimit_tower::{RateLimitLayer, Tier, Tiers, TiersHandle};
+use ratelimit_core::{Policy, PolicySet, RedisStore, RedisStoreBuilder, Store};
+use ratelimit_tower::config::{LayerConfig, RouteCosts};
+use ratelimit_tower::key::{ApiKey, Cidr, KeyError, KeyExtractorExt, RequestInfo, User, UserId};
+use ratelimit_tower::{OnStoreError, RateLimitLayer, Tier, TiersHandle};
 use serde::{Deserialize, Serialize};
 
 /// The API's routes. `[costs]` in the tier file may only name these (a typo would silently cost 1).
@@ -48,38 +46,16 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// The file, as written. `deny_unknown_fields` everywhere: a misspelt `brust = 200` is an error, not a
-// silently ignored line.
+// The file: the rate limiter's schema (`ratelimit_tower::config::LayerConfig`), which the library reads and
+// validates, plus this API's own `[[keys]]` table.
 
+/// This API's own part of the file: the demo API keys. `deny_unknown_fields`: a misspelt `acount` is an
+/// error, not a silently ignored line.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawConfig {
-    #[serde(default)]
-    trusted_proxies: Vec<String>,
-    anonymous: RawSet,
-    #[serde(default)]
-    tiers: BTreeMap<String, RawSet>,
-    global: Option<RawSet>,
-    #[serde(default)]
-    costs: BTreeMap<String, u64>,
+struct RawKeys {
     #[serde(default)]
     keys: Vec<RawKey>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSet {
-    policies: Vec<RawPolicy>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPolicy {
-    name: String,
-    algorithm: String,
-    limit: u64,
-    per: String,
-    burst: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,8 +66,8 @@ struct RawKey {
     account: String,
 }
 
-// ---------------------------------------------------------------------------------------------------------
-// The file, validated.
+/// The only top-level key that is this API's rather than the rate limiter's.
+const KEYS_TABLE: &str = "keys";
 
 /// Who an API key belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,29 +78,42 @@ pub struct Account {
     pub tier: Arc<str>,
 }
 
-/// A validated tier file: every policy is a core [`Policy`], every set a [`PolicySet`].
+/// A validated tier file.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Clients without an API key, limited per client IP.
-    pub anonymous: PolicySet,
-    /// Named tiers, in name order.
-    pub tiers: Vec<(String, PolicySet)>,
-    /// The cap shared by every client, if any.
-    pub global: Option<PolicySet>,
-    /// Routes that cost more than 1.
-    pub costs: BTreeMap<String, u64>,
+    /// The rate limits: the default tier (clients without an API key, per client IP), the named tiers, the
+    /// global cap, the route costs and the trusted proxies.
+    pub limits: LayerConfig,
     /// API key → account.
     pub keys: HashMap<Vec<u8>, Account>,
-    /// The reverse proxies whose `X-Forwarded-For` is believed (CIDRs); empty: key by the TCP peer.
-    pub trusted_proxies: Vec<String>,
 }
 
 impl Config {
-    /// Parses and validates a tier file; `origin` (the file name) prefixes every error.
+    /// Parses and validates a tier file; `origin` (the file name) prefixes every error, which then names
+    /// the path of the bad value (`tiers.free.policies[0].per`) and what to write instead.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| ConfigError(format!("{origin}: {e}")))?;
-        Self::validate(raw).map_err(|e| ConfigError(format!("{origin}: {e}")))
+        let at = |e: &dyn fmt::Display| ConfigError(format!("{origin}: {e}"));
+        let mut limits: toml::Table = text.parse().map_err(|e| at(&e))?;
+        let keys: toml::Table = limits
+            .remove(KEYS_TABLE)
+            .map(|k| (KEYS_TABLE.to_owned(), k))
+            .into_iter()
+            .collect();
+        let limits =
+            LayerConfig::from_deserializer(toml::Value::Table(limits)).map_err(|e| at(&e))?;
+        // A misspelt route in [costs] would silently cost 1.
+        limits.check_cost_routes(ROUTES).map_err(|e| at(&e))?;
+        let keys: RawKeys = ratelimit_core::config::from_deserializer(toml::Value::Table(keys))
+            // toml's `Value` appends a line, `in `keys``, that the path already says.
+            .map_err(|e| {
+                at(&format!(
+                    "{}: {}",
+                    e.path(),
+                    e.message().lines().next().unwrap_or("")
+                ))
+            })?;
+        let keys = accounts(&keys.keys, &limits).map_err(|e| at(&e))?;
+        Ok(Config { limits, keys })
     }
 
     /// Reads and validates the tier file at `path`.
@@ -136,104 +125,6 @@ impl Config {
             ))
         })?;
         Self::parse(&text, &path.display().to_string())
-    }
-
-    fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
-        let anonymous = build_set("[anonymous]", &raw.anonymous)?;
-        let mut tiers = Vec::new();
-        for (name, set) in &raw.tiers {
-            if !valid_tier_name(name) {
-                return err(format!(
-                    "tier name {name:?} is invalid: use 1 to 32 characters from a-z 0-9 - _ (it appears in logs and metrics)"
-                ));
-            }
-            if name == "anonymous" || name == "default" {
-                return err(format!(
-                    "[tiers.{name}]: {name:?} is reserved for clients without an API key: configure them under [anonymous] and give this tier another name"
-                ));
-            }
-            tiers.push((name.clone(), build_set(&format!("[tiers.{name}]"), set)?));
-        }
-        let global = match &raw.global {
-            Some(g) => {
-                let set = build_set("[global]", g)?;
-                // Both lists appear in one RateLimit header: a shared name would be ambiguous.
-                for (where_, s) in std::iter::once(("[anonymous]".to_owned(), &anonymous))
-                    .chain(tiers.iter().map(|(n, s)| (format!("[tiers.{n}]"), s)))
-                {
-                    for p in set.policies() {
-                        if s.policies().iter().any(|q| q.name() == p.name()) {
-                            return err(format!(
-                                "[global] policy {:?} has the same name as a policy of {where_}: both appear in one RateLimit header, so rename one of them",
-                                p.name()
-                            ));
-                        }
-                    }
-                }
-                Some(set)
-            }
-            None => None,
-        };
-        let mut costs = BTreeMap::new();
-        for (route, &cost) in &raw.costs {
-            if !ROUTES.contains(&route.as_str()) {
-                return err(format!(
-                    "[costs]: unknown route {route:?}: the API's routes are {}",
-                    ROUTES.join(", ")
-                ));
-            }
-            if cost == 0 {
-                return err(format!(
-                    "[costs]: {route:?} = 0 would make the route free and unlimited: give a cost of at least 1, or remove the line (the default cost is 1)"
-                ));
-            }
-            costs.insert(route.clone(), cost);
-        }
-        let mut keys: HashMap<Vec<u8>, Account> = HashMap::new();
-        for (i, k) in raw.keys.iter().enumerate() {
-            let at = format!("[[keys]] entry {} (account {:?})", i + 1, k.account);
-            if k.key.is_empty() || k.key.len() > 256 || !k.key.bytes().all(|b| b.is_ascii_graphic())
-            {
-                return err(format!(
-                    "{at}: the key must be 1 to 256 visible ASCII characters without spaces (it is sent in a header)"
-                ));
-            }
-            if k.account.is_empty() || k.account.len() > 64 {
-                return err(format!("{at}: account must be 1 to 64 characters"));
-            }
-            if !tiers.iter().any(|(n, _)| *n == k.tier) {
-                let known: Vec<&str> = tiers.iter().map(|(n, _)| n.as_str()).collect();
-                return err(format!(
-                    "{at}: unknown tier {:?}: add a [tiers.{}] table or use one of: {}",
-                    k.tier,
-                    k.tier,
-                    if known.is_empty() {
-                        "(none defined)".to_owned()
-                    } else {
-                        known.join(", ")
-                    }
-                ));
-            }
-            let account = Account {
-                name: Arc::from(k.account.as_str()),
-                tier: Arc::from(k.tier.as_str()),
-            };
-            if keys.insert(k.key.as_bytes().to_vec(), account).is_some() {
-                return err(format!(
-                    "{at}: this API key is already listed: each key must appear once (give the account a second, different key instead)"
-                ));
-            }
-        }
-        // Parse now so a bad CIDR is reported at start-up, with the file's name.
-        client_ip(&raw.trusted_proxies)?;
-        Ok(Config {
-            anonymous,
-            tiers,
-            global,
-            costs,
-            keys,
-            trusted_proxies: raw.trusted_proxies,
-        })
     }
 
     /// The alphabetically first API key of `tier`, for the start-up banner.
@@ -249,89 +140,54 @@ impl Config {
     }
 }
 
-fn valid_tier_name(name: &str) -> bool {
-    (1..=32).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
-
-fn build_set(at: &str, raw: &RawSet) -> Result<PolicySet, ConfigError> {
-    if raw.policies.is_empty() {
-        return err(format!(
-            "{at}: policies = [] limits nothing: give at least one policy, e.g. {{ name = \"hourly\", algorithm = \"gcra\", limit = 100, per = \"1h\" }}"
-        ));
-    }
-    let mut policies = Vec::with_capacity(raw.policies.len());
-    for p in &raw.policies {
-        policies.push(build_policy(at, p)?);
-    }
-    PolicySet::new(policies).map_err(|e| ConfigError(format!("{at}: {e}")))
-}
-
-fn build_policy(at: &str, p: &RawPolicy) -> Result<Policy, ConfigError> {
-    let at = format!("{at} policy {:?}", p.name);
-    let kind: AlgorithmKind = p
-        .algorithm
-        .parse()
-        .map_err(|e| ConfigError(format!("{at}: {e}")))?;
-    if matches!(kind, AlgorithmKind::Shaper { .. }) {
-        return err(format!(
-            "{at}: algorithm \"shaper\" delays requests instead of rejecting them, and this server answers 429: use \"gcra\" or \"token_bucket\" for a limit with bursts"
-        ));
-    }
-    let period = parse_period(&p.per).map_err(|e| ConfigError(format!("{at}: {e}")))?;
-    let mut quota = Quota::new(p.limit, period);
-    if let Some(b) = p.burst {
-        quota = quota.burst(b);
-    }
-    let quota = quota
-        .build()
-        .map_err(|e| ConfigError(format!("{at}: {e}")))?;
-    Policy::new(&p.name, kind, quota).map_err(|e| ConfigError(format!("{at}: {e}")))
-}
-
-/// Parses a period: `"1s"`, `"500ms"`, `"10m"`, `"1h"`, `"1d"`, or `"second"`, `"minute"`, `"hour"`, `"day"`.
-pub fn parse_period(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
-    let (num, unit) = t.split_at(digits);
-    let n: u64 = if num.is_empty() {
-        1
-    } else {
-        num.parse()
-            .map_err(|_| format!("per = {s:?}: the number is too large"))?
-    };
-    let unit_secs = |secs: u64| Duration::from_secs(n.saturating_mul(secs));
-    let d = match unit.trim() {
-        "ms" => Duration::from_millis(n),
-        "s" | "sec" | "second" | "seconds" => unit_secs(1),
-        "m" | "min" | "minute" | "minutes" => unit_secs(60),
-        "h" | "hour" | "hours" => unit_secs(3600),
-        "d" | "day" | "days" => unit_secs(86_400),
-        _ => {
-            return Err(format!(
-                "per = {s:?} is not a period: write a number and a unit (ms, s, m, h, d), e.g. \"1h\" or \"10s\""
-            ))
+/// The `[[keys]]` entries, each checked against the tiers; an error names the entry (`keys[1].tier`).
+fn accounts(
+    raw: &[RawKey],
+    limits: &LayerConfig,
+) -> Result<HashMap<Vec<u8>, Account>, ratelimit_core::config::ConfigError> {
+    use ratelimit_core::config::ConfigError;
+    let mut keys: HashMap<Vec<u8>, Account> = HashMap::new();
+    for (i, k) in raw.iter().enumerate() {
+        let at = |field: &str| format!("{KEYS_TABLE}[{i}].{field}");
+        if k.key.is_empty() || k.key.len() > 256 || !k.key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ConfigError::new(
+                at("key"),
+                "the key must be 1 to 256 visible ASCII characters without spaces (it is sent in a header)",
+            ));
         }
-    };
-    if d.is_zero() {
-        return Err(format!(
-            "per = {s:?} is zero: give a period of at least 1ms"
-        ));
+        if k.account.is_empty() || k.account.len() > 64 {
+            return Err(ConfigError::new(
+                at("account"),
+                "account must be 1 to 64 characters",
+            ));
+        }
+        if limits.tier_policies(&k.tier).is_none() {
+            let known: Vec<&str> = limits.named_tiers().map(|(n, _)| n).collect();
+            let known = if known.is_empty() {
+                "(none defined)".to_owned()
+            } else {
+                known.join(", ")
+            };
+            return Err(ConfigError::new(
+                at("tier"),
+                format!(
+                    "unknown tier {:?}: add a [tiers.{}] table or use one of: {known}",
+                    k.tier, k.tier
+                ),
+            ));
+        }
+        let account = Account {
+            name: Arc::from(k.account.as_str()),
+            tier: Arc::from(k.tier.as_str()),
+        };
+        if keys.insert(k.key.as_bytes().to_vec(), account).is_some() {
+            return Err(ConfigError::new(
+                at("key"),
+                "this API key is already listed: each key must appear once (give the account a second, different key instead)",
+            ));
+        }
     }
-    Ok(d)
-}
-
-fn client_ip(trusted_proxies: &[String]) -> Result<ClientIp, ConfigError> {
-    if trusted_proxies.is_empty() {
-        return Ok(ClientIp::peer());
-    }
-    ClientIp::behind(trusted_proxies).map_err(|e| {
-        ConfigError(format!(
-            "trusted_proxies: {e}: list your reverse proxies' addresses as CIDRs, e.g. [\"10.0.0.0/8\"]"
-        ))
-    })
+    Ok(keys)
 }
 
 /// Describes one policy for people: `100/h, bursts of 200 (gcra)`.
@@ -488,7 +344,26 @@ struct BadCredential(&'static str);
 pub struct Reloader {
     tiers: TiersHandle,
     live: Arc<RwLock<Arc<Live>>>,
-    trusted_proxies: Vec<String>,
+    restart_only: RestartOnly,
+}
+
+/// What the built layer holds and a reload cannot change: how clients are keyed and what a store failure
+/// does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RestartOnly {
+    trusted_proxies: Vec<Cidr>,
+    trust_any_proxy: bool,
+    on_store_error: Option<OnStoreError>,
+}
+
+impl RestartOnly {
+    fn of(limits: &LayerConfig) -> Self {
+        RestartOnly {
+            trusted_proxies: limits.trusted_proxies().to_vec(),
+            trust_any_proxy: limits.trusts_any_proxy(),
+            on_store_error: limits.on_store_error(),
+        }
+    }
 }
 
 impl fmt::Debug for Reloader {
@@ -503,14 +378,14 @@ impl fmt::Debug for Reloader {
 #[derive(Debug)]
 struct Live {
     keys: HashMap<Vec<u8>, Account>,
-    costs: BTreeMap<String, u64>,
+    costs: RouteCosts,
 }
 
 impl Live {
     fn of(config: &Config) -> Arc<Live> {
         Arc::new(Live {
             keys: config.keys.clone(),
-            costs: config.costs.clone(),
+            costs: config.limits.route_costs(),
         })
     }
 }
@@ -521,28 +396,17 @@ fn current(live: &RwLock<Arc<Live>>) -> Arc<Live> {
 }
 
 impl Reloader {
-    /// Applies a new, already validated configuration. Changing `trusted_proxies` needs a restart; such a
-    /// configuration is refused whole and nothing changes.
+    /// Applies a new, already validated configuration. Changing `trusted_proxies`, `trust_any_proxy` or
+    /// `on_store_error` needs a restart; such a configuration is refused whole and nothing changes.
     pub fn apply(&self, config: &Config) -> Result<(), ConfigError> {
-        if config.trusted_proxies != self.trusted_proxies {
+        if RestartOnly::of(&config.limits) != self.restart_only {
             return err(
-                "trusted_proxies changed: restart the server to apply it (nothing was reloaded)",
+                "trusted_proxies, trust_any_proxy or on_store_error changed: restart the server to apply it (nothing was reloaded)",
             );
         }
-        self.tiers.replace(tiers_of(config));
+        self.tiers.replace(config.limits.tiers());
         *self.live.write().unwrap_or_else(|e| e.into_inner()) = Live::of(config);
         Ok(())
-    }
-}
-
-fn tiers_of(config: &Config) -> Tiers {
-    let mut tiers = Tiers::new(config.anonymous.clone());
-    for (name, set) in &config.tiers {
-        tiers = tiers.tier(name, set.clone());
-    }
-    match &config.global {
-        Some(g) => tiers.global(g.clone()),
-        None => tiers,
     }
 }
 
@@ -568,26 +432,23 @@ where
 {
     let live = Arc::new(RwLock::new(Live::of(config)));
     let costs = live.clone();
-    let limiter = RateLimitLayer::with_store(store)
-        .tiers(tiers_of(config))
+    // The file's tiers, global cap, client-IP key, costs and store-failure handling; then this API's own
+    // choices, which win over the file's.
+    let limiter = config
+        .limits
+        .configure(RateLimitLayer::with_store(store))
         // Accounts by name; everyone else (anonymous, or a rejected key) by client IP: the TCP peer, or
         // behind `trusted_proxies` the right-most untrusted X-Forwarded-For hop.
-        .key(User::<UserId>::new().or(client_ip(&config.trusted_proxies)?))
-        .cost_fn(move |req: &RequestInfo<'_>| {
-            // The matched route template (axum sets it before `Router::layer` middleware runs), so
-            // `/v1/report?x=1` pays like `/v1/report`.
-            let route = req
-                .extensions()
-                .get::<MatchedPath>()
-                .map_or(req.uri().path(), |m| m.as_str());
-            current(&costs).costs.get(route).copied().unwrap_or(1)
-        })
+        .key(User::<UserId>::new().or(config.limits.client_ip()))
+        // The costs in force since the last reload, by matched route template (axum sets it before
+        // `Router::layer` middleware runs), so `/v1/report?x=1` pays like `/v1/report`.
+        .cost_fn(move |req: &RequestInfo<'_>| current(&costs).costs.cost(req))
         .build()
         .map_err(|e| ConfigError(format!("rate limiter: {e}")))?;
     let reloader = Reloader {
         tiers: limiter.tiers(),
         live: live.clone(),
-        trusted_proxies: config.trusted_proxies.clone(),
+        restart_only: RestartOnly::of(&config.limits),
     };
 
     let credential = Arc::new(ApiKey::header_or_bearer(API_KEY_HEADER));

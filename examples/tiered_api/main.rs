@@ -12,7 +12,9 @@
 //! `examples/tiered_api/tiers.toml`), `REDIS_URL` (unset: in memory), `RUST_LOG` (default `info`; e.g.
 //! `RUST_LOG=ratelimit_tower=debug` logs every decision).
 //!
-//! The router and the tier file's validation live in `app.rs`, which `tests/tiered_api.rs` also uses.
+//! The tier file is read by the library (`ratelimit_tower::config::LayerConfig`, feature `serde`), which
+//! validates it and names the path of a bad value; the router and the demo API keys live in `app.rs`,
+//! which `tests/tiered_api.rs` also uses.
 
 mod app;
 
@@ -257,9 +259,14 @@ fn print_banner(config: &Config, args: &Args, addr: SocketAddr, store: &str) {
             .collect();
         format!("  {name:<11} {who:<24} {}\n", policies.join("; "))
     };
-    out.push_str(&show("anonymous", "per client IP", &config.anonymous));
+    let limits = &config.limits;
+    out.push_str(&show(
+        "anonymous",
+        "per client IP",
+        limits.default_policies(),
+    ));
     // Slowest tier first (the file's tables come back in name order).
-    let mut tiers: Vec<&(String, ratelimit_core::PolicySet)> = config.tiers.iter().collect();
+    let mut tiers: Vec<(&str, &ratelimit_core::PolicySet)> = limits.named_tiers().collect();
     tiers.sort_by_key(|(_, set)| {
         std::cmp::Reverse(set.policies()[0].quota().emission_interval_micros())
     });
@@ -269,10 +276,11 @@ fn print_banner(config: &Config, args: &Args, addr: SocketAddr, store: &str) {
             .map_or_else(|| "(no key in the file)".to_owned(), |k| format!("key {k}"));
         out.push_str(&show(name, &who, set));
     }
-    if let Some(g) = &config.global {
+    if let Some(g) = limits.global_cap() {
         out.push_str(&show("all clients", "together", g));
     }
-    for (route, cost) in &config.costs {
+    let costs = limits.route_costs();
+    for (route, cost) in costs.iter() {
         out.push_str(&format!(
             "  cost        {route:<24} {cost} units per request\n"
         ));
@@ -285,8 +293,8 @@ fn print_banner(config: &Config, args: &Args, addr: SocketAddr, store: &str) {
         ));
     }
     out.push('\n');
-    let anon_burst = config
-        .anonymous
+    let anon_burst = limits
+        .default_policies()
         .policies()
         .iter()
         .map(|p| p.quota().burst())
@@ -297,7 +305,7 @@ fn print_banner(config: &Config, args: &Args, addr: SocketAddr, store: &str) {
     let ent = config
         .key_for_tier("enterprise")
         .unwrap_or("enterprise-demo");
-    let report_cost = config.costs.get("/v1/report").copied().unwrap_or(1);
+    let report_cost = costs.get("/v1/report");
     let try_lines = [
         format!("curl -i {base}/v1/hello -H 'x-api-key: {free}'"),
         format!("curl -i {base}/v1/hello -H 'Authorization: Bearer {pro}'"),

@@ -239,6 +239,80 @@ pub struct Cidr {
 #[error("invalid CIDR {0:?}: write an address with an optional prefix length, e.g. \"10.0.0.0/8\", \"192.0.2.7\" or \"2001:db8::/32\"")]
 pub struct CidrError(pub String);
 
+/// What to do instead of trusting a network that is not a proxy's: said by every [`ProxyRangeError`].
+const PROXY_RANGE_FIX: &str = "list only your proxies' own networks, e.g. \"10.0.0.0/8\"; if this server can be reached only through proxies you run, say so with ClientIp::behind_any_proxy_unsafe() (trust_any_proxy = true in a configuration file)";
+
+/// A trusted-proxy network that cannot be a proxy's: trusting it would believe the forwarding headers
+/// that clients write themselves, so every forged `X-Forwarded-For` would get a fresh bucket.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyRangeError {
+    /// Not a network at all.
+    #[error(transparent)]
+    Syntax(#[from] CidrError),
+    /// A network holding every address of its family (`0.0.0.0/0`, `::/0`).
+    #[error("trusted proxy network {0} contains every address: any client could write its own X-Forwarded-For and get a fresh bucket per request; {PROXY_RANGE_FIX}")]
+    Everything(Cidr),
+    /// A public network wider than any one organisation's proxies (IPv4 wider than /8; IPv6 wider than
+    /// /16, outside the private `fc00::/7` and `fe80::/10`).
+    #[error("trusted proxy network {0} spans the public networks of many organisations (wider than /{WIDEST_PROXY_V4_PREFIX} for IPv4, /{WIDEST_PUBLIC_PROXY_V6_PREFIX} for public IPv6), so clients in it could forge X-Forwarded-For; {PROXY_RANGE_FIX}")]
+    TooWide(Cidr),
+}
+
+/// The widest IPv4 network a proxy list may name. Any wider one spans at least two /8s, and every such
+/// pair holds public addresses (the private /8s, 10 and 127, are not neighbours).
+const WIDEST_PROXY_V4_PREFIX: u8 = 8;
+
+/// The widest public IPv6 network a proxy list may name: a /16 is already a regional registry's share of
+/// the address space, far more than one organisation's proxies.
+const WIDEST_PUBLIC_PROXY_V6_PREFIX: u8 = 16;
+
+/// IPv6 networks that are private however wide a part of them is named: unique-local and link-local.
+const PRIVATE_V6: [(u128, u8); 2] = [
+    (0xfc00_u128 << 112, 7),  // fc00::/7, unique local
+    (0xfe80_u128 << 112, 10), // fe80::/10, link local
+];
+
+impl Cidr {
+    /// Whether this network can hold trusted proxies: it does not contain every address and is not a
+    /// public network wider than one organisation's ([`ProxyRangeError`] says why not).
+    ///
+    /// ```
+    /// use ratelimit_tower::key::Cidr;
+    ///
+    /// assert!("10.0.0.0/8".parse::<Cidr>()?.check_proxy_range().is_ok());
+    /// assert!("fd00::/8".parse::<Cidr>()?.check_proxy_range().is_ok());
+    /// assert!("0.0.0.0/0".parse::<Cidr>()?.check_proxy_range().is_err());
+    /// assert!("2000::/3".parse::<Cidr>()?.check_proxy_range().is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn check_proxy_range(&self) -> Result<(), ProxyRangeError> {
+        if self.prefix == 0 {
+            return Err(ProxyRangeError::Everything(*self));
+        }
+        let too_wide = match self.addr {
+            IpAddr::V4(_) => self.prefix < WIDEST_PROXY_V4_PREFIX,
+            IpAddr::V6(v6) => {
+                let private = PRIVATE_V6.iter().any(|&(net, bits)| {
+                    self.prefix >= bits && mask(IpAddr::V6(v6), bits) == IpAddr::V6(net.into())
+                });
+                self.prefix < WIDEST_PUBLIC_PROXY_V6_PREFIX && !private
+            }
+        };
+        if too_wide {
+            return Err(ProxyRangeError::TooWide(*self));
+        }
+        Ok(())
+    }
+}
+
+/// Writes `10.0.0.0/8`, `2001:db8::/32` (always with the prefix length), as [`Cidr`]'s `FromStr` reads it.
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
 impl Cidr {
     /// A network from an address and a prefix length (masked; `prefix` capped at the family's width).
     pub fn new(addr: IpAddr, prefix: u8) -> Self {
@@ -323,6 +397,33 @@ pub fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
     }
 }
 
+/// The networks of trusted proxies, each one checked by [`Cidr::check_proxy_range`]: none of them holds
+/// every address, or a public network wider than one organisation's.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProxyNetworks(Vec<Cidr>);
+
+impl ProxyNetworks {
+    /// The networks, refusing the first that cannot hold proxies.
+    pub fn new(networks: impl IntoIterator<Item = Cidr>) -> Result<Self, ProxyRangeError> {
+        let networks: Vec<Cidr> = networks.into_iter().collect();
+        for n in &networks {
+            n.check_proxy_range()?;
+        }
+        Ok(ProxyNetworks(networks))
+    }
+
+    /// The networks, in the order given.
+    pub fn as_slice(&self) -> &[Cidr] {
+        &self.0
+    }
+
+    /// Whether `ip` lies in one of them.
+    #[inline]
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|n| n.contains(ip))
+    }
+}
+
 /// Which proxies may speak for the client.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum TrustedProxies {
@@ -332,15 +433,26 @@ pub enum TrustedProxies {
     None,
     /// Proxies whose addresses lie in these networks. The chain is walked right to left, skipping every
     /// trusted address; the first untrusted one is the client.
-    Cidrs(Vec<Cidr>),
+    Cidrs(ProxyNetworks),
     /// Exactly this many proxies stand in front of the server, each appending one element (the TCP peer
     /// is the first of them): the client is the element this many hops to the left of the peer.
     Hops(usize),
 }
 
 impl TrustedProxies {
-    /// Trusted networks from strings like `"10.0.0.0/8"`; fails on the first one that does not parse.
-    pub fn cidrs<I, T>(cidrs: I) -> Result<Self, CidrError>
+    /// Trusted networks from strings like `"10.0.0.0/8"`; fails on the first one that does not parse or
+    /// cannot hold proxies ([`Cidr::check_proxy_range`]: `0.0.0.0/0` would believe every client's own
+    /// `X-Forwarded-For`).
+    ///
+    /// ```
+    /// use ratelimit_tower::key::forwarded::{ProxyRangeError, TrustedProxies};
+    ///
+    /// assert!(TrustedProxies::cidrs(["10.0.0.0/8", "fd00::/8"]).is_ok());
+    /// let err = TrustedProxies::cidrs(["0.0.0.0/0"]).unwrap_err();
+    /// assert!(matches!(err, ProxyRangeError::Everything(_)));
+    /// assert!(err.to_string().contains("behind_any_proxy_unsafe"));
+    /// ```
+    pub fn cidrs<I, T>(cidrs: I) -> Result<Self, ProxyRangeError>
     where
         I: IntoIterator<Item = T>,
         T: AsRef<str>,
@@ -349,14 +461,14 @@ impl TrustedProxies {
             .into_iter()
             .map(|c| c.as_ref().parse())
             .collect::<Result<Vec<Cidr>, _>>()?;
-        Ok(TrustedProxies::Cidrs(cidrs))
+        Ok(TrustedProxies::Cidrs(ProxyNetworks::new(cidrs)?))
     }
 
     /// Whether any proxy is trusted.
     pub fn is_none(&self) -> bool {
         match self {
             TrustedProxies::None => true,
-            TrustedProxies::Cidrs(c) => c.is_empty(),
+            TrustedProxies::Cidrs(c) => c.as_slice().is_empty(),
             TrustedProxies::Hops(n) => *n == 0,
         }
     }
@@ -364,7 +476,7 @@ impl TrustedProxies {
     /// Whether `ip` is a trusted proxy (for [`TrustedProxies::Hops`], only the peer position decides).
     pub fn trusts(&self, ip: IpAddr) -> bool {
         match self {
-            TrustedProxies::Cidrs(c) => c.iter().any(|n| n.contains(ip)),
+            TrustedProxies::Cidrs(c) => c.contains(ip),
             _ => false,
         }
     }
@@ -385,7 +497,7 @@ impl TrustedProxies {
         match self {
             TrustedProxies::None => peer,
             TrustedProxies::Cidrs(cidrs) => {
-                let trusted = |ip: IpAddr| cidrs.iter().any(|n| n.contains(ip));
+                let trusted = |ip: IpAddr| cidrs.contains(ip);
                 if !trusted(peer) {
                     return peer;
                 }
@@ -531,6 +643,67 @@ mod tests {
         assert!(c.truncated());
         let p = TrustedProxies::cidrs(["10.0.0.0/8"]).unwrap();
         assert_eq!(p.resolve(ip("10.0.0.1"), &c), ip("203.0.113.7"));
+    }
+
+    #[test]
+    fn proxy_ranges_that_would_believe_clients_are_refused() {
+        let check = |s: &str| s.parse::<Cidr>().unwrap().check_proxy_range();
+        for everything in ["0.0.0.0/0", "::/0", "::ffff:0.0.0.0/96", "1.2.3.4/0"] {
+            assert!(
+                matches!(check(everything), Err(ProxyRangeError::Everything(_))),
+                "{everything}"
+            );
+        }
+        for too_wide in [
+            "0.0.0.0/1",
+            "128.0.0.0/2",
+            "10.0.0.0/7",
+            "2000::/3",
+            "2001::/15",
+        ] {
+            assert!(
+                matches!(check(too_wide), Err(ProxyRangeError::TooWide(_))),
+                "{too_wide}"
+            );
+        }
+        for proxy in [
+            "10.0.0.0/8",
+            "17.0.0.0/8",
+            "104.16.0.0/13",
+            "192.0.2.7",
+            "fc00::/7",
+            "fd00::/8",
+            "fe80::/10",
+            "2a06:98c0::/29",
+            "2001:db8::/32",
+            "2001::/16",
+            "::1",
+        ] {
+            assert_eq!(check(proxy), Ok(()), "{proxy}");
+        }
+        let err = TrustedProxies::cidrs(["10.0.0.0/8", "0.0.0.0/0"]).unwrap_err();
+        assert_eq!(
+            err,
+            ProxyRangeError::Everything("0.0.0.0/0".parse().unwrap())
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("0.0.0.0/0 contains every address"), "{msg}");
+        assert!(msg.contains("ClientIp::behind_any_proxy_unsafe()"), "{msg}");
+        assert!(matches!(
+            TrustedProxies::cidrs(["10.0.0.0/33"]),
+            Err(ProxyRangeError::Syntax(_))
+        ));
+    }
+
+    #[test]
+    fn cidrs_display_as_they_parse() {
+        for s in ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32", "::/0"] {
+            assert_eq!(s.parse::<Cidr>().unwrap().to_string(), s);
+        }
+        assert_eq!(
+            "10.1.2.3/8".parse::<Cidr>().unwrap().to_string(),
+            "10.0.0.0/8"
+        );
     }
 
     #[test]
