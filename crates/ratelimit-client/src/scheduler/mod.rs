@@ -24,6 +24,7 @@ use ratelimit_core::{Clock, Micros, SystemClock};
 use tokio::sync::Notify;
 
 pub(crate) mod config;
+mod hex;
 mod settings;
 mod snapshot;
 pub(crate) mod state;

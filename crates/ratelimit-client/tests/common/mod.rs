@@ -1,5 +1,8 @@
 //! Shared by the integration tests.
 
+// Each test binary compiles this module and uses only part of it.
+#![allow(dead_code)]
+
 pub mod upstream;
 
 /// A clock that follows tokio's (pausable) time, so a test with `start_paused` waits in virtual time.
