@@ -229,7 +229,6 @@ async fn parallel_scenario_uses_each_bucket_to_its_limit() {
 /// Leaky buckets (a drain of one request per 25 ms, `Reset-After` the time until the bucket is empty) at
 /// full concurrency: after the first 40, requests leave at the drain rate and none is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: the fixed-window model refills leaky buckets in full (0-20 user 429s per run)"]
 async fn leaky_buckets_are_paced_at_their_drain_rate() {
     let scenario = Scenario::parallel_leaky();
     let (r, _sim, _) = run(&scenario).await;

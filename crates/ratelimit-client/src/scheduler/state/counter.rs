@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use ratelimit_core::Micros;
 
+use super::drain::Drain;
 use super::evidence::{Early, Evidence};
+use super::shape::Shape;
 use super::ticket::GrantCounter;
 use crate::profile::BucketInfo;
 
@@ -53,6 +55,10 @@ pub(crate) struct Counter {
     /// The previous window's reset at the latest (0 if unknown), to tell its late responses from the new
     /// window's.
     pub(super) prev_upper: Micros,
+    /// What the responses say about the bucket's shape.
+    shape: Shape,
+    /// Set once the responses show a drain (a leaky bucket): it is paced by this, not by windows.
+    pub(super) drain: Option<Drain>,
 }
 
 impl Counter {
@@ -60,6 +66,8 @@ impl Counter {
     pub(super) fn new(hash: Option<Arc<str>>, b: &BucketInfo, sent: Micros, now: Micros) -> Self {
         let mut evidence = Evidence::NONE;
         evidence.add(sent, now, b.reset_after);
+        let mut shape = Shape::NEW;
+        shape.add(b.limit, b.remaining, b.reset_after, now);
         Counter {
             hash,
             limit: b.limit,
@@ -81,6 +89,8 @@ impl Counter {
             min_remaining: b.remaining,
             lost: 0,
             prev_upper: 0,
+            shape,
+            drain: None,
         }
     }
 
@@ -96,6 +106,9 @@ impl Counter {
 
     /// Opens a new window when the current one has ended; guards against a window with no known end.
     pub(super) fn roll(&mut self, now: Micros, early: &Early) {
+        if self.drain.is_some() {
+            return;
+        }
         match self.release_at(early) {
             Some(release) if now >= release => {
                 self.prev_upper = self.upper().unwrap_or(0);
@@ -134,6 +147,8 @@ impl Counter {
         self.roll(now, early);
         if self.blocked_until > now {
             Some(Some(self.blocked_until))
+        } else if let Some(d) = &self.drain {
+            (d.room(now, self.limit) == 0).then(|| Some(d.next_at(self.limit)))
         } else if self.avail == 0 {
             Some(self.release_at(early))
         } else {
@@ -143,7 +158,13 @@ impl Counter {
 
     /// Draws one admission from the window.
     pub(super) fn take(&mut self, key: &Arc<str>, now: Micros) -> GrantCounter {
-        self.avail -= 1;
+        if let Some(d) = &mut self.drain {
+            d.take(now);
+            self.avail = d.room(now, self.limit);
+            self.reset_at = Some(d.empty_at);
+        } else {
+            self.avail -= 1;
+        }
         self.in_flight += 1;
         self.cur_in_flight += 1;
         self.last_used = now;
@@ -191,6 +212,9 @@ impl Counter {
     /// spent: it ends no earlier than `until`, and the next opens with a probe.
     pub(super) fn block(&mut self, until: Micros, user: bool) {
         self.blocked_until = self.blocked_until.max(until);
+        if let (Some(d), true) = (&mut self.drain, user) {
+            d.block(until, self.limit);
+        }
         if user {
             self.avail = 0;
             self.reset_at = Some(self.reset_at.map_or(until, |r| r.max(until)));
@@ -216,6 +240,10 @@ impl Counter {
         b: &BucketInfo,
         sent: Micros,
     ) -> bool {
+        if self.drain.is_some() {
+            // A drain has no windows: every response says how full it is.
+            return true;
+        }
         match gc {
             Some(gc) if gc.window == self.window => true,
             Some(gc) if gc.window + 1 == self.window => {
@@ -242,13 +270,15 @@ impl Counter {
     /// Whether a response reporting a fresh count (`Remaining = Limit − 1`) early in a window that others
     /// already spent from shows that its route keeps its own count under the shared hash (dapi#8073).
     pub(super) fn reports_separate_count(&self, gc: Option<&GrantCounter>, b: &BucketInfo) -> bool {
-        gc.is_some_and(|gc| {
-            self.routes.len() > 1
-                && gc.first_half
-                && gc.done_at_send >= 1
-                && b.remaining + 1 == b.limit
-                && b.id.is_some()
-        })
+        // A drain reports a fresh count whenever it has drained: no evidence of a separate count.
+        self.drain.is_none()
+            && gc.is_some_and(|gc| {
+                self.routes.len() > 1
+                    && gc.first_half
+                    && gc.done_at_send >= 1
+                    && b.remaining + 1 == b.limit
+                    && b.id.is_some()
+            })
     }
 
     /// Applies a response of the current window, sent at `sent` and read at `now`, whose window ends at
@@ -261,6 +291,21 @@ impl Counter {
         now: Micros,
         new_reset: Micros,
     ) {
+        self.learn_shape(b, now);
+        if let Some(d) = &mut self.drain {
+            let newest = gc.is_none_or(|gc| gc.seq > self.applied_seq);
+            // Round trips of requests sent before the drain was known (a first burst opening connections)
+            // say nothing of the way in of the paced ones.
+            let paced = gc.is_some_and(|gc| gc.window == self.window);
+            d.sync((sent, now), b.reset_after, self.in_flight, newest, paced);
+            self.reset_at = Some(d.empty_at);
+            self.avail = d.room(now, self.limit);
+            if let Some(gc) = gc {
+                self.applied_seq = self.applied_seq.max(gc.seq);
+            }
+            self.done += 1;
+            return;
+        }
         // The upstream opened a new window before ours ended (our reset is late by the return trip, and
         // requests sent in that gap open the next window): its reset lies a good part of a window beyond
         // ours. Trust the fresh count, but only from the newest response: an older one may predate
@@ -296,6 +341,32 @@ impl Counter {
         self.done += 1;
     }
 
+    /// Adds a response to what the bucket's shape is known to be; starts pacing it as a drain once the
+    /// responses show one, and goes back to windows if later ones contradict it.
+    fn learn_shape(&mut self, b: &BucketInfo, now: Micros) {
+        self.shape.add(b.limit, b.remaining, b.reset_after, now);
+        match (self.shape.drain_interval(), &mut self.drain) {
+            (Some(interval), Some(d)) => d.interval = interval,
+            (Some(interval), None) => {
+                tracing::debug!(hash = ?self.hash, interval_us = interval, "bucket drains one request per interval (a leaky bucket): paced at that rate");
+                let pending = interval.saturating_mul(u64::from(self.in_flight));
+                self.drain = Some(Drain::new(
+                    interval,
+                    self.shape.empty_by.saturating_add(pending),
+                ));
+                self.period = interval.saturating_mul(self.limit);
+            }
+            (None, Some(_)) => {
+                tracing::debug!(hash = ?self.hash, "bucket no longer reports a drain: counted by windows");
+                self.drain = None;
+                self.open_window(now);
+                self.avail = 0;
+                self.reset_at = Some(self.shape.empty_by);
+            }
+            (None, None) => {}
+        }
+    }
+
     /// Nothing in flight, the window over and no block: forgetting it loses nothing.
     pub(super) fn idle(&self, now: Micros) -> bool {
         self.in_flight == 0 && self.reset_at.is_none_or(|r| r <= now) && self.blocked_until <= now
@@ -303,7 +374,9 @@ impl Counter {
 
     /// What the snapshot shows as available: the whole limit once the window is over.
     pub(super) fn available(&self, now: Micros) -> u64 {
-        if self.reset_at.is_some_and(|r| r <= now) {
+        if let Some(d) = &self.drain {
+            d.room(now, self.limit)
+        } else if self.reset_at.is_some_and(|r| r <= now) {
             self.limit
         } else {
             self.avail

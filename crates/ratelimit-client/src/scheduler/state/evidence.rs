@@ -9,7 +9,7 @@ pub(super) const RTT_SAMPLES: u64 = 8;
 
 /// Slack, in microseconds, for `Reset-After`'s rounding to the millisecond when telling whether the
 /// responses of a window all name one reset.
-const HEADER_ROUNDING: Micros = 1_000;
+pub(super) const HEADER_ROUNDING: Micros = 1_000;
 
 /// What the responses of one window say about when it resets, on our monotonic clock.
 ///

@@ -143,7 +143,8 @@ impl<S: SchedulerState> Core<S> {
             self.state.insert_counter(key.clone(), c);
         } else {
             let shared_counter_fresh = self.state.counter(&key).is_some_and(|c| {
-                c.done >= 1
+                c.drain.is_none()
+                    && c.done >= 1
                     && b.remaining + 1 == b.limit
                     && c.reset_at
                         .is_some_and(|r| now.saturating_add(c.period / 2) < r)
