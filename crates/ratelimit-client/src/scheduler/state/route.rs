@@ -7,6 +7,7 @@ use std::sync::Arc;
 use ratelimit_core::Micros;
 use tokio::sync::Notify;
 
+use super::sublimit::Sublimit;
 use super::ticket::{Ticket, WaiterId};
 use super::{Core, SchedulerState};
 use crate::profile::Lane;
@@ -14,6 +15,10 @@ use crate::profile::Lane;
 /// Sub-limits kept per route: one per body shape the upstream refused; the body shapes a route sees are
 /// few, and anything past this waits in the route's queue like other requests.
 const MAX_SUBLIMITS_PER_ROUTE: usize = 16;
+
+/// Successes with a known body shape kept per route, the evidence of how many requests a sub-limit's
+/// window takes when it first refuses; a sub-window takes few (Discord's renames: 2).
+const SUCCESSES_KEPT: usize = 16;
 
 /// One route's state in this process.
 #[derive(Debug)]
@@ -29,8 +34,10 @@ pub(super) struct RouteState {
     /// A 429 on a route with no known counter blocks the route itself.
     pub(super) blocked_until: Micros,
     pub(super) queue: [VecDeque<(WaiterId, Arc<Notify>)>; Lane::COUNT],
-    /// Hidden sub-limits: body fingerprint and until when its requests wait.
-    pub(super) sublimits: Vec<(u64, Micros)>,
+    /// Hidden sub-limits, one per body fingerprint refused.
+    pub(super) sublimits: Vec<Sublimit>,
+    /// Recent successes with a known body fingerprint: `(fingerprint, sent, read)`, oldest first.
+    successes: VecDeque<(u64, Micros, Micros)>,
     pub(super) last_used: Micros,
     /// This route's entry in its token's global reservations.
     pub(super) reserve: Option<u64>,
@@ -48,6 +55,7 @@ impl RouteState {
             blocked_until: 0,
             queue: Default::default(),
             sublimits: Vec::new(),
+            successes: VecDeque::new(),
             last_used: now,
             reserve: None,
         }
@@ -89,18 +97,64 @@ impl RouteState {
 
     /// Until when a sub-limit holds requests with this body fingerprint.
     pub(super) fn sublimit_until(&self, fingerprint: u64, now: Micros) -> Option<Micros> {
-        self.sublimits
-            .iter()
-            .filter(|s| s.0 == fingerprint && s.1 > now)
-            .map(|s| s.1)
-            .max()
+        self.sublimit(fingerprint).and_then(|s| s.holds(now))
     }
 
-    /// Records a sub-limit on requests with this fingerprint until `until` (expired ones are dropped).
-    fn add_sublimit(&mut self, fingerprint: u64, until: Micros, now: Micros) {
-        self.sublimits.retain(|s| s.1 > now);
+    fn sublimit(&self, fingerprint: u64) -> Option<&Sublimit> {
+        self.sublimits.iter().find(|s| s.fingerprint == fingerprint)
+    }
+
+    fn sublimit_mut(&mut self, fingerprint: u64) -> Option<&mut Sublimit> {
+        self.sublimits
+            .iter_mut()
+            .find(|s| s.fingerprint == fingerprint)
+    }
+
+    /// Active sub-limits at `now`.
+    pub(super) fn active_sublimits(&self, now: Micros) -> usize {
+        self.sublimits.iter().filter(|s| s.active(now)).count()
+    }
+
+    /// A refusal by the sub-limit on requests with this fingerprint, of a request sent at `sent`, read at
+    /// `now`, waiting until `until`. A first refusal learns the sub-window's size from the successes of
+    /// this shape read within one such wait before it (inactive sub-limits are dropped).
+    fn refused_by_sublimit(
+        &mut self,
+        fingerprint: u64,
+        (sent, now, until): (Micros, Micros, Micros),
+    ) {
+        if let Some(s) = self.sublimit_mut(fingerprint) {
+            s.refused_again(sent, until);
+            return;
+        }
+        self.sublimits.retain(|s| s.active(now));
         if self.sublimits.len() < MAX_SUBLIMITS_PER_ROUTE {
-            self.sublimits.push((fingerprint, until));
+            let since = now.saturating_sub(until.saturating_sub(now));
+            let successes = self
+                .successes
+                .iter()
+                .filter(|&&(f, _, read)| f == fingerprint && read >= since)
+                .map(|&(_, sent, _)| sent);
+            let s = Sublimit::refused(fingerprint, (sent, now, until), successes);
+            self.sublimits.push(s);
+        }
+    }
+
+    /// A request with this fingerprint, sent at `sent`, succeeded at `now`: evidence for sub-limits.
+    pub(super) fn succeeded(&mut self, fingerprint: u64, sent: Micros, now: Micros) {
+        if self.successes.len() == SUCCESSES_KEPT {
+            self.successes.pop_front();
+        }
+        self.successes.push_back((fingerprint, sent, now));
+        if let Some(s) = self.sublimit_mut(fingerprint) {
+            s.succeeded(sent);
+        }
+    }
+
+    /// A request with this fingerprint was admitted: its sub-limit, if any, counts it.
+    pub(super) fn admitted_shape(&mut self, fingerprint: u64, now: Micros) {
+        if let Some(s) = self.sublimit_mut(fingerprint) {
+            s.admitted(now);
         }
     }
 }
@@ -117,7 +171,7 @@ impl<S: SchedulerState> Core<S> {
     pub(crate) fn has_sublimits(&self, route_key: &str, now: Micros) -> bool {
         self.routes
             .get(route_key)
-            .is_some_and(|r| r.sublimits.iter().any(|s| s.1 > now))
+            .is_some_and(|r| r.active_sublimits(now) > 0)
     }
 
     /// Until when a sub-limit holds requests with this fingerprint.
@@ -188,11 +242,10 @@ impl<S: SchedulerState> Core<S> {
         &mut self,
         route_key: &str,
         fingerprint: u64,
-        until: Micros,
-        now: Micros,
+        (sent, now, until): (Micros, Micros, Micros),
     ) {
         if let Some(r) = self.routes.get_mut(route_key) {
-            r.add_sublimit(fingerprint, until, now);
+            r.refused_by_sublimit(fingerprint, (sent, now, until));
         }
     }
 

@@ -140,7 +140,7 @@ impl<S: SchedulerState> Core<S> {
                     major: r.major.to_string(),
                     queued: r.queued(),
                     unlimited: r.unlimited,
-                    sublimits: r.sublimits.iter().filter(|s| s.1 > now).count(),
+                    sublimits: r.active_sublimits(now),
                 })
                 .collect(),
             global_used: self.state.global_use(now, self.global_window),

@@ -103,6 +103,11 @@ pub(crate) struct Grant {
     pub ban_probe: bool,
     pub global: bool,
     pub sent_at: Micros,
+    /// The request's body fingerprint, when it was read at admission (0 otherwise).
+    pub fingerprint: u64,
+    /// Others of its route were waiting or in flight at admission: on success, its body shape is worth
+    /// reading as sub-limit evidence.
+    pub busy: bool,
 }
 
 /// What an admission drew from one counter.
