@@ -158,14 +158,14 @@ impl Counter {
 
     /// Draws one admission from the window.
     pub(super) fn take(&mut self, key: &Arc<str>, now: Micros) -> GrantCounter {
+        self.in_flight += 1;
         if let Some(d) = &mut self.drain {
-            d.take(now);
+            d.take(now, self.in_flight);
             self.avail = d.room(now, self.limit);
             self.reset_at = Some(d.empty_at);
         } else {
             self.avail -= 1;
         }
-        self.in_flight += 1;
         self.cur_in_flight += 1;
         self.last_used = now;
         let first_half = self
@@ -213,7 +213,7 @@ impl Counter {
     pub(super) fn block(&mut self, until: Micros, user: bool) {
         self.blocked_until = self.blocked_until.max(until);
         if let (Some(d), true) = (&mut self.drain, user) {
-            d.block(until, self.limit);
+            d.block(until, self.limit, self.in_flight);
         }
         if user {
             self.avail = 0;
@@ -293,11 +293,10 @@ impl Counter {
     ) {
         self.learn_shape(b, now);
         if let Some(d) = &mut self.drain {
-            let newest = gc.is_none_or(|gc| gc.seq > self.applied_seq);
             // Round trips of requests sent before the drain was known (a first burst opening connections)
             // say nothing of the way in of the paced ones.
             let paced = gc.is_some_and(|gc| gc.window == self.window);
-            d.sync((sent, now), b.reset_after, self.in_flight, newest, paced);
+            d.sync((sent, now), b.reset_after, self.in_flight, paced);
             self.reset_at = Some(d.empty_at);
             self.avail = d.room(now, self.limit);
             if let Some(gc) = gc {
@@ -349,11 +348,7 @@ impl Counter {
             (Some(interval), Some(d)) => d.interval = interval,
             (Some(interval), None) => {
                 tracing::debug!(hash = ?self.hash, interval_us = interval, "bucket drains one request per interval (a leaky bucket): paced at that rate");
-                let pending = interval.saturating_mul(u64::from(self.in_flight));
-                self.drain = Some(Drain::new(
-                    interval,
-                    self.shape.empty_by.saturating_add(pending),
-                ));
+                self.drain = Some(Drain::new(interval, self.shape.empty_by, self.in_flight));
                 self.period = interval.saturating_mul(self.limit);
             }
             (None, Some(_)) => {

@@ -1,6 +1,12 @@
 //! Pacing a drain bucket (a leaky bucket, see [`Shape`](super::shape::Shape)): requests leave while the
 //! bucket, as counted on our clock, has room, and then one per drain interval; the whole limit never
 //! returns at once.
+//!
+//! When the bucket is empty at the latest: the upstream's level after the latest request it counted
+//! among those answered is in that response (`receive + Reset-After` bounds the moment it is empty from
+//! above); the requests in flight may be counted after it, one interval each; and requests that left
+//! after the bucket had emptied fill it from their own departure. The largest `receive + Reset-After`
+//! is taken over every response, not the newest one's: requests sent together are counted in any order.
 
 use ratelimit_core::Micros;
 
@@ -13,7 +19,11 @@ const DRAIN_SPARE: u64 = 1;
 pub(crate) struct Drain {
     /// Time for one request to drain: an upper bound of the upstream's (pacing slower is safe).
     pub(super) interval: Micros,
-    /// When the bucket will be empty, counting every request admitted, on our clock.
+    /// The latest moment a response said the bucket is empty (`receive + Reset-After`), or a 429 implied.
+    answered_empty: Micros,
+    /// When the requests admitted since the drain was known leave it empty, counted from their departure.
+    admitted_empty: Micros,
+    /// When the bucket will be empty at the latest, counting every request admitted, on our clock.
     pub(super) empty_at: Micros,
     /// The smallest and largest round trip seen on this bucket: a request's way in can beat another's by
     /// at most their difference, and the bucket keeps that much room free.
@@ -22,14 +32,28 @@ pub(crate) struct Drain {
 }
 
 impl Drain {
-    /// A drain of one request per `interval` that is empty at `empty_at`.
-    pub(super) fn new(interval: Micros, empty_at: Micros) -> Self {
-        Drain {
+    /// A drain of one request per `interval` that responses said is empty at `answered_empty`, with
+    /// `in_flight` requests not yet answered.
+    pub(super) fn new(interval: Micros, answered_empty: Micros, in_flight: u32) -> Self {
+        let mut d = Drain {
             interval: interval.max(1),
-            empty_at,
+            answered_empty,
+            admitted_empty: 0,
+            empty_at: 0,
             rtt_min: Micros::MAX,
             rtt_max: 0,
-        }
+        };
+        d.settle(in_flight);
+        d
+    }
+
+    /// Recomputes when the bucket is empty at the latest (see the module docs).
+    fn settle(&mut self, in_flight: u32) {
+        let pending = self.interval.saturating_mul(u64::from(in_flight));
+        self.empty_at = self
+            .answered_empty
+            .saturating_add(pending)
+            .max(self.admitted_empty);
     }
 
     /// The room left unused: [`DRAIN_SPARE`] plus the round trips' spread in intervals.
@@ -38,7 +62,7 @@ impl Drain {
         DRAIN_SPARE.saturating_add(spread.div_ceil(self.interval))
     }
 
-    /// How many requests `capacity` lets go at `now` (at least one when the bucket is empty).
+    /// How many requests `capacity` lets go at once (at least one when the bucket is empty).
     fn usable(&self, capacity: u64) -> u64 {
         capacity.saturating_sub(self.spare()).max(1)
     }
@@ -55,23 +79,20 @@ impl Drain {
         self.empty_at.saturating_sub(below)
     }
 
-    /// A request was admitted at `now`.
-    pub(super) fn take(&mut self, now: Micros) {
-        self.empty_at = self.empty_at.max(now).saturating_add(self.interval);
+    /// A request was admitted at `now`; `in_flight` counts it.
+    pub(super) fn take(&mut self, now: Micros, in_flight: u32) {
+        self.admitted_empty = self.admitted_empty.max(now).saturating_add(self.interval);
+        self.settle(in_flight);
     }
 
     /// A response to a request sent at `sent`, read at `received`, said the bucket is empty `reset_after`
-    /// later; `in_flight` requests may be counted after it. Only the round trips of `paced` requests (sent
-    /// while the drain was known) measure the spread. The bucket is empty no later than that, plus one
-    /// interval for each of them: from the response to the newest request answered so far, that bound
-    /// replaces ours (it counts what other clients spent, and it is exact where ours assumed the worst);
-    /// an older response only adds to it (a request answered before it may have been counted after it).
+    /// later; `in_flight` requests are not answered yet. Only the round trips of `paced` requests (sent
+    /// while the drain was known) measure the spread.
     pub(super) fn sync(
         &mut self,
         (sent, received): (Micros, Micros),
         reset_after: Micros,
         in_flight: u32,
-        newest: bool,
         paced: bool,
     ) {
         if paced {
@@ -79,20 +100,17 @@ impl Drain {
             self.rtt_min = self.rtt_min.min(rtt);
             self.rtt_max = self.rtt_max.max(rtt);
         }
-        let bound = received
-            .saturating_add(reset_after)
-            .saturating_add(self.interval.saturating_mul(u64::from(in_flight)));
-        self.empty_at = if newest {
-            bound
-        } else {
-            self.empty_at.max(bound)
-        };
+        self.answered_empty = self
+            .answered_empty
+            .max(received.saturating_add(reset_after));
+        self.settle(in_flight);
     }
 
-    /// A user 429 says nothing drains in before `until`: the bucket is full then, less one.
-    pub(super) fn block(&mut self, until: Micros, capacity: u64) {
+    /// A user 429 says nothing drains before `until`: the bucket is full then, less one.
+    pub(super) fn block(&mut self, until: Micros, capacity: u64, in_flight: u32) {
         let full = until.saturating_add(capacity.saturating_sub(1).saturating_mul(self.interval));
-        self.empty_at = self.empty_at.max(full);
+        self.answered_empty = self.answered_empty.max(full);
+        self.settle(in_flight);
     }
 }
 
@@ -102,30 +120,37 @@ mod tests {
 
     #[test]
     fn a_drain_paces_at_its_interval_once_full() {
-        let mut d = Drain::new(25, 0);
+        let mut d = Drain::new(25, 0, 0);
         // Spare: one request.
-        for _ in 0..39 {
+        for n in 1..=39 {
             assert!(d.room(0, 40) > 0);
-            d.take(0);
+            d.take(0, n);
         }
         assert_eq!(d.room(0, 40), 0);
         assert_eq!(d.next_at(40), 25);
         assert_eq!(d.room(25, 40), 1);
-        d.take(25);
+        d.take(25, 40);
         assert_eq!(d.next_at(40), 50);
     }
 
     #[test]
-    fn older_responses_only_delay_the_drain() {
-        let mut d = Drain::new(25, 1_000);
-        d.sync((0, 100), 500, 2, false, true);
-        assert_eq!(d.empty_at, 1_000);
-        d.sync((0, 200), 2_000, 2, false, true);
-        assert_eq!(d.empty_at, 2_250);
-        // A round-trip spread of 100 (four intervals) keeps five requests' room free.
-        assert_eq!(d.room(2_250, 40), 35);
-        // The newest response's bound replaces ours.
-        d.sync((300, 400), 100, 0, true, true);
-        assert_eq!(d.empty_at, 500);
+    fn the_latest_empty_time_answered_counts_whatever_order_responses_come_in() {
+        // Two requests sent together; the one counted second answers first.
+        let mut d = Drain::new(25, 0, 2);
+        d.sync((0, 100), 50, 1, true);
+        assert_eq!(d.empty_at, 175);
+        d.sync((0, 110), 25, 0, true);
+        // The later response names an earlier empty time: the bucket is still empty at 150 at the latest.
+        assert_eq!(d.empty_at, 150);
+        // A round-trip spread of 10 (one interval, rounded up) keeps two requests' room free.
+        assert_eq!(d.room(150, 40), 38);
+    }
+
+    #[test]
+    fn requests_sent_after_the_bucket_emptied_fill_it_from_their_departure() {
+        let mut d = Drain::new(25, 100, 0);
+        d.take(1_000, 1);
+        d.take(1_000, 2);
+        assert_eq!(d.empty_at, 1_050);
     }
 }
