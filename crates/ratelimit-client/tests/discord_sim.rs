@@ -58,13 +58,11 @@ struct Run {
 /// test's two worker threads; run side by side on a small machine, their CPU contention delays some sends
 /// and receives by milliseconds more than others, and the round trips the early release learns from no
 /// longer describe the next request's way in (a few requests arrive before the reset).
-static SCENARIO_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static SCENARIO_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Issues every operation at once and waits for all of them.
 async fn run(scenario: &Scenario) -> (Run, RunningSim, Limiter<Discord>) {
-    let _turn = SCENARIO_TURN
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _turn = SCENARIO_TURN.lock().await;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
