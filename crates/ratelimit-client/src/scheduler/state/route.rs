@@ -116,17 +116,18 @@ impl RouteState {
     }
 
     /// A refusal by the sub-limit on requests with this fingerprint, of a request sent at `sent`, read at
-    /// `now`, waiting until `until`. A first refusal learns the sub-window's size from the successes of
+    /// `now`, waiting until `until`. A first refusal (or the first after the sub-limit went quiet) learns the sub-window's size from the successes of
     /// this shape read within one such wait before it (inactive sub-limits are dropped).
     fn refused_by_sublimit(
         &mut self,
         fingerprint: u64,
         (sent, now, until): (Micros, Micros, Micros),
     ) {
-        if let Some(s) = self.sublimit_mut(fingerprint) {
+        if let Some(s) = self.sublimit_mut(fingerprint).filter(|s| s.active(now)) {
             s.refused_again(sent, until);
             return;
         }
+        // A sub-limit that went quiet is learned afresh.
         self.sublimits.retain(|s| s.active(now));
         if self.sublimits.len() < MAX_SUBLIMITS_PER_ROUTE {
             let since = now.saturating_sub(until.saturating_sub(now));
