@@ -68,7 +68,7 @@ impl Operation {
 /// A configuration and the operations a client issues against it all at once.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scenario {
-    /// A short name (`mixed`, `parallel`, `sublimit`, `layered`).
+    /// A short name (`mixed`, `parallel`, `parallel-leaky`, `sublimit`, `layered`).
     pub name: &'static str,
     /// What it models.
     pub description: &'static str,
@@ -208,6 +208,29 @@ impl Scenario {
         }
     }
 
+    /// [`Scenario::parallel`] on leaky buckets: each webhook bucket holds 40 and drains one request every
+    /// 25 ms, so `X-RateLimit-Remaining` is the room left in the bucket and `X-RateLimit-Reset-After` the
+    /// time until it has drained completely (it grows with every request and never names a fixed reset).
+    /// 306 operations (102 per webhook) at once, latency 80–120 ms. The first 40 per bucket go at once;
+    /// the other 62 can go no faster than the drain, one per 25 ms.
+    pub fn parallel_leaky() -> Self {
+        let mut scenario = Self::parallel();
+        scenario.config = SimConfig::empty()
+            .route(RouteConfig::new(
+                Method::POST,
+                "/webhooks/{webhook_id}/{webhook_token}",
+                HASH_WEBHOOK,
+                Limit::leaky(40, ms(1000)),
+            ))
+            .latency(Latency::Range(ms(80), ms(120)))
+            .seed(13);
+        scenario.name = "parallel-leaky";
+        scenario.description =
+            "306 webhook executions at once over three leaky buckets of 40 draining one per 25 ms, \
+             latency 80-120 ms";
+        scenario
+    }
+
     /// A hidden sub-limit (dapi#1900): `PATCH /channels/{channel_id}` reports 10 per 1.5 s, while renames
     /// (`name` or `topic` in the body) are also limited to 2 per 600 ms per channel. Six renames and four
     /// other edits of channel 100. The first sub-limit 429 cannot be predicted from the headers.
@@ -281,6 +304,7 @@ impl Scenario {
         vec![
             Self::mixed(),
             Self::parallel(),
+            Self::parallel_leaky(),
             Self::sublimit(),
             Self::layered(),
         ]
@@ -473,6 +497,11 @@ impl SimConfig {
     /// [`Scenario::parallel`]'s configuration.
     pub fn scenario_parallel() -> Self {
         Scenario::parallel().config
+    }
+
+    /// [`Scenario::parallel_leaky`]'s configuration.
+    pub fn scenario_parallel_leaky() -> Self {
+        Scenario::parallel_leaky().config
     }
 
     /// [`Scenario::sublimit`]'s configuration.

@@ -24,6 +24,7 @@ use ratelimit_core::{Clock, Micros, SystemClock};
 use tokio::sync::Notify;
 
 pub(crate) mod config;
+mod hex;
 mod settings;
 mod snapshot;
 pub(crate) mod state;
@@ -641,10 +642,14 @@ impl<P: Profile> Permit<P> {
         };
         let inner = &self.limiter.inner;
         let obs: Observation = inner.profile.observe(status, headers, body);
-        let fingerprint = if obs.limited.is_some() {
-            body_fingerprint(request_body().as_deref())
-        } else {
-            0
+        // A refusal needs the body's shape (a sub-limit holds that shape); so does a success on a busy
+        // route (it is the evidence of how many a sub-limit's window takes).
+        let success = !obs.server_error && !obs.unauthorized;
+        let fingerprint = match grant.fingerprint {
+            0 if obs.limited.is_some() || (grant.busy && success) => {
+                body_fingerprint(request_body().as_deref())
+            }
+            f => f,
         };
         let now = inner.clock.now();
         if let Some(SentAt(at)) = sent {

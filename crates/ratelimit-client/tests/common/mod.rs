@@ -1,6 +1,9 @@
 //! Shared by the integration tests (each test binary uses only part of it).
 #![allow(dead_code)]
 
+// Each test binary compiles this module and uses only part of it.
+#![allow(dead_code)]
+
 pub mod upstream;
 
 /// A clock that follows tokio's (pausable) time, so a test with `start_paused` waits in virtual time.
