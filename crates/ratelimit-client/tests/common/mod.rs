@@ -1,8 +1,6 @@
 //! Shared by the integration tests (each test binary uses only part of it).
 #![allow(dead_code)]
 
-// Each test binary compiles this module and uses only part of it.
-#![allow(dead_code)]
 
 pub mod upstream;
 
