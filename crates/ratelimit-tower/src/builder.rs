@@ -70,8 +70,8 @@ pub enum ConfigError {
 /// ```
 /// use std::time::Duration;
 /// use http::Method;
-/// use ratelimit_core::{Policy, Quota};
-/// use ratelimit_tower::{key::{ClientIp, TrustedProxies}, LegacyReset, OnStoreError, RateLimitLayer};
+/// use ratelimit_tower::key::{ClientIp, TrustedProxies};
+/// use ratelimit_tower::{LegacyReset, OnStoreError, Policy, Quota, RateLimitLayer};
 ///
 /// let layer = RateLimitLayer::builder()
 ///     .policy(Policy::gcra("burst", Quota::per_second(10).burst(20).build()?)?)
@@ -298,8 +298,7 @@ impl<S> RateLimitBuilder<S> {
     /// [`IetfRevision::Draft07`] and [`IetfRevision::Draft06`] serve clients written against those.
     ///
     /// ```
-    /// use ratelimit_core::{Policy, Quota};
-    /// use ratelimit_tower::{headers::IetfRevision, RateLimitLayer};
+    /// use ratelimit_tower::{IetfRevision, Policy, Quota, RateLimitLayer};
     ///
     /// // `RateLimit: limit=100, remaining=99, reset=60` and `RateLimit-Policy: 100;w=60`.
     /// let layer = RateLimitLayer::builder()

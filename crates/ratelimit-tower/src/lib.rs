@@ -5,8 +5,7 @@
 //! ```no_run
 //! use std::net::SocketAddr;
 //! use axum::{routing::get, Router};
-//! use ratelimit_core::{Policy, Quota};
-//! use ratelimit_tower::RateLimitLayer;
+//! use ratelimit_tower::{Policy, Quota, RateLimitLayer};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let limit = RateLimitLayer::builder()
@@ -76,3 +75,18 @@ pub use rate_limit::{
 };
 pub use response::{Rejection, ResponseBody};
 pub use tier::{Tier, TierFn, Tiers, TiersHandle};
+
+// The core types this crate's API takes and returns, so that `cargo add ratelimit-tower` is enough for a
+// server. Types only: the core crate itself stays a dependency of its own for those who want more.
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use ratelimit_core::{store::redis::HybridStore, OnFailure, RedisStore, RedisStoreBuilder};
+pub use ratelimit_core::{
+    AlgorithmKind, Decision, MemoryStore, Outcome, Policy, PolicyError, PolicySet, Quota,
+    QuotaBuilder, QuotaError, Status, Store, StoreError,
+};
+
+/// The crate's README (its crates.io page), compiled as a doc test so its code stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -12,8 +12,7 @@
 //! over (see [`PolicyStates`](ratelimit_core::PolicyStates)).
 //!
 //! ```
-//! use ratelimit_core::{Policy, PolicySet, Quota};
-//! use ratelimit_tower::{RateLimitLayer, Tiers};
+//! use ratelimit_tower::{Policy, PolicySet, Quota, RateLimitLayer, Tiers};
 //!
 //! let free = PolicySet::new([Policy::gcra("burst", Quota::per_second(5).build()?)?])?;
 //! let pro = PolicySet::new([Policy::gcra("burst", Quota::per_second(50).build()?)?])?;
