@@ -10,21 +10,14 @@ use ratelimit_core::{MemoryStore, Policy, PolicyError, PolicySet, Store};
 
 use crate::headers::{IetfRevision, LegacyReset};
 use crate::key::{Cidr, ClientIp, KeyExtractor, RequestInfo};
-use crate::rate_limit::{Config, HeaderConfig, OnKeyError, OnStoreError, RateLimitLayer, Shared};
+use crate::rate_limit::{
+    Config, Cost, HeaderConfig, OnKeyError, OnStoreError, RateLimitLayer, RejectFn, Shared, SkipFn,
+};
 use crate::response::Rejection;
 use crate::tier::{Tier, TierSource, TierTable, Tiers};
 
 /// The default store: in memory, bounded (1,000,000 keys by default), keyed by byte strings.
 pub type DefaultStore = MemoryStore<Vec<u8>, PolicySet>;
-
-pub(crate) type SkipFn = Box<dyn Fn(&RequestInfo<'_>) -> bool + Send + Sync>;
-pub(crate) type RejectFn = Box<dyn Fn(&Rejection<'_>) -> Response<Bytes> + Send + Sync>;
-
-/// How much a request costs.
-pub(crate) enum Cost {
-    Fixed(u64),
-    Fn(Box<dyn Fn(&RequestInfo<'_>) -> u64 + Send + Sync>),
-}
 
 /// A configuration that cannot work; the message says what to change.
 #[derive(Debug, thiserror::Error)]
@@ -139,13 +132,7 @@ impl<S> RateLimitBuilder<S> {
             on_store_error: OnStoreError::default(),
             on_key_error: OnKeyError::default(),
             shadow: false,
-            headers: HeaderConfig {
-                ietf: true,
-                revision: IetfRevision::Draft11,
-                legacy: None,
-                only_binding: false,
-                partition_key: false,
-            },
+            headers: HeaderConfig::default(),
             soft_limit_percent: None,
             rejection: None,
             latency: true,
@@ -439,6 +426,7 @@ impl<S> RateLimitBuilder<S> {
             cfg,
             meters: crate::observe::Meters::resolve(),
             tiers: Arc::new(ArcSwap::from_pointee(TierTable::build(tiers))),
+            health: Default::default(),
         })))
     }
 }

@@ -18,6 +18,8 @@ mod future;
 mod layer;
 mod reservation;
 mod service;
+mod settings;
+mod store_health;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -26,7 +28,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{HeaderName, CACHE_CONTROL, RETRY_AFTER};
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use ratelimit_core::{
     Clock, Decision, ManualClock, MemoryStore, PolicySet, Status, Store, StoreError,
 };
@@ -34,54 +36,16 @@ use ratelimit_core::{
 pub use future::ResponseFuture;
 pub use layer::RateLimitLayer;
 pub use service::RateLimit;
+pub(crate) use settings::{Config, Cost, HeaderConfig, RejectFn, SkipFn};
+pub use settings::{OnKeyError, OnStoreError};
 
 use reservation::Reservation;
 
-use crate::builder::{Cost, SkipFn};
 use crate::headers::{self, Buf, IetfRevision, LegacyReset};
-use crate::key::{KeyBuf, KeyError, KeyExtractor, RequestInfo, Scope};
+use crate::key::{KeyBuf, KeyError, RequestInfo};
 use crate::observe::{self, KeyHash, Stopwatch};
 use crate::response::{self, Rejection, NO_STORE};
-use crate::tier::{Entry, TierSource, TierTable};
-
-/// What to do when the store cannot answer (Redis down, timeout, in-memory store full with
-/// `Overflow::Reject`). Never a 429: the client did nothing wrong.
-///
-/// To keep limiting through an outage instead, give the store a fallback: a Redis store built with
-/// `on_failure(OnFailure::Local { instances })` decides in memory (each quota divided among the
-/// instances) while Redis is away, and the layer sees decisions, not errors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnStoreError {
-    /// Let the request through without rate-limit headers (availability first). Logged at `warn`,
-    /// counted in `ratelimit_fail_open_total`.
-    FailOpen,
-    /// Answer 503 with a `temporary-reduced-capacity` problem (protection first). The default.
-    #[default]
-    FailClosed,
-}
-
-/// What to do when no key can be built for a request (see [`KeyError`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnKeyError {
-    /// Answer with a problem+json saying what is missing: 400 when the client is at fault (missing API key
-    /// header), 500 when the server is (no peer address: `ConnectInfo` missing). The default.
-    #[default]
-    Reject,
-    /// Limit the request under one shared key (everyone without a key shares a bucket).
-    UseGlobalKey,
-    /// Let the request through unlimited.
-    Allow,
-}
-
-/// Which rate-limit headers to send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct HeaderConfig {
-    pub(crate) ietf: bool,
-    pub(crate) revision: IetfRevision,
-    pub(crate) legacy: Option<LegacyReset>,
-    pub(crate) only_binding: bool,
-    pub(crate) partition_key: bool,
-}
+use crate::tier::{Entry, TierTable};
 
 /// Request extension inserted when a request is allowed but close to its limit (see
 /// [`RateLimitBuilder::soft_limit_percent`](crate::RateLimitBuilder::soft_limit_percent)), so handlers
@@ -96,28 +60,14 @@ pub struct NearLimit {
     pub limit: u64,
 }
 
-pub(crate) struct Config {
-    pub(crate) scope: Scope,
-    pub(crate) key: Box<dyn KeyExtractor>,
-    pub(crate) tier_source: TierSource,
-    pub(crate) cost: Cost,
-    pub(crate) methods: Option<Box<[Method]>>,
-    pub(crate) skip: Option<SkipFn>,
-    pub(crate) on_store_error: OnStoreError,
-    pub(crate) on_key_error: OnKeyError,
-    pub(crate) shadow: bool,
-    pub(crate) headers: HeaderConfig,
-    pub(crate) soft_limit_percent: Option<u8>,
-    pub(crate) rejection: Option<crate::builder::RejectFn>,
-    pub(crate) latency: bool,
-}
-
 pub(crate) struct Shared<S> {
     pub(crate) store: S,
     pub(crate) cfg: Config,
     /// Metric handles, when a recorder was installed at build time (see [`observe::Meters`]).
     pub(crate) meters: Option<observe::Meters>,
     pub(crate) tiers: Arc<ArcSwap<TierTable>>,
+    /// Whether the store is failing: outages are logged when they start and end.
+    pub(crate) health: store_health::StoreHealth,
 }
 
 /// Headers to add to the inner service's response.
@@ -349,9 +299,8 @@ where
             ),
             Err(e) if self.cfg.on_store_error == OnStoreError::FailOpen => {
                 // The client's own check passed; the cap is unknown and we fail open: keep the charge.
-                tracing::warn!(error = %e, "rate-limit store error on the global cap; failing open");
-                metrics::counter!("ratelimit_store_errors_total", "action" => "fail_open")
-                    .increment(1);
+                self.health
+                    .failed(&e, &self.global_key(), OnStoreError::FailOpen);
                 (
                     Ok(Checked {
                         primary,
@@ -441,6 +390,10 @@ where
         global_dec: Option<&Decision>,
     ) -> Action {
         let cfg = &self.cfg;
+        let global_failed = global.is_some() && primary_dec.is_allowed() && global_dec.is_none();
+        if !global_failed {
+            self.health.answered();
+        }
         // Which (set, decision) limited, if any.
         let (limited_by, limited) = match (global_dec, global) {
             (Some(g), Some(ge)) if !g.is_allowed() => (Some(ge), Some(g)),
@@ -628,26 +581,32 @@ where
 
     fn store_error(&self, e: &StoreError, key: &KeyBuf) -> Action {
         observe::count!(self.meters, store_error, "store_error");
+        self.health.failed(e, key, self.cfg.on_store_error);
         match self.cfg.on_store_error {
             OnStoreError::FailOpen => {
-                tracing::warn!(error = %e, key = %KeyHash::of(key.as_bytes()), "rate-limit store error; failing open");
-                metrics::counter!("ratelimit_store_errors_total", "action" => "fail_open")
-                    .increment(1);
                 metrics::counter!("ratelimit_fail_open_total").increment(1);
                 Action::Proceed(Emit::default(), None)
             }
-            OnStoreError::FailClosed => {
-                tracing::warn!(error = %e, key = %KeyHash::of(key.as_bytes()), "rate-limit store error; failing closed (503)");
-                metrics::counter!("ratelimit_store_errors_total", "action" => "fail_closed")
-                    .increment(1);
-                Action::Respond(Box::new(response::simple_problem(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Some(response::TEMPORARY_REDUCED_CAPACITY),
-                    "the rate limiter's store is unavailable; try again shortly",
-                )))
-            }
+            OnStoreError::FailClosed => Action::Respond(Box::new(store_error_response(e))),
         }
     }
+}
+
+/// The fail-closed answer: 503 while the store is away; 500 when this client's own state is unreadable
+/// (waiting will not help: an operator must delete the key).
+fn store_error_response(e: &StoreError) -> Response<Bytes> {
+    if matches!(e, StoreError::KeyState { .. }) {
+        return response::simple_problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            None,
+            "the rate limiter could not read this client's state",
+        );
+    }
+    response::simple_problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        Some(response::TEMPORARY_REDUCED_CAPACITY),
+        "the rate limiter's store is unavailable; try again shortly",
+    )
 }
 
 /// The decision as it stands after refunding `cost` to every policy (for reporting only).
