@@ -8,11 +8,10 @@
 //! # The store call
 //!
 //! [`Store`] futures borrow the store, the policy set and the key, so a response future cannot own one
-//! without boxing (or `unsafe`). The in-memory store answers synchronously, so for
-//! `MemoryStore<Vec<u8>, PolicySet>` (with the system or a manual clock; recognised by a `TypeId`
-//! comparison that the compiler folds away) the layer calls its synchronous `check` inside `call` — no
-//! future at all, nothing boxed, the key on the stack. Any other store (Redis) gets one boxed future per
-//! request, which is noise next to a network round trip.
+//! without boxing (or `unsafe`). So the layer first asks [`Store::check_now`], inside `call`: a store
+//! that answers without I/O (the in-memory store, whatever its clock, and any wrapper that delegates
+//! `check_now`) decides there — no future at all, nothing boxed, the key on the stack. A store that
+//! cannot (Redis) gets one boxed future per request, which is noise next to a network round trip.
 
 mod future;
 mod layer;
@@ -21,7 +20,6 @@ mod service;
 mod settings;
 mod store_health;
 
-use std::any::Any;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -29,9 +27,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{HeaderName, CACHE_CONTROL, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
-use ratelimit_core::{
-    Clock, Decision, ManualClock, MemoryStore, PolicySet, Status, Store, StoreError,
-};
+use ratelimit_core::{Decision, PolicySet, Status, Store, StoreError};
 
 pub use future::ResponseFuture;
 pub use layer::RateLimitLayer;
@@ -39,6 +35,7 @@ pub use service::RateLimit;
 pub(crate) use settings::{Config, Cost, HeaderConfig, RejectFn, SkipFn};
 pub use settings::{OnKeyError, OnStoreError};
 
+pub(crate) use reservation::HeldCharge;
 use reservation::Reservation;
 
 use crate::headers::{self, Buf, IetfRevision, LegacyReset};
@@ -127,6 +124,16 @@ pub(crate) enum Action {
     Proceed(Emit, Option<Box<NearLimit>>),
     /// Answer without calling the inner service.
     Respond(Box<Response<Bytes>>),
+}
+
+/// What [`Shared::run_now`] could do without waiting.
+pub(crate) enum Now {
+    /// Decided.
+    Done(Action),
+    /// Nothing: the store cannot answer without waiting.
+    Wait,
+    /// The client's check answered and charged it; the global cap's must be awaited.
+    Charged(Decision, Arc<Entry>),
 }
 
 /// What key extraction led to.
@@ -228,9 +235,21 @@ where
                 global: None,
             });
         };
+        self.check_cap(primary, entry, global, key, cost).await
+    }
+
+    /// The global cap's check after the client's `primary` decision charged it; see [`Shared::decide`].
+    pub(crate) async fn check_cap(
+        &self,
+        primary: Decision,
+        entry: &Entry,
+        cap: &Entry,
+        key: &KeyBuf,
+        cost: u64,
+    ) -> Result<Checked, StoreError> {
         let reservation = Reservation::new(&self.store, &entry.set, key, cost);
         let gkey = self.global_key();
-        let g = self.store.check(&global.set, gkey.as_bytes(), cost).await;
+        let g = self.store.check(&cap.set, gkey.as_bytes(), cost).await;
         let (result, refund) = self.after_global(primary, g);
         if refund {
             reservation.give_back().await;
@@ -240,41 +259,48 @@ where
         result
     }
 
-    /// [`Shared::run`] on the in-memory store, synchronously: no future, nothing boxed. The common case
-    /// (no global cap, or the client already limited) hands the store's decision to [`Shared::finish`]
-    /// by reference: a `Decision` is a few hundred bytes, and moving it through `Result`s and a
-    /// `Checked` cost more than the rest of the bookkeeping.
+    /// [`Shared::run`] without waiting, when the store can answer on the spot ([`Store::check_now`]; the
+    /// in-memory store always can): no future, nothing boxed. The common case (no global cap, or the
+    /// client already limited) hands the store's decision to [`Shared::finish_parts`] by reference: a
+    /// `Decision` is a few hundred bytes, and moving it through `Result`s and a `Checked` cost more than
+    /// the rest of the bookkeeping.
     #[inline]
-    fn run_mem<C: Clock>(
-        mem: &MemoryStore<Vec<u8>, PolicySet, C>,
-        shared: &Self,
+    pub(crate) fn run_now(
+        &self,
         entry: &Entry,
-        global: Option<&Entry>,
+        cap: Option<&Arc<Entry>>,
         key: &KeyBuf,
         cost: u64,
-    ) -> Action {
-        let start = shared.timing().then(Stopwatch::start);
+    ) -> Now {
+        let global = cap.map(|c| &**c);
+        let start = self.timing().then(Stopwatch::start);
         // Matched by reference: moving the decision out of the `Result` is a 328-byte copy.
-        let checked = mem.check(&entry.set, key.as_bytes(), cost);
+        let Some(checked) = self.store.check_now(&entry.set, key.as_bytes(), cost) else {
+            return Now::Wait;
+        };
         let primary = match &checked {
             Ok(d) => d,
             Err(e) => {
-                shared.record_latency(start);
-                return shared.store_error(e, key);
+                self.record_latency(start);
+                return Now::Done(self.store_error(e, key));
             }
         };
-        let Some(cap) = global.filter(|_| primary.is_allowed()) else {
-            shared.record_latency(start);
-            return shared.finish_parts(entry, global, key, cost, primary, None);
+        let Some(cap) = cap.filter(|_| primary.is_allowed()) else {
+            self.record_latency(start);
+            return Now::Done(self.finish_parts(entry, global, key, cost, primary, None));
         };
-        let gkey = shared.global_key();
-        let g = mem.check(&cap.set, gkey.as_bytes(), cost);
-        let (result, refund) = shared.after_global(*primary, g);
+        let gkey = self.global_key();
+        let Some(g) = self.store.check_now(&cap.set, gkey.as_bytes(), cost) else {
+            // The client is charged; the cap must be awaited.
+            return Now::Charged(*primary, cap.clone());
+        };
+        let (result, refund) = self.after_global(*primary, g);
         if refund && cost > 0 {
-            mem.refund(&entry.set, key.as_bytes(), cost);
+            // Completes on the spot for a store that just answered on the spot.
+            self.store.refund_detached(&entry.set, key.as_bytes(), cost);
         }
-        shared.record_latency(start);
-        shared.finish(entry, global, key, cost, result)
+        self.record_latency(start);
+        Now::Done(self.finish(entry, global, key, cost, result))
     }
 
     fn global_key(&self) -> KeyBuf {
@@ -313,6 +339,21 @@ where
         }
     }
 
+    /// [`Shared::check_cap`] after [`Shared::run_now`] charged the client, as an action.
+    pub(crate) async fn run_cap(
+        &self,
+        primary: Decision,
+        entry: &Entry,
+        cap: &Entry,
+        key: &KeyBuf,
+        cost: u64,
+    ) -> Action {
+        let start = self.timing().then(Stopwatch::start);
+        let checked = self.check_cap(primary, entry, cap, key, cost).await;
+        self.record_latency(start);
+        self.finish(entry, Some(cap), key, cost, checked)
+    }
+
     /// Runs [`Shared::decide`] and turns its result into an action, timing the store checks.
     pub(crate) async fn run(
         &self,
@@ -325,25 +366,6 @@ where
         let checked = self.decide(entry, global, key, cost).await;
         self.record_latency(start);
         self.finish(entry, global, key, cost, checked)
-    }
-
-    /// The whole decision for the in-memory store, synchronously, when `S` is one.
-    #[inline]
-    pub(crate) fn run_sync(
-        &self,
-        entry: &Entry,
-        global: Option<&Entry>,
-        key: &KeyBuf,
-        cost: u64,
-    ) -> Option<Action> {
-        // `S` is known at compile time: each downcast folds to a constant.
-        let any = &self.store as &dyn Any;
-        if let Some(mem) = any.downcast_ref::<MemoryStore<Vec<u8>, PolicySet>>() {
-            Some(Self::run_mem(mem, self, entry, global, key, cost))
-        } else {
-            any.downcast_ref::<MemoryStore<Vec<u8>, PolicySet, ManualClock>>()
-                .map(|mem| Self::run_mem(mem, self, entry, global, key, cost))
-        }
     }
 
     /// Whether to time this decision: the histogram is on and something will record it — the handles
