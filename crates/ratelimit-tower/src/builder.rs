@@ -95,6 +95,7 @@ pub struct RateLimitBuilder<S> {
     shadow: bool,
     headers: HeaderConfig,
     soft_limit_percent: Option<u8>,
+    info: bool,
     rejection: Option<RejectFn>,
     latency: bool,
 }
@@ -134,6 +135,7 @@ impl<S> RateLimitBuilder<S> {
             shadow: false,
             headers: HeaderConfig::default(),
             soft_limit_percent: None,
+            info: true,
             rejection: None,
             latency: true,
         }
@@ -158,6 +160,7 @@ impl<S> RateLimitBuilder<S> {
             shadow: self.shadow,
             headers: self.headers,
             soft_limit_percent: self.soft_limit_percent,
+            info: self.info,
             rejection: self.rejection,
             latency: self.latency,
         }
@@ -327,6 +330,16 @@ impl<S> RateLimitBuilder<S> {
         self
     }
 
+    /// Whether every admitted request carries a [`RateLimitInfo`](crate::RateLimitInfo) (the binding
+    /// policy, its limit, what remains, when it resets, whether it is near the limit) for its handler;
+    /// with the `axum` feature it is an extractor. On by default: the policy name is interned when the
+    /// tiers are built, so the insert copies a few words into the request's extensions. Turn it off for
+    /// a layer whose handlers never read it.
+    pub fn rate_limit_info(mut self, yes: bool) -> Self {
+        self.info = yes;
+        self
+    }
+
     /// Builds 429 responses with `f` instead of the default problem+json. `Retry-After`, the rate-limit
     /// headers and `Cache-Control: no-store` (unless you set `Cache-Control`) are added to what it returns.
     pub fn rejection<F>(mut self, f: F) -> Self
@@ -418,6 +431,7 @@ impl<S> RateLimitBuilder<S> {
             shadow: self.shadow,
             headers: self.headers,
             soft_limit_percent: self.soft_limit_percent,
+            info: self.info,
             rejection: self.rejection,
             latency: self.latency,
         };

@@ -230,19 +230,35 @@ fn intern_in(table: &Interned, caps: InternCaps, bytes: &[u8]) -> Option<HeaderV
     else {
         return Some(value);
     };
+    match intern_str_in(table, caps, s) {
+        Some(s) => Some(HeaderValue::from_static(s)),
+        None => Some(value),
+    }
+}
+
+/// `s` leaked once per distinct value, in the same table and within the same caps as header values
+/// (policy names handed to every admitted request); `None` past the caps.
+pub(crate) fn interned_str(s: &str) -> Option<&'static str> {
+    let caps = InternCaps {
+        values: MAX_INTERNED,
+        bytes: MAX_INTERNED_BYTES,
+    };
+    intern_str_in(&INTERNED, caps, s)
+}
+
+fn intern_str_in(table: &Interned, caps: InternCaps, s: &str) -> Option<&'static str> {
     let mut table = table.lock().unwrap_or_else(|p| p.into_inner());
     let table = table.get_or_insert_with(Default::default);
-    let s: &'static str = match table.values.get(s) {
-        Some(s) => s,
-        None if table.values.len() < caps.values && table.bytes + s.len() <= caps.bytes => {
-            let leaked: &'static str = Box::leak(Box::from(s));
-            table.values.insert(leaked);
-            table.bytes += leaked.len();
-            leaked
-        }
-        None => return Some(value),
-    };
-    Some(HeaderValue::from_static(s))
+    if let Some(s) = table.values.get(s) {
+        return Some(s);
+    }
+    if table.values.len() >= caps.values || table.bytes + s.len() > caps.bytes {
+        return None;
+    }
+    let leaked: &'static str = Box::leak(Box::from(s));
+    table.values.insert(leaked);
+    table.bytes += leaked.len();
+    Some(leaked)
 }
 
 /// The number of decimal digits of `v`.

@@ -71,7 +71,8 @@ pub mod tier;
 pub use builder::{ConfigError, DefaultStore, RateLimitBuilder};
 pub use headers::{IetfRevision, LegacyReset};
 pub use rate_limit::{
-    NearLimit, OnKeyError, OnStoreError, RateLimit, RateLimitLayer, ResponseFuture,
+    MissingRateLimitInfo, NearLimit, OnKeyError, OnStoreError, RateLimit, RateLimitInfo,
+    RateLimitLayer, ResponseFuture,
 };
 pub use response::{Rejection, ResponseBody};
 pub use tier::{Tier, TierFn, Tiers, TiersHandle};

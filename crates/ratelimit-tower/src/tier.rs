@@ -33,6 +33,7 @@ use http::HeaderValue;
 use ratelimit_core::PolicySet;
 
 use crate::key::RequestInfo;
+use crate::rate_limit::PolicyName;
 
 /// A tier name, as a request extension (set by auth middleware) or returned by a tier closure.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -162,6 +163,8 @@ pub(crate) struct Entry {
     pub(crate) each: Vec<Option<HeaderValue>>,
     /// `"name";r=` per policy of this set (see [`crate::headers::item_prefixes`]).
     pub(crate) items: Box<[Box<[u8]>]>,
+    /// Each policy's name, as admitted requests carry it.
+    pub(crate) names: Box<[PolicyName]>,
     /// The draft-06/-07 `RateLimit-Policy` (unnamed `q;w=` items): this set's, then with the global cap's.
     pub(crate) unnamed_own: Option<HeaderValue>,
     pub(crate) unnamed_header: Option<HeaderValue>,
@@ -183,6 +186,11 @@ impl Entry {
             .collect();
         Entry {
             name,
+            names: set
+                .policies()
+                .iter()
+                .map(|p| PolicyName::new(p.name()))
+                .collect(),
             items: crate::headers::item_prefixes(&set),
             unnamed_own,
             unnamed_header,

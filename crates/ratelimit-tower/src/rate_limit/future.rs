@@ -94,10 +94,8 @@ where
                 StateProj::Checking { check } => {
                     let (action, mut svc, mut req) = ready!(check.as_mut().poll(cx));
                     match action {
-                        Action::Proceed(emit, near) => {
-                            if let Some(near) = near {
-                                req.extensions_mut().insert(*near);
-                            }
+                        Action::Proceed(emit, carry) => {
+                            carry.insert_into(req.extensions_mut());
                             let fut = svc.call(req);
                             state.set(State::Inner {
                                 fut,

@@ -13,6 +13,7 @@
 //! `check_now`) decides there — no future at all, nothing boxed, the key on the stack. A store that
 //! cannot (Redis) gets one boxed future per request, which is noise next to a network round trip.
 
+mod extensions;
 mod future;
 mod layer;
 mod reservation;
@@ -29,6 +30,8 @@ use http::header::{HeaderName, CACHE_CONTROL, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use ratelimit_core::{Decision, PolicySet, Status, Store, StoreError};
 
+pub(crate) use extensions::{Carry, PolicyName};
+pub use extensions::{MissingRateLimitInfo, NearLimit, RateLimitInfo};
 pub use future::ResponseFuture;
 pub use layer::RateLimitLayer;
 pub use service::RateLimit;
@@ -43,19 +46,6 @@ use crate::key::{KeyBuf, KeyError, RequestInfo};
 use crate::observe::{self, KeyHash, Stopwatch};
 use crate::response::{self, Rejection, NO_STORE};
 use crate::tier::{Entry, TierTable};
-
-/// Request extension inserted when a request is allowed but close to its limit (see
-/// [`RateLimitBuilder::soft_limit_percent`](crate::RateLimitBuilder::soft_limit_percent)), so handlers
-/// can degrade gracefully (skip expensive extras, shrink pages).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NearLimit {
-    /// The policy closest to exhaustion.
-    pub policy: Arc<str>,
-    /// Its remaining units.
-    pub remaining: u64,
-    /// Its capacity.
-    pub limit: u64,
-}
 
 pub(crate) struct Shared<S> {
     pub(crate) store: S,
@@ -120,8 +110,8 @@ impl Emit {
 /// What the layer does with a request. The rare parts are boxed: an action is moved out of the decision
 /// into the response future, and at over 128 bytes each move was a `memcpy` call.
 pub(crate) enum Action {
-    /// Call the inner service; add `Emit`'s headers; insert `NearLimit` first if set.
-    Proceed(Emit, Option<Box<NearLimit>>),
+    /// Insert `Carry`'s extensions, call the inner service, add `Emit`'s headers.
+    Proceed(Emit, Carry),
     /// Answer without calling the inner service.
     Respond(Box<Response<Bytes>>),
 }
@@ -447,7 +437,10 @@ where
                         key = %KeyHash::of(key.as_bytes()),
                         "rate limit exceeded (shadow mode: letting the request through)"
                     );
-                    return Action::Proceed(Emit::default(), None);
+                    let info = cfg
+                        .info
+                        .then(|| RateLimitInfo::of(le, ld, self.near_limit_percent()));
+                    return Action::Proceed(Emit::default(), Carry { near: None, info });
                 }
                 observe::count!(self.meters, limited, "limited");
                 metrics::counter!("ratelimit_rejections_total", "policy" => binding_name.to_owned())
@@ -497,22 +490,40 @@ where
                         "rate limit check passed"
                     );
                 }
-                let near = cfg.soft_limit_percent.and_then(|pct| {
-                    let (e, d) = most_binding(primary_part, global_part);
-                    let s = d.binding();
-                    (u128::from(s.remaining) * 100 <= u128::from(s.limit) * u128::from(pct)).then(
-                        || {
-                            Box::new(NearLimit {
-                                policy: Arc::from(e.set.policy(d.binding_index()).name()),
-                                remaining: s.remaining,
-                                limit: s.limit,
-                            })
-                        },
-                    )
-                });
-                Action::Proceed(self.emit(entry, primary_part, global_part, key, None), near)
+                let carry = self.carry(most_binding(primary_part, global_part));
+                Action::Proceed(
+                    self.emit(entry, primary_part, global_part, key, None),
+                    carry,
+                )
             }
         }
+    }
+
+    /// The extensions an admitted request gets, from its binding (set, decision).
+    #[inline]
+    fn carry(&self, (e, d): Part<'_>) -> Carry {
+        let cfg = &self.cfg;
+        let s = d.binding();
+        let near = cfg
+            .soft_limit_percent
+            .filter(|&pct| extensions::near(s.remaining, s.limit, pct))
+            .map(|_| {
+                Box::new(NearLimit {
+                    policy: Arc::from(e.set.policy(d.binding_index()).name()),
+                    remaining: s.remaining,
+                    limit: s.limit,
+                })
+            });
+        let info = cfg
+            .info
+            .then(|| RateLimitInfo::of(e, d, self.near_limit_percent()));
+        Carry { near, info }
+    }
+
+    fn near_limit_percent(&self) -> u8 {
+        self.cfg
+            .soft_limit_percent
+            .unwrap_or(extensions::NEAR_LIMIT_PERCENT_BY_DEFAULT)
     }
 
     /// Renders the headers for a decision over one or two (set, decision) parts.
@@ -607,7 +618,7 @@ where
         match self.cfg.on_store_error {
             OnStoreError::FailOpen => {
                 metrics::counter!("ratelimit_fail_open_total").increment(1);
-                Action::Proceed(Emit::default(), None)
+                Action::Proceed(Emit::default(), Carry::default())
             }
             OnStoreError::FailClosed => Action::Respond(Box::new(store_error_response(e))),
         }

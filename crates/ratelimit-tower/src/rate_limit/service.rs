@@ -139,10 +139,8 @@ impl<I, S> RateLimit<I, S> {
         I: Service<Request<ReqB>, Response = Response<ResB>>,
     {
         match action {
-            Action::Proceed(emit, near) => {
-                if let Some(near) = near {
-                    req.extensions_mut().insert(*near);
-                }
+            Action::Proceed(emit, carry) => {
+                carry.insert_into(req.extensions_mut());
                 ResponseFuture::inner(self.inner.call(req), Some(emit))
             }
             Action::Respond(res) => ResponseFuture::respond(res),

@@ -97,6 +97,8 @@ pub(crate) struct Config {
     pub(crate) shadow: bool,
     pub(crate) headers: HeaderConfig,
     pub(crate) soft_limit_percent: Option<u8>,
+    /// Whether admitted requests carry a [`RateLimitInfo`](crate::RateLimitInfo).
+    pub(crate) info: bool,
     pub(crate) rejection: Option<RejectFn>,
     pub(crate) latency: bool,
 }
