@@ -1,32 +1,89 @@
-//! Request bodies that can be replayed, and the response body the layer returns.
+//! Request bodies the layer can replay and read, and the response body it returns.
 //!
 //! Retrying a request means sending its body again, so the layer asks the body for a copy before each
-//! attempt ([`ReplayBody::try_clone_body`]). Buffered bodies (`Full<Bytes>`, `Bytes`, `String`, `Vec<u8>`,
-//! `Empty`) can; a streaming body returns `None`, is sent once, and a retry it would need becomes
-//! [`Error::NotReplayable`](crate::Error::NotReplayable) instead of a silent resend of nothing.
+//! attempt ([`ReplayBody::try_clone_body`]); and a route with a hidden sub-limit sorts its requests by the
+//! shape of their JSON body, so the layer may read the body's bytes ([`ReplayBody::buffered_bytes`]). Every buffered
+//! body type does both:
+//!
+//! | body                                   | replayed | read for sub-limits |
+//! |----------------------------------------|----------|---------------------|
+//! | `Full<Bytes>`, `Empty<Bytes>`          | yes      | yes                 |
+//! | `Bytes`, `Vec<u8>`, `String`, `&'static str` | yes | yes                 |
+//! | `reqwest::Body` (feature `reqwest`) built from bytes | yes | yes         |
+//! | `reqwest::Body` wrapping a stream      | no: sent once, a retry it would need is [`Error::NotReplayable`](crate::Error::NotReplayable) | no |
+//! | `BoxBody`, `UnsyncBoxBody`             | no: as above | no               |
+//!
+//! Any other type is refused at compile time with a message saying which types work; a streaming body of
+//! your own can implement [`ReplayBody`] and return `None` from both methods.
+//!
+//! ```compile_fail
+//! // A body type the layer can neither replay nor read does not compile:
+//! use ratelimit_client::{profile::Discord, Limiter, RateLimitLayer};
+//! use tower::{service_fn, Layer, ServiceExt};
+//!
+//! struct Stream;
+//! # async fn demo() {
+//! let upstream = service_fn(|_req: http::Request<Stream>| async {
+//!     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+//! });
+//! let client = RateLimitLayer::new(Limiter::new(Discord::new())).layer(upstream);
+//! let _ = client.oneshot(http::Request::new(Stream)).await; // error: `Stream` cannot be replayed …
+//! # }
+//! ```
 
+use std::borrow::Cow;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Empty, Full};
 use pin_project_lite::pin_project;
 
-/// A request body that may be copied for a retry.
+/// A request body the layer can copy for a retry and read to tell sub-limited requests apart.
+///
+/// Implemented for every buffered body type (see the [module docs](self)); a stream returns `None` from
+/// both methods, is sent once, and a retry it would need fails with
+/// [`Error::NotReplayable`](crate::Error::NotReplayable).
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+/// use ratelimit_client::ReplayBody;
+///
+/// let body = Full::new(Bytes::from_static(b"{\"name\":\"general\"}"));
+/// assert!(body.try_clone_body().is_some());
+/// assert_eq!(body.buffered_bytes().as_deref(), Some(&b"{\"name\":\"general\"}"[..]));
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be replayed for a retry nor read by the rate limiter",
+    label = "this request body type does not implement `ReplayBody`",
+    note = "use a buffered body: `Full<Bytes>`, `Empty<Bytes>`, `Bytes`, `Vec<u8>`, `String`, `&'static str` or `reqwest::Body`",
+    note = "for a stream sent once, implement `ReplayBody` for it and return `None` from both methods"
+)]
 pub trait ReplayBody: Sized {
     /// A copy of the body for another attempt, or `None` for a stream that can only be sent once.
     fn try_clone_body(&self) -> Option<Self>;
 
-    /// The body's bytes, when buffered (used to fingerprint requests that hit a sub-limit).
-    fn bytes(&self) -> Option<&[u8]> {
-        None
-    }
+    /// The body's bytes, when buffered: read only on routes with an active sub-limit and on rate-limited
+    /// responses, to fingerprint the request's JSON shape. `None` for a stream.
+    fn buffered_bytes(&self) -> Option<Cow<'_, [u8]>>;
 }
 
 impl ReplayBody for Full<Bytes> {
     fn try_clone_body(&self) -> Option<Self> {
         Some(self.clone())
+    }
+    fn buffered_bytes(&self) -> Option<Cow<'_, [u8]>> {
+        // `Full` does not lend its bytes: a copy of it yields them as its one frame, at once.
+        let mut copy = self.clone();
+        let mut cx = Context::from_waker(Waker::noop());
+        match Pin::new(&mut copy).poll_frame(&mut cx) {
+            Poll::Ready(Some(Ok(frame))) => frame.into_data().ok().map(|b| Cow::Owned(b.into())),
+            Poll::Ready(None) => Some(Cow::Borrowed(&[])),
+            Poll::Ready(Some(Err(never))) => match never {},
+            Poll::Pending => None,
+        }
     }
 }
 
@@ -34,14 +91,17 @@ impl ReplayBody for Empty<Bytes> {
     fn try_clone_body(&self) -> Option<Self> {
         Some(*self)
     }
+    fn buffered_bytes(&self) -> Option<Cow<'_, [u8]>> {
+        Some(Cow::Borrowed(&[]))
+    }
 }
 
 impl ReplayBody for Bytes {
     fn try_clone_body(&self) -> Option<Self> {
         Some(self.clone())
     }
-    fn bytes(&self) -> Option<&[u8]> {
-        Some(self)
+    fn buffered_bytes(&self) -> Option<Cow<'_, [u8]>> {
+        Some(Cow::Borrowed(self))
     }
 }
 
@@ -49,8 +109,8 @@ impl ReplayBody for String {
     fn try_clone_body(&self) -> Option<Self> {
         Some(self.clone())
     }
-    fn bytes(&self) -> Option<&[u8]> {
-        Some(self.as_bytes())
+    fn buffered_bytes(&self) -> Option<Cow<'_, [u8]>> {
+        Some(Cow::Borrowed(self.as_bytes()))
     }
 }
 
@@ -58,8 +118,26 @@ impl ReplayBody for Vec<u8> {
     fn try_clone_body(&self) -> Option<Self> {
         Some(self.clone())
     }
-    fn bytes(&self) -> Option<&[u8]> {
+    fn buffered_bytes(&self) -> Option<Cow<'_, [u8]>> {
+        Some(Cow::Borrowed(self))
+    }
+}
+
+impl ReplayBody for &'static str {
+    fn try_clone_body(&self) -> Option<Self> {
         Some(self)
+    }
+    fn buffered_bytes(&self) -> Option<Cow<'_, [u8]>> {
+        Some(Cow::Borrowed(self.as_bytes()))
+    }
+}
+
+impl ReplayBody for &'static [u8] {
+    fn try_clone_body(&self) -> Option<Self> {
+        Some(self)
+    }
+    fn buffered_bytes(&self) -> Option<Cow<'_, [u8]>> {
+        Some(Cow::Borrowed(self))
     }
 }
 
@@ -67,10 +145,16 @@ impl ReplayBody for http_body_util::combinators::UnsyncBoxBody<Bytes, crate::Box
     fn try_clone_body(&self) -> Option<Self> {
         None
     }
+    fn buffered_bytes(&self) -> Option<Cow<'_, [u8]>> {
+        None
+    }
 }
 
 impl ReplayBody for http_body_util::combinators::BoxBody<Bytes, crate::BoxError> {
     fn try_clone_body(&self) -> Option<Self> {
+        None
+    }
+    fn buffered_bytes(&self) -> Option<Cow<'_, [u8]>> {
         None
     }
 }
@@ -81,8 +165,8 @@ impl ReplayBody for reqwest::Body {
         self.as_bytes()
             .map(|b| reqwest::Body::from(Bytes::copy_from_slice(b)))
     }
-    fn bytes(&self) -> Option<&[u8]> {
-        self.as_bytes()
+    fn buffered_bytes(&self) -> Option<Cow<'_, [u8]>> {
+        self.as_bytes().map(Cow::Borrowed)
     }
 }
 

@@ -1,9 +1,40 @@
-//! reqwest support: a tower adapter over [`reqwest::Client`], and (feature `reqwest-middleware`) a
-//! [`reqwest_middleware::Middleware`].
+//! reqwest support: (feature `reqwest-middleware`) a [`reqwest_middleware::Middleware`], and a tower
+//! adapter over [`reqwest::Client`].
+//!
+//! ## With reqwest-middleware
+//!
+//! The way most reqwest code runs: [`RateLimitMiddleware`] in a `reqwest_middleware::ClientBuilder`, and the
+//! usual `RequestBuilder` calls on the client it builds. A response that got past the rate limit carries
+//! [`Attempts`](crate::Attempts); a refusal is a [`reqwest_middleware::Error::Middleware`] wrapping
+//! [`Error`](crate::Error), which [`Error::from_middleware`](crate::Error::from_middleware) gets back.
+//!
+//! ```no_run
+//! # #[cfg(feature = "reqwest-middleware")]
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! use std::time::Duration;
+//! use ratelimit_client::{profile::Ietf, reqwest::RateLimitMiddleware, Limiter, MaxWait};
+//!
+//! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+//!     .with(RateLimitMiddleware::new(Limiter::new(Ietf::new())))
+//!     .build();
+//! let text = client
+//!     .get("https://api.example.com/v1/items/42")
+//!     .bearer_auth("my-token")
+//!     .with_extension(MaxWait(Duration::from_secs(5)))
+//!     .send()
+//!     .await?
+//!     .text()
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## As a tower service
 //!
 //! `reqwest::Client` implements `tower::Service<reqwest::Request>`, not `Service<http::Request<B>>`, so
 //! [`ReqwestService`] bridges the two (`http::Request` → `reqwest::Request` → `http::Response`), and the
-//! layer can sit on top of it like on any other HTTP service.
+//! layer can sit on top of it like on any other HTTP service. It sends any body the layer can replay:
+//! `Full<Bytes>`, `Empty<Bytes>`, `Bytes`, `Vec<u8>`, `String`, `&'static str`, `reqwest::Body`
+//! ([`IntoReqwestBody`]).
 //!
 //! ```no_run
 //! use bytes::Bytes;
@@ -26,9 +57,120 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::Body as HttpBody;
+use http_body_util::{combinators::BoxBody, Empty, Full};
 use tower_service::Service;
 
 use crate::{BoxError, SentAt};
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A request body [`ReqwestService`] can send (and the layer can replay).
+///
+/// ```compile_fail
+/// // A body reqwest cannot send is refused with a note naming the ones it can:
+/// use ratelimit_client::reqwest::ReqwestService;
+/// use tower::ServiceExt;
+/// # async fn demo() {
+/// struct Stream;
+/// let _ = ReqwestService::default().oneshot(http::Request::new(Stream)).await;
+/// # }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`ReqwestService` cannot send a `{Self}` request body",
+    label = "not a body `ReqwestService` can send",
+    note = "use `Full<Bytes>`, `Empty<Bytes>`, `Bytes`, `Vec<u8>`, `String`, `&'static str`, `reqwest::Body` or `BoxBody<Bytes, BoxError>`"
+)]
+pub trait IntoReqwestBody: sealed::Sealed + Send + 'static {
+    #[doc(hidden)]
+    fn into_body(self) -> SendBody;
+}
+
+pin_project_lite::pin_project! {
+    /// What [`ReqwestService`] sends: a buffered body, a reqwest body, or a boxed stream (not nameable).
+    #[doc(hidden)]
+    #[project = SendBodyProj]
+    pub enum SendBody {
+        Full { #[pin] body: Full<Bytes> },
+        Reqwest { #[pin] body: reqwest::Body },
+        Boxed { #[pin] body: BoxBody<Bytes, BoxError> },
+    }
+}
+
+impl HttpBody for SendBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            SendBodyProj::Full { body } => body.poll_frame(cx).map_err(|never| match never {}),
+            SendBodyProj::Reqwest { body } => body.poll_frame(cx).map_err(Into::into),
+            SendBodyProj::Boxed { body } => body.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            SendBody::Full { body } => body.is_end_stream(),
+            SendBody::Reqwest { body } => body.is_end_stream(),
+            SendBody::Boxed { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            SendBody::Full { body } => body.size_hint(),
+            SendBody::Reqwest { body } => body.size_hint(),
+            SendBody::Boxed { body } => body.size_hint(),
+        }
+    }
+}
+
+macro_rules! buffered_reqwest_body {
+    ($($t:ty => $to_bytes:expr),* $(,)?) => {$(
+        impl sealed::Sealed for $t {}
+        impl IntoReqwestBody for $t {
+            fn into_body(self) -> SendBody {
+                let to_bytes: fn($t) -> Bytes = $to_bytes;
+                SendBody::Full { body: Full::new(to_bytes(self)) }
+            }
+        }
+    )*};
+}
+
+buffered_reqwest_body! {
+    Bytes => |b| b,
+    Vec<u8> => Bytes::from,
+    String => Bytes::from,
+    &'static str => |s: &'static str| Bytes::from_static(s.as_bytes()),
+    &'static [u8] => Bytes::from_static,
+    Empty<Bytes> => |_| Bytes::new(),
+}
+
+impl sealed::Sealed for Full<Bytes> {}
+impl IntoReqwestBody for Full<Bytes> {
+    fn into_body(self) -> SendBody {
+        SendBody::Full { body: self }
+    }
+}
+
+impl sealed::Sealed for reqwest::Body {}
+impl IntoReqwestBody for reqwest::Body {
+    fn into_body(self) -> SendBody {
+        SendBody::Reqwest { body: self }
+    }
+}
+
+impl sealed::Sealed for BoxBody<Bytes, BoxError> {}
+impl IntoReqwestBody for BoxBody<Bytes, BoxError> {
+    fn into_body(self) -> SendBody {
+        SendBody::Boxed { body: self }
+    }
+}
 
 /// A `Service<http::Request<B>>` that sends requests with a [`reqwest::Client`].
 #[derive(Debug, Clone, Default)]
@@ -43,12 +185,7 @@ impl ReqwestService {
     }
 }
 
-impl<B> Service<http::Request<B>> for ReqwestService
-where
-    B: HttpBody + Send + Sync + 'static,
-    B::Data: Into<Bytes>,
-    B::Error: Into<BoxError>,
-{
+impl<B: IntoReqwestBody> Service<http::Request<B>> for ReqwestService {
     type Response = http::Response<reqwest::Body>;
     type Error = reqwest::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, reqwest::Error>> + Send>>;
@@ -61,7 +198,7 @@ where
         let (parts, body) = req.into_parts();
         let stamp = Arc::new(OnceLock::new());
         let body = Stamped {
-            body,
+            body: body.into_body(),
             stamp: stamp.clone(),
         };
         let req = http::Request::from_parts(parts, reqwest::Body::wrap(body));
@@ -116,138 +253,6 @@ impl<B: HttpBody> HttpBody for Stamped<B> {
 }
 
 #[cfg(feature = "reqwest-middleware")]
-pub use middleware::RateLimitMiddleware;
-
+mod middleware;
 #[cfg(feature = "reqwest-middleware")]
-mod middleware {
-    use http::Extensions;
-    use reqwest::{Request, Response};
-    use reqwest_middleware::{Middleware, Next};
-
-    use crate::layer::MAX_OBSERVED_BODY;
-    use crate::profile::Profile;
-    use crate::scheduler::Next as Verdict;
-    use crate::{Error, Limiter};
-
-    /// The client rate limiter as a [`reqwest_middleware::Middleware`].
-    ///
-    /// ```no_run
-    /// use ratelimit_client::{profile::Discord, reqwest::RateLimitMiddleware, Limiter};
-    ///
-    /// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-    ///     .with(RateLimitMiddleware::new(Limiter::new(Discord::new())))
-    ///     .build();
-    /// ```
-    #[derive(Debug)]
-    pub struct RateLimitMiddleware<P> {
-        limiter: Limiter<P>,
-    }
-
-    impl<P> RateLimitMiddleware<P> {
-        /// A middleware driving `limiter`.
-        pub fn new(limiter: Limiter<P>) -> Self {
-            RateLimitMiddleware { limiter }
-        }
-    }
-
-    fn mw(e: Error) -> reqwest_middleware::Error {
-        reqwest_middleware::Error::middleware(e)
-    }
-
-    async fn read_limited(resp: Response) -> (http::response::Parts, Option<bytes::Bytes>) {
-        let http_resp: http::Response<reqwest::Body> = resp.into();
-        let (parts, body) = http_resp.into_parts();
-        let bytes =
-            http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_OBSERVED_BODY))
-                .await
-                .ok()
-                .map(http_body_util::Collected::to_bytes);
-        (parts, bytes)
-    }
-
-    #[async_trait::async_trait]
-    impl<P: Profile> Middleware for RateLimitMiddleware<P> {
-        async fn handle(
-            &self,
-            req: Request,
-            extensions: &mut Extensions,
-            next: Next<'_>,
-        ) -> reqwest_middleware::Result<Response> {
-            let limiter = &self.limiter;
-            let uri: http::Uri = req.url().as_str().parse().unwrap_or_default();
-            let mut ticket = limiter.ticket(req.method(), &uri, req.headers(), extensions);
-            let deadline = limiter.deadline(extensions, limiter.now());
-            let req_body = req
-                .body()
-                .and_then(reqwest::Body::as_bytes)
-                .map(<[u8]>::to_vec);
-            let mut original = Some(req);
-            let (mut limit_tries, mut error_tries) = (0u32, 0u32);
-            let mut last_status = None;
-            loop {
-                let Some(template) = original.as_ref() else {
-                    return Err(mw(Error::NotReplayable {
-                        status: last_status,
-                    }));
-                };
-                let permit = limiter
-                    .acquire(&mut ticket, req_body.as_deref(), deadline)
-                    .await
-                    .map_err(mw)?;
-                let attempt = match template.try_clone() {
-                    Some(r) => r,
-                    None => match original.take() {
-                        Some(r) => r,
-                        None => {
-                            return Err(mw(Error::NotReplayable {
-                                status: last_status,
-                            }))
-                        }
-                    },
-                };
-                let resp = match next.clone().run(attempt, extensions).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        drop(permit);
-                        if error_tries < limiter.config().max_error_retries && original.is_some() {
-                            let wait = limiter.backoff(error_tries);
-                            error_tries += 1;
-                            tokio::time::sleep(std::time::Duration::from_micros(wait)).await;
-                            continue;
-                        }
-                        return Err(e);
-                    }
-                };
-                let status = resp.status();
-                last_status = Some(status);
-                let (resp, body) = if permit.wants_body(status, resp.headers()) {
-                    let (parts, bytes) = read_limited(resp).await;
-                    let rebuilt =
-                        http::Response::from_parts(parts, bytes.clone().unwrap_or_default());
-                    (Response::from(rebuilt), bytes)
-                } else {
-                    (resp, None)
-                };
-                let headers = resp.headers().clone();
-                match permit.complete(
-                    status,
-                    &headers,
-                    body.as_deref(),
-                    req_body.as_deref(),
-                    (limit_tries, error_tries),
-                    None,
-                ) {
-                    Verdict::Done => return Ok(resp),
-                    Verdict::Fail(e) => return Err(mw(e)),
-                    Verdict::Retry { backoff } => match backoff {
-                        Some(wait) => {
-                            error_tries += 1;
-                            tokio::time::sleep(std::time::Duration::from_micros(wait)).await;
-                        }
-                        None => limit_tries += 1,
-                    },
-                }
-            }
-        }
-    }
-}
+pub use middleware::RateLimitMiddleware;

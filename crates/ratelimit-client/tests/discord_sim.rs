@@ -449,8 +449,9 @@ async fn deadlines_fail_fast_naming_the_bucket() {
         .insert(MaxWait(Duration::from_millis(100)));
     let start = Instant::now();
     match svc.clone().oneshot(req).await {
-        Err(Error::WouldWait { bucket, wait }) => {
-            assert!(bucket.contains("deadbeef"), "{bucket}");
+        Err(Error::WouldWait { route, limit, wait }) => {
+            assert_eq!(route, "POST /channels/{channel_id}/messages");
+            assert!(limit.contains("deadbeef"), "{limit}");
             assert!(wait > Duration::from_secs(1), "{wait:?}");
         }
         other => panic!("{other:?}"),

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use ratelimit_client::profile::{Discord, GitHub};
-use ratelimit_client::{BoxError, Error, Lane, Limiter, RateLimitLayer};
+use ratelimit_client::{Attempts, BoxError, Error, Exhausted, Lane, Limiter, RateLimitLayer};
 use tower::{service_fn, Layer, ServiceExt};
 
 fn discord_req(path: &str) -> Request<Full<Bytes>> {
@@ -71,7 +71,7 @@ async fn hostile_headers_never_panic_and_are_not_trusted() {
         for b in limiter.snapshot().buckets {
             // Caps: at most a one-hour window and a million requests, never a path-like hash.
             assert!(
-                b.limit <= 1_000_000 && b.reset_in.unwrap_or(0) <= 3_600_000_000,
+                b.limit <= 1_000_000 && b.reset_in.unwrap_or_default() <= Duration::from_secs(3600),
                 "case {i}: {b:?}"
             );
             assert!(!b.key.contains(".."), "case {i}: {b:?}");
@@ -102,8 +102,42 @@ async fn a_hostile_429_body_is_capped_and_retries_are_bounded() {
             )
         }
     });
+    // By default an application gets an error carrying the last 429, body intact, after one try and two
+    // retries, naming the route as the caller knows it.
     let limiter = Limiter::builder(Discord::new())
         .retries(2, 0)
+        .build()
+        .unwrap();
+    let client = RateLimitLayer::new(limiter).layer(svc.clone());
+    match client.oneshot(discord_req("/channels/1/messages")).await {
+        Err(e @ Error::RetriesExhausted { .. }) => {
+            assert!(
+                e.to_string()
+                    .contains("`POST /channels/{channel_id}/messages`"),
+                "{e}"
+            );
+            let Error::RetriesExhausted {
+                route,
+                attempts,
+                response,
+                ..
+            } = e
+            else {
+                unreachable!()
+            };
+            assert_eq!(route, "POST /channels/{channel_id}/messages");
+            assert_eq!(attempts, 3);
+            assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert!(response.body().starts_with(b"{\"retry_after\""));
+            assert!(Attempts::of(response.extensions()).exhausted);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    // A proxy asks for the 429 itself, and learns from the extension that retries ran out.
+    let limiter = Limiter::builder(Discord::new())
+        .retries(2, 0)
+        .on_exhausted(Exhausted::Respond)
         .build()
         .unwrap();
     let client = RateLimitLayer::new(limiter).layer(svc);
@@ -111,9 +145,10 @@ async fn a_hostile_429_body_is_capped_and_retries_are_bounded() {
         .oneshot(discord_req("/channels/1/messages"))
         .await
         .unwrap();
-    // The last 429 is handed back, body intact, after one try and two retries.
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(calls.load(Ordering::SeqCst), 6);
+    let a = Attempts::of(r.extensions());
+    assert_eq!((a.attempts, a.exhausted), (3, true));
     let body = r.into_body().collect().await.unwrap().to_bytes();
     assert!(body.starts_with(b"{\"retry_after\""));
 }
@@ -287,8 +322,9 @@ async fn github_buckets_are_shared_by_resource_and_waited_for() {
         .is_success());
     // The bucket is empty until the epoch reset, about a minute away: the next call fails fast.
     match client.clone().oneshot(req("/repos/a/b")).await {
-        Err(Error::WouldWait { bucket, wait }) => {
-            assert!(bucket.contains("core"), "{bucket}");
+        Err(Error::WouldWait { route, limit, wait }) => {
+            assert_eq!(route, "GET /repos/a/b");
+            assert!(limit.contains("core"), "{limit}");
             assert!(wait > Duration::from_secs(50), "{wait:?}");
         }
         other => panic!("{other:?}"),
@@ -322,7 +358,10 @@ async fn every_ietf_policy_binds_the_request() {
         .status()
         .is_success());
     match client.clone().oneshot(req()).await {
-        Err(Error::WouldWait { bucket, .. }) => assert!(bucket.contains("day"), "{bucket}"),
+        Err(Error::WouldWait { route, limit, .. }) => {
+            assert_eq!(route, "GET /items/{id}");
+            assert!(limit.contains("day"), "{limit}");
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(limiter.snapshot().buckets.len(), 2);

@@ -1,8 +1,10 @@
-//! The tower middleware: [`RateLimitLayer`] wraps any `Service<http::Request<B>>`.
+//! The tower middleware: [`RateLimitLayer`] wraps any `Service<http::Request<B>>` (hyper's client, a
+//! `tower::ServiceBuilder` stack, [`ReqwestService`](crate::reqwest::ReqwestService)).
 //!
 //! Each call is classified by the profile, admitted by the [`Limiter`](crate::Limiter) (waiting, or
 //! failing fast past its deadline), sent, and its response read back into the limiter; 429s are retried
-//! after the precise wait and transient errors with backoff, both bounded.
+//! after the precise wait and transient errors with backoff, both bounded. The request body must be one
+//! the layer can replay and read ([`ReplayBody`](crate::ReplayBody)).
 //!
 //! ```no_run
 //! use bytes::Bytes;
@@ -30,5 +32,3 @@ mod service;
 pub use future::ResponseFuture;
 pub use layer::RateLimitLayer;
 pub use service::RateLimit;
-#[cfg(feature = "reqwest-middleware")]
-pub(crate) use service::MAX_OBSERVED_BODY;

@@ -1,19 +1,18 @@
+use std::borrow::Cow;
+use std::future::Future;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
 use tower_service::Service;
 
 use super::ResponseFuture;
+use crate::attempt::{self, Exchange, Failure, MAX_OBSERVED_BODY};
 use crate::body::{ReplayBody, ResponseBody};
 use crate::profile::Profile;
-use crate::scheduler::Next;
 use crate::{BoxError, Error, Limiter};
-
-/// Largest response body read to observe a limit (a Discord 429 body is ~100 bytes).
-pub(crate) const MAX_OBSERVED_BODY: usize = 64 * 1024;
 
 /// The service built by [`RateLimitLayer`](super::RateLimitLayer).
 #[derive(Debug)]
@@ -64,121 +63,114 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        let svc = std::mem::replace(&mut self.inner, clone);
+        let limiter = self.limiter.clone();
         ResponseFuture {
-            inner: Box::pin(run(self.limiter.clone(), inner, req)),
+            inner: Box::pin(async move {
+                let (parts, body) = req.into_parts();
+                let ticket =
+                    limiter.ticket(&parts.method, &parts.uri, &parts.headers, &parts.extensions);
+                let deadline = limiter.deadline(&parts.extensions, limiter.now());
+                let mut x = Tower {
+                    svc,
+                    parts,
+                    body: Some(body),
+                };
+                attempt::run(&limiter, ticket, deadline, &mut x)
+                    .await
+                    .map_err(|f| match f {
+                        Failure::Limiter(e) => e,
+                        Failure::Transport(e) => Error::Upstream(e),
+                    })
+            }),
         }
     }
 }
 
-async fn run<S, P, B, RB>(
-    limiter: Limiter<P>,
-    mut svc: S,
-    req: Request<B>,
-) -> Result<Response<ResponseBody<RB>>, Error>
+/// One request through an inner tower service.
+struct Tower<S, B> {
+    svc: S,
+    parts: http::request::Parts,
+    /// The original body, until it is sent itself (when it cannot be copied).
+    body: Option<B>,
+}
+
+impl<S, B, RB> Exchange for Tower<S, B>
 where
-    S: Service<Request<B>, Response = Response<RB>>,
-    S::Error: Into<BoxError>,
-    P: Profile,
-    B: ReplayBody,
-    RB: Body<Data = Bytes>,
+    S: Service<Request<B>, Response = Response<RB>> + Send,
+    S::Future: Send,
+    S::Error: Into<BoxError> + Send,
+    B: ReplayBody + Send,
+    RB: Body<Data = Bytes> + Send,
     RB::Error: Into<BoxError>,
 {
-    let (parts, body) = req.into_parts();
-    let mut ticket = limiter.ticket(&parts.method, &parts.uri, &parts.headers, &parts.extensions);
-    let deadline = limiter.deadline(&parts.extensions, limiter.now());
-    let mut body = Some(body);
-    let (mut limit_tries, mut error_tries) = (0u32, 0u32);
-    let mut last_status = None;
-    loop {
-        if body.is_none() {
-            return Err(Error::NotReplayable {
-                status: last_status,
-            });
-        }
-        let permit = limiter
-            .acquire(
-                &mut ticket,
-                body.as_ref().and_then(ReplayBody::bytes),
-                deadline,
-            )
-            .await?;
-        let attempt_body = match body.as_ref().and_then(ReplayBody::try_clone_body) {
+    type Response = Response<ResponseBody<RB>>;
+    type Error = BoxError;
+
+    fn replayable(&self) -> bool {
+        self.body.is_some()
+    }
+
+    fn body(&self) -> Option<Cow<'_, [u8]>> {
+        self.body.as_ref().and_then(ReplayBody::buffered_bytes)
+    }
+
+    fn send(
+        &mut self,
+    ) -> Option<impl Future<Output = Result<Self::Response, BoxError>> + Send + '_> {
+        let body = match self.body.as_ref().and_then(ReplayBody::try_clone_body) {
             Some(copy) => copy,
-            None => match body.take() {
-                Some(b) => b,
-                None => {
-                    return Err(Error::NotReplayable {
-                        status: last_status,
-                    })
-                }
-            },
+            None => self.body.take()?,
         };
-        let request = Request::from_parts(parts.clone(), attempt_body);
-        let sent = async {
-            std::future::poll_fn(|cx| svc.poll_ready(cx)).await?;
-            svc.call(request).await
-        };
-        let response = match sent.await {
-            Ok(r) => r,
-            Err(e) => {
-                drop(permit);
-                let e: BoxError = e.into();
-                if error_tries < limiter.config().max_error_retries && body.is_some() {
-                    let wait = limiter.backoff(error_tries);
-                    tracing::debug!(error = %e, wait_ms = wait / 1000, "transient upstream error; retrying");
-                    error_tries += 1;
-                    tokio::time::sleep(std::time::Duration::from_micros(wait)).await;
-                    continue;
-                }
-                return Err(Error::Upstream(e));
-            }
-        };
-        let (rparts, rbody) = response.into_parts();
-        let sent_at = rparts.extensions.get::<crate::SentAt>().copied();
-        last_status = Some(rparts.status);
-        let (read, out) = if permit.wants_body(rparts.status, &rparts.headers) {
-            match http_body_util::Limited::new(rbody, MAX_OBSERVED_BODY)
+        let request = Request::from_parts(self.parts.clone(), body);
+        let svc = &mut self.svc;
+        Some(async move {
+            std::future::poll_fn(|cx| svc.poll_ready(cx))
+                .await
+                .map_err(Into::into)?;
+            let response = svc.call(request).await.map_err(Into::into)?;
+            Ok(response.map(ResponseBody::inner))
+        })
+    }
+
+    fn status(res: &Self::Response) -> StatusCode {
+        res.status()
+    }
+
+    fn headers(res: &Self::Response) -> &HeaderMap {
+        res.headers()
+    }
+
+    fn extensions(res: &Self::Response) -> &http::Extensions {
+        res.extensions()
+    }
+
+    fn extensions_mut(res: &mut Self::Response) -> &mut http::Extensions {
+        res.extensions_mut()
+    }
+
+    fn buffer(res: Self::Response) -> impl Future<Output = (Self::Response, Option<Bytes>)> + Send {
+        let (parts, body) = res.into_parts();
+        async move {
+            match http_body_util::Limited::new(body, MAX_OBSERVED_BODY)
                 .collect()
                 .await
             {
                 Ok(c) => {
                     let bytes = c.to_bytes();
-                    (Some(bytes.clone()), ResponseBody::buffered(bytes))
+                    let rebuilt = ResponseBody::buffered(bytes.clone());
+                    (Response::from_parts(parts, rebuilt), Some(bytes))
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "could not read a limit response body");
-                    (None, ResponseBody::buffered(Bytes::new()))
-                }
-            }
-        } else {
-            (None, ResponseBody::inner(rbody))
-        };
-        let req_bytes = body.as_ref().and_then(ReplayBody::bytes);
-        match permit.complete(
-            rparts.status,
-            &rparts.headers,
-            read.as_deref(),
-            req_bytes,
-            (limit_tries, error_tries),
-            sent_at,
-        ) {
-            Next::Done => return Ok(Response::from_parts(rparts, out)),
-            Next::Fail(e) => return Err(e),
-            Next::Retry { backoff } => {
-                if body.is_none() {
-                    return Err(Error::NotReplayable {
-                        status: last_status,
-                    });
-                }
-                match backoff {
-                    Some(wait) => {
-                        error_tries += 1;
-                        tokio::time::sleep(std::time::Duration::from_micros(wait)).await;
-                    }
-                    None => limit_tries += 1,
+                    let empty = ResponseBody::buffered(Bytes::new());
+                    (Response::from_parts(parts, empty), None)
                 }
             }
         }
+    }
+
+    fn into_head(res: Self::Response) -> http::response::Parts {
+        res.into_parts().0
     }
 }

@@ -13,11 +13,13 @@
 use http::{HeaderMap, Method, StatusCode, Uri};
 use ratelimit_core::Micros;
 
+pub mod credential;
 pub mod discord;
 pub mod github;
 pub mod ietf;
 pub mod retry_after;
 
+pub use credential::{Credential, RequestView};
 pub use discord::Discord;
 pub use github::GitHub;
 pub use ietf::Ietf;

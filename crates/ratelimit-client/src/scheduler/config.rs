@@ -1,4 +1,7 @@
-//! Scheduler configuration, validated when built.
+//! The scheduler's configuration in microseconds, as its state machine reads it (internal).
+//!
+//! The public, `Duration`-based [`Config`](crate::Config) (in `settings.rs`) is what users build and see; it
+//! is validated there and converted into this one once, when the limiter is built.
 
 use std::time::Duration;
 
@@ -30,9 +33,8 @@ impl Default for InvalidBudget {
     }
 }
 
-/// Scheduler settings; build with [`crate::LimiterBuilder`].
+/// The scheduler's settings in microseconds (see [`crate::Config`] for each field's meaning).
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct Config {
     /// Requests per global window per token; `None` disables the pre-emptive global limit.
     pub global_limit: Option<u32>,
@@ -96,52 +98,6 @@ impl Default for Config {
             latency_compensation: 100,
             reset_margin: 2_000,
         }
-    }
-}
-
-/// A configuration value that cannot work.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid client configuration: {0}")]
-pub struct ConfigError(pub String);
-
-impl Config {
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        if self.global_limit == Some(0) {
-            return Err(ConfigError(
-                "global_limit must be at least 1 (or None to disable it)".into(),
-            ));
-        }
-        if self.global_window == 0 {
-            return Err(ConfigError("global_window must be longer than zero".into()));
-        }
-        let b = &self.invalid;
-        if !(b.warn <= b.shed && b.shed <= b.stop) || b.stop == 0 || b.window == 0 {
-            return Err(ConfigError(format!(
-                "invalid-request thresholds must satisfy 0 < warn <= shed <= stop and a non-zero window; got warn {} shed {} stop {}",
-                b.warn, b.shed, b.stop
-            )));
-        }
-        if self.ban_backoff == 0 || self.ban_backoff > self.ban_backoff_max {
-            return Err(ConfigError(
-                "ban_backoff must be non-zero and at most ban_backoff_max".into(),
-            ));
-        }
-        if self.max_buckets == 0 || self.max_routes == 0 {
-            return Err(ConfigError(
-                "max_buckets and max_routes must be at least 1".into(),
-            ));
-        }
-        if self.latency_compensation > 100 {
-            return Err(ConfigError(
-                "latency_compensation is a percentage: 0 to 100".into(),
-            ));
-        }
-        if self.backoff_base == 0 || self.backoff_base > self.backoff_max {
-            return Err(ConfigError(
-                "backoff_base must be non-zero and at most backoff_max".into(),
-            ));
-        }
-        Ok(())
     }
 }
 

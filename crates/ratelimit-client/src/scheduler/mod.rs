@@ -12,6 +12,7 @@
 //! # Ok::<(), ratelimit_client::ConfigError>(())
 //! ```
 
+use std::borrow::Cow;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,31 +23,46 @@ use parking_lot::Mutex;
 use ratelimit_core::{Clock, Micros, SystemClock};
 use tokio::sync::Notify;
 
-pub mod config;
+pub(crate) mod config;
+mod settings;
+mod snapshot;
 pub(crate) mod state;
 
-pub use config::{Config, ConfigError, InvalidBudget};
-pub use state::{BucketStatus, Occupancy, RouteStatus, Snapshot};
+pub use settings::{
+    Config, ConfigError, Exhausted, InvalidBudget, DEFAULT_MAX_WAIT_WITHIN_COMMON_REQUEST_TIMEOUTS,
+};
+pub use snapshot::{BucketStatus, RouteStatus, Snapshot};
+pub use state::Occupancy;
 
 use crate::error::Error;
 use crate::parse::micros;
-use crate::profile::{Lane, Observation, Profile};
+use crate::profile::{Credential, Lane, Observation, Profile, RequestView};
 use config::us;
-use state::{Core, ErrorKind, Grant, Step, Ticket, Verdict};
+pub(crate) use state::Ticket;
+use state::{Core, ErrorKind, Grant, Step, Verdict};
 
-/// The longest a single request may wait for the rate limit; put it in the request's extensions.
+/// The longest a single request may wait for the rate limit (waits after 429s included); put it in the
+/// request's extensions to override [`Config::max_wait`] for that request.
 ///
 /// When the predicted wait is longer, the request fails at once with [`Error::WouldWait`] naming the
-/// bucket and the wait; if the wait grows while queued, it fails when the time is spent.
+/// route and the wait; if the wait grows while queued, it fails when the time is spent.
+/// [`MaxWait::FOREVER`] waits as long as the upstream says.
 ///
 /// ```
 /// use std::time::Duration;
 /// use ratelimit_client::MaxWait;
 /// let mut req = http::Request::new(());
 /// req.extensions_mut().insert(MaxWait(Duration::from_secs(3)));
+/// // With reqwest-middleware: `client.get(url).with_extension(MaxWait(Duration::from_secs(3)))`.
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MaxWait(pub Duration);
+
+impl MaxWait {
+    /// No limit: the request waits as long as the rate limit requires (an upstream's `Retry-After: 3600`
+    /// holds it for an hour). Only for background work that has nothing better to do.
+    pub const FOREVER: MaxWait = MaxWait(Duration::MAX);
+}
 
 /// When a request actually left, after any wait for a connection: an inner service puts it in the
 /// *response's* extensions (the reqwest adapter, `ReqwestService`, does).
@@ -68,6 +84,7 @@ pub struct SentAt(pub std::time::Instant);
 pub struct LimiterBuilder<P> {
     profile: P,
     cfg: Config,
+    credential: Credential,
     clock: Option<Arc<dyn Clock>>,
 }
 
@@ -76,6 +93,7 @@ impl<P: std::fmt::Debug> std::fmt::Debug for LimiterBuilder<P> {
         f.debug_struct("LimiterBuilder")
             .field("profile", &self.profile)
             .field("config", &self.cfg)
+            .field("credential", &self.credential)
             .finish_non_exhaustive()
     }
 }
@@ -97,8 +115,24 @@ impl<P: Profile> LimiterBuilder<P> {
 
     /// The global window and a margin added to it (defaults 1 s and 0).
     pub fn global_window(mut self, window: Duration, margin: Duration) -> Self {
-        self.cfg.global_window = us(window);
-        self.cfg.global_margin = us(margin);
+        self.cfg.global_window = window;
+        self.cfg.global_margin = margin;
+        self
+    }
+
+    /// Where requests carry their credential (default: the `Authorization` header). Each credential has
+    /// its own buckets and global limit; see [`Credential`].
+    ///
+    /// ```
+    /// use http::HeaderName;
+    /// use ratelimit_client::{profile::Ietf, Credential, Limiter};
+    /// let limiter = Limiter::builder(Ietf::new())
+    ///     .credential(Credential::header(HeaderName::from_static("x-api-key")))
+    ///     .build()?;
+    /// # Ok::<(), ratelimit_client::ConfigError>(())
+    /// ```
+    pub fn credential(mut self, credential: Credential) -> Self {
+        self.credential = credential;
         self
     }
 
@@ -110,8 +144,8 @@ impl<P: Profile> LimiterBuilder<P> {
 
     /// First and longest wait between probes after a ban.
     pub fn ban_backoff(mut self, first: Duration, max: Duration) -> Self {
-        self.cfg.ban_backoff = us(first);
-        self.cfg.ban_backoff_max = us(max);
+        self.cfg.ban_backoff = first;
+        self.cfg.ban_backoff_max = max;
         self
     }
 
@@ -124,14 +158,30 @@ impl<P: Profile> LimiterBuilder<P> {
 
     /// Backoff for transient errors: first delay and cap (exponential, with jitter).
     pub fn backoff(mut self, base: Duration, max: Duration) -> Self {
-        self.cfg.backoff_base = us(base);
-        self.cfg.backoff_max = us(max);
+        self.cfg.backoff_base = base;
+        self.cfg.backoff_max = max;
         self
     }
 
-    /// Default maximum wait per request (overridden by a [`MaxWait`] extension).
-    pub fn max_wait(mut self, d: Option<Duration>) -> Self {
-        self.cfg.max_wait = d.map(us);
+    /// Longest wait per request for the rate limit, waits after 429s included (default
+    /// [`DEFAULT_MAX_WAIT_WITHIN_COMMON_REQUEST_TIMEOUTS`], 30 s); a [`MaxWait`] extension overrides it
+    /// for one request. A longer wait fails at once with [`Error::WouldWait`].
+    pub fn max_wait(mut self, max: Duration) -> Self {
+        self.cfg.max_wait = Some(max);
+        self
+    }
+
+    /// Requests wait as long as the rate limit requires, however long the upstream says (no default
+    /// maximum; a [`MaxWait`] extension still bounds one request).
+    pub fn wait_forever(mut self) -> Self {
+        self.cfg.max_wait = None;
+        self
+    }
+
+    /// What a request gets when its retries after rate-limit responses are spent (default
+    /// [`Exhausted::Error`]; a proxy wants [`Exhausted::Respond`]).
+    pub fn on_exhausted(mut self, what: Exhausted) -> Self {
+        self.cfg.on_exhausted = what;
         self
     }
 
@@ -151,7 +201,7 @@ impl<P: Profile> LimiterBuilder<P> {
 
     /// Margin added to every early release (default 2 ms). See [`Config::reset_margin`].
     pub fn reset_margin(mut self, margin: Duration) -> Self {
-        self.cfg.reset_margin = us(margin);
+        self.cfg.reset_margin = margin;
         self
     }
 
@@ -170,10 +220,15 @@ impl<P: Profile> LimiterBuilder<P> {
     /// Validates the configuration and builds the limiter.
     pub fn build(self) -> Result<Limiter<P>, ConfigError> {
         self.cfg.validate()?;
+        let micros = self.cfg.to_core();
         Ok(Limiter {
             inner: Arc::new(Inner {
-                core: Mutex::new(Core::new(self.cfg.clone())),
-                cfg: self.cfg,
+                core: Mutex::new(Core::new(micros.clone())),
+                micros,
+                settings: self.cfg,
+                credential: self.credential,
+                // Random per limiter: a digest seen in a log or a snapshot says nothing about the credential.
+                credential_seed: foldhash::fast::RandomState::default(),
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock::new())),
                 profile: self.profile,
                 stats: Stats::default(),
@@ -192,7 +247,12 @@ struct Stats {
 struct Inner<P> {
     profile: P,
     core: Mutex<Core>,
-    cfg: Config,
+    /// The configuration as given (durations).
+    settings: Config,
+    /// The same in microseconds, as the scheduler computes.
+    micros: config::Config,
+    credential: Credential,
+    credential_seed: foldhash::fast::RandomState,
     clock: Arc<dyn Clock>,
     stats: Stats,
 }
@@ -211,13 +271,13 @@ impl<P> Clone for Limiter<P> {
     }
 }
 
-/// A stable digest of the credential, so that tokens never appear in keys or logs.
-fn token_digest(headers: &HeaderMap) -> u64 {
-    match headers.get(http::header::AUTHORIZATION) {
+/// A digest of the request's credential (0 for none), so that credentials never appear in keys or logs.
+fn credential_digest(seed: &foldhash::fast::RandomState, credential: Option<&[u8]>) -> u64 {
+    match credential {
         None => 0,
         Some(v) => {
-            let mut h = foldhash::fast::FixedState::with_seed(0x70_6b).build_hasher();
-            h.write(v.as_bytes());
+            let mut h = seed.build_hasher();
+            h.write(v);
             h.finish() | 1
         }
     }
@@ -250,20 +310,23 @@ pub(crate) fn body_fingerprint(body: Option<&[u8]>) -> u64 {
 #[derive(Debug)]
 pub(crate) enum Next {
     Done,
-    Retry { backoff: Option<Micros> },
+    Retry {
+        backoff: Option<Micros>,
+    },
+    /// The response called for a retry but none is left: after a rate-limit response (`limited`) or a
+    /// transient error.
+    Exhausted {
+        limited: bool,
+    },
     Fail(Error),
 }
 
 impl<P: Profile> Limiter<P> {
     /// A limiter with the default configuration.
     pub fn new(profile: P) -> Self {
-        LimiterBuilder {
-            profile,
-            cfg: Config::default(),
-            clock: None,
-        }
-        .build()
-        .unwrap_or_else(|_| unreachable!("the default configuration is valid"))
+        Self::builder(profile)
+            .build()
+            .unwrap_or_else(|_| unreachable!("the default configuration is valid"))
     }
 
     /// A builder with the default configuration.
@@ -271,6 +334,7 @@ impl<P: Profile> Limiter<P> {
         LimiterBuilder {
             profile,
             cfg: Config::default(),
+            credential: Credential::default(),
             clock: None,
         }
     }
@@ -282,7 +346,7 @@ impl<P: Profile> Limiter<P> {
 
     /// The configuration.
     pub fn config(&self) -> &Config {
-        &self.inner.cfg
+        &self.inner.settings
     }
 
     pub(crate) fn now(&self) -> Micros {
@@ -292,7 +356,8 @@ impl<P: Profile> Limiter<P> {
     /// A point-in-time view of buckets, routes, queues, the global limit and the budgets.
     pub fn snapshot(&self) -> Snapshot {
         let now = self.now();
-        self.inner.core.lock().snapshot(now)
+        let raw = self.inner.core.lock().snapshot(now);
+        Snapshot::from_state(raw)
     }
 
     /// What requests in progress hold (in flight, queued, waiting for or reserving global slots, probing):
@@ -317,7 +382,16 @@ impl<P: Profile> Limiter<P> {
         ext: &Extensions,
     ) -> Ticket {
         let route = self.inner.profile.classify(method, uri, headers);
-        let token = token_digest(headers);
+        let view = RequestView {
+            method,
+            uri,
+            headers,
+            extensions: ext,
+        };
+        let token = credential_digest(
+            &self.inner.credential_seed,
+            self.inner.credential.find(view),
+        );
         let mut t = Ticket::new(
             token,
             &route.key,
@@ -329,12 +403,19 @@ impl<P: Profile> Limiter<P> {
         t
     }
 
-    /// The deadline for a request: its [`MaxWait`] extension or the configured default.
+    /// The deadline for a request: its [`MaxWait`] extension or the configured default; `None` for none.
     pub(crate) fn deadline(&self, ext: &Extensions, start: Micros) -> Option<Micros> {
-        ext.get::<MaxWait>()
-            .map(|m| us(m.0))
-            .or(self.inner.cfg.max_wait)
-            .map(|w| start.saturating_add(w))
+        let max = match ext.get::<MaxWait>() {
+            Some(&MaxWait::FOREVER) => return None,
+            Some(m) => Some(us(m.0)),
+            None => self.inner.micros.max_wait,
+        };
+        max.map(|w| start.saturating_add(w))
+    }
+
+    /// What a request gets when its limit retries are spent.
+    pub(crate) fn on_exhausted(&self) -> Exhausted {
+        self.inner.settings.on_exhausted
     }
 
     fn admitted(&self, grant: Grant, start: Micros, now: Micros, route: &str) -> Permit<P> {
@@ -352,41 +433,65 @@ impl<P: Profile> Limiter<P> {
         Permit {
             limiter: self.clone(),
             grant: Some(grant),
+            waited,
         }
     }
 
-    /// Waits until the request may be sent, or fails. `body` is read only on routes with an active sub-limit
-    /// (to tell which requests it holds).
-    pub(crate) async fn acquire(
-        &self,
-        t: &mut Ticket,
-        body: Option<&[u8]>,
+    /// Waits until the request may be sent, or fails. `body` is called only on routes with an active
+    /// sub-limit (to tell which requests it holds), and before this returns: the future holds no borrow of
+    /// the body, so the request need not be `Sync`.
+    pub(crate) fn acquire<'a, 'b>(
+        &'a self,
+        t: &'a mut Ticket,
+        body: impl FnOnce() -> Option<Cow<'b, [u8]>>,
         deadline: Option<Micros>,
-    ) -> Result<Permit<P>, Error> {
+    ) -> impl std::future::Future<Output = Result<Permit<P>, Error>> + Send + 'a {
         let start = self.now();
-        // Fast path, under one lock: nothing queued ahead and room now means no queue entry, no notifier.
-        {
-            let mut core = self.inner.core.lock();
-            // A known route without sub-limits (the common case) needs neither check: one lookup, not three.
-            let plain = core.is_plain_route(&t.route_key);
-            if !plain && t.fingerprint == 0 && core.has_sublimits(&t.route_key, start) {
-                t.fingerprint = body_fingerprint(body);
-            }
-            if plain || core.sublimit_until(t, start).is_none() {
-                if !plain {
-                    core.ensure_route(t, start);
-                }
-                match core.try_admit(state::FAST_PATH, t, start) {
-                    Step::Admit(grant) => {
-                        drop(core);
-                        return Ok(self.admitted(grant, start, start, t.template()));
-                    }
-                    Step::Fail(e) => return Err(e),
-                    Step::Wait { .. } | Step::Sublimit => {}
-                }
+        let now = self.admit_now(t, body, start);
+        async move {
+            match now {
+                Some(done) => done,
+                None => self.wait_for_admission(t, deadline, start).await,
             }
         }
-        let t = &*t;
+    }
+
+    /// The fast path, under one lock: nothing queued ahead and room now means no queue entry, no notifier.
+    fn admit_now<'b>(
+        &self,
+        t: &mut Ticket,
+        body: impl FnOnce() -> Option<Cow<'b, [u8]>>,
+        start: Micros,
+    ) -> Option<Result<Permit<P>, Error>> {
+        let mut core = self.inner.core.lock();
+        // A known route without sub-limits (the common case) needs neither check: one lookup, not three.
+        let plain = core.is_plain_route(&t.route_key);
+        if !plain && t.fingerprint == 0 && core.has_sublimits(&t.route_key, start) {
+            t.fingerprint = body_fingerprint(body().as_deref());
+        }
+        if plain || core.sublimit_until(t, start).is_none() {
+            if !plain {
+                core.ensure_route(t, start);
+            }
+            match core.try_admit(state::FAST_PATH, t, start) {
+                Step::Admit(grant) => {
+                    drop(core);
+                    return Some(Ok(self.admitted(grant, start, start, t.template())));
+                }
+                Step::Fail(e) => return Some(Err(e)),
+                Step::Wait { .. } | Step::Sublimit => {}
+            }
+        }
+        None
+    }
+
+    /// The slow path: queue, wait for the bucket, the global limit or a sub-limit, within the deadline.
+    async fn wait_for_admission(
+        &self,
+        t: &Ticket,
+        deadline: Option<Micros>,
+        start: Micros,
+    ) -> Result<Permit<P>, Error> {
         // From here on the call may hold a queue position and global-slot bookkeeping: whatever ends the
         // wait other than an admission (an error, a deadline, the future being dropped) gives them back.
         let mut guard = WaitGuard {
@@ -399,8 +504,7 @@ impl<P: Profile> Limiter<P> {
             // Sub-limited requests wait in their own lane, outside the route's queue.
             let sub = self.inner.core.lock().sublimit_until(t, self.now());
             if let Some(until) = sub {
-                self.sleep_until(until, deadline, "sub-limit", start)
-                    .await?;
+                self.sleep_until(t, until, deadline, start).await?;
             }
             let notify = Arc::new(Notify::new());
             let id = {
@@ -425,11 +529,7 @@ impl<P: Profile> Limiter<P> {
                     Step::Wait { until, bucket } => {
                         if let (Some(d), Some(u)) = (deadline, until) {
                             if u > d {
-                                metrics::counter!("ratelimit_client_deadline_total").increment(1);
-                                return Err(Error::WouldWait {
-                                    bucket,
-                                    wait: micros(u.saturating_sub(start)),
-                                });
+                                return Err(would_wait(t, &bucket, u.saturating_sub(start)));
                             }
                         }
                         let wake = match (until, deadline) {
@@ -450,10 +550,7 @@ impl<P: Profile> Limiter<P> {
                             }
                         };
                         if timed_out && deadline.is_some_and(|d| self.now() >= d) {
-                            return Err(Error::WouldWait {
-                                bucket,
-                                wait: micros(self.now().saturating_sub(start)),
-                            });
+                            return Err(would_wait(t, &bucket, self.now().saturating_sub(start)));
                         }
                     }
                 }
@@ -463,16 +560,13 @@ impl<P: Profile> Limiter<P> {
 
     async fn sleep_until(
         &self,
+        t: &Ticket,
         until: Micros,
         deadline: Option<Micros>,
-        what: &str,
         start: Micros,
     ) -> Result<(), Error> {
         if deadline.is_some_and(|d| until > d) {
-            return Err(Error::WouldWait {
-                bucket: what.to_owned(),
-                wait: micros(until.saturating_sub(start)),
-            });
+            return Err(would_wait(t, SUBLIMIT, until.saturating_sub(start)));
         }
         let now = self.now();
         tokio::time::sleep(micros(until.saturating_sub(now))).await;
@@ -481,7 +575,7 @@ impl<P: Profile> Limiter<P> {
 
     /// Backoff with equal jitter: half the exponential delay, plus a random part of the other half.
     pub(crate) fn backoff(&self, attempt: u32) -> Micros {
-        let cfg = &self.inner.cfg;
+        let cfg = &self.inner.micros;
         let exp = cfg
             .backoff_base
             .saturating_mul(1u64 << attempt.min(20))
@@ -518,20 +612,27 @@ impl<P> Drop for WaitGuard<'_, P> {
 pub(crate) struct Permit<P> {
     limiter: Limiter<P>,
     grant: Option<Grant>,
+    /// How long the request waited for this admission.
+    waited: Micros,
 }
 
 impl<P: Profile> Permit<P> {
+    /// How long the request waited for this admission.
+    pub(crate) fn waited(&self) -> Micros {
+        self.waited
+    }
+
     pub(crate) fn wants_body(&self, status: StatusCode, headers: &HeaderMap) -> bool {
         self.limiter.inner.profile.wants_body(status, headers)
     }
 
     /// Reads the response into the limiter's state and says what to do next.
-    pub(crate) fn complete(
+    pub(crate) fn complete<'b>(
         mut self,
         status: StatusCode,
         headers: &HeaderMap,
         body: Option<&[u8]>,
-        request_body: Option<&[u8]>,
+        request_body: impl FnOnce() -> Option<Cow<'b, [u8]>>,
         attempts: (u32, u32),
         sent: Option<SentAt>,
     ) -> Next {
@@ -541,7 +642,7 @@ impl<P: Profile> Permit<P> {
         let inner = &self.limiter.inner;
         let obs: Observation = inner.profile.observe(status, headers, body);
         let fingerprint = if obs.limited.is_some() {
-            body_fingerprint(request_body)
+            body_fingerprint(request_body().as_deref())
         } else {
             0
         };
@@ -562,17 +663,61 @@ impl<P: Profile> Permit<P> {
             .increment(1);
         match verdict {
             Verdict::Done => Next::Done,
-            Verdict::RetryLimit if attempts.0 < inner.cfg.max_limit_retries => {
+            Verdict::RetryLimit if attempts.0 < inner.micros.max_limit_retries => {
                 Next::Retry { backoff: None }
             }
-            Verdict::RetryError if attempts.1 < inner.cfg.max_error_retries => Next::Retry {
+            Verdict::RetryError if attempts.1 < inner.micros.max_error_retries => Next::Retry {
                 backoff: Some(self.limiter.backoff(attempts.1)),
             },
-            Verdict::RetryLimit | Verdict::RetryError => Next::Done,
+            Verdict::RetryLimit => Next::Exhausted { limited: true },
+            Verdict::RetryError => Next::Exhausted { limited: false },
             Verdict::Fail(ErrorKind::Banned(b)) => Next::Fail(Error::Banned {
                 retry_in: micros(b),
             }),
         }
+    }
+}
+
+/// What a sub-limited request waits for (see [`would_wait`]).
+const SUBLIMIT: &str = "sub-limit";
+
+/// The deadline error, in the caller's terms: the route template, and what the request waits for in
+/// words, never the scheduler's internal keys (which carry a credential digest).
+fn would_wait(t: &Ticket, waiting_for: &str, wait: Micros) -> Error {
+    metrics::counter!("ratelimit_client_deadline_total").increment(1);
+    Error::WouldWait {
+        route: t.template().to_owned(),
+        limit: describe_limit(waiting_for),
+        wait: micros(wait),
+    }
+}
+
+/// Words for what `state` reports a request waits for: `global…`, `sub-limit`, `<route key> (probing)`, a
+/// counter key `token|#hash|major` or `token|=template|major`, or the route key `token|template|major`.
+fn describe_limit(key: &str) -> String {
+    if key == "global" {
+        return "the global limit".to_owned();
+    }
+    if key.starts_with("global") {
+        return "the global limit (slots set aside for a longer queue)".to_owned();
+    }
+    if key == SUBLIMIT {
+        return "a sub-limit on requests of this body shape".to_owned();
+    }
+    if key.ends_with("(probing)") {
+        return "the route's first response (its limits are not known yet)".to_owned();
+    }
+    let mut parts = key.splitn(3, '|').skip(1);
+    match (parts.next(), parts.next()) {
+        (Some(name), major) if name.starts_with('#') => {
+            let major = major.filter(|m| !m.is_empty());
+            match major {
+                Some(m) => format!("bucket `{}` (for {m})", &name[1..]),
+                None => format!("bucket `{}`", &name[1..]),
+            }
+        }
+        (Some(name), _) if name.starts_with('=') => "the route's own bucket".to_owned(),
+        _ => "the route, blocked after a rate-limit response".to_owned(),
     }
 }
 

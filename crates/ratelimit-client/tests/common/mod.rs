@@ -1,3 +1,19 @@
 //! Shared by the integration tests.
 
 pub mod upstream;
+
+/// A clock that follows tokio's (pausable) time, so a test with `start_paused` waits in virtual time.
+#[derive(Debug, Clone, Copy)]
+pub struct TokioClock(pub tokio::time::Instant);
+
+impl TokioClock {
+    pub fn new() -> TokioClock {
+        TokioClock(tokio::time::Instant::now())
+    }
+}
+
+impl ratelimit_client::Clock for TokioClock {
+    fn now(&self) -> ratelimit_client::Micros {
+        u64::try_from(self.0.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+}

@@ -17,8 +17,10 @@
 //! assert_eq!(limits.api.len(), 2);
 //!
 //! let bad = r#"{ "api": [{ "name": "burst", "rate": "10/fortnight" }] }"#;
-//! let err = config::from_deserializer::<Limits, _>(&mut serde_json::Deserializer::from_str(bad))
-//!     .unwrap_err();
+//! let Err(err) = config::from_deserializer::<Limits, _>(&mut serde_json::Deserializer::from_str(bad))
+//! else {
+//!     panic!("a fortnight is not a period");
+//! };
 //! assert_eq!(err.path(), "api[0].rate");
 //! assert!(err.to_string().starts_with("api[0].rate: \"10/fortnight\""));
 //! # Ok::<(), config::ConfigError>(())

@@ -1,0 +1,155 @@
+//! What a caller gets back: the attempts and waits of every request, a finite default maximum wait (a
+//! long `Retry-After` is an error naming the route, not a hang), and the "wait forever" opt-in. In-process
+//! tower services on tokio's paused clock: waits are virtual, so a minute-long `Retry-After` costs nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::TokioClock;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use ratelimit_client::profile::RetryAfter;
+use ratelimit_client::{
+    Attempts, Error, Limiter, MaxWait, RateLimitLayer,
+    DEFAULT_MAX_WAIT_WITHIN_COMMON_REQUEST_TIMEOUTS,
+};
+use tower::{service_fn, Layer, ServiceExt};
+
+/// An upstream whose first answer is a 429 with `Retry-After: 58`, then 200s.
+fn limited_once() -> (
+    Arc<AtomicUsize>,
+    impl tower::Service<
+            Request<Full<Bytes>>,
+            Response = Response<Full<Bytes>>,
+            Error = Infallible,
+            Future = impl Send,
+        > + Clone
+        + Send
+        + 'static,
+) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let svc = service_fn(move |_req: Request<Full<Bytes>>| {
+        let n = c.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut b = Response::builder();
+            if n == 0 {
+                b = b.status(429).header("retry-after", "58");
+            }
+            Ok::<_, Infallible>(b.body(Full::new(Bytes::new())).unwrap())
+        }
+    });
+    (calls, svc)
+}
+
+fn get(path: &str) -> Request<Full<Bytes>> {
+    Request::get(format!("https://api.test{path}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_retry_after_fails_fast_naming_the_route_by_default() {
+    let (calls, svc) = limited_once();
+    let limiter = Limiter::builder(RetryAfter::new())
+        .clock(TokioClock::new())
+        .build()
+        .unwrap();
+    let client = RateLimitLayer::new(limiter).layer(svc);
+    // Before the finite default, the call slept the 58 s out: the guard below (virtual time) caught it.
+    let outcome = tokio::time::timeout(
+        DEFAULT_MAX_WAIT_WITHIN_COMMON_REQUEST_TIMEOUTS,
+        client.oneshot(get("/v1/items/42")),
+    )
+    .await
+    .expect("the request gave up at once instead of waiting out the Retry-After");
+    match outcome {
+        Err(e @ Error::WouldWait { .. }) => {
+            let text = e.to_string();
+            let Error::WouldWait { route, wait, .. } = e else {
+                unreachable!()
+            };
+            assert_eq!(route, "GET /v1/items/{id}");
+            assert!(wait >= Duration::from_secs(57), "{wait:?}");
+            assert!(!text.contains('|'), "no internal keys in errors: {text}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_forever_is_an_explicit_choice_and_is_reported() {
+    // Per request:
+    let (calls, svc) = limited_once();
+    let limiter = Limiter::builder(RetryAfter::new())
+        .clock(TokioClock::new())
+        .build()
+        .unwrap();
+    let client = RateLimitLayer::new(limiter).layer(svc);
+    let mut req = get("/v1/items/42");
+    req.extensions_mut().insert(MaxWait::FOREVER);
+    let res = client.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let a = Attempts::of(res.extensions());
+    assert_eq!((a.attempts, a.exhausted), (2, false));
+    assert!(a.waited >= Duration::from_secs(57), "{a:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+    // For the whole limiter:
+    let (calls, svc) = limited_once();
+    let limiter = Limiter::builder(RetryAfter::new())
+        .clock(TokioClock::new())
+        .wait_forever()
+        .build()
+        .unwrap();
+    let client = RateLimitLayer::new(limiter).layer(svc);
+    let res = client.oneshot(get("/v1/items/42")).await.unwrap();
+    assert_eq!(Attempts::of(res.extensions()).attempts, 2);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shorter_max_wait_per_request_overrides_the_default() {
+    let (_calls, svc) = limited_once();
+    let limiter = Limiter::builder(RetryAfter::new())
+        .clock(TokioClock::new())
+        .wait_forever()
+        .build()
+        .unwrap();
+    let client = RateLimitLayer::new(limiter).layer(svc);
+    let mut req = get("/v1/items/42");
+    req.extensions_mut().insert(MaxWait(Duration::from_secs(1)));
+    assert!(matches!(
+        client.oneshot(req).await,
+        Err(Error::WouldWait { .. })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_first_try_without_waiting_carries_no_extension_and_reads_as_one_attempt() {
+    let svc = service_fn(|_req: Request<Full<Bytes>>| async {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+    });
+    let limiter = Limiter::builder(RetryAfter::new())
+        .clock(TokioClock::new())
+        .build()
+        .unwrap();
+    let res = RateLimitLayer::new(limiter)
+        .layer(svc)
+        .oneshot(get("/v1/items/1"))
+        .await
+        .unwrap();
+    assert!(res.extensions().get::<Attempts>().is_none());
+    let a = Attempts::of(res.extensions());
+    assert_eq!(
+        (a.attempts, a.waited, a.exhausted),
+        (1, Duration::ZERO, false)
+    );
+}
