@@ -44,7 +44,8 @@
 //! 4. **Cost**: 1 by default, fixed per layer (e.g. per route with `route_layer`) or computed.
 //! 5. **Store**: one atomic check per key in the store ([`MemoryStore`](ratelimit_core::MemoryStore) by
 //!    default, or any [`Store`](ratelimit_core::Store), e.g. Redis). A store error follows
-//!    [`OnStoreError`]: fail closed with 503 (default) or fail open — never a 429.
+//!    [`on_store_error`](RateLimitBuilder::on_store_error) ([`OnFailure`]): fail closed with 503
+//!    (default) or fail open — never a 429.
 //! 6. **Answer**: allowed → the inner service runs and its response gets the headers (and a
 //!    [`NearLimit`] extension reaches the handler when close to the limit, if configured); limited → 429
 //!    (or, in [shadow mode](RateLimitBuilder::shadow), a log line and the request goes through).
@@ -71,8 +72,8 @@ pub mod tier;
 pub use builder::{ConfigError, DefaultStore, RateLimitBuilder};
 pub use headers::{IetfRevision, LegacyReset};
 pub use rate_limit::{
-    MissingRateLimitInfo, NearLimit, OnKeyError, OnStoreError, RateLimit, RateLimitInfo,
-    RateLimitLayer, ResponseFuture,
+    MissingRateLimitInfo, NearLimit, OnKeyError, RateLimit, RateLimitInfo, RateLimitLayer,
+    ResponseFuture,
 };
 pub use response::{Rejection, ResponseBody};
 pub use tier::{Tier, TierFn, Tiers, TiersHandle};
@@ -81,10 +82,10 @@ pub use tier::{Tier, TierFn, Tiers, TiersHandle};
 // server. Types only: the core crate itself stays a dependency of its own for those who want more.
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use ratelimit_core::{store::redis::HybridStore, OnFailure, RedisStore, RedisStoreBuilder};
+pub use ratelimit_core::{store::redis::HybridStore, RedisStore, RedisStoreBuilder};
 pub use ratelimit_core::{
-    AlgorithmKind, Decision, MemoryStore, Outcome, Policy, PolicyError, PolicySet, Quota,
-    QuotaBuilder, QuotaError, Status, Store, StoreError,
+    AlgorithmKind, Decision, MemoryStore, OnFailure, Outcome, Policy, PolicyError, PolicySet,
+    Quota, QuotaBuilder, QuotaError, Status, Store, StoreError,
 };
 
 /// The crate's README (its crates.io page), compiled as a doc test so its code stays true.

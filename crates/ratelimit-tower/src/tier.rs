@@ -98,7 +98,7 @@ impl fmt::Debug for TierSource {
 pub struct Tiers {
     default: PolicySet,
     named: Vec<(Arc<str>, PolicySet)>,
-    global: Option<PolicySet>,
+    global_cap: Option<PolicySet>,
 }
 
 impl Tiers {
@@ -107,7 +107,7 @@ impl Tiers {
         Tiers {
             default,
             named: Vec::new(),
-            global: None,
+            global_cap: None,
         }
     }
 
@@ -137,15 +137,15 @@ impl Tiers {
     }
 
     /// The global cap, if any.
-    pub fn global_policies(&self) -> Option<&PolicySet> {
-        self.global.as_ref()
+    pub fn global_cap_policies(&self) -> Option<&PolicySet> {
+        self.global_cap.as_ref()
     }
 
     /// A global cap: after a request passes its own tier's policies, these are checked on one key shared
     /// by every client (reserve-then-refund: if the cap rejects, the client's charge is refunded). Give
     /// them names distinct from the tiers' policy names: both appear in the same headers.
-    pub fn global(mut self, policies: PolicySet) -> Self {
-        self.global = Some(policies);
+    pub fn global_cap(mut self, policies: PolicySet) -> Self {
+        self.global_cap = Some(policies);
         self
     }
 }
@@ -230,7 +230,7 @@ pub(crate) struct TierTable {
 
 impl TierTable {
     pub(crate) fn build(tiers: Tiers) -> Self {
-        let g = tiers.global.as_ref();
+        let g = tiers.global_cap.as_ref();
         TierTable {
             default: Arc::new(Entry::new(Arc::from("default"), tiers.default.clone(), g)),
             named: tiers
@@ -314,10 +314,10 @@ impl TiersHandle {
     }
 
     /// Sets or clears the global cap.
-    pub fn set_global(&self, policies: Option<PolicySet>) {
+    pub fn set_global_cap(&self, policies: Option<PolicySet>) {
         self.table.rcu(|t| {
             let mut s = t.source.clone();
-            s.global = policies.clone();
+            s.global_cap = policies.clone();
             Arc::new(TierTable::build(s))
         });
     }

@@ -35,11 +35,13 @@ use std::future::Future;
 use crate::algorithm::Rule;
 use crate::decision::Decision;
 
+mod failure;
 pub mod memory;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 
+pub use failure::OnFailure;
 pub use memory::{MemoryStore, MemoryStoreBuilder, Overflow};
 
 /// Why a store could not answer. Never a rate-limit decision.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use http::header::{HeaderName, AUTHORIZATION};
 
-use super::{KeyBuf, KeyError, KeyExtractor, RequestInfo};
+use super::{tag, KeyBuf, KeyError, KeyExtractor, RequestInfo};
 
 /// An authenticated user's id, inserted as a request extension by your auth middleware (after it verified
 /// the credential). Read by [`User<UserId>`](User).
@@ -69,7 +69,7 @@ impl<T: AsRef<str> + Send + Sync + 'static> KeyExtractor for User<T> {
             .extensions()
             .get::<T>()
             .ok_or(KeyError::Missing("authenticated user extension"))?;
-        key.push(b'u', user.as_ref().as_bytes());
+        key.push(tag::USER, user.as_ref().as_bytes());
         Ok(())
     }
 }
@@ -154,7 +154,7 @@ fn check(k: &[u8]) -> Result<&[u8], KeyError> {
 impl KeyExtractor for ApiKey {
     fn extract(&self, req: &RequestInfo<'_>, key: &mut KeyBuf) -> Result<(), KeyError> {
         let raw = self.raw(req)?;
-        key.push_hashed(b'k', raw);
+        key.push_hashed(tag::API_KEY, raw);
         Ok(())
     }
 }
@@ -191,7 +191,7 @@ impl KeyExtractor for Route {
         let t = Route::template(req).ok_or(KeyError::Missing(
             "matched route (add the layer with Router::layer/route_layer, or insert a RouteTemplate)",
         ))?;
-        key.push(b'r', t.as_bytes());
+        key.push(tag::ROUTE, t.as_bytes());
         Ok(())
     }
 }
@@ -203,7 +203,7 @@ pub struct Global;
 impl KeyExtractor for Global {
     #[inline]
     fn extract(&self, _req: &RequestInfo<'_>, key: &mut KeyBuf) -> Result<(), KeyError> {
-        key.push(b'g', b"");
+        key.push(tag::GLOBAL, b"");
         Ok(())
     }
 }
@@ -211,11 +211,11 @@ impl KeyExtractor for Global {
 /// A key extractor from a closure.
 ///
 /// ```
-/// use ratelimit_tower::key::{KeyError, KeyFn};
+/// use ratelimit_tower::key::{tag, KeyError, KeyFn};
 ///
 /// let by_tenant = KeyFn::new(|req, key| {
 ///     let t = req.headers().get("x-tenant").ok_or(KeyError::Missing("x-tenant header"))?;
-///     key.push(b't', t.as_bytes());
+///     key.push(tag::custom(0), t.as_bytes());
 ///     Ok(())
 /// });
 /// # let _ = by_tenant;

@@ -162,7 +162,7 @@ impl Carry {
 /// The rejection of the [`RateLimitInfo`] extractor: the request carries no decision. Answers 500 with
 /// this message (the handler's route is misconfigured, not the client's request).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("no rate-limit decision for this request: the RateLimitLayer is not in front of this handler, was built with .rate_limit_info(false), or let the request through without deciding (skip, methods, a failing store with OnStoreError::FailOpen: take Option<RateLimitInfo> there)")]
+#[error("no rate-limit decision for this request: the RateLimitLayer is not in front of this handler, was built with .rate_limit_info(false), or let the request through without deciding (skip, methods, a failing store with on_store_error(OnFailure::Allow): take Option<RateLimitInfo> there)")]
 pub struct MissingRateLimitInfo;
 
 impl MissingRateLimitInfo {

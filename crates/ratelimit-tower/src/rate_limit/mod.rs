@@ -3,7 +3,7 @@
 //!
 //! Per request: method filter and skip predicate → key extraction → tier → policy set and cost → store
 //! check (then the global cap, if any) → allowed: call the inner service and add `RateLimit` headers to its
-//! response; limited: 429; store error: the configured [`OnStoreError`].
+//! response; limited: 429; store error: the configured [`OnFailure`](ratelimit_core::OnFailure).
 //!
 //! # The store call
 //!
@@ -35,14 +35,14 @@ pub use extensions::{MissingRateLimitInfo, NearLimit, RateLimitInfo};
 pub use future::ResponseFuture;
 pub use layer::RateLimitLayer;
 pub use service::RateLimit;
-pub(crate) use settings::{Config, Cost, HeaderConfig, RejectFn, SkipFn};
-pub use settings::{OnKeyError, OnStoreError};
+pub use settings::OnKeyError;
+pub(crate) use settings::{Config, Cost, HeaderConfig, RejectFn, SkipFn, StoreFailure};
 
 pub(crate) use reservation::HeldCharge;
 use reservation::Reservation;
 
 use crate::headers::{self, Buf, IetfRevision, LegacyReset};
-use crate::key::{KeyBuf, KeyError, RequestInfo};
+use crate::key::{tag, KeyBuf, KeyError, RequestInfo};
 use crate::observe::{self, KeyHash, Stopwatch};
 use crate::response::{self, Rejection, NO_STORE};
 use crate::tier::{Entry, TierTable};
@@ -175,7 +175,7 @@ where
                     OnKeyError::UseGlobalKey => {
                         tracing::debug!(error = %e, "no rate-limit key; using the global key");
                         key.clear();
-                        key.push(b'g', b"");
+                        key.push(tag::GLOBAL, b"");
                         KeyOutcome::Key
                     }
                     OnKeyError::Allow => {
@@ -295,7 +295,7 @@ where
 
     fn global_key(&self) -> KeyBuf {
         let mut gkey = KeyBuf::scoped(&self.cfg.scope);
-        gkey.push(b'G', b"");
+        gkey.push(tag::GLOBAL_CAP, b"");
         gkey
     }
 
@@ -313,10 +313,10 @@ where
                 }),
                 !g.is_allowed(),
             ),
-            Err(e) if self.cfg.on_store_error == OnStoreError::FailOpen => {
+            Err(e) if self.cfg.on_store_error == StoreFailure::Allow => {
                 // The client's own check passed; the cap is unknown and we fail open: keep the charge.
                 self.health
-                    .failed(&e, &self.global_key(), OnStoreError::FailOpen);
+                    .failed(&e, &self.global_key(), StoreFailure::Allow);
                 (
                     Ok(Checked {
                         primary,
@@ -616,11 +616,11 @@ where
         observe::count!(self.meters, store_error, "store_error");
         self.health.failed(e, key, self.cfg.on_store_error);
         match self.cfg.on_store_error {
-            OnStoreError::FailOpen => {
+            StoreFailure::Allow => {
                 metrics::counter!("ratelimit_fail_open_total").increment(1);
                 Action::Proceed(Emit::default(), Carry::default())
             }
-            OnStoreError::FailClosed => Action::Respond(Box::new(store_error_response(e))),
+            StoreFailure::Error => Action::Respond(Box::new(store_error_response(e))),
         }
     }
 }

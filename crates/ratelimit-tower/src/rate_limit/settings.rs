@@ -9,35 +9,24 @@ use crate::key::{KeyExtractor, RequestInfo, Scope};
 use crate::response::Rejection;
 use crate::tier::TierSource;
 
-/// What to do when the store cannot answer (Redis down, timeout, in-memory store full with
-/// `Overflow::Reject`). Never a 429: the client did nothing wrong.
-///
-/// An outage is logged when it starts and when the store answers again, not per request; every failed
-/// request is counted in `ratelimit_store_errors_total`.
-///
-/// To keep limiting through an outage instead, give the store a fallback: a Redis store built with
-/// `on_failure(OnFailure::Local { instances })` decides in memory (each quota divided among the
-/// instances) while Redis is away, and the layer sees decisions, not errors.
-///
-/// ```
-/// use ratelimit_tower::{OnStoreError, Policy, Quota, RateLimitLayer};
-///
-/// let layer = RateLimitLayer::builder()
-///     .policy(Policy::gcra("burst", Quota::per_second(10).build()?)?)
-///     .on_store_error(OnStoreError::FailOpen)
-///     .build()?;
-/// # let _ = layer;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnStoreError {
-    /// Let the request through without rate-limit headers (availability first). Counted in
-    /// `ratelimit_fail_open_total`.
-    FailOpen,
-    /// Answer 503 with a `temporary-reduced-capacity` problem (protection first). The default. A request
-    /// whose own key holds foreign data (`StoreError::KeyState`) gets 500 instead: waiting will not help.
-    #[default]
-    FailClosed,
+/// What the layer does with a request whose store check failed, from the builder's
+/// [`OnFailure`](ratelimit_core::OnFailure) (`Local` is refused at build time: it belongs on the store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StoreFailure {
+    /// `OnFailure::Allow`: let the request through without rate-limit headers.
+    Allow,
+    /// `OnFailure::Error`: answer 503 (500 for a corrupt key).
+    Error,
+}
+
+impl StoreFailure {
+    /// The metric label and log field for this choice.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            StoreFailure::Allow => "fail_open",
+            StoreFailure::Error => "fail_closed",
+        }
+    }
 }
 
 /// What to do when no key can be built for a request (see [`KeyError`](crate::key::KeyError)).
@@ -92,7 +81,7 @@ pub(crate) struct Config {
     pub(crate) cost: Cost,
     pub(crate) methods: Option<Box<[Method]>>,
     pub(crate) skip: Option<SkipFn>,
-    pub(crate) on_store_error: OnStoreError,
+    pub(crate) on_store_error: StoreFailure,
     pub(crate) on_key_error: OnKeyError,
     pub(crate) shadow: bool,
     pub(crate) headers: HeaderConfig,

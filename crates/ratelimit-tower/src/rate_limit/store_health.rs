@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use ratelimit_core::StoreError;
 
-use super::settings::OnStoreError;
+use super::settings::StoreFailure;
 use crate::key::KeyBuf;
 use crate::observe::KeyHash;
 
@@ -32,11 +32,8 @@ impl StoreHealth {
     }
 
     /// A check failed with `e`; the layer goes on as `action` says.
-    pub(crate) fn failed(&self, e: &StoreError, key: &KeyBuf, action: OnStoreError) {
-        let label = match action {
-            OnStoreError::FailOpen => "fail_open",
-            OnStoreError::FailClosed => "fail_closed",
-        };
+    pub(crate) fn failed(&self, e: &StoreError, key: &KeyBuf, action: StoreFailure) {
+        let label = action.label();
         metrics::counter!("ratelimit_store_errors_total", "action" => label).increment(1);
         if matches!(e, StoreError::KeyState { .. }) {
             self.corrupt_key(e, key, label);
