@@ -476,6 +476,7 @@ impl<S> RateLimitBuilder<S> {
             meters: crate::observe::Meters::resolve(),
             tiers: Arc::new(ArcSwap::from_pointee(TierTable::build(tiers))),
             health: Default::default(),
+            tier_checks: Default::default(),
         })))
     }
 }

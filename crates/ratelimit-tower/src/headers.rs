@@ -11,7 +11,11 @@
 //!
 //! * `q` — the policy's quota (units per window), `w` — its window in seconds (rounded up, at least 1). For a
 //!   bucket whose burst exceeds its limit, `q` is the burst and `w` the time the sustained rate takes to
-//!   grant it (100 an hour with bursts of 200: `q=200;w=7200`), so `r` never exceeds `q`;
+//!   grant it (100 an hour with bursts of 200: `q=200;w=7200`), so `r` never exceeds `q`. A burst
+//!   *below* the limit reads the same way: `Quota::per_minute(100).burst(5)` advertises `q=5;w=3` — a
+//!   client can spend 5 at once (`r` counts down from 5, not 100), and they come back at 100 a minute, 5
+//!   every 3 seconds. The sustained rate `q / w` is the configured one; a client reading `q=100;w=60`
+//!   would send 100 at once and see 95 of them refused;
 //! * `r` — units remaining after this request;
 //! * `t` — delta seconds, **rounded up**: for a policy that limited this request, until the same request
 //!   would be admitted (exactly the `Retry-After` value, so `Retry-After` is never earlier than `t`); for

@@ -50,6 +50,24 @@
 //!    [`NearLimit`] extension reaches the handler when close to the limit, if configured); limited → 429
 //!    (or, in [shadow mode](RateLimitBuilder::shadow), a log line and the request goes through).
 //!
+//! # Layer order
+//!
+//! The rate-limit layer reads what the layers *outside* it put into the request: the [`Tier`] and
+//! [`User`](key::User) extensions your authentication middleware sets after verifying a credential. So
+//! authentication goes outside, the limiter inside it, the handlers inside both. With axum, a `.layer`
+//! call wraps everything added before it, so the last one runs first:
+//!
+//! ```text
+//! Router::new().route(..)
+//!     .layer(rate_limit)   // runs second: sees Tier / User
+//!     .layer(auth)         // runs first: verifies, sets Tier / User
+//! ```
+//!
+//! (In a `tower::ServiceBuilder`, the first `.layer` is the outermost: list `auth` before the limiter.)
+//! The other way round every client gets the default tier; the layer logs one warning naming this fix
+//! when tiers are configured and the first 1,000 requests carried no `Tier`. A tier name that is not in
+//! the table is warned about once per name (the request gets the default tier).
+//!
 //! Observability: `tracing` events per decision and rejection, and `metrics` counters plus a
 //! decision-latency histogram ([`observe`]).
 //!

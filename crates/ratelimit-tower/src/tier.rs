@@ -243,17 +243,13 @@ impl TierTable {
         }
     }
 
+    /// The entry of tier `name` (`None` for the default tier), or `Err` with the default tier's when the
+    /// table has no such tier.
     #[inline]
-    pub(crate) fn entry(&self, tier: Option<&str>) -> &Arc<Entry> {
+    pub(crate) fn entry(&self, tier: Option<&str>) -> Result<&Arc<Entry>, &Arc<Entry>> {
         match tier {
-            None => &self.default,
-            Some(t) => match self.named.get(t) {
-                Some(e) => e,
-                None => {
-                    tracing::debug!(tier = t, "unknown tier; using the default tier");
-                    &self.default
-                }
-            },
+            None => Ok(&self.default),
+            Some(t) => self.named.get(t).ok_or(&self.default),
         }
     }
 }

@@ -20,6 +20,7 @@ mod reservation;
 mod service;
 mod settings;
 mod store_health;
+mod tier_checks;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -55,6 +56,8 @@ pub(crate) struct Shared<S> {
     pub(crate) tiers: Arc<ArcSwap<TierTable>>,
     /// Whether the store is failing: outages are logged when they start and end.
     pub(crate) health: store_health::StoreHealth,
+    /// Unknown tier names and a missing `Tier` extension, reported once.
+    pub(crate) tier_checks: tier_checks::TierChecks,
 }
 
 /// Headers to add to the inner service's response.

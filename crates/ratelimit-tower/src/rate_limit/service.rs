@@ -92,13 +92,25 @@ where
         let tier = match &shared.cfg.tier_source {
             // With no named tier every request gets the default one: skip the extension look-up.
             TierSource::Extension if table.named.is_empty() => None,
-            TierSource::Extension => info.extensions().get::<Tier>().map(Tier::as_str),
+            TierSource::Extension => {
+                let tier = info.extensions().get::<Tier>().map(Tier::as_str);
+                shared.tier_checks.extension(tier.is_some());
+                tier
+            }
             TierSource::Fn(f) => {
                 owned_tier = f(&info);
                 owned_tier.as_ref().map(Tier::as_str)
             }
         };
-        let entry = table.entry(tier);
+        let entry = match table.entry(tier) {
+            Ok(entry) => entry,
+            Err(default) => {
+                if let Some(name) = tier {
+                    shared.tier_checks.unknown(name, &table);
+                }
+                default
+            }
+        };
 
         let charged = match shared.run_now(entry, table.global.as_ref(), &key, cost) {
             Now::Done(action) => return self.act(action, req),
