@@ -38,12 +38,12 @@
 //!    untrusted `X-Forwarded-For`/`Forwarded` hop; a verified user; a hashed API key; the matched route;
 //!    global; your closure; combinations. IPv6 is keyed per /64. If no key can be built, the
 //!    [`OnKeyError`] setting decides (explained 400/500 by default, never a silent 500).
-//! 3. **Policies** ([`tier`]): the client's tier picks a [`PolicySet`](ratelimit_core::PolicySet) —
+//! 3. **Policies** ([`tier`]): the client's tier picks a [`PolicySet`] —
 //!    several named policies checked all-or-nothing — and an optional global cap is checked on a shared
 //!    key after it (reserve-then-refund). Tiers can be changed at run time without resetting counters.
 //! 4. **Cost**: 1 by default, fixed per layer (e.g. per route with `route_layer`) or computed.
-//! 5. **Store**: one atomic check per key in the store ([`MemoryStore`](ratelimit_core::MemoryStore) by
-//!    default, or any [`Store`](ratelimit_core::Store), e.g. Redis). A store error follows
+//! 5. **Store**: one atomic check per key in the store ([`MemoryStore`] by
+//!    default, or any [`Store`], e.g. Redis). A store error follows
 //!    [`on_store_error`](RateLimitBuilder::on_store_error) ([`OnFailure`]): fail closed with 503
 //!    (default) or fail open — never a 429.
 //! 6. **Answer**: allowed → the inner service runs and its response gets the headers (and a
