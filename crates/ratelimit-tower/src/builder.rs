@@ -139,7 +139,7 @@ impl<S> RateLimitBuilder<S> {
             shadow: false,
             headers: HeaderConfig::default(),
             soft_limit_percent: None,
-            info: true,
+            info: false,
             rejection: None,
             latency: true,
         }
@@ -361,9 +361,9 @@ impl<S> RateLimitBuilder<S> {
 
     /// Whether every admitted request carries a [`RateLimitInfo`](crate::RateLimitInfo) (the binding
     /// policy, its limit, what remains, when it resets, whether it is near the limit) for its handler;
-    /// with the `axum` feature it is an extractor. On by default: the policy name is interned when the
-    /// tiers are built, so the insert copies a few words into the request's extensions. Turn it off for
-    /// a layer whose handlers never read it.
+    /// with the `axum` feature it is an extractor. Off by default: the policy name is interned, so the
+    /// value is a few words, but `http::Extensions` boxes every value it holds — an allocation and a
+    /// map insert per request, which a layer whose handlers never read it should not pay.
     pub fn rate_limit_info(mut self, yes: bool) -> Self {
         self.info = yes;
         self

@@ -46,8 +46,9 @@
 //!    default, or any [`Store`], e.g. Redis). A store error follows
 //!    [`on_store_error`](RateLimitBuilder::on_store_error) ([`OnFailure`]): fail closed with 503
 //!    (default) or fail open — never a 429.
-//! 6. **Answer**: allowed → the inner service runs and its response gets the headers (and a
-//!    [`NearLimit`] extension reaches the handler when close to the limit, if configured); limited → 429
+//! 6. **Answer**: allowed → the inner service runs and its response gets the headers (the handler gets
+//!    the decision as a [`RateLimitInfo`] extractor with [`rate_limit_info`](RateLimitBuilder::rate_limit_info),
+//!    and a [`NearLimit`] extension when close to the limit, if configured); limited → 429
 //!    (or, in [shadow mode](RateLimitBuilder::shadow), a log line and the request goes through).
 //!
 //! # Layer order

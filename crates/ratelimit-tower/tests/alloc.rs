@@ -1,7 +1,7 @@
 //! Allocation budget of the hot path: an admitted request through the layer with the in-memory store
 //! allocates nothing beyond the `RateLimit` header value (one allocation; `RateLimit-Policy` is rendered
-//! once per tier and shared) and the box `http::Extensions` puts the `RateLimitInfo` in (one more,
-//! unless turned off; its policy name is interned, never copied).
+//! once per tier and shared) and with `rate_limit_info(true)` the box `http::Extensions` puts the
+//! `RateLimitInfo` in (one more; its policy name is interned, never copied).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 // A counting global allocator needs `unsafe impl GlobalAlloc`; it only forwards to `System`. Test-only.
 #![allow(unsafe_code)]

@@ -36,15 +36,16 @@ async fn handlers_get_the_decision_through_the_extractor() {
         .policy(per_hour("hourly", HOURLY))
         .skip(|req| req.uri().path() == "/skipped")
         .soft_limit_percent(20)
+        .rate_limit_info(true)
         .build()
         .unwrap();
     let limited = Router::new()
         .route("/", routing::get(describe))
         .route("/skipped", routing::get(maybe))
         .layer(layer);
+    // The default: off.
     let off = RateLimitLayer::builder()
         .policy(per_hour("hourly", HOURLY))
-        .rate_limit_info(false)
         .build()
         .unwrap();
     let app = limited
@@ -80,7 +81,7 @@ async fn handlers_get_the_decision_through_the_extractor() {
     let r = get(&c, addr, "/skipped", &[]).await;
     assert_eq!((r.status, &r.body[..]), (StatusCode::OK, &b"undecided"[..]));
 
-    // Turned off: admitted, limited (the headers say so), no decision for the handler.
+    // Off: admitted, limited (the headers say so), no decision for the handler.
     let r = get(&c, addr, "/off", &[]).await;
     assert_eq!((r.status, &r.body[..]), (StatusCode::OK, &b"undecided"[..]));
     assert!(r.headers.contains_key("ratelimit"));

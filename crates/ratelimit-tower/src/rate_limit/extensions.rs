@@ -1,6 +1,6 @@
-//! What an admitted request carries to its handler: [`RateLimitInfo`] (the decision, unless
-//! [`RateLimitBuilder::rate_limit_info`](crate::RateLimitBuilder::rate_limit_info) turned it off; an
-//! axum extractor with the `axum` feature) and [`NearLimit`] (when close to the limit, with
+//! What an admitted request carries to its handler: [`RateLimitInfo`] (the decision, when
+//! [`RateLimitBuilder::rate_limit_info`](crate::RateLimitBuilder::rate_limit_info) is on; an axum
+//! extractor with the `axum` feature) and [`NearLimit`] (when close to the limit, with
 //! [`RateLimitBuilder::soft_limit_percent`](crate::RateLimitBuilder::soft_limit_percent)).
 
 use std::sync::Arc;
@@ -55,9 +55,9 @@ pub(crate) const NEAR_LIMIT_PERCENT_BY_DEFAULT: u8 = 10;
 /// The rate-limit decision of an admitted request, for its handler: the binding policy (the one closest
 /// to exhaustion, the global cap's included), its limit, what remains and when it is full again.
 ///
-/// Inserted into every admitted request's extensions (unless the layer is built with
-/// [`rate_limit_info(false)`](crate::RateLimitBuilder::rate_limit_info)). With the `axum` feature it is
-/// an extractor; take
+/// Inserted into every admitted request's extensions when the layer is built with
+/// [`rate_limit_info(true)`](crate::RateLimitBuilder::rate_limit_info) (off by default: `http::Extensions`
+/// boxes the value, one allocation per request). With the `axum` feature it is an extractor; take
 /// `Option<RateLimitInfo>` on routes where a request can pass without a decision — skipped
 /// ([`skip`](crate::RateLimitBuilder::skip), [`methods`](crate::RateLimitBuilder::methods)), or let
 /// through while the store fails open — since `RateLimitInfo` alone rejects those with a 500
@@ -78,6 +78,7 @@ pub(crate) const NEAR_LIMIT_PERCENT_BY_DEFAULT: u8 = 10;
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let limit = RateLimitLayer::builder()
 ///     .policy(Policy::gcra("burst", Quota::per_second(10).build()?)?)
+///     .rate_limit_info(true)
 ///     .build()?;
 /// let app = Router::new().route("/search", get(search)).layer(limit);
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
@@ -162,7 +163,7 @@ impl Carry {
 /// The rejection of the [`RateLimitInfo`] extractor: the request carries no decision. Answers 500 with
 /// this message (the handler's route is misconfigured, not the client's request).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("no rate-limit decision for this request: the RateLimitLayer is not in front of this handler, was built with .rate_limit_info(false), or let the request through without deciding (skip, methods, a failing store with on_store_error(OnFailure::Allow): take Option<RateLimitInfo> there)")]
+#[error("no rate-limit decision for this request: the RateLimitLayer is not in front of this handler, was built without .rate_limit_info(true), or let the request through without deciding (skip, methods, a failing store with on_store_error(OnFailure::Allow): take Option<RateLimitInfo> there)")]
 pub struct MissingRateLimitInfo;
 
 impl MissingRateLimitInfo {
