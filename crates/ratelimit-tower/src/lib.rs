@@ -74,9 +74,10 @@
 //!
 //! # Layout
 //!
-//! As in tower: the middleware lives in [`rate_limit`] (`layer.rs`, `service.rs`, `future.rs`); the
-//! header rendering ([`headers`]) and forwarded-header parsing ([`key::forwarded`]) are pure functions
-//! with their own tests and fuzz targets.
+//! As in tower: the middleware lives in [`rate_limit`] (`layer.rs`, `service.rs`, `future.rs`, the
+//! decision pipeline in `decide.rs` and `respond.rs`); the header rendering ([`headers`]: the draft's
+//! numbers, the fields' serialisation, byte writers, what a response carries) and forwarded-header
+//! parsing ([`key::forwarded`]) are pure functions with their own tests and fuzz targets.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 

@@ -47,6 +47,7 @@
 
 mod bytes;
 mod draft;
+mod emit;
 mod fields;
 #[cfg(test)]
 mod tests;
@@ -54,6 +55,7 @@ mod tests;
 pub(crate) use bytes::{int_value, interned_str, Buf};
 pub(crate) use draft::binding_numbers;
 pub use draft::{ceil_secs, retry_after_secs, IetfRevision, LegacyReset};
+pub(crate) use emit::Emit;
 pub use fields::{draft07_value, policy_value, ratelimit_value, unnamed_policy_value};
 pub(crate) use fields::{
     item_prefixes, write_policy, write_policy_unnamed, write_ratelimit, write_ratelimit_items,

@@ -10,7 +10,8 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::{Action, Emit};
+use super::Action;
+use crate::headers::Emit;
 use crate::response::ResponseBody;
 
 /// A store check that owns the inner service and the request until it has decided (boxed: store futures
