@@ -29,9 +29,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use http::HeaderValue;
 use ratelimit_core::PolicySet;
 
+use crate::headers::Rendered;
 use crate::key::RequestInfo;
 use crate::rate_limit::PolicyName;
 
@@ -150,40 +150,19 @@ impl Tiers {
     }
 }
 
-/// One tier, with its `RateLimit-Policy` values rendered once.
+/// One tier: its policies, and what every response under them reuses (rendered once).
 #[derive(Debug)]
 pub(crate) struct Entry {
     pub(crate) name: Arc<str>,
     pub(crate) set: PolicySet,
-    /// Every policy of this set, then every global policy.
-    pub(crate) policy_header: Option<HeaderValue>,
-    /// Every policy of this set (for responses where the global cap was not reached).
-    pub(crate) policy_own: Option<HeaderValue>,
-    /// One value per policy of this set.
-    pub(crate) each: Vec<Option<HeaderValue>>,
-    /// `"name";r=` per policy of this set (see [`crate::headers::item_prefixes`]).
-    pub(crate) items: Box<[Box<[u8]>]>,
+    /// The header values and item prefixes of this set (with the global cap's).
+    pub(crate) headers: Rendered,
     /// Each policy's name, as admitted requests carry it.
     pub(crate) names: Box<[PolicyName]>,
-    /// The draft-06/-07 `RateLimit-Policy` (unnamed `q;w=` items): this set's, then with the global cap's.
-    pub(crate) unnamed_own: Option<HeaderValue>,
-    pub(crate) unnamed_header: Option<HeaderValue>,
 }
 
 impl Entry {
     fn new(name: Arc<str>, set: PolicySet, global: Option<&PolicySet>) -> Self {
-        use crate::headers::{write_policy, write_policy_unnamed, Buf};
-        let (policy_own, policy_header) =
-            own_and_with_global(&set, global, |b, s| write_policy(b, s, None, None));
-        let (unnamed_own, unnamed_header) =
-            own_and_with_global(&set, global, |b, s| write_policy_unnamed(b, s, None));
-        let each = (0..set.len())
-            .map(|i| {
-                let mut b = Buf::new();
-                write_policy(&mut b, &set, Some(i), None);
-                b.static_value()
-            })
-            .collect();
         Entry {
             name,
             names: set
@@ -191,32 +170,10 @@ impl Entry {
                 .iter()
                 .map(|p| PolicyName::new(p.name()))
                 .collect(),
-            items: crate::headers::item_prefixes(&set),
-            unnamed_own,
-            unnamed_header,
-            policy_header,
-            policy_own,
-            each,
+            headers: Rendered::new(&set, global),
             set,
         }
     }
-}
-
-/// A `RateLimit-Policy` value rendered by `write` for `set` alone, and for `set` followed by the global
-/// cap's policies (the same value when there is no cap), both interned.
-fn own_and_with_global(
-    set: &PolicySet,
-    global: Option<&PolicySet>,
-    write: impl Fn(&mut crate::headers::Buf, &PolicySet),
-) -> (Option<HeaderValue>, Option<HeaderValue>) {
-    let mut buf = crate::headers::Buf::new();
-    write(&mut buf, set);
-    let own = buf.static_value();
-    if let Some(g) = global {
-        buf.push(b", ");
-        write(&mut buf, g);
-    }
-    (own, buf.static_value())
 }
 
 /// An immutable snapshot of the table, swapped atomically.

@@ -86,9 +86,9 @@ impl Emit {
             emit.policy = if hc.only_binding {
                 super::unnamed_policy_value(bset, Some(bdec.binding_index()))
             } else if global.is_some() {
-                entry.unnamed_header.clone()
+                entry.headers.unnamed_with_cap.clone()
             } else {
-                entry.unnamed_own.clone()
+                entry.headers.unnamed_own.clone()
             };
             if hc.revision == IetfRevision::Draft07 {
                 emit.ratelimit = super::draft07_value(bdec);
@@ -103,22 +103,27 @@ impl Emit {
                 super::write_ratelimit(&mut buf, bset, bdec, Some(bdec.binding_index()), pk);
                 emit.ratelimit = buf.value();
                 emit.policy = if pk.is_none() && std::ptr::eq(bent, entry) {
-                    entry.each.get(bdec.binding_index()).cloned().flatten()
+                    entry
+                        .headers
+                        .each
+                        .get(bdec.binding_index())
+                        .cloned()
+                        .flatten()
                 } else {
                     super::policy_value(bset, Some(bdec.binding_index()), pk)
                 };
             } else {
-                super::write_ratelimit_items(&mut buf, &primary.0.items, primary.1, pk);
+                super::write_ratelimit_items(&mut buf, &primary.0.headers.items, primary.1, pk);
                 if let Some((ge, d)) = global {
                     buf.push(b", ");
-                    super::write_ratelimit_items(&mut buf, &ge.items, d, pk);
+                    super::write_ratelimit_items(&mut buf, &ge.headers.items, d, pk);
                 }
                 emit.ratelimit = buf.value();
                 emit.policy = if pk.is_none() {
                     if global.is_some() {
-                        entry.policy_header.clone()
+                        entry.headers.policy_with_cap.clone()
                     } else {
-                        entry.policy_own.clone()
+                        entry.headers.policy_own.clone()
                     }
                 } else {
                     let mut buf = Buf::new();

@@ -49,6 +49,7 @@ mod bytes;
 mod draft;
 mod emit;
 mod fields;
+mod rendered;
 #[cfg(test)]
 mod tests;
 
@@ -60,3 +61,4 @@ pub use fields::{draft07_value, policy_value, ratelimit_value, unnamed_policy_va
 pub(crate) use fields::{
     item_prefixes, write_policy, write_policy_unnamed, write_ratelimit, write_ratelimit_items,
 };
+pub(crate) use rendered::Rendered;
