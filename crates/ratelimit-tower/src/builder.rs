@@ -197,7 +197,8 @@ impl<S> RateLimitBuilder<S> {
     }
 
     /// Resolves each request's tier with `f` (e.g. look up a verified API key's plan). `None`, or a
-    /// name that is not in the table, means the default tier.
+    /// name that is not in the table, means the default tier; a name not in the table is also logged
+    /// at `warn`, once per name (tier names are case-sensitive).
     pub fn tier_fn<F>(mut self, f: F) -> Self
     where
         F: Fn(&RequestInfo<'_>) -> Option<Tier> + Send + Sync + 'static,

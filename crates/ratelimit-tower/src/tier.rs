@@ -71,7 +71,9 @@ impl fmt::Debug for Tier {
     }
 }
 
-/// Where a request's tier comes from.
+/// Where a request's tier comes from. A name that is not in the table gets the default tier and is
+/// logged at `warn` once per name; with [`TierSource::Extension`], tiers configured while the first
+/// requests carry no [`Tier`] are logged once too (see [Layer order](crate#layer-order)).
 #[derive(Clone, Default)]
 pub enum TierSource {
     /// The [`Tier`] request extension (absent → the default tier). The default.
