@@ -9,7 +9,7 @@
 //!    reporting elapsed time against the scenario's lower bound, 429s by scope and per-bucket efficiency.
 //!
 //! ```sh
-//! cargo bench --bench client --features client
+//! cargo bench --bench client
 //! ```
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -29,7 +29,7 @@ use http_body_util::Full;
 use ratelimit_client::profile::Discord;
 use ratelimit_client::reqwest::ReqwestService;
 use ratelimit_client::{Limiter, RateLimitLayer};
-use tower::{service_fn, Layer, Service, ServiceExt};
+use tower::{service_fn, Layer, Service};
 
 /// Polls a future that is known to complete immediately.
 fn now<F: Future>(f: F) -> F::Output {

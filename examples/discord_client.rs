@@ -1,7 +1,7 @@
 //! Sends a burst of Discord REST calls through the client layer and prints what happened.
 //!
 //! ```text
-//! cargo run --example discord_client --features client -- --channels 10 --messages 200 --reactions 100
+//! cargo run --example discord_client -- --channels 10 --messages 200 --reactions 100
 //! ```
 //!
 //! `--messages N` message creates and `--reactions R` reaction adds are spread over `--channels C` channel
@@ -9,7 +9,11 @@
 //! `9000 + channel id`, the messages the bundled simulator's scenarios use); `--global N` sets the global
 //! limit per second (default 50, Discord's; the simulator's `mixed` scenario allows 250). Everything is issued at once,
 //! and the layer schedules it: buckets learned from the headers, parallel within a bucket, the global limit,
-//! retries. At the end it prints requests, 2xx, 429s by scope, the total wait and the elapsed time.
+//! retries. At the end it prints requests, retries, 2xx, 429s by scope, the total wait and the elapsed time.
+//!
+//! This is the tower path (`RateLimitLayer` over `ReqwestService`, any `Service<http::Request<_>>` works the
+//! same); an application built on reqwest would rather add `reqwest::RateLimitMiddleware` to a
+//! `reqwest_middleware::ClientBuilder`, as the crate's README shows.
 //!
 //! The target is `DISCORD_API_BASE` (default `https://discord.com/api/v10`; this example's reqwest has no
 //! TLS, so use an `http://` base such as the simulator's) with the bot token in `DISCORD_TOKEN`. Without a
@@ -18,7 +22,7 @@
 //! ```text
 //! cargo run --example discord_sim -- --addr 127.0.0.1:8787 --scenario mixed
 //! DISCORD_API_BASE=http://127.0.0.1:8787/api/v10 DISCORD_TOKEN=sim-token \
-//!     cargo run --example discord_client --features client -- --channels 10 --messages 200 --reactions 100
+//!     cargo run --example discord_client -- --channels 10 --messages 200 --reactions 100
 //! ```
 
 use std::collections::BTreeMap;
@@ -29,8 +33,8 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use ratelimit_client::profile::Discord;
 use ratelimit_client::reqwest::ReqwestService;
-use ratelimit_client::{Limiter, RateLimitLayer};
-use tower::{Layer, ServiceExt};
+use ratelimit_client::{Attempts, Exhausted, Limiter, RateLimitLayer};
+use tower::Layer;
 
 struct Args {
     channels: u64,
@@ -95,7 +99,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             "DISCORD_TOKEN is not set. To try the client without a Discord account, start the bundled \
              simulator in one terminal:\n\n    cargo run --example discord_sim -- --addr 127.0.0.1:8787 --scenario mixed\n\n\
              and in another:\n\n    DISCORD_API_BASE=http://127.0.0.1:8787/api/v10 DISCORD_TOKEN=sim-token \\\n        \
-             cargo run --example discord_client --features client -- --channels 10 --messages 200 --reactions 100\n\n\
+             cargo run --example discord_client -- --channels 10 --messages 200 --reactions 100\n\n\
              Against Discord itself, set DISCORD_TOKEN to a bot token and the channel ids with --first-channel."
         );
         return Ok(());
@@ -106,6 +110,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 
     let limiter = Limiter::builder(Discord::new())
         .global_limit(Some(args.global))
+        // A batch: every operation waits its turn, however long the queue (by default a request fails with
+        // `Error::WouldWait` past 30 s of waiting).
+        .wait_forever()
+        // Count the 429s the layer could not get past as responses, rather than failing on them.
+        .on_exhausted(Exhausted::Respond)
         .build()?;
     let client =
         RateLimitLayer::new(limiter.clone()).layer(ReqwestService::new(reqwest::Client::new()));
@@ -152,6 +161,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 let req = req.map_err(|e| e.to_string())?;
                 let res = client.oneshot(req).await.map_err(|e| e.to_string())?;
                 let status = res.status();
+                let retries = Attempts::of(res.extensions()).attempts - 1;
                 let scope = res
                     .headers()
                     .get("x-ratelimit-scope")
@@ -160,7 +170,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                     .to_owned();
                 // Drain the body so the connection is reused.
                 let _ = res.into_body().collect().await;
-                Ok::<_, String>((status, scope))
+                Ok::<_, String>((status, scope, retries))
             })
         })
         .collect();
@@ -168,9 +178,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let mut by_status: BTreeMap<u16, u64> = BTreeMap::new();
     let mut limited_by_scope: BTreeMap<String, u64> = BTreeMap::new();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut retries = 0u64;
     for t in tasks {
         match t.await {
-            Ok(Ok((status, scope))) => {
+            Ok(Ok((status, scope, r))) => {
+                retries += u64::from(r);
                 *by_status.entry(status.as_u16()).or_default() += 1;
                 if status == StatusCode::TOO_MANY_REQUESTS {
                     *limited_by_scope.entry(scope).or_default() += 1;
@@ -188,7 +200,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .map(|(_, n)| n)
         .sum();
     println!("operations       {total}");
-    println!("requests sent    {sent} (retries included)");
+    println!("requests sent    {sent} ({retries} of them retries)");
     println!("2xx              {ok}");
     println!("statuses         {by_status:?}");
     println!("429s returned    {limited_by_scope:?} (by X-RateLimit-Scope, after retries)");

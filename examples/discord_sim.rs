@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! DISCORD_API_BASE=http://127.0.0.1:8787/api/v10 DISCORD_TOKEN=sim-token \
-//!     cargo run --example discord_client --features client -- --channels 10 --messages 200 --reactions 100
+//!     cargo run --example discord_client -- --channels 10 --messages 200 --reactions 100
 //! ```
 //!
 //! `--demo fire-all|serial` instead runs one of the bundled reference clients (everything at once, or one
@@ -177,7 +177,7 @@ async fn main() -> ExitCode {
         None => {
             println!(
                 "\ntry: DISCORD_API_BASE={base} DISCORD_TOKEN={DEFAULT_TOKEN} \
-                 cargo run --example discord_client --features client -- --channels 10 --messages 200 --reactions 100"
+                 cargo run --example discord_client -- --channels 10 --messages 200 --reactions 100"
             );
             println!(
                 "serving until Ctrl-C{}",

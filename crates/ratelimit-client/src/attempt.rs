@@ -143,7 +143,10 @@ pub(crate) async fn run<P: Profile, X: Exchange>(
             .map_err(Failure::Limiter)?;
         tally.waited = tally.waited.saturating_add(permit.waited());
         let Some(sending) = x.send() else {
-            return Err(Failure::Limiter(Error::NotReplayable { status: None }));
+            return Err(Failure::Limiter(Error::NotReplayable {
+                route: ticket.template().to_owned(),
+                status: None,
+            }));
         };
         tally.sent += 1;
         let response = match sending.await {
@@ -192,6 +195,7 @@ pub(crate) async fn run<P: Profile, X: Exchange>(
             }
             Next::Retry { .. } if !x.replayable() => {
                 return Err(Failure::Limiter(Error::NotReplayable {
+                    route: ticket.template().to_owned(),
                     status: Some(status),
                 }))
             }

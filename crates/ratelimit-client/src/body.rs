@@ -13,12 +13,18 @@
 //! | `reqwest::Body` wrapping a stream      | no: sent once, a retry it would need is [`Error::NotReplayable`](crate::Error::NotReplayable) | no |
 //! | `BoxBody`, `UnsyncBoxBody`             | no: as above | no               |
 //!
-//! Any other type is refused at compile time with a message saying which types work; a streaming body of
-//! your own can implement [`ReplayBody`] and return `None` from both methods.
+//! Any other type is refused at compile time, and the compiler says the body "cannot be replayed for a retry
+//! nor read by the rate limiter" and lists the types that can (with the layer's own `oneshot`, `ready` and
+//! `call`; a stack with more layers on top may only report that its `Service` bounds are not met: then the
+//! request body is not a [`ReplayBody`]). A streaming body of your own can implement [`ReplayBody`] and
+//! return `None` from both methods (it is sent once; a retry it would need fails with
+//! [`Error::NotReplayable`](crate::Error::NotReplayable)); an incoming body a proxy forwards
+//! (`hyper::body::Incoming`, `axum::body::Body`) is buffered first (`BodyExt::collect`, then `Full<Bytes>`)
+//! so that it can be retried.
 //!
 //! ```compile_fail
 //! // A body type the layer can neither replay nor read does not compile:
-//! use ratelimit_client::{profile::Discord, Limiter, RateLimitLayer};
+//! use ratelimit_client::{profile::Ietf, Limiter, RateLimitLayer};
 //! use tower::{service_fn, Layer, ServiceExt};
 //!
 //! struct Stream;
@@ -26,8 +32,9 @@
 //! let upstream = service_fn(|_req: http::Request<Stream>| async {
 //!     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
 //! });
-//! let client = RateLimitLayer::new(Limiter::new(Discord::new())).layer(upstream);
-//! let _ = client.oneshot(http::Request::new(Stream)).await; // error: `Stream` cannot be replayed …
+//! let mut client = RateLimitLayer::new(Limiter::new(Ietf::new())).layer(upstream);
+//! // error[E0277]: `Stream` cannot be replayed for a retry nor read by the rate limiter
+//! let _ = client.ready().await.unwrap().call(http::Request::new(Stream)).await;
 //! # }
 //! ```
 

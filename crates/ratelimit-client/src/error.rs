@@ -69,8 +69,10 @@ pub enum Error {
     /// A retry was needed but the request body is a stream that cannot be replayed. Buffer the body
     /// (`Full<Bytes>`, `Bytes`, `String`, `Vec<u8>`; see [`ReplayBody`](crate::ReplayBody)) to make the
     /// request retryable.
-    #[error("the request needs a retry (after {status:?}) but its body is a stream that cannot be replayed; buffer it")]
+    #[error("`{route}` needs a retry (after {status:?}) but its request body is a stream that cannot be replayed; buffer it")]
     NotReplayable {
+        /// The route, e.g. `POST /repos/{owner}/{repo}/issues`.
+        route: String,
         /// The status that called for a retry, if a response was received.
         status: Option<StatusCode>,
     },

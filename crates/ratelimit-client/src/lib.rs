@@ -57,35 +57,61 @@
 //! [`Limiter::snapshot`] returns known buckets (limit, available, in flight, reset), routes (queued,
 //! sub-limits), global use per token, stopped tokens, the invalid-request count and any ban.
 //!
-//! ## Example
+//! ## Examples
+//!
+//! The common case, an API with IETF `RateLimit` or `Retry-After` headers called through
+//! `reqwest-middleware` (feature `reqwest-middleware`), keeping every `RequestBuilder` convenience:
+//!
+//! ```no_run
+//! # #[cfg(feature = "reqwest-middleware")]
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! use ratelimit_client::{profile::Ietf, reqwest::RateLimitMiddleware, Attempts, Limiter};
+//!
+//! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+//!     .with(RateLimitMiddleware::new(Limiter::new(Ietf::new())))
+//!     .build();
+//! let res = client
+//!     .post("https://api.example.com/v1/items")
+//!     .bearer_auth("my-token")
+//!     .json(&serde_json::json!({ "name": "widget" }))
+//!     .send()
+//!     .await?;
+//! println!("waited {:?}", Attempts::of(res.extensions()).waited);
+//! let created: serde_json::Value = res.error_for_status()?.json().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Any tower `Service<http::Request<B>>` (hyper's client, a `ServiceBuilder` stack) takes the
+//! [`RateLimitLayer`]; here a stand-in upstream with one IETF policy of 5 requests:
 //!
 //! ```
 //! use bytes::Bytes;
 //! use http_body_util::Full;
-//! use ratelimit_client::{profile::Discord, Limiter, RateLimitLayer};
-//! use tower::{service_fn, Layer, ServiceExt};
+//! use ratelimit_client::{profile::Ietf, Limiter, RateLimitLayer};
+//! use tower::{service_fn, Layer};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-//! // Any `Service<http::Request<B>>` works; here a stand-in for Discord.
-//! let discord = service_fn(|_req: http::Request<Full<Bytes>>| async {
+//! let upstream = service_fn(|_req: http::Request<Full<Bytes>>| async {
 //!     let res = http::Response::builder()
-//!         .header("x-ratelimit-limit", "5")
-//!         .header("x-ratelimit-remaining", "4")
-//!         .header("x-ratelimit-reset-after", "5.000")
-//!         .header("x-ratelimit-bucket", "abcd")
-//!         .body(Full::new(Bytes::new()))?;
+//!         .header("ratelimit-policy", r#""burst";q=5;w=10"#)
+//!         .header("ratelimit", r#""burst";r=4;t=10"#)
+//!         .body(Full::new(Bytes::from_static(b"{}")))?;
 //!     Ok::<_, http::Error>(res)
 //! });
-//! let limiter = Limiter::new(Discord::new());
-//! let client = RateLimitLayer::new(limiter.clone()).layer(discord);
-//! let req = http::Request::post("https://discord.com/api/v10/channels/1/messages")
-//!     .body(Full::new(Bytes::from_static(b"{}")))?;
+//! let limiter = Limiter::new(Ietf::new());
+//! let client = RateLimitLayer::new(limiter.clone()).layer(upstream);
+//! let req = http::Request::get("https://api.example.com/v1/items/42")
+//!     .header("authorization", "Bearer my-token")
+//!     .body(Full::new(Bytes::new()))?;
 //! let res = client.oneshot(req).await?;
 //! assert_eq!(res.status(), 200);
 //! assert_eq!(limiter.snapshot().buckets[0].available, 4);
 //! # Ok(()) }
 //! ```
+//!
+//! The crate's README has a Discord bot, hyper's client, outcomes and credentials in full; see also
+//! [`Credential`] (which part of a request names the API key), [`MaxWait`] and [`Attempts`].
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -118,3 +144,9 @@ pub use scheduler::{
 // one here. Every other build (integration tests, doc tests, users) sees the public, `Duration` one.
 #[cfg(test)]
 pub(crate) use scheduler::config::InvalidBudget;
+
+/// The crate's README (its crates.io page), compiled as a doc test so its code stays true. Its examples use
+/// reqwest-middleware, so it is checked when that feature is on (`--all-features`).
+#[cfg(all(doctest, feature = "reqwest-middleware"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -40,7 +40,7 @@
 //! use bytes::Bytes;
 //! use http_body_util::Full;
 //! use ratelimit_client::{profile::Discord, reqwest::ReqwestService, Limiter, RateLimitLayer};
-//! use tower::{Layer, ServiceExt};
+//! use tower::Layer;
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! let client = RateLimitLayer::new(Limiter::new(Discord::new())).layer(ReqwestService::new(reqwest::Client::new()));
@@ -70,11 +70,19 @@ mod sealed {
 ///
 /// ```compile_fail
 /// // A body reqwest cannot send is refused with a note naming the ones it can:
-/// use ratelimit_client::reqwest::ReqwestService;
-/// use tower::ServiceExt;
-/// # async fn demo() {
+/// use std::borrow::Cow;
+/// use ratelimit_client::{profile::Ietf, reqwest::ReqwestService, Limiter, RateLimitLayer, ReplayBody};
+/// use tower::Layer;
+///
 /// struct Stream;
-/// let _ = ReqwestService::default().oneshot(http::Request::new(Stream)).await;
+/// impl ReplayBody for Stream {
+///     fn try_clone_body(&self) -> Option<Self> { None }
+///     fn buffered_bytes(&self) -> Option<Cow<'_, [u8]>> { None }
+/// }
+/// # async fn demo() {
+/// let client = RateLimitLayer::new(Limiter::new(Ietf::new())).layer(ReqwestService::default());
+/// // error[E0277]: `ReqwestService` cannot send a `Stream` request body
+/// let _ = client.oneshot(http::Request::new(Stream)).await;
 /// # }
 /// ```
 #[diagnostic::on_unimplemented(

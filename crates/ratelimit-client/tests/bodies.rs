@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use ratelimit_client::profile::{Discord, RetryAfter};
 use ratelimit_client::reqwest::{IntoReqwestBody, ReqwestService};
 use ratelimit_client::{Attempts, Limiter, RateLimitLayer, ReplayBody};
-use tower::{service_fn, Layer, ServiceExt};
+use tower::{service_fn, Layer};
 
 /// Answers the first request on each path with a 429 (`Retry-After: 0`), and every one with the body it
 /// received; records the bodies per path.
@@ -128,6 +128,14 @@ fn every_buffered_body_type_lends_its_bytes() {
         Some(&json[..])
     );
     assert_eq!(json.to_vec().buffered_bytes().as_deref(), Some(&json[..]));
+    assert_eq!(
+        String::from_utf8(json.to_vec())
+            .unwrap()
+            .buffered_bytes()
+            .as_deref(),
+        Some(&json[..])
+    );
+    assert_eq!((&json[..]).buffered_bytes().as_deref(), Some(&json[..]));
     assert_eq!(
         r#"{"name":"x"}"#.buffered_bytes().as_deref(),
         Some(&json[..])

@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use ratelimit_client::profile::Discord;
 use ratelimit_client::reqwest::ReqwestService;
 use ratelimit_client::{Limiter, MaxWait, RateLimit, RateLimitLayer};
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 
 /// A fixed-window bucket as the upstream keeps it (windows long enough never to reset during the test).
 struct Bucket {

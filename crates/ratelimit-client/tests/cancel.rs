@@ -19,7 +19,7 @@ use ratelimit_client::profile::Discord;
 use ratelimit_client::reqwest::ReqwestService;
 use ratelimit_client::{Limiter, MaxWait, RateLimit, RateLimitLayer};
 use ratelimit_test_support::cancel::at_every_poll;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 
 type Client = RateLimit<ReqwestService, Discord>;
 

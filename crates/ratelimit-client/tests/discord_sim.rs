@@ -14,7 +14,7 @@ use http_body_util::Full;
 use ratelimit_client::profile::Discord;
 use ratelimit_client::reqwest::ReqwestService;
 use ratelimit_client::{Error, Limiter, MaxWait, RateLimit, RateLimitLayer};
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 
 type Client = RateLimit<ReqwestService, Discord>;
 

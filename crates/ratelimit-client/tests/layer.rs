@@ -13,7 +13,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use ratelimit_client::profile::{Discord, GitHub};
 use ratelimit_client::{Attempts, BoxError, Error, Exhausted, Lane, Limiter, RateLimitLayer};
-use tower::{service_fn, Layer, ServiceExt};
+use tower::{service_fn, Layer};
 
 fn discord_req(path: &str) -> Request<Full<Bytes>> {
     Request::post(format!("https://discord.test/api/v10{path}"))
@@ -175,7 +175,11 @@ async fn streaming_bodies_fail_clearly_when_a_retry_is_needed() {
         .body(body)
         .unwrap();
     match client.oneshot(req).await {
-        Err(Error::NotReplayable { status }) => {
+        Err(e @ Error::NotReplayable { .. }) => {
+            assert!(e.to_string().starts_with("`POST /repos/"), "{e}");
+            let Error::NotReplayable { status, .. } = e else {
+                unreachable!()
+            };
             assert_eq!(status, Some(StatusCode::SERVICE_UNAVAILABLE))
         }
         other => panic!("{other:?}"),

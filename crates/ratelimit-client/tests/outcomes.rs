@@ -19,20 +19,14 @@ use ratelimit_client::{
     Attempts, Error, Limiter, MaxWait, RateLimitLayer,
     DEFAULT_MAX_WAIT_WITHIN_COMMON_REQUEST_TIMEOUTS,
 };
-use tower::{service_fn, Layer, ServiceExt};
+use tower::util::BoxCloneService;
+use tower::{service_fn, Layer};
+
+/// An in-process upstream.
+type Upstream = BoxCloneService<Request<Full<Bytes>>, Response<Full<Bytes>>, Infallible>;
 
 /// An upstream whose first answer is a 429 with `Retry-After: 58`, then 200s.
-fn limited_once() -> (
-    Arc<AtomicUsize>,
-    impl tower::Service<
-            Request<Full<Bytes>>,
-            Response = Response<Full<Bytes>>,
-            Error = Infallible,
-            Future = impl Send,
-        > + Clone
-        + Send
-        + 'static,
-) {
+fn limited_once() -> (Arc<AtomicUsize>, Upstream) {
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
     let svc = service_fn(move |_req: Request<Full<Bytes>>| {
@@ -45,7 +39,7 @@ fn limited_once() -> (
             Ok::<_, Infallible>(b.body(Full::new(Bytes::new())).unwrap())
         }
     });
-    (calls, svc)
+    (calls, BoxCloneService::new(svc))
 }
 
 fn get(path: &str) -> Request<Full<Bytes>> {
@@ -152,4 +146,93 @@ async fn a_first_try_without_waiting_carries_no_extension_and_reads_as_one_attem
         (a.attempts, a.waited, a.exhausted),
         (1, Duration::ZERO, false)
     );
+}
+
+/// Log lines, captured.
+#[derive(Clone, Default)]
+struct Logs(Arc<parking_lot::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A plain IETF API where every route has its own `"hourly"` policy (10 an hour), and `/v1/busy` is always
+/// refused with a 429 and `Retry-After: 1`.
+fn ietf_per_route() -> Upstream {
+    let used: Arc<parking_lot::Mutex<std::collections::HashMap<String, u64>>> = Arc::default();
+    let svc = service_fn(move |req: Request<Full<Bytes>>| {
+        let path = req.uri().path().to_owned();
+        let n = {
+            let mut used = used.lock();
+            let n = used.entry(path.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        async move {
+            let mut b = Response::builder().header("ratelimit-policy", r#""hourly";q=10;w=3600"#);
+            if path == "/v1/busy" {
+                b = b
+                    .status(429)
+                    .header("retry-after", "1")
+                    .header("ratelimit", r#""hourly";r=0;t=1"#);
+            } else {
+                let left = 10u64.saturating_sub(n);
+                b = b.header("ratelimit", format!(r#""hourly";r={left};t=3000"#));
+            }
+            Ok::<_, Infallible>(b.body(Full::new(Bytes::new())).unwrap())
+        }
+    });
+    BoxCloneService::new(svc)
+}
+
+/// Logs about a plain IETF API name routes as the caller wrote them (`GET /v1/items/{id}`), never by the
+/// scheduler's internal keys (`<credential digest>|GET /v1/items/{id}|`, `…|#hourly|`), and carry no
+/// Discord vocabulary: two routes that each have their own `"hourly"` policy are the normal case there, not
+/// a "route that keeps its own counter under a shared bucket hash" worth an `info` line on every run.
+#[tokio::test(start_paused = true)]
+#[ignore = "the wording lives in scheduler/state.rs, being rewritten in parallel (issue 14, must-have 4)"]
+async fn logs_about_an_ietf_api_name_routes_in_the_callers_terms() {
+    let logs = Logs::default();
+    let sink = logs.clone();
+    let _log = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish(),
+    );
+    let limiter = Limiter::builder(ratelimit_client::profile::Ietf::new())
+        .clock(TokioClock::new())
+        .max_wait(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let client = RateLimitLayer::new(limiter).layer(ietf_per_route());
+    for path in ["/v1/items/1", "/v1/items/2", "/v1/users/1", "/v1/users/2"] {
+        let res = client.clone().oneshot(get(path)).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+    }
+    let busy = client.clone().oneshot(get("/v1/busy")).await;
+    assert!(busy.is_err(), "{busy:?}");
+
+    let logs = String::from_utf8(logs.0.lock().clone()).unwrap();
+    assert!(
+        logs.contains("route=GET /v1/busy"),
+        "the 429 is logged with its route: {logs}"
+    );
+    for line in logs.lines() {
+        assert!(
+            !line.contains("|GET") && !line.contains("|#"),
+            "an internal key in a log line: {line}"
+        );
+        assert!(
+            !line.contains("bucket hash"),
+            "Discord wording about an IETF API: {line}"
+        );
+    }
 }

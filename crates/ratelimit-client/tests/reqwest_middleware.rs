@@ -252,3 +252,74 @@ async fn a_closure_can_pick_the_credential() {
     assert!(send("big").await.unwrap().status().is_success());
     assert!(send("small").await.is_err());
 }
+
+/// An IETF API with a hidden sub-limit on renames: the first request whose JSON body changes `name` is
+/// refused (429, `Retry-After: 1`) although its policy still has requests left; everything else passes.
+async fn renames_sub_limited() -> SocketAddr {
+    let renamed = Arc::new(AtomicUsize::new(0));
+    let app = Router::new().fallback(move |req: AxumRequest| {
+        let renamed = renamed.clone();
+        async move {
+            let body = axum::body::to_bytes(req.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            let rename = body.starts_with(br#"{"name""#);
+            let refused = rename && renamed.fetch_add(1, Ordering::SeqCst) == 0;
+            let mut res = Response::new(axum::body::Body::empty());
+            let h = res.headers_mut();
+            h.insert(
+                "ratelimit-policy",
+                HeaderValue::from_static(r#""edits";q=50;w=60"#),
+            );
+            h.insert(
+                "ratelimit",
+                HeaderValue::from_static(r#""edits";r=40;t=60"#),
+            );
+            if refused {
+                h.insert("retry-after", HeaderValue::from_static("1"));
+                *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            }
+            res
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// `RequestBuilder::json` bodies are read for sub-limit fingerprints: while a rename waits out its
+/// sub-limit, an edit of another field (another JSON shape) on the same route goes at once. Unread, every
+/// body had the same (empty) fingerprint and the topic edit waited the second out behind the rename.
+#[tokio::test]
+async fn json_bodies_of_another_shape_pass_a_sub_limit() {
+    let addr = renames_sub_limited().await;
+    let limiter = Limiter::new(Ietf::new());
+    let client = client(limiter.clone());
+    let url = format!("http://{addr}/v1/channels/7");
+    let edit = |field: &str| {
+        client
+            .patch(&url)
+            .json(&serde_json::json!({ field: "x" }))
+            .send()
+    };
+    // The route's first answer: its policy is known, requests may run in parallel.
+    assert!(edit("topic").await.unwrap().status().is_success());
+    let rename = tokio::spawn(edit("name"));
+    // Until the rename's 429 is read: the route then holds a sub-limit for a second.
+    let sub_limited = || limiter.snapshot().routes.iter().any(|r| r.sublimits > 0);
+    while !sub_limited() && !rename.is_finished() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(sub_limited(), "the rename met its sub-limit");
+    let topic = edit("topic").await.unwrap();
+    assert!(topic.status().is_success());
+    let a = Attempts::of(topic.extensions());
+    assert_eq!((a.attempts, a.waited), (1, Duration::ZERO), "{a:?}");
+    let rename = rename.await.unwrap().unwrap();
+    assert!(rename.status().is_success());
+    let r = Attempts::of(rename.extensions());
+    assert_eq!(r.attempts, 2, "refused once, then retried: {r:?}");
+}

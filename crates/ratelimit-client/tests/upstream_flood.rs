@@ -3,12 +3,9 @@
 //! only this test, so nothing else allocates while it measures), through a real tower stack over real
 //! HTTP on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-// A counting global allocator needs `unsafe impl GlobalAlloc`; it only forwards to `System`. Test-only.
-#![allow(unsafe_code)]
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
@@ -17,32 +14,11 @@ use http_body_util::Full;
 use ratelimit_client::profile::Ietf;
 use ratelimit_client::reqwest::ReqwestService;
 use ratelimit_client::{Limiter, RateLimitLayer};
-use tower::{Layer, ServiceExt};
-
-/// Live heap bytes of the whole process.
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-struct Counting;
-
-// SAFETY: every call is forwarded to `System` unchanged; only a counter is updated besides.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size, Ordering::Relaxed);
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use ratelimit_test_support::alloc::{self, Counting};
+use tower::Layer;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static ALLOC: Counting = Counting;
 
 /// Policies per response (the IETF profile reads at most 8) and the length of each fresh name.
 const POLICIES: usize = 8;
@@ -88,13 +64,13 @@ async fn fresh_huge_policy_names_cannot_grow_the_client() {
     for i in 0..20 {
         send(i).await;
     }
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = alloc::live_bytes().max(0) as usize;
     // Enough responses to name the cap's worth of buckets twice over.
     let responses = 2 * MAX_BUCKETS / POLICIES;
     for i in 0..responses {
         send(i).await;
     }
-    let after = LIVE.load(Ordering::Relaxed);
+    let after = alloc::live_bytes().max(0) as usize;
     let grown = after.saturating_sub(before);
     let counters = limiter.snapshot().buckets.len();
     eprintln!(

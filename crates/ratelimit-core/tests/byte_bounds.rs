@@ -3,12 +3,9 @@
 //! bytes are measured with a counting global allocator (this binary's own), and compared with a budget
 //! computed from the structures' sizes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-// A counting global allocator needs `unsafe impl GlobalAlloc`; it only forwards to `System`. Test-only.
-#![allow(unsafe_code)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use ratelimit_test_support::alloc::{self, Counting};
 use std::mem::size_of;
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,32 +16,14 @@ use ratelimit_core::{
 };
 use ratelimit_test_support::redis_server::RedisServer;
 
-struct Counting;
-
-/// Bytes allocated and not yet freed, by every thread.
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static A: Counting = Counting;
+static ALLOC: Counting = Counting;
 
 /// The tests of this binary measure one global counter: they take turns.
 static MEASURING: Mutex<()> = Mutex::new(());
 
 fn live() -> isize {
-    LIVE.load(Ordering::SeqCst)
+    alloc::live_bytes()
 }
 
 /// The buckets a hashbrown table needs for `n` entries (it keeps at most 7/8 of them full).

@@ -1,16 +1,18 @@
 //! Cancellation of the Redis store's futures at every await, against a real `redis-server`: a check
-//! going out on its own, the half-open probe (a check or a reset), a check queued for a batch, and a
-//! check holding the coalescing slot that others queued behind. Each is dropped after its k-th poll for
+//! going out on its own, the half-open probe (a check or a reset), a check queued for a batch, a check
+//! holding the coalescing slot that others queued behind, and a check around a connection replacement
+//! (the call whose timeout replaces the connection, then the first call on the replacement, which
+//! connects it). Each is dropped after its k-th poll for
 //! every k; then nothing may be left behind (no probe held, no slot, nobody queued) and the next call
 //! must behave normally: decided by Redis, a fresh identity with quota N admitted exactly N times.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ratelimit_core::{OnFailure, Policy, PolicySet, Quota, RedisStore, Store, StoreError};
 use ratelimit_test_support::cancel::at_every_poll;
@@ -33,15 +35,37 @@ fn fresh() -> String {
     format!("id{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-/// Nothing held: no probe, no coalescing slot, nobody queued.
+/// Nothing held: no probe, no coalescing slot, nobody queued, no connection replacement under way.
 fn assert_nothing_held(store: &RedisStore, k: usize) {
     let s = store.debug_state();
     assert!(!s.probing, "k={k}: the probe was not released: {s:?}");
+    assert!(
+        !s.reconnecting,
+        "k={k}: a reconnect was left in flight: {s:?}"
+    );
     assert_eq!(
         (s.in_flight, s.queued),
         (0, 0),
         "k={k}: a lane kept state: {s:?}"
     );
+}
+
+/// How long a test waits for a condition that must come (a spawned call taking its slot, a batch task
+/// giving it back) before it calls it a hang.
+const CONDITION_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits until the store's lanes hold `n` calls in flight: a spawned call takes its slot when its task
+/// first runs, a batch task gives its slot back just after answering its callers.
+async fn in_flight_becomes(store: &RedisStore, n: usize) {
+    let deadline = Instant::now() + CONDITION_WAIT;
+    while store.debug_state().in_flight != n {
+        assert!(
+            Instant::now() < deadline,
+            "{n} in flight never came: {:?}",
+            store.debug_state()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// The store answers from Redis as the reference does: a fresh identity is admitted exactly QUOTA times.
@@ -245,8 +269,7 @@ async fn a_queued_check_dropped_at_every_await_leaves_the_lane_empty() {
         *occupant.lock().unwrap() = Some(handle);
     };
     occupy();
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(store.debug_state().in_flight, 1);
+    in_flight_becomes(&store, 1).await;
     let points = at_every_poll(
         || {
             let store = store.clone();
@@ -264,16 +287,11 @@ async fn a_queued_check_dropped_at_every_await_leaves_the_lane_empty() {
                 assert!(matches!(ahead, Err(StoreError::Timeout(_))), "{ahead:?}");
                 server.resume();
                 // The batch task that took over the slot finishes on its own.
-                for _ in 0..100 {
-                    if store.debug_state().in_flight == 0 {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
+                in_flight_becomes(&store, 0).await;
                 assert_nothing_held(&store, k);
                 behaves_normally(&store, k).await;
                 occupy();
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                in_flight_becomes(&store, 1).await;
             }
         },
     )
@@ -408,4 +426,71 @@ async fn a_check_dropped_among_many_concurrent_callers_leaves_nothing_behind() {
     assert!(points >= 1, "{points} cancellation points");
     assert_nothing_held(&store, 0);
     behaves_normally(&store, 0).await;
+}
+
+/// A call that times out on a paused server (evidence that the connection may be out of step, so the
+/// store replaces it), then the first call on the replacement (which connects it: the replacement is
+/// lazy), dropped at each of their awaits. Choosing and installing the replacement awaits nothing, so
+/// no drop can interrupt it; a drop while the replacement connects leaves the connection attempt to the
+/// next call. Each time: no replacement left in flight, nothing held, and the next calls are decided
+/// by Redis exactly.
+// One thread, so that the replacement's connection is pending at least once (see the direct check's
+// test).
+#[tokio::test]
+async fn a_call_dropped_at_every_await_around_a_connection_replacement_leaves_nothing_behind() {
+    let server = RedisServer::start();
+    let timeout = Duration::from_millis(80);
+    let store = RedisStore::builder()
+        .timeout(timeout)
+        // Never opens: every timeout is a call that went out, so each round replaces the connection
+        // (one replacement per timeout at most, and each round waits one timeout).
+        .breaker(u32::MAX, Duration::from_millis(1))
+        .connect(&server.url())
+        .await
+        .unwrap();
+    // Reconnects before the round's call, and rounds dropped after their replacement was made.
+    let reconnects_before = AtomicU64::new(0);
+    let dropped_after_replacing = AtomicUsize::new(0);
+    let points = at_every_poll(
+        || {
+            let (store, server) = (store.clone(), &server);
+            reconnects_before.store(store.stats().reconnects, Ordering::Relaxed);
+            async move {
+                server.pause();
+                let lost = check(&store, &fresh()).await;
+                server.resume();
+                let on_replacement = check(&store, &fresh()).await;
+                (lost, on_replacement)
+            }
+        },
+        |k, out| {
+            let store = store.clone();
+            let (server, reconnects_before, dropped_after_replacing) =
+                (&server, &reconnects_before, &dropped_after_replacing);
+            async move {
+                server.resume();
+                let replaced = store.stats().reconnects > reconnects_before.load(Ordering::Relaxed);
+                match out {
+                    Some((lost, on_replacement)) => {
+                        assert!(matches!(lost, Err(StoreError::Timeout(_))), "{lost:?}");
+                        assert!(on_replacement.unwrap().is_allowed(), "k={k}");
+                        assert!(replaced, "k={k}: the timeout replaced the connection");
+                    }
+                    None if replaced => {
+                        dropped_after_replacing.fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => {}
+                }
+                assert_nothing_held(&store, k);
+                behaves_normally(&store, k).await;
+            }
+        },
+    )
+    .await;
+    let after_replacing = dropped_after_replacing.load(Ordering::Relaxed);
+    eprintln!("around a replacement: {points} cancellation points, {after_replacing} after it");
+    assert!(
+        after_replacing >= 1,
+        "no call was dropped on a replacement connection ({points} cancellation points)"
+    );
 }

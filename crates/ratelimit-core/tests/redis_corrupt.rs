@@ -6,8 +6,9 @@
 //!   decision; a key of another type is Redis's own `WRONGTYPE`, for every algorithm.
 //! * Well-formed state beyond what a policy can hold (a quota lowered since it was written, a server clock
 //!   that stepped back) reads as the policy's fullest state: denied, within the policy's longest wait.
-//! * A reply no policy can produce (a fake server answering canned RESP, since nothing real produces
-//!   garbage on demand) is a protocol error for that call, and never reaches the deny cache.
+//! * A reply no policy can produce (a fake server answering canned RESP with the call's token, since
+//!   nothing real produces garbage on demand) is a protocol error for that call: it follows the failure
+//!   policy, never reaches the deny cache, and one identity's bad replies never open the breaker.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
@@ -204,7 +205,9 @@ async fn a_key_of_another_type_is_wrongtype_for_every_algorithm() {
 
 /// A coalesced batch whose calls include one identity with a corrupt key and one with a key of another
 /// type: those two calls fail, every other call of the batch is decided (and charged) exactly as alone.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// One thread: the connection's driver cannot answer the first call between its first poll and the
+// others' (on two threads, a descheduled test thread let it answer, and the calls went out one by one).
+#[tokio::test]
 async fn a_corrupt_key_fails_its_own_call_in_a_batch_not_the_batch() {
     let server = RedisServer::start();
     // One call in flight: everything else queues and goes out as one batch.
@@ -221,19 +224,35 @@ async fn a_corrupt_key_fails_its_own_call_in_a_batch_not_the_batch() {
         }
         server.cli(&["HSET", &typed, "f", "1"]);
         let calls_before = store.stats().redis_calls;
-        let results = futures_join(
-            ids.iter()
-                .map(|id| Store::<str, PolicySet>::check(&store, &set, id, 1)),
-        )
-        .await;
-        let calls = store.stats().redis_calls - calls_before;
-        assert!(
-            calls < ids.len() as u64,
-            "{}: {calls} calls, no batch; {:?} {:?}",
-            policy.name(),
-            store.stats(),
-            store.debug_state()
+        let mut calls: Vec<_> = ids
+            .iter()
+            .map(|id| Box::pin(Store::<str, PolicySet>::check(&store, &set, id, 1)))
+            .collect();
+        // The lane's slot is free before the first call goes out (a batch task of the previous round
+        // gives it back just after answering its callers).
+        while store.debug_state().in_flight > 0 {
+            tokio::task::yield_now().await;
+        }
+        for (i, call) in calls.iter_mut().enumerate() {
+            assert!(
+                poll_once(call).await,
+                "{}: call {i} answered within its first poll",
+                policy.name()
+            );
+        }
+        let lane = store.debug_state();
+        assert_eq!(
+            (lane.in_flight, lane.queued),
+            (1, ids.len() - 1),
+            "{}: the first call holds the slot, every other one is queued for one batch",
+            policy.name()
         );
+        let mut results = Vec::new();
+        for call in calls {
+            results.push(call.await);
+        }
+        let sent = store.stats().redis_calls - calls_before;
+        assert_eq!(sent, 2, "{}: the first call, then one batch", policy.name());
         for (i, r) in results.into_iter().enumerate() {
             match i {
                 5 => assert!(
@@ -265,29 +284,12 @@ async fn a_corrupt_key_fails_its_own_call_in_a_batch_not_the_batch() {
     }
 }
 
-/// Polls every future on this task, in order, so the first call goes out alone and the rest queue behind
-/// it in one batch.
-async fn futures_join<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut futs: Vec<_> = futs.map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+/// Polls `fut` exactly once; whether it is still pending.
+async fn poll_once<F: std::future::Future + Unpin>(fut: &mut F) -> bool {
     std::future::poll_fn(|cx| {
-        let mut done = true;
-        for (f, o) in futs.iter_mut().zip(out.iter_mut()) {
-            if o.is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *o = Some(v),
-                    std::task::Poll::Pending => done = false,
-                }
-            }
-        }
-        if done {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
+        std::task::Poll::Ready(std::pin::Pin::new(&mut *fut).poll(cx).is_pending())
     })
-    .await;
-    out.into_iter().map(Option::unwrap).collect()
+    .await
 }
 
 /// The longest wait each policy can produce, from its quota (10/s: T = 100 ms, burst 10, tau = 1 s).
@@ -364,8 +366,9 @@ async fn state_beyond_the_policy_reads_as_its_fullest_never_as_a_longer_wait() {
 }
 
 /// A fake Redis: answers `+OK` to everything (connection setup, SCRIPT/FUNCTION LOAD) except script
-/// calls, which get `reply` (RESP), until `reply` changes. Nothing real produces an out-of-range reply on
-/// demand, so this is the one place a canned server stands in for Redis.
+/// calls, which get `reply` (RESP, an array) with the call's token appended as the script does, until
+/// `reply` changes. Nothing real produces an out-of-range reply on demand, so this is the one place a
+/// canned server stands in for Redis.
 struct FakeRedis {
     port: u16,
     /// The canned script reply, swappable while the server runs.
@@ -388,7 +391,7 @@ impl FakeRedis {
                         let name = command.first().map(|c| c.to_ascii_uppercase());
                         let answer = match name.as_deref() {
                             Some(b"EVALSHA") | Some(b"FCALL") | Some(b"EVAL") => {
-                                slot.lock().unwrap().clone()
+                                with_token(&slot.lock().unwrap(), command.last())
                             }
                             _ => b"+OK\r\n".to_vec(),
                         };
@@ -409,6 +412,16 @@ impl FakeRedis {
     fn answer(&self, reply: &[u8]) {
         *self.reply.lock().unwrap() = reply.to_vec();
     }
+}
+
+/// `reply` (`*n\r\n…`) with the call's token (its last argument) as one more integer, as the script
+/// echoes it.
+fn with_token(reply: &[u8], token: Option<&Vec<u8>>) -> Vec<u8> {
+    let text = String::from_utf8_lossy(reply);
+    let (head, rest) = text.split_once("\r\n").unwrap();
+    let n: usize = head.strip_prefix('*').unwrap().parse().unwrap();
+    let token = String::from_utf8_lossy(token.unwrap());
+    format!("*{}\r\n{rest}:{token}\r\n", n + 1).into_bytes()
 }
 
 /// Reads one RESP command (an array of bulk strings); `None` at the end of the stream.
@@ -508,4 +521,52 @@ async fn an_out_of_range_reply_is_an_error_and_never_reaches_the_deny_cache() {
         .await
         .unwrap();
     assert_eq!(store.stats().deny_cache_hits, 1);
+}
+
+/// A reply with its call's token but values no policy can produce comes from the right request of a wrong
+/// server (another version of the script under the same name, say): a protocol error for that call, which
+/// follows the failure policy; the connection is in step, so it is not replaced; and one identity's bad
+/// replies never open the breaker for the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_identitys_bad_replies_follow_the_failure_policy_and_never_open_the_breaker() {
+    use ratelimit_core::OnFailure;
+    let impossible = format!("*3\r\n:{EPOCH}\r\n:999999999999999\r\n:1\r\n");
+    let sane = format!("*3\r\n:{EPOCH}\r\n:100000\r\n:1\r\n");
+    let set =
+        PolicySet::new([Policy::gcra("g", Quota::per_hour(10).build().unwrap()).unwrap()]).unwrap();
+    for on_failure in [OnFailure::Allow, OnFailure::Error] {
+        let fake = FakeRedis::start(impossible.as_bytes()).await;
+        let store = RedisStore::builder()
+            .timeout(Duration::from_secs(5))
+            .breaker(3, Duration::from_millis(300))
+            .on_failure(on_failure)
+            .deny_cache(100)
+            .max_in_flight(0)
+            .connect(&fake.url())
+            .await
+            .unwrap();
+        for _ in 0..6 {
+            let r = Store::<str, PolicySet>::check(&store, &set, "bad", 1).await;
+            match on_failure {
+                OnFailure::Error => {
+                    assert!(matches!(r, Err(StoreError::Protocol(_))), "{r:?}")
+                }
+                _ => assert!(r.unwrap().is_allowed(), "the fallback answers"),
+            }
+        }
+        let stats = store.stats();
+        assert_eq!(stats.deny_cache_hits, 0, "nothing was cached");
+        assert_eq!(stats.protocol_errors, 6);
+        assert_eq!(stats.reconnects, 0, "replies with their tokens are in step");
+        if on_failure != OnFailure::Error {
+            assert_eq!(stats.fallbacks, 6);
+        }
+        assert!(
+            !store.is_degraded(),
+            "one identity's bad replies opened the breaker"
+        );
+        fake.answer(sane.as_bytes());
+        let d = Store::<str, PolicySet>::check(&store, &set, "good", 1).await;
+        assert!(d.as_ref().is_ok_and(|d| d.is_allowed()), "{d:?}");
+    }
 }

@@ -377,22 +377,25 @@ async fn a_foreign_value_at_one_key_affects_only_that_identity() {
     }
 }
 
-/// A reply that fails validation (well-formed RESP with an impossible value, put in place of Redis's reply
-/// by the fault proxy: Redis itself never answers one) is a protocol error for that call: it follows the
-/// failure policy (never a decision, never the deny cache), and one identity's bad replies never open the
-/// breaker for the others.
+/// A reply put in place of Redis's by something between the store and Redis (here the fault proxy: well-formed
+/// RESP with an impossible value) does not carry its call's token: it is never a decision (a protocol
+/// error, or a timeout while the replacement connection gets the same treatment), it follows the failure
+/// policy, never reaches the deny cache, and the store replaces the connection. Once the replies are
+/// Redis's again, decisions are exact. (A bad reply that does carry its token — a wrong server, not a
+/// wrong stream — is `redis_corrupt`'s.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reply_failing_validation_follows_the_failure_policy() {
+async fn an_injected_reply_is_never_a_decision_and_follows_the_failure_policy() {
     /// The lean GCRA path's reply shape: admitted, with a reset of 31 years on an hourly quota.
     const IMPOSSIBLE_GCRA_REPLY: &[u8] = b"*3\r\n:1\r\n:999999999999999\r\n:1\r\n";
+    const COOLDOWN: Duration = Duration::from_millis(300);
     let server = RedisServer::start();
     let proxy = FaultProxy::start(format!("127.0.0.1:{}", server.port).parse().unwrap())
         .await
         .unwrap();
     for on_failure in [OnFailure::Allow, OnFailure::Error] {
         let store = RedisStore::builder()
-            .timeout(Duration::from_millis(500))
-            .breaker(3, Duration::from_millis(300))
+            .timeout(Duration::from_millis(100))
+            .breaker(3, COOLDOWN)
             .on_failure(on_failure)
             .deny_cache(100)
             .max_in_flight(0)
@@ -405,9 +408,7 @@ async fn a_reply_failing_validation_follows_the_failure_policy() {
         for _ in 0..6 {
             let r = check(&store, "bad").await;
             match on_failure {
-                OnFailure::Error => {
-                    assert!(matches!(r, Err(StoreError::Protocol(_))), "{r:?}")
-                }
+                OnFailure::Error => assert!(r.is_err(), "believed an injected reply: {r:?}"),
                 _ => assert!(
                     r.unwrap().is_allowed(),
                     "the fallback answers: {on_failure:?}"
@@ -415,22 +416,33 @@ async fn a_reply_failing_validation_follows_the_failure_policy() {
             }
         }
         proxy.set(Fault::PassThrough);
-        assert_eq!(store.stats().deny_cache_hits, 0, "nothing was cached");
-        assert_eq!(store.stats().protocol_errors, 6);
-        if on_failure != OnFailure::Error {
-            assert_eq!(store.stats().fallbacks, 6);
-        }
+        let stats = store.stats();
+        assert_eq!(stats.deny_cache_hits, 0, "nothing was cached");
+        assert!(stats.protocol_errors >= 1, "{stats:?}");
         assert!(
-            !store.is_degraded(),
-            "one identity's bad replies opened the breaker"
+            stats.reconnects >= 1,
+            "the connection was replaced: {stats:?}"
         );
+        if on_failure != OnFailure::Error {
+            assert_eq!(stats.fallbacks, 6);
+        }
+        // Back in step within a cooldown or two (the breaker may have opened on the timeouts).
         let fresh = format!("good-{on_failure:?}");
-        let d = check(&store, &fresh).await;
+        let deadline = Instant::now() + 4 * COOLDOWN;
+        let d = loop {
+            let fallbacks = store.stats().fallbacks;
+            let d = check(&store, &fresh).await;
+            if store.stats().fallbacks == fallbacks && d.is_ok() || Instant::now() > deadline {
+                break d;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         assert!(
             d.as_ref()
                 .is_ok_and(|d| d.is_allowed() && d.remaining() == 9),
             "{d:?}"
         );
+        assert!(!store.is_degraded());
     }
 }
 

@@ -3,11 +3,8 @@
 //! once per tier and shared) and with `rate_limit_info(true)` the box `http::Extensions` puts the
 //! `RateLimitInfo` in (one more; its policy name is interned, never copied).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-// A counting global allocator needs `unsafe impl GlobalAlloc`; it only forwards to `System`. Test-only.
-#![allow(unsafe_code)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use ratelimit_test_support::alloc::{self, Counting};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,31 +18,11 @@ use ratelimit_core::{Policy, PolicySet, Quota};
 use ratelimit_tower::RateLimitLayer;
 use tower::{Layer, Service};
 
-struct Counting;
-
-thread_local! {
-    static COUNT: Cell<usize> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        COUNT.with(|c| c.set(c.get() + 1));
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static A: Counting = Counting;
+static ALLOC: Counting = Counting;
 
 fn allocations<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let before = COUNT.with(Cell::get);
-    let v = f();
-    (v, COUNT.with(Cell::get) - before)
+    alloc::allocations_of(f)
 }
 
 fn now<F: Future>(f: F) -> F::Output {

@@ -4,11 +4,8 @@
 //! store's per-key budget times its key cap, however long the inputs. Measured with a counting global
 //! allocator (this binary's own; the layer runs synchronously on the test thread over the in-memory store).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-// A counting global allocator needs `unsafe impl GlobalAlloc`; it only forwards to `System`. Test-only.
-#![allow(unsafe_code)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use ratelimit_test_support::alloc::{self, Counting};
 use std::convert::Infallible;
 use std::future::Future;
 use std::mem::size_of;
@@ -23,31 +20,11 @@ use ratelimit_tower::key::{ApiKey, KeyExtractorExt, User, UserId, KEY_CAPACITY};
 use ratelimit_tower::{RateLimitLayer, Tier, Tiers};
 use tower::{Layer, Service};
 
-struct Counting;
-
-thread_local! {
-    /// Bytes allocated and not yet freed by this thread (the flood runs on one thread).
-    static LIVE: Cell<isize> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = LIVE.try_with(|c| c.set(c.get() + layout.size() as isize));
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        let _ = LIVE.try_with(|c| c.set(c.get() - layout.size() as isize));
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static A: Counting = Counting;
+static ALLOC: Counting = Counting;
 
 fn live() -> isize {
-    LIVE.with(Cell::get)
+    alloc::thread_live_bytes()
 }
 
 fn now<F: Future>(f: F) -> F::Output {

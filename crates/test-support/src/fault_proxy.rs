@@ -136,8 +136,16 @@ impl Corruption {
 pub struct FaultProxy {
     addr: SocketAddr,
     control: watch::Sender<Fault>,
-    accepted: Arc<AtomicU64>,
+    counts: Arc<Counts>,
     task: JoinHandle<()>,
+}
+
+/// What the proxy has done so far, for tests that act after a fault has hit (say, lift it once exactly
+/// one reply was damaged).
+#[derive(Debug, Default)]
+struct Counts {
+    accepted: AtomicU64,
+    damaged: AtomicU64,
 }
 
 impl FaultProxy {
@@ -147,18 +155,18 @@ impl FaultProxy {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let (control, faults) = watch::channel(Fault::PassThrough);
-        let accepted = Arc::new(AtomicU64::new(0));
+        let counts = Arc::new(Counts::default());
         let task = tokio::spawn(accept_loop(
             listener,
             addr,
             upstream,
             faults,
-            accepted.clone(),
+            counts.clone(),
         ));
         Ok(FaultProxy {
             addr,
             control,
-            accepted,
+            counts,
             task,
         })
     }
@@ -190,7 +198,13 @@ impl FaultProxy {
 
     /// How many connections the proxy has accepted so far (reconnections show up here).
     pub fn accepted(&self) -> u64 {
-        self.accepted.load(Ordering::Relaxed)
+        self.counts.accepted.load(Ordering::Relaxed)
+    }
+
+    /// How many server → client chunks [`Fault::Corrupt`] has damaged so far (a chunk is usually one
+    /// reply; pipelined replies can share one).
+    pub fn damaged(&self) -> u64 {
+        self.counts.damaged.load(Ordering::Relaxed)
     }
 }
 
@@ -206,7 +220,7 @@ async fn accept_loop(
     addr: SocketAddr,
     upstream: SocketAddr,
     mut faults: watch::Receiver<Fault>,
-    accepted: Arc<AtomicU64>,
+    counts: Arc<Counts>,
 ) {
     let mut listener = Some(listener);
     let mut connections = JoinSet::new();
@@ -228,8 +242,8 @@ async fn accept_loop(
         tokio::select! {
             conn = l.accept() => {
                 if let Ok((client, _)) = conn {
-                    accepted.fetch_add(1, Ordering::Relaxed);
-                    connections.spawn(serve(client, upstream, faults.clone()));
+                    counts.accepted.fetch_add(1, Ordering::Relaxed);
+                    connections.spawn(serve(client, upstream, faults.clone(), counts.clone()));
                 }
             }
             changed = faults.changed() => if changed.is_err() { return },
@@ -257,7 +271,12 @@ enum Stop {
     Closed,
 }
 
-async fn serve(client: TcpStream, upstream: SocketAddr, faults: watch::Receiver<Fault>) {
+async fn serve(
+    client: TcpStream,
+    upstream: SocketAddr,
+    faults: watch::Receiver<Fault>,
+    counts: Arc<Counts>,
+) {
     if *faults.borrow() == Fault::Reset {
         reset(client);
         return;
@@ -278,9 +297,16 @@ async fn serve(client: TcpStream, upstream: SocketAddr, faults: watch::Receiver<
                 client_read,
                 server_write,
                 Direction::ToServer,
-                faults.clone()
+                faults.clone(),
+                &counts,
             ),
-            pump(server_read, client_write, Direction::ToClient, faults),
+            pump(
+                server_read,
+                client_write,
+                Direction::ToClient,
+                faults,
+                &counts
+            ),
         )
     };
     if let Err(Stop::Reset) = outcome {
@@ -302,6 +328,7 @@ async fn pump<R, W>(
     mut to: W,
     direction: Direction,
     mut faults: watch::Receiver<Fault>,
+    counts: &Counts,
 ) -> Result<(), Stop>
 where
     R: AsyncRead + Unpin,
@@ -334,7 +361,7 @@ where
             return Ok(());
         }
         // The fault may have changed while the read was pending: what is in force now decides.
-        let chunk = shape(&buf[..n], direction, &mut faults).await?;
+        let chunk = shape(&buf[..n], direction, &mut faults, counts).await?;
         if let Some(bytes) = chunk {
             to.write_all(&bytes).await.map_err(|_| Stop::Closed)?;
         }
@@ -347,6 +374,7 @@ async fn shape(
     chunk: &[u8],
     direction: Direction,
     faults: &mut watch::Receiver<Fault>,
+    counts: &Counts,
 ) -> Result<Option<Vec<u8>>, Stop> {
     loop {
         let fault = faults.borrow_and_update().clone();
@@ -356,7 +384,8 @@ async fn shape(
             Fault::HalfClose(d) if d == direction => return Ok(None),
             Fault::HalfClose(_) => return Ok(Some(chunk.to_vec())),
             Fault::Corrupt(c) if direction == Direction::ToClient => {
-                return Ok(Some(c.apply(chunk)))
+                counts.damaged.fetch_add(1, Ordering::Relaxed);
+                return Ok(Some(c.apply(chunk)));
             }
             Fault::Corrupt(_) => return Ok(Some(chunk.to_vec())),
             Fault::BlackHole => faults.changed().await.map_err(|_| Stop::Closed)?,
@@ -486,6 +515,7 @@ mod tests {
         proxy.set(Fault::Corrupt(Corruption::FlipBytes));
         // Echoed unchanged to the server, flipped once on the way back.
         assert_eq!(roundtrip(&mut conn, b"1234").await.unwrap(), b"1224");
+        assert_eq!(proxy.damaged(), 1);
         proxy.set(Fault::Corrupt(Corruption::Replace(b"-ERR\r\n".to_vec())));
         assert_eq!(roundtrip(&mut conn, b"abcdef").await.unwrap(), b"-ERR\r\n");
         proxy.set(Fault::Corrupt(Corruption::Truncate));

@@ -4,10 +4,12 @@
 //!   free loopback ports, killed and cleaned up on drop. A missing `redis-server` fails loudly.
 //! * [`fault_proxy`]: a TCP proxy between a client and a server that delays, black-holes, resets,
 //!   half-closes, corrupts or refuses connections on command, open connections included.
+//! * [`alloc`]: a counting global allocator, for tests that bound memory in bytes or count allocations.
 //! * [`cancel`]: drives a future for exactly `k` polls and then drops it, to prove that cancelling at
 //!   any await leaves no shared state behind.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+pub mod alloc;
 pub mod cancel;
 pub mod fault_proxy;
 pub mod redis_server;

@@ -10,7 +10,7 @@
 //! use bytes::Bytes;
 //! use http_body_util::Full;
 //! use ratelimit_client::{profile::Discord, Limiter, RateLimitLayer};
-//! use tower::{service_fn, Layer, ServiceExt};
+//! use tower::{service_fn, Layer};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! let upstream = service_fn(|_req: http::Request<Full<Bytes>>| async {

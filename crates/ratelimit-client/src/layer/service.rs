@@ -40,6 +40,59 @@ impl<S, P> RateLimit<S, P> {
     pub fn limiter(&self) -> &Limiter<P> {
         &self.limiter
     }
+
+    // `ServiceExt::oneshot`, `ServiceExt::ready` and `Service::call` again, as inherent methods (which method
+    // calls find first): called through the traits with a request body the layer cannot replay, rustc only
+    // says the layer's `Service<_>` bounds are not met; called here, it names the body and `ReplayBody`.
+
+    /// Sends one request: the same as `tower::ServiceExt::oneshot` (the layer is always ready).
+    ///
+    /// ```compile_fail
+    /// use ratelimit_client::{profile::Ietf, Limiter, RateLimitLayer};
+    /// use tower::{service_fn, Layer};
+    ///
+    /// struct Stream;
+    /// # async fn demo() {
+    /// let upstream = service_fn(|_req: http::Request<Stream>| async {
+    ///     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+    /// });
+    /// let client = RateLimitLayer::new(Limiter::new(Ietf::new())).layer(upstream);
+    /// // error[E0277]: `Stream` cannot be replayed for a retry nor read by the rate limiter
+    /// let _ = client.oneshot(http::Request::new(Stream)).await;
+    /// # }
+    /// ```
+    pub fn oneshot<B, RB>(mut self, req: Request<B>) -> ResponseFuture<Response<ResponseBody<RB>>>
+    where
+        S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+        S::Future: Send,
+        S::Error: Into<BoxError> + Send,
+        P: Profile,
+        B: ReplayBody + Send + 'static,
+        RB: Body<Data = Bytes> + Send + 'static,
+        RB::Error: Into<BoxError>,
+    {
+        Service::call(&mut self, req)
+    }
+
+    /// The same as `tower::ServiceExt::ready`: the layer is always ready (it waits for the inner service's
+    /// readiness before each attempt).
+    pub fn ready(&mut self) -> std::future::Ready<Result<&mut Self, Error>> {
+        std::future::ready(Ok(self))
+    }
+
+    /// Sends one request: the same as `tower::Service::call`.
+    pub fn call<B, RB>(&mut self, req: Request<B>) -> ResponseFuture<Response<ResponseBody<RB>>>
+    where
+        S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+        S::Future: Send,
+        S::Error: Into<BoxError> + Send,
+        P: Profile,
+        B: ReplayBody + Send + 'static,
+        RB: Body<Data = Bytes> + Send + 'static,
+        RB::Error: Into<BoxError>,
+    {
+        Service::call(self, req)
+    }
 }
 
 impl<S, P, B, RB> Service<Request<B>> for RateLimit<S, P>

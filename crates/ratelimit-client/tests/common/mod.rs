@@ -1,11 +1,15 @@
-//! Shared by the integration tests.
+//! Shared by the integration tests (each test binary uses only part of it).
+#![allow(dead_code)]
 
 pub mod upstream;
 
 /// A clock that follows tokio's (pausable) time, so a test with `start_paused` waits in virtual time.
+// Not every test binary that includes this module uses it.
+#[allow(dead_code)]
 #[derive(Debug, Clone, Copy)]
 pub struct TokioClock(pub tokio::time::Instant);
 
+#[allow(dead_code)]
 impl TokioClock {
     pub fn new() -> TokioClock {
         TokioClock(tokio::time::Instant::now())

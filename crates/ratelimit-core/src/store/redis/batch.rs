@@ -23,7 +23,7 @@ use redis::Value;
 use tokio::sync::oneshot;
 
 use super::keys::{self, IdentityHash};
-use super::script::{self, Op};
+use super::script::{self, Op, Token};
 use super::Inner;
 use crate::clock::Micros;
 use crate::policy::PolicySet;
@@ -54,6 +54,7 @@ pub(crate) struct Waiter {
     hash: IdentityHash,
     cost: u64,
     client_now: Option<(Micros, Micros)>,
+    token: Token,
     deadline: Instant,
     tx: oneshot::Sender<Reply>,
 }
@@ -100,6 +101,7 @@ impl Batcher {
         hash: &IdentityHash,
         cost: u64,
         client_now: Option<(Micros, Micros)>,
+        token: Token,
         timeout: Duration,
     ) -> Entry<'a> {
         let mut lane = self.lane(mask).lock();
@@ -114,6 +116,7 @@ impl Batcher {
             hash: *hash,
             cost,
             client_now,
+            token,
             deadline: Instant::now() + timeout,
             tx,
         });
@@ -234,6 +237,11 @@ impl Waiter {
         self.deadline
     }
 
+    /// The token the script echoes in this call's entry of the batch reply.
+    pub(crate) fn token(&self) -> Token {
+        self.token
+    }
+
     /// Whether the caller has dropped its future.
     pub(crate) fn abandoned(&self) -> bool {
         self.tx.is_closed()
@@ -278,7 +286,7 @@ pub(crate) fn command(functions: bool, prefix: &str, mask: u8, batch: &[Waiter])
         cmd.arg(*k).arg(*a);
     }
     for w in batch {
-        script::push_args(&mut cmd, w.op, &w.set, w.client_now, w.cost, true);
+        script::push_args(&mut cmd, w.op, &w.set, w.client_now, w.cost, w.token, true);
     }
     cmd
 }

@@ -75,7 +75,7 @@
 //!   reconnects on its own. `rediss://` works when the application enables one of redis-rs's TLS features
 //!   (e.g. `redis = { version = "1.8", features = ["tokio-rustls-comp"] }`, plus a rustls crypto provider);
 //!   this crate does not force a TLS stack on everyone. A private CA goes through
-//!   `redis::Client::build_with_tls` and [`RedisStoreBuilder::from_manager`] (tested against a TLS
+//!   `redis::Client::build_with_tls` and [`RedisStoreBuilder::from_client`] (tested against a TLS
 //!   `redis-server`, which also refuses a client that does not trust its CA).
 //! * Redis Cluster: [`RedisStoreBuilder::connect_cluster`] (redis-rs `cluster-async`), tested against a
 //!   local 3-master cluster.
@@ -110,6 +110,27 @@
 //!   identities; one bad key asked a million times never does. A batch reply of the wrong length is the
 //!   whole batch's and counts. (A batch that fails as a whole answers each of its callers with that
 //!   error, so a per-key error inside it fails the calls coalesced with it.)
+//! * **The connection's stream** — a reply lost or cut short while the connection stays up (a proxy or
+//!   network fault dropping bytes) puts every later reply of the multiplexed connection one request
+//!   behind. Every call carries a token the script echoes at the end of its reply, so a reply answering
+//!   another request is never taken for a decision (a protocol error for that call); and a timeout, a
+//!   reply without its call's token or a batch reply of the wrong length makes the store replace the
+//!   connection with a fresh one from the same client, so that calls sent afterwards get their own
+//!   replies. One replacement at a time, at most one per breaker cooldown; logged when replies go out of
+//!   step (WARN) and when they are in step again (INFO), counted in between. Redis Cluster connections are
+//!   rebuilt whole; a manager given through [`RedisStoreBuilder::from_manager`] cannot be rebuilt.
+//!
+//! **Recovery needs nothing from the application.** When a fault ends, the breaker's next probe (one
+//! call per cooldown) finds Redis answering and closes it; a broken connection is reconnected by the
+//! connection manager on the next call (2 retries, at most 200 ms apart); a connection whose replies are
+//! out of step is replaced as above, lazily (it connects on the next call); code the server lost
+//! (restart, failover, `SCRIPT FLUSH`, `FUNCTION FLUSH`) is loaded again inside the call that found it
+//! missing. What cannot come back is data the server lost (`FLUSHALL`, a restart without persistence):
+//! those identities start afresh. A key holding a foreign value stays an error for its identity alone
+//! until it is deleted. A call that timed out may still have been applied by Redis (its request was
+//! sent): its caller saw an error, Redis charged it. Each of these faults is injected and measured in the
+//! repository's fault tour (`tests/redis_fault_tour.rs`; results and the promises above, in
+//! `RELIABILITY.md` at the repository root): every one recovered by itself, within one breaker cooldown of its end.
 //!
 //! What a failed or refused call answers is the [`OnFailure`] policy, for that request:
 //!
@@ -122,8 +143,8 @@
 //!   fleet admits about the global quota; unevenly loaded, less; and the local state is not copied to Redis
 //!   when it recovers (for at most one period the two limits add up).
 //!
-//! Every future of this store is cancel-safe: dropped at any await, it leaves no probe, coalescing slot
-//! or queued call behind (tested at every await, `tests/redis_cancel.rs`).
+//! Every future of this store is cancel-safe: dropped at any await, it leaves no probe, coalescing slot,
+//! queued call or connection replacement behind (tested at every await, `tests/redis_cancel.rs`).
 //!
 //! **Observability.** State transitions are logged once each: the breaker opening (WARN, with the error
 //! and the failure policy now answering), the first half-open probe of an outage (INFO), the breaker
@@ -132,7 +153,8 @@
 //! true while the breaker is open; the `metrics` gauge `ratelimit_redis_degraded` mirrors it, and the
 //! counters `ratelimit_redis_calls_total`, `ratelimit_redis_errors_total` (label `kind`: `timeout`,
 //! `connection`, `server`, `key_state`, `protocol`), `ratelimit_redis_refused_total` (calls the open
-//! breaker kept from Redis), `ratelimit_redis_probes_total`, `ratelimit_redis_script_loads_total`,
+//! breaker kept from Redis), `ratelimit_redis_probes_total`, `ratelimit_redis_reconnects_total` (label
+//! `reason`: `timeout`, `foreign_reply`, `batch_length`), `ratelimit_redis_script_loads_total`,
 //! `ratelimit_redis_deny_cache_hits_total` and `ratelimit_redis_fallbacks_total` count what happened
 //! ([`RedisStore::stats`] gives the same counts for this store).
 //!
@@ -153,6 +175,7 @@
 
 mod batch;
 mod breaker;
+mod conn;
 mod deny_cache;
 mod failure;
 mod health;
@@ -172,8 +195,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster_async::ClusterConnection;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, ServerErrorKind, Value};
 
 use crate::clock::{duration_to_micros, Clock, Micros};
@@ -185,11 +207,12 @@ use crate::Rule;
 
 use self::batch::{Batcher, Entry, Waiter};
 use self::breaker::Breaker;
+use self::conn::{Conn, Connection, Connector, Evidence, Lease};
 use self::deny_cache::DenyCache;
 use self::failure::{Failure, ProtocolStreak};
 use self::health::{Caller, LOG_SLOTS, RELOAD_LOG_SLOT};
 use self::log_once::LogOnce;
-use self::script::Op;
+use self::script::{Op, Token};
 
 /// The Lua source of the script the store runs for `set` (the algorithms `set` uses and the entry
 /// point), for inspection and for loading by hand (e.g. with `redis-benchmark`).
@@ -271,6 +294,8 @@ pub struct RedisStats {
     pub protocol_errors: u64,
     /// Calls the open circuit breaker kept from Redis.
     pub refused: u64,
+    /// Connections replaced because their replies were out of step with their requests.
+    pub reconnects: u64,
 }
 
 #[derive(Debug, Default)]
@@ -283,36 +308,6 @@ struct Counters {
     key_state_errors: AtomicU64,
     protocol_errors: AtomicU64,
     refused: AtomicU64,
-}
-
-#[derive(Clone)]
-enum Conn {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
-impl Conn {
-    async fn query(&self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
-        // Server errors (NOSCRIPT among them) arrive as a value; make them errors.
-        match self {
-            Conn::Single(c) => c.clone().req_packed_command(cmd).await,
-            Conn::Cluster(c) => c.clone().req_packed_command(cmd).await,
-        }
-        .and_then(Value::extract_error)
-    }
-
-    /// A script call: only a top-level error reply is an error. A batch's reply keeps an entry's own
-    /// error reply in place (`Value::ServerError`), so that it fails that entry's caller alone.
-    async fn call(&self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
-        match self {
-            Conn::Single(c) => c.clone().req_packed_command(cmd).await,
-            Conn::Cluster(c) => c.clone().req_packed_command(cmd).await,
-        }
-        .and_then(|v| match v {
-            Value::ServerError(e) => Err(e.into()),
-            v => Ok(v),
-        })
-    }
 }
 
 /// Builds a [`RedisStore`]; see [`RedisStore::builder`].
@@ -436,43 +431,77 @@ impl RedisStoreBuilder {
     /// Connects to one Redis (or Valkey) server: `redis://host:port/db`, `unix:///path`, or `rediss://…`
     /// when redis-rs's TLS is enabled. Loads the script.
     pub async fn connect(self, url: &str) -> Result<RedisStore, StoreError> {
-        self.validate()?;
         let client = redis::Client::open(url).map_err(backend)?;
+        self.from_client(client).await
+    }
+
+    /// Connects through a client the application built (e.g. `redis::Client::build_with_tls` for a
+    /// private CA). Loads the script. The store can replace this connection when its replies fall out of
+    /// step with its requests (see the [module docs](self#when-redis-fails)).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use ratelimit_core::RedisStore;
+    ///
+    /// let client = redis::Client::open("redis://127.0.0.1:6379/")?;
+    /// let store = RedisStore::builder().from_client(client).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn from_client(self, client: redis::Client) -> Result<RedisStore, StoreError> {
+        self.validate()?;
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(250))))
+            .set_connection_timeout(Some(self.connect_timeout()))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(200));
-        let manager = ConnectionManager::new_with_config(client, config)
+        let manager = ConnectionManager::new_with_config(client.clone(), config.clone())
             .await
             .map_err(backend)?;
-        self.build(Conn::Single(manager)).await
+        self.build(Conn::Single(manager), Connector::Single { client, config })
+            .await
     }
 
     /// Uses an existing connection manager (for sharing one with the application). Loads the script.
+    ///
+    /// The store cannot rebuild a manager it was given (redis-rs does not expose the client behind it):
+    /// when the connection's replies fall out of step with its requests (a reply lost while the
+    /// connection stays up), they are still never taken for decisions, but calls fail until redis-rs
+    /// drops the connection. Prefer [`from_client`](Self::from_client).
     pub async fn from_manager(self, manager: ConnectionManager) -> Result<RedisStore, StoreError> {
         self.validate()?;
-        self.build(Conn::Single(manager)).await
+        self.build(Conn::Single(manager), Connector::Given).await
     }
 
     /// Connects to a Redis Cluster through any of its nodes. Loads the script on every primary.
     pub async fn connect_cluster(self, nodes: &[&str]) -> Result<RedisStore, StoreError> {
         self.validate()?;
         let client = redis::cluster::ClusterClient::builder(nodes.iter().copied())
-            .connection_timeout(self.timeout.max(Duration::from_millis(250)))
+            .connection_timeout(self.connect_timeout())
             .build()
             .map_err(backend)?;
         let conn = client.get_async_connection().await.map_err(backend)?;
-        self.build(Conn::Cluster(conn)).await
+        let budget = self
+            .connect_timeout()
+            .saturating_mul(CLUSTER_RECONNECT_BUDGET_IN_CONNECT_TIMEOUTS);
+        self.build(Conn::Cluster(conn), Connector::Cluster { client, budget })
+            .await
     }
 
-    async fn build(self, conn: Conn) -> Result<RedisStore, StoreError> {
+    /// How long one connection attempt may take: the call timeout, but enough for a TLS handshake.
+    fn connect_timeout(&self) -> Duration {
+        self.timeout.max(Duration::from_millis(250))
+    }
+
+    async fn build(self, conn: Conn, connector: Connector) -> Result<RedisStore, StoreError> {
         let batcher = match conn {
             Conn::Single(_) if self.max_in_flight > 0 => Some(Batcher::new(self.max_in_flight)),
             _ => None,
         };
+        // See `conn`: reconnects spaced like the breaker's probes, and never closer than one timeout.
+        let reconnect_spacing = self.breaker_cooldown.max(self.timeout);
         let store = RedisStore {
             inner: Arc::new(Inner {
-                conn,
+                conn: Connection::new(conn, connector, reconnect_spacing),
+                tokens: AtomicU64::new(0),
                 prefix: self.prefix,
                 timeout: self.timeout,
                 clock: self.clock,
@@ -494,21 +523,24 @@ impl RedisStoreBuilder {
             }),
         };
         // Load the variants for single-algorithm sets now; others load on first use.
+        let mut conn = store.inner.conn.current().conn;
         if self.scripting == Scripting::Auto {
-            if let Err(e) = store.inner.load_script(1).await {
+            if let Err(e) = store.inner.load_script(&mut conn, 1).await {
                 tracing::info!(error = %e, "FUNCTION LOAD refused; using SCRIPT LOAD + EVALSHA");
                 store.inner.functions.store(false, Ordering::Relaxed);
             }
         }
         for part in 0..6 {
-            store.inner.load_script(1 << part).await?;
+            store.inner.load_script(&mut conn, 1 << part).await?;
         }
         Ok(store)
     }
 }
 
 struct Inner {
-    conn: Conn,
+    conn: Arc<Connection>,
+    /// The next call's token (see [`Token`]).
+    tokens: AtomicU64,
     prefix: String,
     timeout: Duration,
     clock: RedisClock,
@@ -533,6 +565,11 @@ struct Inner {
 
 /// See [`RedisStoreBuilder::max_in_flight`].
 const DEFAULT_MAX_IN_FLIGHT: usize = 2;
+
+/// A cluster connection is rebuilt by connecting to the seed nodes and reading the slot map: a few
+/// connection attempts' worth, after which the replacement is given up (and tried again on the next
+/// evidence).
+const CLUSTER_RECONNECT_BUDGET_IN_CONNECT_TIMEOUTS: u32 = 4;
 
 /// A probe finishes within its timeout or is dropped; one that did neither after this many timeouts
 /// (a future parked and never polled again) is presumed lost, so it cannot keep the breaker open.
@@ -575,7 +612,7 @@ impl Inner {
         self.functions.load(Ordering::Relaxed)
     }
 
-    async fn load_script(&self, mask: u8) -> Result<(), StoreError> {
+    async fn load_script(&self, conn: &mut Conn, mask: u8) -> Result<(), StoreError> {
         let script = script::script(mask);
         let functions = self.uses_functions();
         let cmd = if functions {
@@ -587,7 +624,7 @@ impl Inner {
             c.arg("LOAD").arg(&script.source);
             c
         };
-        let fut = self.conn.query(&cmd);
+        let fut = conn.query(&cmd);
         let sha =
             match tokio::time::timeout(self.timeout.max(Duration::from_millis(250)), fut).await {
                 Err(_) => return Err(StoreError::Timeout(self.timeout)),
@@ -617,10 +654,10 @@ impl Inner {
 
     /// EVALSHA/FCALL, reloading the code and retrying when the server has lost it. A few attempts, not
     /// one: another flush can land between the reload and the retry. The caller's timeout bounds the loop.
-    async fn eval(&self, cmd: &redis::Cmd, mask: u8) -> Result<Value, Failure> {
+    async fn eval(&self, conn: &mut Conn, cmd: &redis::Cmd, mask: u8) -> Result<Value, Failure> {
         let mut attempts = 0;
         loop {
-            match self.conn.call(cmd).await {
+            match conn.call(cmd).await {
                 Err(e) if is_noscript(&e) && attempts < 4 => {
                     attempts += 1;
                     if let Some(unlogged) = self.logs.occurred(RELOAD_LOG_SLOT) {
@@ -629,7 +666,7 @@ impl Inner {
                             "Redis lost the rate-limit code (restart, failover, SCRIPT/FUNCTION FLUSH); reloading (counted in ratelimit_redis_script_loads_total)"
                         );
                     }
-                    self.load_script(mask).await.map_err(Failure::Store)?;
+                    self.load_script(conn, mask).await.map_err(Failure::Store)?;
                 }
                 r => return r.map_err(Failure::Redis),
             }
@@ -664,11 +701,22 @@ impl Inner {
         };
         let client_now = self.client_now();
         let mask = script::mask(set);
+        let token = self.next_token();
         // Held until this call's reply is in: then it sends whatever queued meanwhile.
         let _slot = match &self.batcher {
             // A probe of a half-open breaker goes alone: its outcome is what closes the breaker again.
             Some(b) if !permit.is_probe() => {
-                match b.enter(self, mask, op, set, hash, cost, client_now, self.timeout) {
+                match b.enter(
+                    self,
+                    mask,
+                    op,
+                    set,
+                    hash,
+                    cost,
+                    client_now,
+                    token,
+                    self.timeout,
+                ) {
                     Entry::Direct(slot) => Some(slot),
                     Entry::Queued(rx) => {
                         // The batch holding this call takes its own permit.
@@ -684,10 +732,39 @@ impl Inner {
         }
         let mut base = String::new();
         keys::key_base(&mut base, &self.prefix, hash);
-        let cmd = script::command(self.uses_functions(), op, set, &mut base, client_now, cost);
-        let reply = self.send(&cmd, mask, self.timeout).await;
-        let answer = reply.and_then(|v| self.validate(&v, op, set, cost).map_err(Failure::Store));
+        let cmd = script::command(
+            self.uses_functions(),
+            op,
+            set,
+            &mut base,
+            client_now,
+            cost,
+            token,
+        );
+        let (generation, reply) = self.send(&cmd, mask, self.timeout).await;
+        let answer = reply
+            .and_then(|v| self.own_reply(v, token, generation))
+            .and_then(|v| self.validate(&v, op, set, cost).map_err(Failure::Store));
         self.settle(Some(permit), answer, Caller::Identity(hash))
+    }
+
+    fn next_token(&self) -> Token {
+        Token::nth(self.tokens.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// `reply` without its token when it is this call's own; else the evidence that the connection it
+    /// came on is out of step (see [`conn`]).
+    fn own_reply(&self, reply: Value, token: Token, generation: u64) -> Result<Value, Failure> {
+        match script::untag(reply, token) {
+            Ok(v) => {
+                self.conn.in_step(generation);
+                Ok(v)
+            }
+            Err(script::ForeignReply(e)) => {
+                self.conn.out_of_step(generation, Evidence::ForeignReply);
+                Err(Failure::Store(e))
+            }
+        }
     }
 
     /// A call that went in a batch: its entry of the batch's reply (the batch told the breaker how Redis
@@ -735,14 +812,28 @@ impl Inner {
         }
     }
 
-    /// Sends one command (a call or a batch) within `budget`, counting it.
-    async fn send(&self, cmd: &redis::Cmd, mask: u8, budget: Duration) -> Result<Value, Failure> {
+    /// Sends one command (a call or a batch) within `budget`, counting it; with the generation of the
+    /// connection it went out on. A timeout is evidence that the connection is out of step.
+    async fn send(
+        &self,
+        cmd: &redis::Cmd,
+        mask: u8,
+        budget: Duration,
+    ) -> (u64, Result<Value, Failure>) {
         self.counters.redis_calls.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("ratelimit_redis_calls_total").increment(1);
-        match tokio::time::timeout(budget, self.eval(cmd, mask)).await {
+        let Lease {
+            generation,
+            mut conn,
+        } = self.conn.current();
+        let result = match tokio::time::timeout(budget, self.eval(&mut conn, cmd, mask)).await {
             Ok(r) => r,
-            Err(_) => Err(Failure::Timeout(self.timeout)),
-        }
+            Err(_) => {
+                self.conn.out_of_step(generation, Evidence::Timeout);
+                Err(Failure::Timeout(self.timeout))
+            }
+        };
+        (generation, result)
     }
 
     /// The next batch of `mask`'s lane as an in-flight call ends (see [`Batcher::next`]).
@@ -784,12 +875,19 @@ impl Inner {
         let cmd = batch::command(self.uses_functions(), &self.prefix, mask, &live);
         metrics::counter!("ratelimit_redis_batched_calls_total").increment(live.len() as u64);
         let n = live.len();
-        let reply = match self.send(&cmd, mask, deadline - now).await {
-            Ok(Value::Array(items)) if items.len() == n => Ok(items),
+        let (generation, reply) = self.send(&cmd, mask, deadline - now).await;
+        let reply = match reply {
+            Ok(Value::Array(items)) if items.len() == n => {
+                self.own_entries(items, &live, generation)
+            }
             // Not one identity's reply: a protocol error of the whole batch (it feeds the breaker).
-            Ok(other) => Err(Failure::Store(StoreError::Protocol(format!(
-                "expected {n} replies from the batch call, got {other:?}"
-            )))),
+            Ok(other) => {
+                self.conn.out_of_step(generation, Evidence::BatchLength);
+                Err(Failure::Store(StoreError::Protocol(format!(
+                    "expected {n} replies from the batch call, got {}",
+                    reply::describe(&other)
+                ))))
+            }
             Err(e) => Err(e),
         };
         match self.settle(Some(permit), reply, Caller::Batch(n)) {
@@ -805,6 +903,29 @@ impl Inner {
             }
         }
     }
+
+    /// A batch reply's entries without their tokens when every entry is its own call's; else the whole
+    /// batch's evidence that the connection is out of step (a reply of another batch of the same size).
+    /// Untagged in place: no second vector per batch.
+    fn own_entries(
+        &self,
+        mut entries: Vec<Value>,
+        batch: &[Waiter],
+        generation: u64,
+    ) -> Result<Vec<Value>, Failure> {
+        for (entry, w) in entries.iter_mut().zip(batch) {
+            match script::untag_entry(std::mem::replace(entry, Value::Nil), w.token()) {
+                Ok(v) => *entry = v,
+                Err(script::ForeignReply(e)) => {
+                    self.conn.out_of_step(generation, Evidence::ForeignReply);
+                    return Err(Failure::Store(e));
+                }
+            }
+        }
+        self.conn.in_step(generation);
+        Ok(entries)
+    }
+
     fn scaled(&self, set: &PolicySet, instances: u32) -> PolicySet {
         let mut cache = self.scaled.lock();
         if let Some((_, s)) = cache.iter().find(|(k, _)| k == set) {
@@ -936,9 +1057,26 @@ impl Inner {
             script::push_policy_key(&mut base, p);
             cmd.arg(base.as_bytes());
         }
-        let result = match tokio::time::timeout(self.timeout, self.conn.query(&cmd)).await {
-            Err(_) => Err(Failure::Timeout(self.timeout)),
-            Ok(r) => r.map(|_| ()).map_err(Failure::Redis),
+        let Lease {
+            generation,
+            mut conn,
+        } = self.conn.current();
+        let result = match tokio::time::timeout(self.timeout, conn.query(&cmd)).await {
+            Err(_) => {
+                self.conn.out_of_step(generation, Evidence::Timeout);
+                Err(Failure::Timeout(self.timeout))
+            }
+            // DEL answers how many of the keys it deleted; anything else answers another request.
+            Ok(Ok(Value::Int(n))) if usize::try_from(n).is_ok_and(|n| n <= set.len()) => Ok(()),
+            Ok(Ok(other)) => {
+                self.conn.out_of_step(generation, Evidence::ForeignReply);
+                Err(Failure::Store(StoreError::Protocol(format!(
+                    "DEL of {} keys answered {}: a reply to another request, so the connection's replies are out of step with its requests; the store replaces the connection",
+                    set.len(),
+                    reply::describe(&other)
+                ))))
+            }
+            Ok(Err(e)) => Err(Failure::Redis(e)),
         };
         self.settle(Some(permit), result, Caller::Identity(&hash))
     }
@@ -991,6 +1129,7 @@ impl RedisStore {
             key_state_errors: c.key_state_errors.load(Ordering::Relaxed),
             protocol_errors: c.protocol_errors.load(Ordering::Relaxed),
             refused: c.refused.load(Ordering::Relaxed),
+            reconnects: self.inner.conn.reconnects(),
         }
     }
 
@@ -1037,6 +1176,7 @@ impl RedisStore {
             probing: self.inner.breaker.is_probing(),
             in_flight,
             queued,
+            reconnecting: self.inner.conn.is_replacing(),
         }
     }
 }
@@ -1054,6 +1194,8 @@ pub struct DebugState {
     pub in_flight: usize,
     /// Calls waiting for a batch, over every lane.
     pub queued: usize,
+    /// A replacement connection is being made.
+    pub reconnecting: bool,
 }
 
 impl RedisStore {

@@ -192,7 +192,8 @@ pub(crate) fn lean_gcra(op: Op, set: &PolicySet, server_time: bool) -> Option<[u
 }
 
 /// Builds the `FCALL` (with `functions`) or `EVALSHA` command for `op` over every policy of `set` for the identity whose key prefix
-/// (`prefix:{hash}:`) is `base`.
+/// (`prefix:{hash}:`) is `base`, carrying `token` for the script to echo ([`untag`]).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn command(
     functions: bool,
     op: Op,
@@ -200,6 +201,7 @@ pub(crate) fn command(
     base: &mut String,
     client_now: Option<(Micros, Micros)>,
     cost: u64,
+    token: Token,
 ) -> redis::Cmd {
     let script = script(mask(set));
     let lean = lean_gcra(op, set, client_now.is_none()).is_some();
@@ -215,23 +217,31 @@ pub(crate) fn command(
     cmd.arg(keys);
     push_keys(&mut cmd, set, base, client_now);
     // Through FCALL the lean function takes no op argument; through EVALSHA it is dispatched on 'g'.
-    push_args(&mut cmd, op, set, client_now, cost, !(functions && lean));
+    push_args(
+        &mut cmd,
+        op,
+        set,
+        client_now,
+        cost,
+        token,
+        !(functions && lean),
+    );
     cmd
 }
 
 /// The number of keys and of arguments one call for `op` over `set` sends (the lean GCRA call's
-/// arguments counted with its `'g'`).
+/// arguments counted with its `'g'`; the token counted).
 pub(crate) fn shape(
     op: Op,
     set: &PolicySet,
     client_now: Option<(Micros, Micros)>,
 ) -> (usize, usize) {
     if lean_gcra(op, set, client_now.is_none()).is_some() {
-        (1, 4)
+        (1, 5)
     } else {
         (
             set.len() + usize::from(client_now.is_some()),
-            5 + 7 * set.len(),
+            6 + 7 * set.len(),
         )
     }
 }
@@ -259,21 +269,22 @@ pub(crate) fn push_keys(
     base.truncate(base_len);
 }
 
-/// Appends the arguments of one call (see `scripts/main.lua`). `tag_lean`: whether a lean GCRA call
-/// carries its `'g'` (it does everywhere but in its own `FCALL` function).
+/// Appends the arguments of one call (see `scripts/main.lua`), the call's token last. `tag_lean`:
+/// whether a lean GCRA call carries its `'g'` (it does everywhere but in its own `FCALL` function).
 pub(crate) fn push_args(
     cmd: &mut redis::Cmd,
     op: Op,
     set: &PolicySet,
     client_now: Option<(Micros, Micros)>,
     cost: u64,
+    token: Token,
     tag_lean: bool,
 ) {
     if let Some([t, tau, _]) = lean_gcra(op, set, client_now.is_none()) {
         if tag_lean {
             cmd.arg("g");
         }
-        cmd.arg(cost).arg(t).arg(tau);
+        cmd.arg(cost).arg(t).arg(tau).arg(token.0);
         return;
     }
     cmd.arg(op.code());
@@ -292,6 +303,58 @@ pub(crate) fn push_args(
             .arg(ps[3])
             .arg(0u8);
     }
+    cmd.arg(token.0);
+}
+
+/// A call's token: echoed by the script as the last value of the call's reply, so that a reply is only
+/// ever taken for the call it answers. Below 2^53, so Lua's doubles carry it exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Token(pub(crate) u64);
+
+impl Token {
+    /// The `n`-th token of a store (distinct from every other token of that store's connection in flight).
+    pub(crate) fn nth(n: u64) -> Self {
+        Token(n & MAX_EXACT)
+    }
+}
+
+/// A reply that does not end with its call's token.
+#[derive(Debug)]
+pub(crate) struct ForeignReply(pub(crate) StoreError);
+
+/// Takes `token` off the end of a script call's reply: the reply without it, or [`ForeignReply`] when the
+/// reply does not carry it — it answers another request, so the connection's replies are out of step with
+/// its requests. No allocation (the token is popped in place).
+pub(crate) fn untag(reply: Value, token: Token) -> Result<Value, ForeignReply> {
+    match reply {
+        Value::Array(mut items) => match items.last() {
+            Some(Value::Int(t)) if u64::try_from(*t) == Ok(token.0) => {
+                items.pop();
+                Ok(Value::Array(items))
+            }
+            last => Err(foreign(
+                last.map_or_else(|| "an empty array".to_owned(), reply::describe),
+                token,
+            )),
+        },
+        other => Err(foreign(reply::describe(&other), token)),
+    }
+}
+
+/// [`untag`] for one entry of a batch reply: an entry that failed is its error's text (see
+/// [`batch_item`]) and carries no token; any other entry must carry its call's.
+pub(crate) fn untag_entry(entry: Value, token: Token) -> Result<Value, ForeignReply> {
+    match entry {
+        e @ (Value::BulkString(_) | Value::SimpleString(_)) => Ok(e),
+        other => untag(other, token),
+    }
+}
+
+fn foreign(last: String, token: Token) -> ForeignReply {
+    ForeignReply(StoreError::Protocol(format!(
+        "a reply ending with {last} is not this call's (its token is {}): it answers another request, so the connection's replies are out of step with its requests; the store replaces the connection",
+        token.0
+    )))
 }
 
 fn int(v: &Value) -> Result<i64, StoreError> {

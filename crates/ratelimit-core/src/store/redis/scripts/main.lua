@@ -6,8 +6,11 @@
 -- ARGV[1]: 'c' check, 'p' peek, 'r' refund ('g': the lean GCRA check, see rl_gcra).
 -- ARGV[2]: '' = server time (TIME, once), else the client's
 -- time in µs. ARGV[3]: extra TTL in µs for client-time mode. ARGV[4]: cost. ARGV[5]: n.
--- Then 7 fields per policy: algorithm code, penalise ('1'/'0'), p1, p2, p3, p4, reserved.
--- Reply: { now, then per policy: limit, remaining, reset, retry (-1 = never), delay } -- integers only.
+-- Then 7 fields per policy: algorithm code, penalise ('1'/'0'), p1, p2, p3, p4, reserved. Last: the
+-- call's token (an integer below 2^53).
+-- Reply: { now, then per policy: limit, remaining, reset, retry (-1 = never), delay, then the token } --
+-- integers only. The token, echoed last in every reply, is how the client knows a reply answers its own
+-- call: on a multiplexed connection that lost a reply, each later reply answers an older request.
 --
 -- What is sent to Redis is the prelude, the files of the algorithms a policy set uses (each registers
 -- itself in ALGS) and this file, followed by `return rl_run(KEYS, ARGV)` (EVALSHA) or by the function's
@@ -50,7 +53,8 @@ end
 -- Arguments: the policy's key, then cost, T, tau as strings. `cost × T > tau` is gcra_evaluate's
 -- `cost > burst` (tau = burst × T; the client takes this path only while tau + T < 2^53, so the products
 -- that decide are exact or, for a hostile cost, rounded upwards of tau).
--- Reply: { now, reset, outcome (1 allowed, 0 limited, -1 never) }: the client derives limit (burst),
+-- Reply: { now, reset, outcome (1 allowed, 0 limited, -1 never) }, to which its callers append the call's
+-- token: the client derives limit (burst),
 -- remaining (floor((tau - reset) / T)), retry (reset + cost × T - tau when limited) and delay (0) exactly
 -- as gcra_evaluate would, so the server neither divides nor sends them.
 local function rl_gcra(key, cost_s, t_s, tau_s, now)
@@ -83,9 +87,11 @@ local function rl_gcra(key, cost_s, t_s, tau_s, now)
   return { now, new_ahead, 1 }
 end
 
--- The lean path's own entry point for FCALL (no op argument, no dispatch): ARGV = cost, T, tau.
+-- The lean path's own entry point for FCALL (no op argument, no dispatch): ARGV = cost, T, tau, token.
 local function rl_run_gcra(KEYS, ARGV)
-  return rl_gcra(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+  local r = rl_gcra(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+  r[4] = tonumber(ARGV[4])
+  return r
 end
 
 -- Client-time mode: the identity's last-seen time, kept at least as long as its longest-lived state.
@@ -101,10 +107,13 @@ end
 local function rl_run(KEYS, ARGV, server_now)
   local op = ARGV[1]
   if op == 'g' then
-    return rl_gcra(KEYS[1], ARGV[2], ARGV[3], ARGV[4], server_now)
+    local r = rl_gcra(KEYS[1], ARGV[2], ARGV[3], ARGV[4], server_now)
+    r[4] = tonumber(ARGV[5])
+    return r
   end
   local cost = tonumber(ARGV[4])
   local n = tonumber(ARGV[5])
+  local token = tonumber(ARGV[6 + 7 * n])
   local slack = 0
   local now
   local clock_key
@@ -141,7 +150,7 @@ local function rl_run(KEYS, ARGV, server_now)
     if clock_key and max_ttl > 0 then
       rl_touch_clock(clock_key, now, max_ttl)
     end
-    return { now, st[1], st[2], st[3], st[4], st[5] }
+    return { now, st[1], st[2], st[3], st[4], st[5], token }
   end
 
   local policies = {}
@@ -208,6 +217,7 @@ local function rl_run(KEYS, ARGV, server_now)
   if clock_key and max_ttl > 0 then
     rl_touch_clock(clock_key, now, max_ttl)
   end
+  reply[#reply + 1] = token
   return reply
 end
 
@@ -218,7 +228,7 @@ end
 -- ARGV[o + 1]: m, the number of entries; ARGV[o + 2e], ARGV[o + 2e + 1]: entry e's number of keys and
 -- of arguments; then every entry's arguments, in order (o = 0 through FCALL, 1 through EVALSHA, whose
 -- ARGV[1] is 'B'). KEYS: every entry's keys, in order.
--- Reply: { reply of entry 1, ..., reply of entry m }, where an entry that failed (RLCORRUPT state, a
+-- Reply: { reply of entry 1, ..., reply of entry m } (each with its own entry's token), where an entry that failed (RLCORRUPT state, a
 -- WRONGTYPE key, any error its own call would have answered) is its error's text as a string ("CODE
 -- detail", e.g. "RLCORRUPT <key> holds ..."): one identity's bad key fails its own call only, never the
 -- batch. A string, not an error element: clients turn an error nested in an array into an error for the
@@ -248,7 +258,8 @@ local function rl_batch(KEYS, ARGV, o)
       now = rl_server_now()
     end
     local ok, r
-    if ARGV[ai] == 'g' then
+    local lean = ARGV[ai] == 'g'
+    if lean then
       -- The lean GCRA entry, read in place: no per-entry tables.
       ok, r = pcall(rl_gcra, KEYS[ki], ARGV[ai + 1], ARGV[ai + 2], ARGV[ai + 3], now)
     else
@@ -263,6 +274,8 @@ local function rl_batch(KEYS, ARGV, o)
     end
     if not ok or r.err then
       r = rl_entry_error(r)
+    elseif lean then
+      r[4] = tonumber(ARGV[ai + 4])
     end
     out[e] = r
     ki, ai = ki + nk, ai + na
