@@ -65,8 +65,9 @@
 //! ```
 //!
 //! (In a `tower::ServiceBuilder`, the first `.layer` is the outermost: list `auth` before the limiter.)
-//! The other way round every client gets the default tier; the layer logs one warning naming this fix
-//! when tiers are configured and the first 1,000 requests carried no `Tier`. A tier name that is not in
+//! The other way round every client gets the default tier (and the IP fallback of a `User` key); the
+//! layer logs one warning naming this fix when tiers are configured and the first 1,000 requests carried
+//! no `Tier`, and a [`User`](key::User) key does when none of them carried its extension. A tier name that is not in
 //! the table is warned about once per name (the request gets the default tier).
 //!
 //! Observability: `tracing` events per decision and rejection, and `metrics` counters plus a
@@ -82,6 +83,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod builder;
+mod first_requests;
 pub mod headers;
 pub mod key;
 pub mod observe;

@@ -1,6 +1,7 @@
 //! Tier misconfigurations are reported once, at `warn`, within the first requests: a tier name that is
-//! not in the table (once per distinct name, a bounded number of names), and tiers configured while no
-//! request carries the `Tier` extension (the limiter runs before the auth middleware). Captured with a
+//! not in the table (once per distinct name, a bounded number of names), and tiers configured (or a
+//! `User` key) while no request carries the `Tier` (or user) extension: the limiter runs before the auth
+//! middleware. Captured with a
 //! thread-local tracing subscriber while the service is driven on this thread.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,7 +16,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
-use ratelimit_tower::key::PeerAddr;
+use ratelimit_tower::key::{ClientIp, KeyExtractorExt, PeerAddr, User, UserId};
 use ratelimit_tower::{Policy, PolicySet, Quota, RateLimitLayer, Tier, Tiers};
 use tower::{Layer, Service};
 use tracing::field::{Field, Visit};
@@ -92,6 +93,17 @@ fn tiered() -> RateLimitLayer {
 
 /// Sends `n` requests (with `tier` as the `Tier` extension, if any) under `capture`; all admitted.
 fn send(layer: &RateLimitLayer, capture: &Capture, tier: Option<&str>, n: usize) {
+    send_as(layer, capture, tier, None, n)
+}
+
+/// [`send`], with `user` as the `UserId` extension, if any.
+fn send_as(
+    layer: &RateLimitLayer,
+    capture: &Capture,
+    tier: Option<&str>,
+    user: Option<&str>,
+    n: usize,
+) {
     let mut svc = layer.layer(tower::service_fn(|_req: Request<()>| async {
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
     }));
@@ -102,6 +114,9 @@ fn send(layer: &RateLimitLayer, capture: &Capture, tier: Option<&str>, n: usize)
                 .insert(PeerAddr("192.0.2.7:1234".parse::<SocketAddr>().unwrap()));
             if let Some(t) = tier {
                 r.extensions_mut().insert(Tier::new(t));
+            }
+            if let Some(u) = user {
+                r.extensions_mut().insert(UserId::new(u));
             }
             assert_eq!(now(svc.call(r)).unwrap().status(), StatusCode::OK);
         }
@@ -167,4 +182,32 @@ fn one_request_with_a_tier_settles_the_layer_order() {
         .unwrap();
     send(&plain, &capture, None, 1_500);
     assert!(capture.warnings("Tier extension").is_empty());
+}
+
+#[test]
+fn a_user_key_whose_extension_never_shows_warns_once_naming_the_layer_order() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let capture = Capture::default();
+    let by_user = || {
+        RateLimitLayer::builder()
+            .policies(hourly(1_000_000))
+            .key(User::<UserId>::new().or(ClientIp::peer()))
+            .build()
+            .unwrap()
+    };
+    let layer = by_user();
+    send(&layer, &capture, None, 2_500);
+    let w = capture.warnings("authenticated-user extension");
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert!(
+        w[0].contains(".layer(auth) after .layer(rate_limit)"),
+        "{w:#?}"
+    );
+
+    // One authenticated request settles it.
+    let capture = Capture::default();
+    let layer = by_user();
+    send_as(&layer, &capture, None, Some("alice"), 1);
+    send(&layer, &capture, None, 1_500);
+    assert!(capture.warnings("authenticated-user extension").is_empty());
 }

@@ -7,6 +7,9 @@ use std::sync::Arc;
 use http::header::{HeaderName, AUTHORIZATION};
 
 use super::{tag, KeyBuf, KeyError, KeyExtractor, RequestInfo};
+use crate::first_requests::{
+    ExtensionWatch, LAYER_ORDER_FIX, REQUESTS_WITHOUT_EXTENSION_BEFORE_WARNING,
+};
 
 /// An authenticated user's id, inserted as a request extension by your auth middleware (after it verified
 /// the credential). Read by [`User<UserId>`](User).
@@ -35,7 +38,13 @@ impl AsRef<str> for UserId {
 /// Keys by the authenticated user: the request extension `T` (default [`UserId`]) that your auth
 /// middleware sets. [`KeyError::Missing`] when absent (anonymous) — combine with
 /// [`or`](super::KeyExtractorExt::or) to key anonymous clients by IP.
-pub struct User<T = UserId>(PhantomData<fn() -> T>);
+///
+/// If none of the first 1,000 requests carries `T`, one warning says so: the limiter most likely runs
+/// before the auth middleware (see [Layer order](crate#layer-order)).
+pub struct User<T = UserId> {
+    seen: Arc<ExtensionWatch>,
+    _extension: PhantomData<fn() -> T>,
+}
 
 impl<T> fmt::Debug for User<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -45,30 +54,41 @@ impl<T> fmt::Debug for User<T> {
 
 impl<T> Clone for User<T> {
     fn clone(&self) -> Self {
-        User(PhantomData)
+        User {
+            seen: self.seen.clone(),
+            _extension: PhantomData,
+        }
     }
 }
 
 impl<T> Default for User<T> {
     fn default() -> Self {
-        User(PhantomData)
+        User {
+            seen: Arc::default(),
+            _extension: PhantomData,
+        }
     }
 }
 
 impl<T> User<T> {
     /// Reads the extension `T`.
     pub fn new() -> Self {
-        User(PhantomData)
+        Self::default()
     }
 }
 
 impl<T: AsRef<str> + Send + Sync + 'static> KeyExtractor for User<T> {
     #[inline]
     fn extract(&self, req: &RequestInfo<'_>, key: &mut KeyBuf) -> Result<(), KeyError> {
-        let user = req
-            .extensions()
-            .get::<T>()
-            .ok_or(KeyError::Missing("authenticated user extension"))?;
+        let user = req.extensions().get::<T>();
+        if self.seen.warn_now(user.is_some()) {
+            tracing::warn!(
+                extension = std::any::type_name::<T>(),
+                requests = REQUESTS_WITHOUT_EXTENSION_BEFORE_WARNING,
+                "no request carried the authenticated-user extension the User key reads, so every client is keyed by the fallback or refused: {LAYER_ORDER_FIX}"
+            );
+        }
+        let user = user.ok_or(KeyError::Missing("authenticated user extension"))?;
         key.push(tag::USER, user.as_ref().as_bytes());
         Ok(())
     }

@@ -8,9 +8,11 @@
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 
+use crate::first_requests::{
+    ExtensionWatch, LAYER_ORDER_FIX, REQUESTS_WITHOUT_EXTENSION_BEFORE_WARNING,
+};
 use crate::tier::TierTable;
 
 /// Distinct unknown tier names reported; later ones are logged at `debug` only (the names come from
@@ -20,39 +22,24 @@ const UNKNOWN_TIER_NAMES_REPORTED_AT_MOST: usize = 32;
 /// The most bytes of an unknown tier name a warning quotes.
 const UNKNOWN_TIER_NAME_LOGGED_BYTES: usize = 64;
 
-/// Requests without a `Tier` extension (while tiers are configured and none had one) before the layer
-/// order is called into question: enough that a quiet start with only anonymous clients is not flagged.
-pub(crate) const REQUESTS_WITHOUT_TIER_BEFORE_WARNING: u32 = 1_000;
-
 /// What has been reported; lives as long as the layer (across tier-table changes).
 #[derive(Debug, Default)]
 pub(crate) struct TierChecks {
     /// Hashes of the unknown names reported (a name may be as long as a header).
     unknown_reported: Mutex<HashSet<u64>>,
     hasher: RandomState,
-    /// Set once a request carried the extension, or once the warning was given: nothing left to check.
-    extension_settled: AtomicBool,
-    without_extension: AtomicU32,
+    /// Whether any of the first requests carried a `Tier`.
+    extension: ExtensionWatch,
 }
 
 impl TierChecks {
-    /// A request resolved its tier from the extension: `found` says whether it carried one. One relaxed
-    /// load once settled.
+    /// A request resolved its tier from the extension: `found` says whether it carried one.
     #[inline]
     pub(crate) fn extension(&self, found: bool) {
-        if self.extension_settled.load(Ordering::Relaxed) {
-            return;
-        }
-        if found {
-            self.extension_settled.store(true, Ordering::Relaxed);
-            return;
-        }
-        let n = self.without_extension.fetch_add(1, Ordering::Relaxed) + 1;
-        if n == REQUESTS_WITHOUT_TIER_BEFORE_WARNING {
-            self.extension_settled.store(true, Ordering::Relaxed);
+        if self.extension.warn_now(found) {
             tracing::warn!(
-                requests = n,
-                "tiers are configured but no request carried a Tier extension: every client gets the default tier. The rate-limit layer probably runs before the middleware that authenticates and sets Tier: put that middleware outside it (with axum, call .layer(auth) after .layer(rate_limit); in a ServiceBuilder, list auth first), or resolve tiers with RateLimitBuilder::tier_fn"
+                requests = REQUESTS_WITHOUT_EXTENSION_BEFORE_WARNING,
+                "tiers are configured but no request carried a Tier extension, so every client gets the default tier: {LAYER_ORDER_FIX}; or resolve tiers with RateLimitBuilder::tier_fn"
             );
         }
     }
