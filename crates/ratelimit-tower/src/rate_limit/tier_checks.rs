@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::first_requests::{
@@ -27,6 +28,9 @@ const UNKNOWN_TIER_NAME_LOGGED_BYTES: usize = 64;
 pub(crate) struct TierChecks {
     /// Hashes of the unknown names reported (a name may be as long as a header).
     unknown_reported: Mutex<HashSet<u64>>,
+    /// The hash of the last unknown name seen, checked without the lock: a tier function that maps
+    /// every anonymous client to one name outside the table would otherwise take the lock per request.
+    last_unknown: AtomicU64,
     hasher: RandomState,
     /// Whether any of the first requests carried a `Tier`.
     extension: ExtensionWatch,
@@ -49,6 +53,10 @@ impl TierChecks {
     pub(crate) fn unknown(&self, name: &str, table: &TierTable) {
         let name = cut(name, UNKNOWN_TIER_NAME_LOGGED_BYTES);
         let hash = self.hasher.hash_one(name);
+        if self.last_unknown.swap(hash, Ordering::Relaxed) == hash {
+            tracing::debug!(tier = name, "unknown tier; using the default tier");
+            return;
+        }
         let mut reported = self
             .unknown_reported
             .lock()
