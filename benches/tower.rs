@@ -12,7 +12,7 @@
 //! TOWER_BENCH_LOOP=all target/release/deps/tower-* --bench    # plain timing loop, every row, no criterion
 //! TOWER_BENCH_LOOP=ours TOWER_BENCH_LOOP_N=20000 valgrind --tool=callgrind target/release/deps/tower-* --bench
 //!     # one row alone: none, headers_static, headers_formatted, governor, governor_headers, ours,
-//!     # ours_no_histogram, ours_no_headers, ours_prometheus
+//!     # ours_no_histogram, ours_no_headers, ours_info, ours_prometheus
 //! TOWER_BENCH_LOOP=all TOWER_BENCH_THREADS=2 target/release/deps/tower-* --bench
 //!     # and the rows again on 2 threads, each cloning the service per request as axum does
 //! TOWER_BENCH_SERVE=ours target/release/deps/tower-* --bench  # axum hello-world on 127.0.0.1:3999 for wrk
@@ -101,16 +101,22 @@ where
 }
 
 fn ours(latency: bool, ietf: bool) -> RateLimitLayer {
+    ours_info(latency, ietf, false)
+}
+
+/// `info`: whether admitted requests carry a `RateLimitInfo` extension (off by default).
+fn ours_info(latency: bool, ietf: bool, info: bool) -> RateLimitLayer {
     RateLimitLayer::builder()
         .policies(peers::policies())
         .decision_latency_histogram(latency)
         .ietf_headers(ietf)
+        .rate_limit_info(info)
         .build()
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The rows `TOWER_BENCH_LOOP` runs alone.
-const LOOP_ROWS: [&str; 9] = [
+const LOOP_ROWS: [&str; 10] = [
     "none",
     "headers_static",
     "headers_formatted",
@@ -119,6 +125,7 @@ const LOOP_ROWS: [&str; 9] = [
     "ours",
     "ours_no_histogram",
     "ours_no_headers",
+    "ours_info",
     "ours_prometheus",
 ];
 
@@ -334,6 +341,14 @@ fn main() {
             plain_loop(
                 "loop/ours_no_headers_no_histogram",
                 ours(false, false).layer(inner()),
+            );
+        }
+        if run("ours_info") {
+            // The default layer with the `RateLimitInfo` extension: what handing the decision to every
+            // handler costs.
+            plain_loop(
+                "loop/ours_ietf_headers_info",
+                ours_info(true, true, true).layer(inner()),
             );
         }
         if run("ours_prometheus") {

@@ -618,7 +618,7 @@ fn the_shipped_tier_file_holds_the_documented_figures() {
     assert!(cfg.limits.trusted_proxies().is_empty());
     assert_eq!(
         cfg.limits.on_store_error(),
-        Some(ratelimit_tower::OnStoreError::FailClosed)
+        Some(ratelimit_tower::OnFailure::Error)
     );
 }
 

@@ -20,7 +20,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use ratelimit_core::{Policy, PolicySet, RedisStore, RedisStoreBuilder, Store};
 use ratelimit_tower::config::{LayerConfig, RouteCosts};
 use ratelimit_tower::key::{ApiKey, Cidr, KeyError, KeyExtractorExt, RequestInfo, User, UserId};
-use ratelimit_tower::{OnStoreError, RateLimitLayer, Tier, TiersHandle};
+use ratelimit_tower::{OnFailure, RateLimitLayer, Tier, TiersHandle};
 use serde::{Deserialize, Serialize};
 
 /// The API's routes. `[costs]` in the tier file may only name these (a typo would silently cost 1).
@@ -353,7 +353,7 @@ pub struct Reloader {
 struct RestartOnly {
     trusted_proxies: Vec<Cidr>,
     trust_any_proxy: bool,
-    on_store_error: Option<OnStoreError>,
+    on_store_error: Option<OnFailure>,
 }
 
 impl RestartOnly {

@@ -53,8 +53,8 @@ pub use policy::{
 };
 pub use quota::{Quota, QuotaBuilder, QuotaError};
 #[cfg(feature = "redis")]
-pub use store::redis::{OnFailure, RedisClock, RedisStore, RedisStoreBuilder};
-pub use store::{MemoryStore, MemoryStoreBuilder, Overflow, Store, StoreError};
+pub use store::redis::{RedisClock, RedisStore, RedisStoreBuilder};
+pub use store::{MemoryStore, MemoryStoreBuilder, OnFailure, Overflow, Store, StoreError};
 
 /// The crate's README (its crates.io page), compiled and run as a doc test so its code stays true.
 #[cfg(doctest)]

@@ -190,6 +190,12 @@ impl Quota {
 
 impl QuotaBuilder {
     /// Sets the burst (see [`Quota`]'s module docs for what it means per algorithm). Defaults to the limit.
+    ///
+    /// The burst is what a client can spend at once, so it is what rate-limit headers advertise as the
+    /// capacity, with the time the limit's rate takes to refill it as the window: `per_minute(100)` with
+    /// `burst(5)` is advertised by the tower layer as `q=5;w=3` (5 at once, refilled at 100 a minute, that
+    /// is 5 every 3 seconds), and `burst(200)` as `q=200;w=120`. The sustained rate `q / w` is the one you
+    /// configured; only its presentation changes, so that the remaining count never exceeds `q`.
     pub fn burst(mut self, burst: u64) -> Self {
         self.burst = Some(burst);
         self

@@ -6,25 +6,18 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Method, Response};
-use ratelimit_core::{MemoryStore, Policy, PolicyError, PolicySet, Store};
+use ratelimit_core::{MemoryStore, OnFailure, Policy, PolicyError, PolicySet, Store};
 
 use crate::headers::{IetfRevision, LegacyReset};
 use crate::key::{Cidr, ClientIp, KeyExtractor, RequestInfo};
-use crate::rate_limit::{Config, HeaderConfig, OnKeyError, OnStoreError, RateLimitLayer, Shared};
+use crate::rate_limit::{
+    Config, Cost, HeaderConfig, OnKeyError, RateLimitLayer, RejectFn, Shared, SkipFn, StoreFailure,
+};
 use crate::response::Rejection;
 use crate::tier::{Tier, TierSource, TierTable, Tiers};
 
 /// The default store: in memory, bounded (1,000,000 keys by default), keyed by byte strings.
 pub type DefaultStore = MemoryStore<Vec<u8>, PolicySet>;
-
-pub(crate) type SkipFn = Box<dyn Fn(&RequestInfo<'_>) -> bool + Send + Sync>;
-pub(crate) type RejectFn = Box<dyn Fn(&Rejection<'_>) -> Response<Bytes> + Send + Sync>;
-
-/// How much a request costs.
-pub(crate) enum Cost {
-    Fixed(u64),
-    Fn(Box<dyn Fn(&RequestInfo<'_>) -> u64 + Send + Sync>),
-}
 
 /// A configuration that cannot work; the message says what to change.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +48,10 @@ pub enum ConfigError {
         "an empty method list would exempt every request: omit .methods(..) to limit every method"
     )]
     NoMethods,
+    /// `on_store_error(OnFailure::Local { .. })`: a local fallback keeps per-key state, which is the
+    /// store's job.
+    #[error("OnFailure::Local is a store's fallback, not the layer's: build the store with it (RedisStoreBuilder::on_failure(OnFailure::Local {{ instances }})), and give the layer OnFailure::Error or OnFailure::Allow for errors the store still returns")]
+    LocalFallbackOnLayer,
     /// A shaping (delaying) policy: the layer admits or rejects, it never holds requests back.
     #[error("policy {0:?} is a shaper (leaky bucket as a queue), but the layer never delays requests: use gcra, token_bucket or leaky_bucket (meter) instead")]
     Shaper(String),
@@ -70,8 +67,8 @@ pub enum ConfigError {
 /// ```
 /// use std::time::Duration;
 /// use http::Method;
-/// use ratelimit_core::{Policy, Quota};
-/// use ratelimit_tower::{key::{ClientIp, TrustedProxies}, LegacyReset, OnStoreError, RateLimitLayer};
+/// use ratelimit_tower::key::{ClientIp, TrustedProxies};
+/// use ratelimit_tower::{LegacyReset, OnFailure, Policy, Quota, RateLimitLayer};
 ///
 /// let layer = RateLimitLayer::builder()
 ///     .policy(Policy::gcra("burst", Quota::per_second(10).burst(20).build()?)?)
@@ -79,7 +76,7 @@ pub enum ConfigError {
 ///     .key(ClientIp::trusted_proxies(TrustedProxies::cidrs(["10.0.0.0/8"])?))
 ///     .methods([Method::POST, Method::PUT])
 ///     .legacy_headers(LegacyReset::UnixEpoch)
-///     .on_store_error(OnStoreError::FailOpen)
+///     .on_store_error(OnFailure::Allow)
 ///     .build()?;
 /// # let _ = layer;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -97,11 +94,12 @@ pub struct RateLimitBuilder<S> {
     cost: Cost,
     methods: Option<Vec<Method>>,
     skip: Vec<SkipFn>,
-    on_store_error: OnStoreError,
+    on_store_error: OnFailure,
     on_key_error: OnKeyError,
     shadow: bool,
     headers: HeaderConfig,
     soft_limit_percent: Option<u8>,
+    info: bool,
     rejection: Option<RejectFn>,
     latency: bool,
 }
@@ -136,17 +134,12 @@ impl<S> RateLimitBuilder<S> {
             cost: Cost::Fixed(1),
             methods: None,
             skip: Vec::new(),
-            on_store_error: OnStoreError::default(),
+            on_store_error: OnFailure::Error,
             on_key_error: OnKeyError::default(),
             shadow: false,
-            headers: HeaderConfig {
-                ietf: true,
-                revision: IetfRevision::Draft11,
-                legacy: None,
-                only_binding: false,
-                partition_key: false,
-            },
+            headers: HeaderConfig::default(),
             soft_limit_percent: None,
+            info: false,
             rejection: None,
             latency: true,
         }
@@ -171,6 +164,7 @@ impl<S> RateLimitBuilder<S> {
             shadow: self.shadow,
             headers: self.headers,
             soft_limit_percent: self.soft_limit_percent,
+            info: self.info,
             rejection: self.rejection,
             latency: self.latency,
         }
@@ -196,14 +190,15 @@ impl<S> RateLimitBuilder<S> {
     }
 
     /// A global cap checked on one key shared by all clients, after the client's own policies
-    /// (reserve-then-refund; see [`Tiers::global`]).
+    /// (reserve-then-refund; see [`Tiers::global_cap`]).
     pub fn global_cap(mut self, set: PolicySet) -> Self {
         self.global = Some(set);
         self
     }
 
     /// Resolves each request's tier with `f` (e.g. look up a verified API key's plan). `None`, or a
-    /// name that is not in the table, means the default tier.
+    /// name that is not in the table, means the default tier; a name not in the table is also logged
+    /// at `warn`, once per name (tier names are case-sensitive).
     pub fn tier_fn<F>(mut self, f: F) -> Self
     where
         F: Fn(&RequestInfo<'_>) -> Option<Tier> + Send + Sync + 'static,
@@ -268,8 +263,33 @@ impl<S> RateLimitBuilder<S> {
         })
     }
 
-    /// What to do when the store fails (default [`OnStoreError::FailClosed`]).
-    pub fn on_store_error(mut self, action: OnStoreError) -> Self {
+    /// What to do with a request whose store check fails (Redis down, a timeout, an in-memory store
+    /// full with `Overflow::Reject`): [`OnFailure::Error`] answers 503 with a
+    /// `temporary-reduced-capacity` problem (the default: protection first; a request whose own key holds
+    /// foreign data, `StoreError::KeyState`, gets 500 since waiting will not help); [`OnFailure::Allow`]
+    /// lets it through without rate-limit headers (availability first, counted in
+    /// `ratelimit_fail_open_total`). Never a 429: the client did nothing wrong.
+    ///
+    /// [`OnFailure::Local`] is refused here ([`ConfigError::LocalFallbackOnLayer`]): to keep limiting
+    /// through an outage, give the store the fallback — a Redis store built with
+    /// `on_failure(OnFailure::Local { instances })` decides in memory (each quota divided among the
+    /// instances) while Redis is away, and the layer sees decisions, not errors. The same names, one
+    /// idea: what a failed store call becomes.
+    ///
+    /// An outage is logged when it starts and when the store answers again, not per request; every
+    /// failed request is counted in `ratelimit_store_errors_total`.
+    ///
+    /// ```
+    /// use ratelimit_tower::{OnFailure, Policy, Quota, RateLimitLayer};
+    ///
+    /// let layer = RateLimitLayer::builder()
+    ///     .policy(Policy::gcra("burst", Quota::per_second(10).build()?)?)
+    ///     .on_store_error(OnFailure::Allow)
+    ///     .build()?;
+    /// # let _ = layer;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn on_store_error(mut self, action: OnFailure) -> Self {
         self.on_store_error = action;
         self
     }
@@ -298,8 +318,7 @@ impl<S> RateLimitBuilder<S> {
     /// [`IetfRevision::Draft07`] and [`IetfRevision::Draft06`] serve clients written against those.
     ///
     /// ```
-    /// use ratelimit_core::{Policy, Quota};
-    /// use ratelimit_tower::{headers::IetfRevision, RateLimitLayer};
+    /// use ratelimit_tower::{IetfRevision, Policy, Quota, RateLimitLayer};
     ///
     /// // `RateLimit: limit=100, remaining=99, reset=60` and `RateLimit-Policy: 100;w=60`.
     /// let layer = RateLimitLayer::builder()
@@ -338,6 +357,16 @@ impl<S> RateLimitBuilder<S> {
     /// [`NearLimit`](crate::NearLimit) request extension for the handler.
     pub fn soft_limit_percent(mut self, percent: u8) -> Self {
         self.soft_limit_percent = Some(percent);
+        self
+    }
+
+    /// Whether every admitted request carries a [`RateLimitInfo`](crate::RateLimitInfo) (the binding
+    /// policy, its limit, what remains, when it resets, whether it is near the limit) for its handler;
+    /// with the `axum` feature it is an extractor. Off by default: the policy name is interned, so the
+    /// value is a few words, but `http::Extensions` boxes every value it holds — an allocation and a
+    /// map insert per request, which a layer whose handlers never read it should not pay.
+    pub fn rate_limit_info(mut self, yes: bool) -> Self {
+        self.info = yes;
         self
     }
 
@@ -382,6 +411,12 @@ impl<S> RateLimitBuilder<S> {
         if self.methods.as_ref().is_some_and(|m| m.is_empty()) {
             return Err(ConfigError::NoMethods);
         }
+        let on_store_error = match self.on_store_error {
+            OnFailure::Allow => StoreFailure::Allow,
+            OnFailure::Local { .. } => return Err(ConfigError::LocalFallbackOnLayer),
+            // Error, and whatever a later version adds: fail closed is the safe reading.
+            _ => StoreFailure::Error,
+        };
         let direct = match (self.set, self.policies.is_empty()) {
             (Some(set), true) => Some(set),
             (None, false) => Some(PolicySet::new(self.policies)?),
@@ -395,11 +430,11 @@ impl<S> RateLimitBuilder<S> {
             (Some(_), Some(_)) => return Err(ConfigError::PoliciesAndTiers),
         };
         if let Some(g) = self.global {
-            tiers = tiers.global(g);
+            tiers = tiers.global_cap(g);
         }
         let sets = std::iter::once(tiers.default_policies())
             .chain(tiers.tier_names().filter_map(|n| tiers.tier_policies(n)))
-            .chain(tiers.global_policies());
+            .chain(tiers.global_cap_policies());
         for set in sets {
             if let Some(p) = set.policies().iter().find(|p| {
                 matches!(
@@ -427,11 +462,12 @@ impl<S> RateLimitBuilder<S> {
             cost: self.cost,
             methods: self.methods.map(Vec::into_boxed_slice),
             skip,
-            on_store_error: self.on_store_error,
+            on_store_error,
             on_key_error: self.on_key_error,
             shadow: self.shadow,
             headers: self.headers,
             soft_limit_percent: self.soft_limit_percent,
+            info: self.info,
             rejection: self.rejection,
             latency: self.latency,
         };
@@ -440,6 +476,8 @@ impl<S> RateLimitBuilder<S> {
             cfg,
             meters: crate::observe::Meters::resolve(),
             tiers: Arc::new(ArcSwap::from_pointee(TierTable::build(tiers))),
+            health: Default::default(),
+            tier_checks: Default::default(),
         })))
     }
 }

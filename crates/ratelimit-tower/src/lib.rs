@@ -5,8 +5,7 @@
 //! ```no_run
 //! use std::net::SocketAddr;
 //! use axum::{routing::get, Router};
-//! use ratelimit_core::{Policy, Quota};
-//! use ratelimit_tower::RateLimitLayer;
+//! use ratelimit_tower::{Policy, Quota, RateLimitLayer};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let limit = RateLimitLayer::builder()
@@ -39,25 +38,47 @@
 //!    untrusted `X-Forwarded-For`/`Forwarded` hop; a verified user; a hashed API key; the matched route;
 //!    global; your closure; combinations. IPv6 is keyed per /64. If no key can be built, the
 //!    [`OnKeyError`] setting decides (explained 400/500 by default, never a silent 500).
-//! 3. **Policies** ([`tier`]): the client's tier picks a [`PolicySet`](ratelimit_core::PolicySet) —
+//! 3. **Policies** ([`tier`]): the client's tier picks a [`PolicySet`] —
 //!    several named policies checked all-or-nothing — and an optional global cap is checked on a shared
 //!    key after it (reserve-then-refund). Tiers can be changed at run time without resetting counters.
 //! 4. **Cost**: 1 by default, fixed per layer (e.g. per route with `route_layer`) or computed.
-//! 5. **Store**: one atomic check per key in the store ([`MemoryStore`](ratelimit_core::MemoryStore) by
-//!    default, or any [`Store`](ratelimit_core::Store), e.g. Redis). A store error follows
-//!    [`OnStoreError`]: fail closed with 503 (default) or fail open — never a 429.
-//! 6. **Answer**: allowed → the inner service runs and its response gets the headers (and a
-//!    [`NearLimit`] extension reaches the handler when close to the limit, if configured); limited → 429
+//! 5. **Store**: one atomic check per key in the store ([`MemoryStore`] by
+//!    default, or any [`Store`], e.g. Redis). A store error follows
+//!    [`on_store_error`](RateLimitBuilder::on_store_error) ([`OnFailure`]): fail closed with 503
+//!    (default) or fail open — never a 429.
+//! 6. **Answer**: allowed → the inner service runs and its response gets the headers (the handler gets
+//!    the decision as a [`RateLimitInfo`] extractor with [`rate_limit_info`](RateLimitBuilder::rate_limit_info),
+//!    and a [`NearLimit`] extension when close to the limit, if configured); limited → 429
 //!    (or, in [shadow mode](RateLimitBuilder::shadow), a log line and the request goes through).
+//!
+//! # Layer order
+//!
+//! The rate-limit layer reads what the layers *outside* it put into the request: the [`Tier`] and
+//! [`User`](key::User) extensions your authentication middleware sets after verifying a credential. So
+//! authentication goes outside, the limiter inside it, the handlers inside both. With axum, a `.layer`
+//! call wraps everything added before it, so the last one runs first:
+//!
+//! ```text
+//! Router::new().route(..)
+//!     .layer(rate_limit)   // runs second: sees Tier / User
+//!     .layer(auth)         // runs first: verifies, sets Tier / User
+//! ```
+//!
+//! (In a `tower::ServiceBuilder`, the first `.layer` is the outermost: list `auth` before the limiter.)
+//! The other way round every client gets the default tier (and the IP fallback of a `User` key); the
+//! layer logs one warning naming this fix when tiers are configured and the first 1,000 requests carried
+//! no `Tier`, and a [`User`](key::User) key does when none of them carried its extension. A tier name that is not in
+//! the table is warned about once per name (the request gets the default tier).
 //!
 //! Observability: `tracing` events per decision and rejection, and `metrics` counters plus a
 //! decision-latency histogram ([`observe`]).
 //!
 //! # Layout
 //!
-//! As in tower: the middleware lives in [`rate_limit`] (`layer.rs`, `service.rs`, `future.rs`); the
-//! header rendering ([`headers`]) and forwarded-header parsing ([`key::forwarded`]) are pure functions
-//! with their own tests and fuzz targets.
+//! As in tower: the middleware lives in [`rate_limit`] (`layer.rs`, `service.rs`, `future.rs`, the
+//! decision pipeline in `decide.rs` and `respond.rs`); the header rendering ([`headers`]: the draft's
+//! numbers, the fields' serialisation, byte writers, what a response carries) and forwarded-header
+//! parsing ([`key::forwarded`]) are pure functions with their own tests and fuzz targets.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -65,6 +86,7 @@ pub mod builder;
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub mod config;
+mod first_requests;
 pub mod headers;
 pub mod key;
 pub mod observe;
@@ -75,7 +97,23 @@ pub mod tier;
 pub use builder::{ConfigError, DefaultStore, RateLimitBuilder};
 pub use headers::{IetfRevision, LegacyReset};
 pub use rate_limit::{
-    NearLimit, OnKeyError, OnStoreError, RateLimit, RateLimitLayer, ResponseFuture,
+    MissingRateLimitInfo, NearLimit, OnKeyError, RateLimit, RateLimitInfo, RateLimitLayer,
+    ResponseFuture,
 };
 pub use response::{Rejection, ResponseBody};
 pub use tier::{Tier, TierFn, Tiers, TiersHandle};
+
+// The core types this crate's API takes and returns, so that `cargo add ratelimit-tower` is enough for a
+// server. Types only: the core crate itself stays a dependency of its own for those who want more.
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use ratelimit_core::{store::redis::HybridStore, RedisStore, RedisStoreBuilder};
+pub use ratelimit_core::{
+    AlgorithmKind, Decision, MemoryStore, OnFailure, Outcome, Policy, PolicyError, PolicySet,
+    Quota, QuotaBuilder, QuotaError, Status, Store, StoreError,
+};
+
+/// The crate's README (its crates.io page), compiled as a doc test so its code stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

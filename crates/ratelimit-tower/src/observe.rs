@@ -12,6 +12,7 @@
 //! | `ratelimit_rejections_total` | counter | `policy` (the binding policy's name) |
 //! | `ratelimit_store_errors_total` | counter | `action` = `fail_open`, `fail_closed` |
 //! | `ratelimit_fail_open_total` | counter | — (requests let through without a decision: the fallback is active) |
+//! | `ratelimit_key_state_errors_total` | counter | — (requests whose own store key holds data the limiter did not write) |
 //! | `ratelimit_decision_seconds` | histogram | — (time spent in the store check, per request, while a recorder is installed; timed with the CPU's time-stamp counter where Linux keeps time with it) |
 //!
 //! The Redis store adds its own (`ratelimit-core`): `ratelimit_redis_degraded` (a gauge, 1 while the
@@ -22,7 +23,8 @@
 //!
 //! Tracing: one `debug` event per decision (outcome, tier, binding policy, remaining, the key's salted
 //! fingerprint, [`KeyHash`]), `info` for every rejection (policy name and the key's fingerprint — never
-//! the raw key), `warn` for store errors, and
+//! the raw key), a store outage as two lines (`warn` when the store starts failing, `info` when it answers
+//! again; the requests in between are counted, not logged), and
 //! one-time `warn`/`error` lines for misconfiguration (forwarding headers with no trusted proxy; missing
 //! peer address).
 

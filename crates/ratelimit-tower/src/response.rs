@@ -6,7 +6,7 @@
 //!   `RateLimit`/`RateLimit-Policy`, and `Cache-Control: no-store` (RFC 6585: a 429 must not be cached).
 //!   Replace the body with [`RateLimitBuilder::rejection`](crate::RateLimitBuilder::rejection); the headers
 //!   are added to whatever you return.
-//! * **503** (store unavailable and [`OnStoreError::FailClosed`](crate::OnStoreError)): problem type
+//! * **503** (store unavailable and [`OnFailure::Error`](crate::OnFailure), the default): problem type
 //!   `#temporary-reduced-capacity`. Never a 429: a store outage is not the client's fault.
 //! * **400 / 500** (no key and [`OnKeyError::Reject`](crate::OnKeyError)): `about:blank` problem with a
 //!   `detail` saying what is missing.

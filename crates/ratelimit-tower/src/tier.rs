@@ -12,8 +12,7 @@
 //! over (see [`PolicyStates`](ratelimit_core::PolicyStates)).
 //!
 //! ```
-//! use ratelimit_core::{Policy, PolicySet, Quota};
-//! use ratelimit_tower::{RateLimitLayer, Tiers};
+//! use ratelimit_tower::{Policy, PolicySet, Quota, RateLimitLayer, Tiers};
 //!
 //! let free = PolicySet::new([Policy::gcra("burst", Quota::per_second(5).build()?)?])?;
 //! let pro = PolicySet::new([Policy::gcra("burst", Quota::per_second(50).build()?)?])?;
@@ -30,10 +29,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use http::HeaderValue;
 use ratelimit_core::PolicySet;
 
+use crate::headers::Rendered;
 use crate::key::RequestInfo;
+use crate::rate_limit::PolicyName;
 
 /// A tier name, as a request extension (set by auth middleware) or returned by a tier closure.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -71,7 +71,9 @@ impl fmt::Debug for Tier {
     }
 }
 
-/// Where a request's tier comes from.
+/// Where a request's tier comes from. A name that is not in the table gets the default tier and is
+/// logged at `warn` once per name; with [`TierSource::Extension`], tiers configured while the first
+/// requests carry no [`Tier`] are logged once too (see [Layer order](crate#layer-order)).
 #[derive(Clone, Default)]
 pub enum TierSource {
     /// The [`Tier`] request extension (absent → the default tier). The default.
@@ -98,7 +100,7 @@ impl fmt::Debug for TierSource {
 pub struct Tiers {
     default: PolicySet,
     named: Vec<(Arc<str>, PolicySet)>,
-    global: Option<PolicySet>,
+    global_cap: Option<PolicySet>,
 }
 
 impl Tiers {
@@ -107,7 +109,7 @@ impl Tiers {
         Tiers {
             default,
             named: Vec::new(),
-            global: None,
+            global_cap: None,
         }
     }
 
@@ -137,79 +139,43 @@ impl Tiers {
     }
 
     /// The global cap, if any.
-    pub fn global_policies(&self) -> Option<&PolicySet> {
-        self.global.as_ref()
+    pub fn global_cap_policies(&self) -> Option<&PolicySet> {
+        self.global_cap.as_ref()
     }
 
     /// A global cap: after a request passes its own tier's policies, these are checked on one key shared
     /// by every client (reserve-then-refund: if the cap rejects, the client's charge is refunded). Give
     /// them names distinct from the tiers' policy names: both appear in the same headers.
-    pub fn global(mut self, policies: PolicySet) -> Self {
-        self.global = Some(policies);
+    pub fn global_cap(mut self, policies: PolicySet) -> Self {
+        self.global_cap = Some(policies);
         self
     }
 }
 
-/// One tier, with its `RateLimit-Policy` values rendered once.
+/// One tier: its policies, and what every response under them reuses (rendered once).
 #[derive(Debug)]
 pub(crate) struct Entry {
     pub(crate) name: Arc<str>,
     pub(crate) set: PolicySet,
-    /// Every policy of this set, then every global policy.
-    pub(crate) policy_header: Option<HeaderValue>,
-    /// Every policy of this set (for responses where the global cap was not reached).
-    pub(crate) policy_own: Option<HeaderValue>,
-    /// One value per policy of this set.
-    pub(crate) each: Vec<Option<HeaderValue>>,
-    /// `"name";r=` per policy of this set (see [`crate::headers::item_prefixes`]).
-    pub(crate) items: Box<[Box<[u8]>]>,
-    /// The draft-06/-07 `RateLimit-Policy` (unnamed `q;w=` items): this set's, then with the global cap's.
-    pub(crate) unnamed_own: Option<HeaderValue>,
-    pub(crate) unnamed_header: Option<HeaderValue>,
+    /// The header values and item prefixes of this set (with the global cap's).
+    pub(crate) headers: Rendered,
+    /// Each policy's name, as admitted requests carry it.
+    pub(crate) names: Box<[PolicyName]>,
 }
 
 impl Entry {
     fn new(name: Arc<str>, set: PolicySet, global: Option<&PolicySet>) -> Self {
-        use crate::headers::{write_policy, write_policy_unnamed, Buf};
-        let (policy_own, policy_header) =
-            own_and_with_global(&set, global, |b, s| write_policy(b, s, None, None));
-        let (unnamed_own, unnamed_header) =
-            own_and_with_global(&set, global, |b, s| write_policy_unnamed(b, s, None));
-        let each = (0..set.len())
-            .map(|i| {
-                let mut b = Buf::new();
-                write_policy(&mut b, &set, Some(i), None);
-                b.static_value()
-            })
-            .collect();
         Entry {
             name,
-            items: crate::headers::item_prefixes(&set),
-            unnamed_own,
-            unnamed_header,
-            policy_header,
-            policy_own,
-            each,
+            names: set
+                .policies()
+                .iter()
+                .map(|p| PolicyName::new(p.name()))
+                .collect(),
+            headers: Rendered::new(&set, global),
             set,
         }
     }
-}
-
-/// A `RateLimit-Policy` value rendered by `write` for `set` alone, and for `set` followed by the global
-/// cap's policies (the same value when there is no cap), both interned.
-fn own_and_with_global(
-    set: &PolicySet,
-    global: Option<&PolicySet>,
-    write: impl Fn(&mut crate::headers::Buf, &PolicySet),
-) -> (Option<HeaderValue>, Option<HeaderValue>) {
-    let mut buf = crate::headers::Buf::new();
-    write(&mut buf, set);
-    let own = buf.static_value();
-    if let Some(g) = global {
-        buf.push(b", ");
-        write(&mut buf, g);
-    }
-    (own, buf.static_value())
 }
 
 /// An immutable snapshot of the table, swapped atomically.
@@ -223,7 +189,7 @@ pub(crate) struct TierTable {
 
 impl TierTable {
     pub(crate) fn build(tiers: Tiers) -> Self {
-        let g = tiers.global.as_ref();
+        let g = tiers.global_cap.as_ref();
         TierTable {
             default: Arc::new(Entry::new(Arc::from("default"), tiers.default.clone(), g)),
             named: tiers
@@ -236,17 +202,13 @@ impl TierTable {
         }
     }
 
+    /// The entry of tier `name` (`None` for the default tier), or `Err` with the default tier's when the
+    /// table has no such tier.
     #[inline]
-    pub(crate) fn entry(&self, tier: Option<&str>) -> &Arc<Entry> {
+    pub(crate) fn entry(&self, tier: Option<&str>) -> Result<&Arc<Entry>, &Arc<Entry>> {
         match tier {
-            None => &self.default,
-            Some(t) => match self.named.get(t) {
-                Some(e) => e,
-                None => {
-                    tracing::debug!(tier = t, "unknown tier; using the default tier");
-                    &self.default
-                }
-            },
+            None => Ok(&self.default),
+            Some(t) => self.named.get(t).ok_or(&self.default),
         }
     }
 }
@@ -307,10 +269,10 @@ impl TiersHandle {
     }
 
     /// Sets or clears the global cap.
-    pub fn set_global(&self, policies: Option<PolicySet>) {
+    pub fn set_global_cap(&self, policies: Option<PolicySet>) {
         self.table.rcu(|t| {
             let mut s = t.source.clone();
-            s.global = policies.clone();
+            s.global_cap = policies.clone();
             Arc::new(TierTable::build(s))
         });
     }

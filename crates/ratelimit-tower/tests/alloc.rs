@@ -1,6 +1,7 @@
 //! Allocation budget of the hot path: an admitted request through the layer with the in-memory store
 //! allocates nothing beyond the `RateLimit` header value (one allocation; `RateLimit-Policy` is rendered
-//! once per tier and shared).
+//! once per tier and shared) and with `rate_limit_info(true)` the box `http::Extensions` puts the
+//! `RateLimitInfo` in (one more; its policy name is interned, never copied).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use ratelimit_test_support::alloc::{self, Counting};
@@ -32,7 +33,25 @@ fn now<F: Future>(f: F) -> F::Output {
 }
 
 #[test]
-fn an_admitted_request_allocates_only_its_ratelimit_header() {
+fn an_admitted_request_allocates_only_its_ratelimit_header_and_info() {
+    assert_eq!(
+        layer_allocations(true),
+        2,
+        "the layer should add exactly two allocations (the RateLimit value, the RateLimitInfo box)"
+    );
+}
+
+#[test]
+fn without_info_an_admitted_request_allocates_only_its_ratelimit_header() {
+    assert_eq!(
+        layer_allocations(false),
+        1,
+        "the layer should add exactly one allocation (the RateLimit value)"
+    );
+}
+
+/// What one admitted request allocates in the layer (beyond what the inner service does).
+fn layer_allocations(info: bool) -> usize {
     let set = PolicySet::new([
         Policy::gcra("burst", Quota::per_hour(1_000_000).build().unwrap()).unwrap(),
         Policy::fixed_window("daily", Quota::per_day(1_000_000).build().unwrap()).unwrap(),
@@ -41,6 +60,7 @@ fn an_admitted_request_allocates_only_its_ratelimit_header() {
     let layer = RateLimitLayer::builder()
         .policies(set)
         .decision_latency_histogram(false)
+        .rate_limit_info(info)
         .build()
         .unwrap();
     let mut svc = layer.layer(tower::service_fn(|_req: Request<()>| async {
@@ -77,9 +97,5 @@ fn an_admitted_request_allocates_only_its_ratelimit_header() {
         );
         res
     });
-    assert_eq!(
-        n,
-        inner + 1,
-        "the layer should add exactly one allocation (the RateLimit value)"
-    );
+    n - inner
 }

@@ -69,7 +69,7 @@ fn service<S: Store<[u8], PolicySet> + 'static>(
                 .headers()
                 .get("x-client")
                 .ok_or(KeyError::Missing("x-client header"))?;
-            key.push(b'c', c.as_bytes());
+            key.push(ratelimit_tower::key::tag::custom(0), c.as_bytes());
             Ok(())
         }))
         .policies(set([per_hour("client", CLIENT_QUOTA)]))

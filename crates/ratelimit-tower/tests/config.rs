@@ -13,7 +13,7 @@ use ratelimit_core::config::ConfigError;
 use ratelimit_core::{Policy, PolicySet, Quota};
 use ratelimit_tower::config::LayerConfig;
 use ratelimit_tower::key::TrustedProxies;
-use ratelimit_tower::{OnStoreError, RateLimitLayer, Tier};
+use ratelimit_tower::{OnFailure, RateLimitLayer, Tier};
 
 /// Every part of the schema.
 const FULL: &str = r#"
@@ -78,7 +78,7 @@ fn the_documented_schema_reads_as_the_builders_build() {
         ["127.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()]
     );
     assert!(!config.trusts_any_proxy());
-    assert_eq!(config.on_store_error(), Some(OnStoreError::FailOpen));
+    assert_eq!(config.on_store_error(), Some(OnFailure::Allow));
     let costs = config.route_costs();
     assert_eq!(costs.get("/v1/report"), 2);
     assert_eq!(costs.get("/users/{id}"), 3);
@@ -88,7 +88,7 @@ fn the_documented_schema_reads_as_the_builders_build() {
     let tiers = config.tiers();
     assert_eq!(tiers.default_policies(), config.default_policies());
     assert_eq!(tiers.tier_policies("free"), config.tier_policies("free"));
-    assert_eq!(tiers.global_policies(), config.global_cap());
+    assert_eq!(tiers.global_cap_policies(), config.global_cap());
     assert_eq!(
         config.client_ip().proxies(),
         &TrustedProxies::cidrs(["127.0.0.0/8", "fd00::/8"]).unwrap()

@@ -265,3 +265,150 @@ fn a_layer_built_under_a_recorder_keeps_its_handles() {
     // The rejection's policy label varies, so it is asked for per call: no recorder there, not counted.
     assert_counts(&recorder, 2.0, 1.0, 0.0, 3.0);
 }
+
+/// The in-memory store behind a switch: answering, down (every call fails as a Redis outage would), or
+/// answering with a corrupt key for every identity (one identity's state is not the limiter's).
+#[derive(Clone)]
+struct SwitchStore {
+    inner: Arc<ratelimit_core::MemoryStore<Vec<u8>, PolicySet>>,
+    mode: Arc<std::sync::atomic::AtomicU8>,
+}
+
+const ANSWERING: u8 = 0;
+const DOWN: u8 = 1;
+const CORRUPT_KEY: u8 = 2;
+
+impl SwitchStore {
+    fn new() -> Self {
+        SwitchStore {
+            inner: Arc::new(ratelimit_core::MemoryStore::new()),
+            mode: Arc::new(std::sync::atomic::AtomicU8::new(ANSWERING)),
+        }
+    }
+
+    fn set(&self, mode: u8) {
+        self.mode.store(mode, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn fault(&self) -> Result<(), ratelimit_core::StoreError> {
+        match self.mode.load(std::sync::atomic::Ordering::Relaxed) {
+            DOWN => Err(ratelimit_core::StoreError::Unavailable(
+                "test store is down".into(),
+            )),
+            CORRUPT_KEY => Err(ratelimit_core::StoreError::KeyState {
+                keys: "rl:{test}:*".into(),
+                reason: "WRONGTYPE".into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl ratelimit_core::Store<[u8], PolicySet> for SwitchStore {
+    async fn check(
+        &self,
+        r: &PolicySet,
+        k: &[u8],
+        c: u64,
+    ) -> Result<ratelimit_core::Decision, ratelimit_core::StoreError> {
+        self.fault()?;
+        self.inner.check(r, k, c)
+    }
+    async fn peek(
+        &self,
+        r: &PolicySet,
+        k: &[u8],
+        c: u64,
+    ) -> Result<ratelimit_core::Decision, ratelimit_core::StoreError> {
+        self.fault()?;
+        Ok(self.inner.peek(r, k, c))
+    }
+    async fn refund(
+        &self,
+        r: &PolicySet,
+        k: &[u8],
+        c: u64,
+    ) -> Result<(), ratelimit_core::StoreError> {
+        self.fault()?;
+        self.inner.refund(r, k, c);
+        Ok(())
+    }
+    async fn reset(&self, _: &PolicySet, k: &[u8]) -> Result<(), ratelimit_core::StoreError> {
+        self.fault()?;
+        self.inner.reset(k);
+        Ok(())
+    }
+}
+
+/// An outage is two log lines (failing, answering again), not one per request; the requests it failed
+/// are counted. A corrupt key is that request's error: never worded as the store being down.
+#[test]
+fn a_store_outage_is_logged_once_each_way_and_counted() {
+    const OUTAGE_REQUESTS: usize = 50;
+    let _serial = serial();
+    let capture = Capture::default();
+    let recorder = Metrics::default();
+    let store = SwitchStore::new();
+    let layer = RateLimitLayer::with_store(store.clone())
+        .policies(one_policy(1000))
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(tower::service_fn(|_req: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+    }));
+    let mut status = || now(svc.call(request(&[], true))).unwrap().status();
+    tracing::subscriber::with_default(capture.clone(), || {
+        metrics::with_local_recorder(&recorder, || {
+            for round in 0..2 {
+                assert_eq!(status(), StatusCode::OK);
+                store.set(DOWN);
+                for _ in 0..OUTAGE_REQUESTS {
+                    assert_eq!(status(), StatusCode::SERVICE_UNAVAILABLE);
+                }
+                store.set(ANSWERING);
+                for _ in 0..3 {
+                    assert_eq!(status(), StatusCode::OK);
+                }
+                assert_eq!(
+                    capture.events(Level::WARN, "store failing"),
+                    round + 1,
+                    "{}",
+                    capture.all()
+                );
+                assert_eq!(
+                    capture.events(Level::INFO, "store answering again"),
+                    round + 1
+                );
+            }
+            store.set(CORRUPT_KEY);
+            // Waiting will not help this client: 500, not the outage's 503.
+            for _ in 0..OUTAGE_REQUESTS {
+                assert_eq!(status(), StatusCode::INTERNAL_SERVER_ERROR);
+            }
+        });
+    });
+    assert_eq!(
+        recorder.get("ratelimit_store_errors_total,action=fail_closed"),
+        (3 * OUTAGE_REQUESTS) as f64
+    );
+    assert_eq!(
+        capture.events(Level::WARN, "store failing"),
+        2,
+        "a corrupt key is not an outage: {}",
+        capture.all()
+    );
+    assert_eq!(
+        capture.events(Level::WARN, "holds data this limiter did not write"),
+        1,
+        "{}",
+        capture.all()
+    );
+    let warnings = capture
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(l, _)| *l == Level::WARN)
+        .count();
+    assert_eq!(warnings, 3, "{}", capture.all());
+}

@@ -12,7 +12,7 @@ use axum::Router;
 use http::StatusCode;
 use ratelimit_core::{OnFailure, RedisStore, Store};
 use ratelimit_tower::key::Global;
-use ratelimit_tower::{OnStoreError, RateLimitLayer};
+use ratelimit_tower::RateLimitLayer;
 
 use common::*;
 use redis_server::RedisServer;
@@ -89,15 +89,10 @@ async fn redis_headers_match_the_memory_store_and_outages_follow_the_layer_polic
 
     // Redis goes away: fail closed → 503 (not 429); fail open → 200 without headers.
     let url = redis.url();
-    let closed = outage_layer(&url, OnFailure::Error, OnStoreError::FailClosed).await;
-    let open = outage_layer(&url, OnFailure::Error, OnStoreError::FailOpen).await;
+    let closed = outage_layer(&url, OnFailure::Error, OnFailure::Error).await;
+    let open = outage_layer(&url, OnFailure::Error, OnFailure::Allow).await;
     // The fallback: the store decides locally while Redis is away (here one instance: the whole quota).
-    let local = outage_layer(
-        &url,
-        OnFailure::Local { instances: 1 },
-        OnStoreError::FailClosed,
-    )
-    .await;
+    let local = outage_layer(&url, OnFailure::Local { instances: 1 }, OnFailure::Error).await;
     let closed_addr = serve(app(closed)).await;
     let open_addr = serve(app(open)).await;
     let local_addr = serve(app(local)).await;
@@ -123,7 +118,7 @@ async fn redis_headers_match_the_memory_store_and_outages_follow_the_layer_polic
 async fn outage_layer(
     url: &str,
     on_failure: OnFailure,
-    on_store_error: OnStoreError,
+    on_store_error: OnFailure,
 ) -> RateLimitLayer<RedisStore> {
     let store = RedisStore::builder()
         .timeout(Duration::from_millis(200))

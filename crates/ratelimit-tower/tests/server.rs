@@ -14,7 +14,7 @@ use ratelimit_tower::key::{
     ApiKey, ClientIp, ForwardedHeader, Global, KeyExtractorExt, TrustedProxies, User, UserId,
 };
 use ratelimit_tower::{
-    IetfRevision, LegacyReset, NearLimit, OnKeyError, OnStoreError, RateLimitLayer, Tier, Tiers,
+    IetfRevision, LegacyReset, NearLimit, OnFailure, OnKeyError, RateLimitLayer, Tier, Tiers,
 };
 
 use common::*;
@@ -625,7 +625,7 @@ async fn store_errors_fail_closed_with_503_or_open_never_429() {
 
     let layer = RateLimitLayer::with_store(FailingStore)
         .policy(per_hour("h", 1))
-        .on_store_error(OnStoreError::FailOpen)
+        .on_store_error(OnFailure::Allow)
         .build()
         .unwrap();
     let addr = serve(app(layer)).await;
@@ -921,6 +921,14 @@ fn invalid_configurations_are_rejected_with_a_message_that_says_what_to_change()
                 .tiers(Tiers::new(set([per_hour("h", 1)])))
                 .build(),
             "default tier",
+        ),
+        // The layer has no per-key state to fall back on: the store does.
+        (
+            RateLimitLayer::builder()
+                .policy(per_hour("h", 1))
+                .on_store_error(OnFailure::Local { instances: 2 })
+                .build(),
+            "build the store with it",
         ),
     ];
     for (result, hint) in cases {

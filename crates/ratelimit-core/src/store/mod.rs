@@ -35,11 +35,13 @@ use std::future::Future;
 use crate::algorithm::Rule;
 use crate::decision::Decision;
 
+mod failure;
 pub mod memory;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 
+pub use failure::OnFailure;
 pub use memory::{MemoryStore, MemoryStoreBuilder, Overflow};
 
 /// Why a store could not answer. Never a rate-limit decision.
@@ -109,6 +111,53 @@ pub trait Store<K: ?Sized, R: Rule>: Send + Sync {
         key: &K,
         cost: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// [`Store::check`] answered on the spot, for callers that can skip building a future when the store
+    /// needs no I/O: `None` means *this store cannot answer without waiting* (the default), and the caller
+    /// awaits [`Store::check`] instead. `Some` is exactly what `check` would have answered, with the same
+    /// effect on the key's state.
+    ///
+    /// The in-memory store answers every call (whatever its clock); a networked store answers `None`, or
+    /// `Some` only for what it can decide locally. A wrapper store delegates it to keep its inner store's
+    /// fast path:
+    ///
+    /// ```
+    /// use ratelimit_core::{Decision, Gcra, MemoryStore, Quota, Store, StoreError};
+    ///
+    /// /// Counts the checks that had to be awaited.
+    /// struct Counted(MemoryStore<String, Gcra>, std::sync::atomic::AtomicU64);
+    ///
+    /// impl Store<str, Gcra> for Counted {
+    ///     async fn check(&self, r: &Gcra, k: &str, c: u64) -> Result<Decision, StoreError> {
+    ///         self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ///         Store::check(&self.0, r, k, c).await
+    ///     }
+    ///     fn check_now(&self, r: &Gcra, k: &str, c: u64) -> Option<Result<Decision, StoreError>> {
+    ///         Store::check_now(&self.0, r, k, c)
+    ///     }
+    ///     async fn peek(&self, r: &Gcra, k: &str, c: u64) -> Result<Decision, StoreError> {
+    ///         Store::peek(&self.0, r, k, c).await
+    ///     }
+    ///     async fn refund(&self, r: &Gcra, k: &str, c: u64) -> Result<(), StoreError> {
+    ///         Store::refund(&self.0, r, k, c).await
+    ///     }
+    ///     async fn reset(&self, r: &Gcra, k: &str) -> Result<(), StoreError> {
+    ///         Store::reset(&self.0, r, k).await
+    ///     }
+    /// }
+    ///
+    /// let store = Counted(MemoryStore::new(), Default::default());
+    /// let rule = Gcra::new(Quota::per_second(1).build()?);
+    /// let first = store.check_now(&rule, "alice", 1);
+    /// assert!(matches!(first, Some(Ok(d)) if d.is_allowed()));
+    /// assert_eq!(store.1.into_inner(), 0);
+    /// # Ok::<(), ratelimit_core::QuotaError>(())
+    /// ```
+    #[inline]
+    fn check_now(&self, rule: &R, key: &K, cost: u64) -> Option<Result<Decision, StoreError>> {
+        let _ = (rule, key, cost);
+        None
+    }
 
     /// Forgets `key`: its next check sees fresh state.
     fn reset(&self, rule: &R, key: &K) -> impl Future<Output = Result<(), StoreError>> + Send;

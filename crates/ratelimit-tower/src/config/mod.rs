@@ -96,7 +96,7 @@ use crate::builder::RateLimitBuilder;
 use crate::key::forwarded::ProxyNetworks;
 use crate::key::{Cidr, ClientIp, TrustedProxies};
 use crate::tier::Tiers;
-use crate::OnStoreError;
+use crate::OnFailure;
 use schema::{RawLayerConfig, RawOnStoreError, RawTier};
 
 /// A validated configuration for a [`RateLimitLayer`](crate::RateLimitLayer); see the
@@ -109,7 +109,7 @@ pub struct LayerConfig {
     costs: BTreeMap<String, u64>,
     trusted_proxies: ProxyNetworks,
     trust_any_proxy: bool,
-    on_store_error: Option<OnStoreError>,
+    on_store_error: Option<OnFailure>,
 }
 
 impl LayerConfig {
@@ -178,7 +178,7 @@ impl LayerConfig {
 
     /// What the layer does when the store fails, if the file says (`on_store_error`; the builder's
     /// default, answering 503, otherwise).
-    pub fn on_store_error(&self) -> Option<OnStoreError> {
+    pub fn on_store_error(&self) -> Option<OnFailure> {
         self.on_store_error
     }
 
@@ -191,7 +191,7 @@ impl LayerConfig {
             tiers = tiers.tier(name, set.clone());
         }
         match &self.global_cap {
-            Some(cap) => tiers.global(cap.clone()),
+            Some(cap) => tiers.global_cap(cap.clone()),
             None => tiers,
         }
     }

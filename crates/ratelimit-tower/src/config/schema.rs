@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::LayerConfig;
 use crate::key::forwarded::ProxyNetworks;
 use crate::key::Cidr;
-use crate::OnStoreError;
+use crate::OnFailure;
 
 /// The document.
 #[derive(Debug, Deserialize, Serialize)]
@@ -43,17 +43,19 @@ pub(super) enum RawOnStoreError {
 }
 
 impl RawOnStoreError {
-    pub(super) fn from_action(action: OnStoreError) -> Self {
+    pub(super) fn from_action(action: OnFailure) -> Self {
         match action {
-            OnStoreError::FailOpen => RawOnStoreError::Allow,
-            OnStoreError::FailClosed => RawOnStoreError::Error,
+            OnFailure::Allow => RawOnStoreError::Allow,
+            OnFailure::Local { .. } => RawOnStoreError::Local,
+            // `OnFailure` may grow; what the layer does not know it treats as failing closed.
+            _ => RawOnStoreError::Error,
         }
     }
 
-    fn action(self) -> Result<OnStoreError, ConfigError> {
+    fn action(self) -> Result<OnFailure, ConfigError> {
         match self {
-            RawOnStoreError::Allow => Ok(OnStoreError::FailOpen),
-            RawOnStoreError::Error => Ok(OnStoreError::FailClosed),
+            RawOnStoreError::Allow => Ok(OnFailure::Allow),
+            RawOnStoreError::Error => Ok(OnFailure::Error),
             RawOnStoreError::Local => Err(ConfigError::new(
                 "on_store_error",
                 "\"local\" (deciding in memory while Redis is away) is the Redis store's own setting, RedisStore's on_failure(OnFailure::Local { instances }): a layer over such a store sees decisions, not errors; here write \"allow\" (let requests through) or \"error\" (answer 503)",

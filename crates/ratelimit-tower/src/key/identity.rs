@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use http::header::{HeaderName, AUTHORIZATION};
 
-use super::{KeyBuf, KeyError, KeyExtractor, RequestInfo};
+use super::{tag, KeyBuf, KeyError, KeyExtractor, RequestInfo};
+use crate::first_requests::{
+    ExtensionWatch, LAYER_ORDER_FIX, REQUESTS_WITHOUT_EXTENSION_BEFORE_WARNING,
+};
 
 /// An authenticated user's id, inserted as a request extension by your auth middleware (after it verified
 /// the credential). Read by [`User<UserId>`](User).
@@ -35,7 +38,13 @@ impl AsRef<str> for UserId {
 /// Keys by the authenticated user: the request extension `T` (default [`UserId`]) that your auth
 /// middleware sets. [`KeyError::Missing`] when absent (anonymous) — combine with
 /// [`or`](super::KeyExtractorExt::or) to key anonymous clients by IP.
-pub struct User<T = UserId>(PhantomData<fn() -> T>);
+///
+/// If none of the first 1,000 requests carries `T`, one warning says so: the limiter most likely runs
+/// before the auth middleware (see [Layer order](crate#layer-order)).
+pub struct User<T = UserId> {
+    seen: Arc<ExtensionWatch>,
+    _extension: PhantomData<fn() -> T>,
+}
 
 impl<T> fmt::Debug for User<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -45,31 +54,42 @@ impl<T> fmt::Debug for User<T> {
 
 impl<T> Clone for User<T> {
     fn clone(&self) -> Self {
-        User(PhantomData)
+        User {
+            seen: self.seen.clone(),
+            _extension: PhantomData,
+        }
     }
 }
 
 impl<T> Default for User<T> {
     fn default() -> Self {
-        User(PhantomData)
+        User {
+            seen: Arc::default(),
+            _extension: PhantomData,
+        }
     }
 }
 
 impl<T> User<T> {
     /// Reads the extension `T`.
     pub fn new() -> Self {
-        User(PhantomData)
+        Self::default()
     }
 }
 
 impl<T: AsRef<str> + Send + Sync + 'static> KeyExtractor for User<T> {
     #[inline]
     fn extract(&self, req: &RequestInfo<'_>, key: &mut KeyBuf) -> Result<(), KeyError> {
-        let user = req
-            .extensions()
-            .get::<T>()
-            .ok_or(KeyError::Missing("authenticated user extension"))?;
-        key.push(b'u', user.as_ref().as_bytes());
+        let user = req.extensions().get::<T>();
+        if self.seen.warn_now(user.is_some()) {
+            tracing::warn!(
+                extension = std::any::type_name::<T>(),
+                requests = REQUESTS_WITHOUT_EXTENSION_BEFORE_WARNING,
+                "no request carried the authenticated-user extension the User key reads, so every client is keyed by the fallback or refused: {LAYER_ORDER_FIX}"
+            );
+        }
+        let user = user.ok_or(KeyError::Missing("authenticated user extension"))?;
+        key.push(tag::USER, user.as_ref().as_bytes());
         Ok(())
     }
 }
@@ -154,7 +174,7 @@ fn check(k: &[u8]) -> Result<&[u8], KeyError> {
 impl KeyExtractor for ApiKey {
     fn extract(&self, req: &RequestInfo<'_>, key: &mut KeyBuf) -> Result<(), KeyError> {
         let raw = self.raw(req)?;
-        key.push_hashed(b'k', raw);
+        key.push_hashed(tag::API_KEY, raw);
         Ok(())
     }
 }
@@ -191,7 +211,7 @@ impl KeyExtractor for Route {
         let t = Route::template(req).ok_or(KeyError::Missing(
             "matched route (add the layer with Router::layer/route_layer, or insert a RouteTemplate)",
         ))?;
-        key.push(b'r', t.as_bytes());
+        key.push(tag::ROUTE, t.as_bytes());
         Ok(())
     }
 }
@@ -203,7 +223,7 @@ pub struct Global;
 impl KeyExtractor for Global {
     #[inline]
     fn extract(&self, _req: &RequestInfo<'_>, key: &mut KeyBuf) -> Result<(), KeyError> {
-        key.push(b'g', b"");
+        key.push(tag::GLOBAL, b"");
         Ok(())
     }
 }
@@ -211,11 +231,11 @@ impl KeyExtractor for Global {
 /// A key extractor from a closure.
 ///
 /// ```
-/// use ratelimit_tower::key::{KeyError, KeyFn};
+/// use ratelimit_tower::key::{tag, KeyError, KeyFn};
 ///
 /// let by_tenant = KeyFn::new(|req, key| {
 ///     let t = req.headers().get("x-tenant").ok_or(KeyError::Missing("x-tenant header"))?;
-///     key.push(b't', t.as_bytes());
+///     key.push(tag::custom(0), t.as_bytes());
 ///     Ok(())
 /// });
 /// # let _ = by_tenant;

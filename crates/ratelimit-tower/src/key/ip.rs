@@ -9,7 +9,7 @@ use std::time::Instant;
 use http::header::{HeaderName, FORWARDED};
 
 use super::forwarded::{self, Cidr, ForwardedChain, ProxyRangeError, TrustedProxies};
-use super::{KeyBuf, KeyError, KeyExtractor, RequestInfo};
+use super::{tag, KeyBuf, KeyError, KeyExtractor, RequestInfo};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
@@ -377,8 +377,8 @@ impl ClientIp {
 /// Writes a (masked) address as a key component.
 pub(crate) fn push_ip(key: &mut KeyBuf, ip: IpAddr, v4_prefix: u8, v6_prefix: u8) {
     match forwarded::mask(ip, if ip.is_ipv4() { v4_prefix } else { v6_prefix }) {
-        IpAddr::V4(v4) => key.push(b'4', &v4.octets()),
-        IpAddr::V6(v6) => key.push(b'6', &v6.octets()),
+        IpAddr::V4(v4) => key.push(tag::IPV4, &v4.octets()),
+        IpAddr::V6(v6) => key.push(tag::IPV6, &v6.octets()),
     }
 }
 

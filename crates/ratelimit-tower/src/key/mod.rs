@@ -28,6 +28,7 @@
 pub mod forwarded;
 mod identity;
 mod ip;
+pub mod tag;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -196,9 +197,11 @@ impl KeyBuf {
         self.len = self.base;
     }
 
-    /// Appends a component: a tag byte saying what it is, then the bytes (SHA-256-hashed to 16 bytes when
+    /// Appends a component: a tag byte saying what it is (see [`tag`]: custom extractors take theirs
+    /// from [`tag::custom`]), then the bytes (SHA-256-hashed to 16 bytes when
     /// longer than 40). When the buffer would overflow, everything after the scope is folded into a hash.
     pub fn push(&mut self, tag: u8, bytes: &[u8]) {
+        debug_assert_valid(tag);
         if bytes.len() > MAX_RAW_COMPONENT {
             let h = sha16(bytes);
             self.push_raw(tag | 0x80, &h);
@@ -209,6 +212,7 @@ impl KeyBuf {
 
     /// Appends a component hashed with SHA-256 whatever its length (for secrets such as API keys).
     pub fn push_hashed(&mut self, tag: u8, bytes: &[u8]) {
+        debug_assert_valid(tag);
         let h = sha16(bytes);
         self.push_raw(tag | 0x80, &h);
     }
@@ -234,6 +238,15 @@ impl KeyBuf {
             self.len = (base + 18) as u8;
         }
     }
+}
+
+/// In debug builds, a tag that is neither built in nor custom is a bug in its extractor.
+#[inline]
+fn debug_assert_valid(tag: u8) {
+    debug_assert!(
+        tag::is_valid(tag),
+        "key tag {tag:#04x} is reserved: a custom extractor takes its tags from key::tag::custom(n) (0x01..=0x1f)"
+    );
 }
 
 pub(crate) fn sha16(bytes: &[u8]) -> [u8; 16] {
@@ -271,14 +284,18 @@ impl KeyError {
 /// Implementations must be cheap and must not allocate on the common path: they run on every request.
 ///
 /// ```
-/// use ratelimit_tower::key::{KeyBuf, KeyError, KeyExtractor, RequestInfo};
+/// use ratelimit_tower::key::{tag, KeyBuf, KeyError, KeyExtractor, RequestInfo};
 ///
 /// /// Keys by tenant, from a header that an upstream gateway has already authenticated.
 /// struct Tenant;
+///
+/// /// Custom extractors take their tags from the range the crate leaves them (see [`tag`]).
+/// const TENANT: u8 = tag::custom(0);
+///
 /// impl KeyExtractor for Tenant {
 ///     fn extract(&self, req: &RequestInfo<'_>, key: &mut KeyBuf) -> Result<(), KeyError> {
 ///         let tenant = req.headers().get("x-tenant").ok_or(KeyError::Missing("x-tenant header"))?;
-///         key.push(b't', tenant.as_bytes());
+///         key.push(TENANT, tenant.as_bytes());
 ///         Ok(())
 ///     }
 /// }
@@ -361,37 +378,37 @@ mod tests {
     #[test]
     fn components_are_length_prefixed() {
         let mut a = KeyBuf::new(b"s");
-        a.push(b'x', b"ab");
-        a.push(b'x', b"c");
+        a.push(tag::custom(0), b"ab");
+        a.push(tag::custom(0), b"c");
         let mut b = KeyBuf::new(b"s");
-        b.push(b'x', b"a");
-        b.push(b'x', b"bc");
+        b.push(tag::custom(0), b"a");
+        b.push(tag::custom(0), b"bc");
         assert_ne!(a.as_bytes(), b.as_bytes());
     }
 
     #[test]
     fn long_and_many_components_fold_into_a_hash() {
         let mut k = KeyBuf::new(b"scope");
-        k.push(b'x', &[7u8; 1000]);
+        k.push(tag::custom(0), &[7u8; 1000]);
         assert!(k.as_bytes().len() < 40);
         for i in 0..100u8 {
-            k.push(b'y', &[i; 40]);
+            k.push(tag::custom(1), &[i; 40]);
         }
         assert!(k.as_bytes().len() <= KEY_CAPACITY);
         let mut k2 = KeyBuf::new(b"scope");
-        k2.push(b'x', &[7u8; 1000]);
+        k2.push(tag::custom(0), &[7u8; 1000]);
         for i in 0..100u8 {
-            k2.push(b'y', &[i; 40]);
+            k2.push(tag::custom(1), &[i; 40]);
         }
         assert_eq!(k.as_bytes(), k2.as_bytes());
-        k2.push(b'y', b"1");
+        k2.push(tag::custom(1), b"1");
         assert_ne!(k.as_bytes(), k2.as_bytes());
     }
 
     #[test]
     fn hashed_components_never_hold_the_raw_secret() {
         let mut k = KeyBuf::new(b"s");
-        k.push_hashed(b'k', b"secret-api-key");
+        k.push_hashed(tag::API_KEY, b"secret-api-key");
         assert!(!k.as_bytes().windows(6).any(|w| w == b"secret"));
     }
 }

@@ -10,7 +10,8 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::{Action, Emit};
+use super::Action;
+use crate::headers::Emit;
 use crate::response::ResponseBody;
 
 /// A store check that owns the inner service and the request until it has decided (boxed: store futures
@@ -94,10 +95,8 @@ where
                 StateProj::Checking { check } => {
                     let (action, mut svc, mut req) = ready!(check.as_mut().poll(cx));
                     match action {
-                        Action::Proceed(emit, near) => {
-                            if let Some(near) = near {
-                                req.extensions_mut().insert(*near);
-                            }
+                        Action::Proceed(emit, carry) => {
+                            carry.insert_into(req.extensions_mut());
                             let fut = svc.call(req);
                             state.set(State::Inner {
                                 fut,

@@ -17,8 +17,7 @@ use crate::tier::TiersHandle;
 /// tower stacks all count against the same limits.
 ///
 /// ```
-/// use ratelimit_core::{Policy, PolicySet, Quota};
-/// use ratelimit_tower::RateLimitLayer;
+/// use ratelimit_tower::{Policy, PolicySet, Quota, RateLimitLayer};
 ///
 /// let layer = RateLimitLayer::new(PolicySet::new([Policy::gcra("burst", Quota::per_second(10).build()?)?])?)?;
 /// let app: axum::Router = axum::Router::new()

@@ -2,10 +2,14 @@
 //! dropped before it is made (the client went away, a timeout layer fired), so a request that never
 //! reached the service costs its client nothing.
 
-use ratelimit_core::{PolicySet, Store};
+use std::sync::Arc;
 
+use ratelimit_core::{Decision, PolicySet, Store};
+
+use super::{Action, Shared};
 use crate::key::KeyBuf;
 use crate::observe::KeyHash;
+use crate::tier::Entry;
 
 /// `cost` units charged to `key` under `set`. Dropped while armed, it refunds them through
 /// [`Store::refund_detached`] (at once for the in-memory store, from a task of its own for Redis).
@@ -56,6 +60,47 @@ impl<S: Store<[u8], PolicySet>> Drop for Reservation<'_, S> {
         if self.armed {
             self.store
                 .refund_detached(self.set, self.key.as_bytes(), self.cost);
+        }
+    }
+}
+
+/// A client's charge made on the spot ([`Store::check_now`]) while the global cap must still be awaited:
+/// the owned form of a [`Reservation`], moved into the boxed check. Dropped before that check first runs
+/// (the response future dropped unpolled), it gives the charge back.
+pub(crate) struct HeldCharge<S: Store<[u8], PolicySet> + 'static> {
+    shared: Arc<Shared<S>>,
+    entry: Arc<Entry>,
+    key: KeyBuf,
+    cost: u64,
+    armed: bool,
+}
+
+impl<S: Store<[u8], PolicySet> + 'static> HeldCharge<S> {
+    pub(crate) fn new(shared: Arc<Shared<S>>, entry: Arc<Entry>, key: KeyBuf, cost: u64) -> Self {
+        HeldCharge {
+            shared,
+            entry,
+            key,
+            cost,
+            armed: cost > 0,
+        }
+    }
+
+    /// Awaits the cap's check; from here a [`Reservation`] holds the charge.
+    pub(crate) async fn check_cap(mut self, primary: Decision, cap: Arc<Entry>) -> Action {
+        self.armed = false;
+        self.shared
+            .run_cap(primary, &self.entry, &cap, &self.key, self.cost)
+            .await
+    }
+}
+
+impl<S: Store<[u8], PolicySet> + 'static> Drop for HeldCharge<S> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared
+                .store
+                .refund_detached(&self.entry.set, self.key.as_bytes(), self.cost);
         }
     }
 }

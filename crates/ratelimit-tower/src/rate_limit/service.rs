@@ -10,7 +10,8 @@ use http_body::Body;
 use ratelimit_core::{PolicySet, Store};
 use tower_service::Service;
 
-use super::{Action, KeyOutcome, ResponseFuture, Shared};
+use super::future::Check;
+use super::{Action, HeldCharge, KeyOutcome, Now, ResponseFuture, Shared};
 use crate::key::{KeyBuf, RequestInfo};
 use crate::observe;
 use crate::response::ResponseBody;
@@ -72,7 +73,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let shared = &*self.shared;
         let info = RequestInfo::new(&req);
         if !shared.applies(&info) {
@@ -91,36 +92,70 @@ where
         let tier = match &shared.cfg.tier_source {
             // With no named tier every request gets the default one: skip the extension look-up.
             TierSource::Extension if table.named.is_empty() => None,
-            TierSource::Extension => info.extensions().get::<Tier>().map(Tier::as_str),
+            TierSource::Extension => {
+                let tier = info.extensions().get::<Tier>().map(Tier::as_str);
+                shared.tier_checks.extension(tier.is_some());
+                tier
+            }
             TierSource::Fn(f) => {
                 owned_tier = f(&info);
                 owned_tier.as_ref().map(Tier::as_str)
             }
         };
-        let entry = table.entry(tier);
-        let global = table.global.as_deref();
-
-        if let Some(action) = shared.run_sync(entry, global, &key, cost) {
-            return match action {
-                Action::Proceed(emit, near) => {
-                    if let Some(near) = near {
-                        req.extensions_mut().insert(*near);
-                    }
-                    ResponseFuture::inner(self.inner.call(req), Some(emit))
+        let entry = match table.entry(tier) {
+            Ok(entry) => entry,
+            Err(default) => {
+                if let Some(name) = tier {
+                    shared.tier_checks.unknown(name, &table);
                 }
-                Action::Respond(res) => ResponseFuture::respond(res),
-            };
-        }
+                default
+            }
+        };
+
+        let charged = match shared.run_now(entry, table.global.as_ref(), &key, cost) {
+            Now::Done(action) => return self.act(action, req),
+            Now::Wait => None,
+            Now::Charged(primary, cap) => Some((primary, cap)),
+        };
 
         let owner = self.shared.clone();
         let entry = entry.clone();
-        let global = table.global.clone();
         let clone = self.inner.clone();
         let svc = std::mem::replace(&mut self.inner, clone);
-        let check = Box::pin(async move {
-            let action = owner.run(&entry, global.as_deref(), &key, cost).await;
-            (action, svc, req)
-        });
+        let check: Check<I, Request<ReqB>> = match charged {
+            Some((primary, cap)) => {
+                let held = HeldCharge::new(owner, entry, key, cost);
+                Box::pin(async move { (held.check_cap(primary, cap).await, svc, req) })
+            }
+            None => {
+                let global = table.global.clone();
+                Box::pin(async move {
+                    let action = owner.run(&entry, global.as_deref(), &key, cost).await;
+                    (action, svc, req)
+                })
+            }
+        };
         ResponseFuture::checking(check)
+    }
+}
+
+impl<I, S> RateLimit<I, S> {
+    /// Carries out a decision made on the spot.
+    #[inline]
+    fn act<ReqB, ResB>(
+        &mut self,
+        action: Action,
+        mut req: Request<ReqB>,
+    ) -> ResponseFuture<I::Future, I, Request<ReqB>>
+    where
+        I: Service<Request<ReqB>, Response = Response<ResB>>,
+    {
+        match action {
+            Action::Proceed(emit, carry) => {
+                carry.insert_into(req.extensions_mut());
+                ResponseFuture::inner(self.inner.call(req), Some(emit))
+            }
+            Action::Respond(res) => ResponseFuture::respond(res),
+        }
     }
 }

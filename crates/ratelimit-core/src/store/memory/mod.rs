@@ -442,6 +442,12 @@ where
         std::future::ready(MemoryStore::check(self, rule, key, cost))
     }
 
+    /// Always answers: the in-memory store never waits, whatever its clock.
+    #[inline(always)]
+    fn check_now(&self, rule: &R, key: &Q, cost: u64) -> Option<Result<Decision, StoreError>> {
+        Some(MemoryStore::check(self, rule, key, cost))
+    }
+
     fn peek(
         &self,
         rule: &R,

@@ -186,6 +186,9 @@ mod reply;
 mod script;
 
 pub use hybrid::HybridStore;
+// What a call answers when Redis fails (see the module docs); defined with the stores, whose callers
+// (the tower layer) use the same names.
+pub use super::failure::OnFailure;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -268,23 +271,6 @@ impl std::fmt::Debug for RedisClock {
                 .finish_non_exhaustive(),
         }
     }
-}
-
-/// What a call answers when Redis fails, times out, or the circuit breaker is open; see the
-/// [module docs](self#when-redis-fails).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum OnFailure {
-    /// Return the [`StoreError`] (fail closed: the caller decides; never a fake denial). The default.
-    #[default]
-    Error,
-    /// Admit, with the full quota (fail open).
-    Allow,
-    /// Decide locally, with every quota divided by `instances` (at least 1 unit each).
-    Local {
-        /// How many processes share the Redis quota.
-        instances: u32,
-    },
 }
 
 /// Counts kept by one [`RedisStore`].
