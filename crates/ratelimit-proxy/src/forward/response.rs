@@ -1,0 +1,37 @@
+//! From the upstream's response to the bot's: status, end-to-end headers and body unchanged, the body
+//! streamed as it arrives.
+
+use http::{header, HeaderValue, Response};
+use http_body::Body;
+use ratelimit_client::Attempts;
+
+use super::headers::strip_hop_by_hop;
+
+/// The response the bot gets.
+pub(super) fn inbound<B: Body>(mut res: Response<B>) -> Response<B> {
+    strip_hop_by_hop(res.headers_mut());
+    // A 429's body is read by the limiter and handed on buffered; if it could not be read whole, what is
+    // handed on is shorter than the upstream declared, and the declared length would break the framing.
+    if let Some(exact) = res.body().size_hint().exact() {
+        let declared = res.headers().get(header::CONTENT_LENGTH);
+        if declared.is_some_and(|v| v.as_bytes() != exact.to_string().as_bytes()) {
+            res.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(exact));
+        }
+    }
+    res
+}
+
+/// Counts an upstream response and the time its request was held.
+pub(super) fn record<B>(res: &Response<B>) {
+    let class = match res.status().as_u16() {
+        429 => "429",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    metrics::counter!("ratelimit_proxy_upstream_responses_total", "class" => class).increment(1);
+    let attempts = Attempts::of(res.extensions());
+    metrics::histogram!("ratelimit_proxy_held_seconds").record(attempts.waited.as_secs_f64());
+}
