@@ -10,6 +10,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 
 use crate::forward::Forwarder;
 
@@ -38,6 +39,8 @@ pub(crate) async fn serve(
     // A timer enables hyper's limit on the time a client takes to send a request head.
     builder.http1().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
+    // The connections, so that those still open after the drain timeout can be cut.
+    let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -51,6 +54,7 @@ pub(crate) async fn serve(
             },
             () = &mut shutdown => break,
         };
+        while connections.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true);
         let forwarder = forwarder.clone();
         let service = service_fn(move |req| {
@@ -61,7 +65,7 @@ pub(crate) async fn serve(
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
         let conn = graceful.watch(conn);
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
@@ -75,6 +79,7 @@ pub(crate) async fn serve(
     if complete {
         tracing::info!("drained");
     } else {
+        connections.abort_all();
         tracing::warn!(
             drain_ms = drain.as_millis() as u64,
             "requests still in flight after the drain timeout were cut"
