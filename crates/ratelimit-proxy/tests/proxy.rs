@@ -653,3 +653,56 @@ async fn the_binary_prints_where_it_listens_serves_and_stops_on_sigterm() {
         .unwrap();
     assert!(status.success(), "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_that_hangs_up_while_its_request_is_held_leaves_nothing_held() {
+    let sim = Simulator::start(messages(Limit::fixed(1, Duration::from_secs(5))))
+        .await
+        .unwrap();
+    let p = proxy(&api(sim.addr()), |_| {}, |b| b).await;
+    let url = format!("{}/channels/1/messages", base(&p));
+    let first = send(
+        &bot(),
+        request(Method::POST, &url, Some("{}"))
+            .body(body(Some("{}")))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.status, 200);
+    // The bucket is spent for 5 s: the next request is held by the limiter.
+    let held = tokio::spawn({
+        let url = url.clone();
+        async move {
+            send(
+                &bot(),
+                request(Method::POST, &url, Some("{}"))
+                    .body(body(Some("{}")))
+                    .unwrap(),
+            )
+            .await
+        }
+    });
+    let mut queued = false;
+    for _ in 0..200 {
+        if p.limiter().occupancy().queued == 1 {
+            queued = true;
+            break;
+        }
+        tokio::time::sleep(ms(5)).await;
+    }
+    assert!(queued, "the second request was not held");
+    // The bot gives up: its connection closes, the proxy drops the request.
+    held.abort();
+    let _ = held.await;
+    let mut idle = false;
+    for _ in 0..200 {
+        if p.limiter().occupancy().is_idle() {
+            idle = true;
+            break;
+        }
+        tokio::time::sleep(ms(5)).await;
+    }
+    assert!(idle, "still held: {:?}", p.limiter().occupancy());
+    assert_eq!(sim.stats().requests, 1);
+}
