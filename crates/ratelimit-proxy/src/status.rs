@@ -5,6 +5,16 @@ use serde::Serialize;
 
 /// The limiter's state as `/status` shows it: buckets, routes and their queues, global use per token,
 /// stopped tokens, the invalid-request count and any ban. Tokens appear only as digests.
+///
+/// ```
+/// use ratelimit_client::{profile::Discord, Limiter};
+/// use ratelimit_proxy::Status;
+/// let limiter = Limiter::new(Discord::new());
+/// let json = serde_json::to_value(Status::new(limiter.snapshot(), limiter.occupancy()))?;
+/// assert_eq!(json["buckets"], serde_json::json!([]));
+/// assert_eq!(json["banned_for_seconds"], serde_json::Value::Null);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Debug, Serialize)]
 pub struct Status {
     /// Known counters.

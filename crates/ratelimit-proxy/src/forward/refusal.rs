@@ -13,6 +13,13 @@ use ratelimit_client::Error;
 pub const PROXY_ERROR_HEADER: HeaderName = HeaderName::from_static("x-ratelimit-proxy-error");
 
 /// Why the proxy answered a request itself.
+///
+/// ```
+/// use ratelimit_proxy::Refusal;
+/// let r = Refusal::TooLarge { limit: 1024 };
+/// assert_eq!((r.status().as_u16(), r.kind()), (413, "too_large"));
+/// assert!(r.to_string().contains("--max-body"));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Refusal {

@@ -1,7 +1,7 @@
 //! From the upstream's response to the bot's: status, end-to-end headers and body unchanged, the body
 //! streamed as it arrives.
 
-use http::{header, HeaderValue, Response};
+use http::{header, HeaderValue, Response, Version};
 use http_body::Body;
 use ratelimit_client::Attempts;
 
@@ -10,6 +10,8 @@ use super::headers::strip_hop_by_hop;
 /// The response the bot gets.
 pub(super) fn inbound<B: Body>(mut res: Response<B>) -> Response<B> {
     strip_hop_by_hop(res.headers_mut());
+    // The bot's connection has its own version (an HTTP/2 answer from the upstream goes back on HTTP/1.1).
+    *res.version_mut() = Version::default();
     // A 429's body is read by the limiter and handed on buffered; if it could not be read whole, what is
     // handed on is shorter than the upstream declared, and the declared length would break the framing.
     if let Some(exact) = res.body().size_hint().exact() {
@@ -34,4 +36,25 @@ pub(super) fn record<B>(res: &Response<B>) {
     metrics::counter!("ratelimit_proxy_upstream_responses_total", "class" => class).increment(1);
     let attempts = Attempts::of(res.extensions());
     metrics::histogram!("ratelimit_proxy_held_seconds").record(attempts.waited.as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::Full;
+
+    #[test]
+    fn a_body_shorter_than_declared_gets_its_true_length() {
+        let res = Response::builder()
+            .version(Version::HTTP_2)
+            .header("content-length", "100")
+            .header("connection", "close")
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap();
+        let res = inbound(res);
+        assert_eq!(res.headers()["content-length"], "2");
+        assert!(res.headers().get("connection").is_none());
+        assert_eq!(res.version(), Version::HTTP_11);
+    }
 }
