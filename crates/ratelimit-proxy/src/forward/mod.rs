@@ -98,7 +98,8 @@ impl Forwarder {
         match s.client.clone().oneshot(req).await {
             Ok(res) => {
                 self.reached();
-                Ok(response::inbound(res.map(Either::Left)))
+                let buffered = matches!(res.body(), ResponseBody::Buffered { .. });
+                Ok(response::inbound(res.map(Either::Left), buffered))
             }
             Err(e) => self.failed(e),
         }
@@ -110,7 +111,10 @@ impl Forwarder {
             // Only with a limiter that errs on exhausted retries; the proxy's responds instead. Either way
             // the bot gets the upstream's last 429.
             let res = *response;
-            return Ok(response::inbound(res.map(|b| Either::Right(Full::new(b)))));
+            return Ok(response::inbound(
+                res.map(|b| Either::Right(Full::new(b))),
+                true,
+            ));
         }
         let refusal = Refusal::from_client(e, self.shared.upstream_timeout);
         if matches!(

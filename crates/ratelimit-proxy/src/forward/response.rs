@@ -7,14 +7,17 @@ use ratelimit_client::Attempts;
 
 use super::headers::strip_hop_by_hop;
 
-/// The response the bot gets.
-pub(super) fn inbound<B: Body>(mut res: Response<B>) -> Response<B> {
+/// The response the bot gets. `buffered`: the body was read by the limiter (a 429's JSON) and is handed
+/// on from memory.
+pub(super) fn inbound<B: Body>(mut res: Response<B>, buffered: bool) -> Response<B> {
     strip_hop_by_hop(res.headers_mut());
     // The bot's connection has its own version (an HTTP/2 answer from the upstream goes back on HTTP/1.1).
     *res.version_mut() = Version::default();
     // A 429's body is read by the limiter and handed on buffered; if it could not be read whole, what is
     // handed on is shorter than the upstream declared, and the declared length would break the framing.
-    if let Some(exact) = res.body().size_hint().exact() {
+    // Only then: a streamed body's length is the upstream's own (a HEAD's or a 304's is empty while its
+    // `Content-Length` tells the entity's).
+    if let Some(exact) = res.body().size_hint().exact().filter(|_| buffered) {
         let declared = res.headers().get(header::CONTENT_LENGTH);
         if declared.is_some_and(|v| v.as_bytes() != exact.to_string().as_bytes()) {
             res.headers_mut()
@@ -36,6 +39,13 @@ pub(super) fn record<B>(res: &Response<B>) {
     metrics::counter!("ratelimit_proxy_upstream_responses_total", "class" => class).increment(1);
     let attempts = Attempts::of(res.extensions());
     metrics::histogram!("ratelimit_proxy_held_seconds").record(attempts.waited.as_secs_f64());
+    // The path is not logged: webhook and interaction paths carry tokens.
+    tracing::debug!(
+        status = res.status().as_u16(),
+        attempts = attempts.attempts,
+        waited_ms = attempts.waited.as_millis() as u64,
+        "forwarded"
+    );
 }
 
 #[cfg(test)]
@@ -52,7 +62,13 @@ mod tests {
             .header("connection", "close")
             .body(Full::new(Bytes::from_static(b"{}")))
             .unwrap();
-        let res = inbound(res);
+        let head = inbound(res.clone(), false);
+        assert_eq!(
+            head.headers()["content-length"],
+            "100",
+            "a streamed body's length is the upstream's"
+        );
+        let res = inbound(res, true);
         assert_eq!(res.headers()["content-length"], "2");
         assert!(res.headers().get("connection").is_none());
         assert_eq!(res.version(), Version::HTTP_11);
