@@ -104,6 +104,10 @@ pub struct Seen {
 /// An HTTP forwarder between the proxy and the simulator that records, per `x-test-id`, what the
 /// proxy sent and what the upstream answered. It adds a hop-by-hop header pair to every response, which
 /// the proxy must not hand on.
+///
+/// Each connection from the proxy gets its own connection to the simulator, opened as soon as the
+/// proxy's is accepted: a handshake on the tap's side while the proxy's request is on its way would be a
+/// delay the proxy cannot see, and would make requests arrive later than the proxy measured.
 pub struct Tap {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<HashMap<String, Seen>>>,
@@ -117,19 +121,28 @@ impl Tap {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<HashMap<String, Seen>>> = Arc::default();
-        let client: Client<HttpConnector, Full<Bytes>> =
-            Client::builder(TokioExecutor::new()).build_http();
         let record = Arc::clone(&seen);
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let client = client.clone();
                 let record = Arc::clone(&record);
                 tokio::spawn(async move {
+                    let Ok(to_sim) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let _ = to_sim.set_nodelay(true);
+                    let _ = stream.set_nodelay(true);
+                    let Ok((sender, conn)) =
+                        hyper::client::conn::http1::handshake(TokioIo::new(to_sim)).await
+                    else {
+                        return;
+                    };
+                    tokio::spawn(conn);
+                    let sender = Arc::new(tokio::sync::Mutex::new(sender));
                     let svc = service_fn(move |req| {
-                        relay(client.clone(), Arc::clone(&record), upstream, req)
+                        relay(Arc::clone(&sender), Arc::clone(&record), upstream, req)
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
@@ -151,7 +164,7 @@ impl Tap {
 }
 
 async fn relay(
-    client: Client<HttpConnector, Full<Bytes>>,
+    sender: Arc<tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<Full<Bytes>>>>,
     record: Arc<Mutex<HashMap<String, Seen>>>,
     upstream: SocketAddr,
     req: Request<hyper::body::Incoming>,
@@ -174,12 +187,15 @@ async fn relay(
     let pq = parts.uri.path_and_query().unwrap().as_str();
     let mut out = Request::builder()
         .method(parts.method.clone())
-        .uri(format!("http://{upstream}{pq}"))
+        .uri(pq)
         .body(Full::new(body))
         .unwrap();
     *out.headers_mut() = parts.headers;
-    out.headers_mut().remove(http::header::HOST);
-    let res = client.request(out).await.unwrap();
+    out.headers_mut().insert(
+        http::header::HOST,
+        HeaderValue::from_str(&upstream.to_string()).unwrap(),
+    );
+    let res = sender.lock().await.send_request(out).await.unwrap();
     let (mut head, body) = res.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
     head.headers

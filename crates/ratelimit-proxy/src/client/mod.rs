@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -13,15 +11,19 @@ use ratelimit_client::profile::Discord;
 use ratelimit_client::{Limiter, RateLimit};
 use tower::timeout::Timeout;
 
+mod sent_at;
+
+use sent_at::{StampSent, Stamped};
+
 /// Idle connections to the upstream are kept this long: Discord closes idle ones after about two
 /// minutes, so reusing them for one and a half avoids racing its close.
 const IDLE_BELOW_THE_UPSTREAMS_CLOSE: Duration = Duration::from_secs(90);
 
 /// The plain hyper client, sending the body the proxy read.
-pub(crate) type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) type HttpsClient = Client<HttpsConnector<HttpConnector>, Stamped>;
 
 /// The whole way to the upstream.
-pub(crate) type UpstreamService = RateLimit<Timeout<HttpsClient>, Discord>;
+pub(crate) type UpstreamService = RateLimit<Timeout<StampSent<HttpsClient>>, Discord>;
 
 /// The TLS setup failed (no usable protocol version in the crypto provider).
 #[derive(Debug, thiserror::Error)]
@@ -51,5 +53,5 @@ pub(crate) fn upstream_service(
     timeout: Duration,
     limiter: Limiter<Discord>,
 ) -> UpstreamService {
-    RateLimit::new(Timeout::new(client, timeout), limiter)
+    RateLimit::new(Timeout::new(StampSent::new(client), timeout), limiter)
 }
