@@ -32,8 +32,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The proxy takes its limiter from the caller ([`Proxy::with_limiter`]), so a limiter whose state lives
-//! elsewhere fits without changes here.
+//! The proxy takes a ready-built limiter ([`Proxy::with_limiter`]) and uses it only through the client's
+//! tower layer, [`Limiter::snapshot`] and [`Limiter::occupancy`]: nothing in the proxy depends on where
+//! the limiter keeps its state.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod admin;
