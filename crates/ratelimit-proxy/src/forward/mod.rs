@@ -20,7 +20,7 @@ use http_body::Body;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use ratelimit_client::{Error, ResponseBody};
-use tower::ServiceExt;
+use tower_service::Service;
 
 pub use headers::strip_hop_by_hop;
 pub use refusal::{Refusal, PROXY_ERROR_HEADER};
@@ -95,7 +95,9 @@ impl Forwarder {
         let target = request::target(&s.upstream, &parts)?;
         let body = request::read_body(&parts, body, s.max_body).await?;
         let req = request::outbound(parts, &s.upstream, target, body)?;
-        match s.client.clone().oneshot(req).await {
+        // The layer is always ready (it awaits its inner service's readiness before each attempt).
+        let mut client = s.client.clone();
+        match Service::call(&mut client, req).await {
             Ok(res) => {
                 self.reached();
                 let buffered = matches!(res.body(), ResponseBody::Buffered { .. });
