@@ -11,11 +11,11 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use ratelimit_core::{OnFailure, Policy, PolicySet, Quota, RedisStore, Store, StoreError};
 use ratelimit_test_support::cancel::at_every_poll;
+use ratelimit_test_support::poll::poll_once;
 use ratelimit_test_support::redis_server::RedisServer;
 
 /// The quota of every identity here: a fresh one is admitted exactly this many times.
@@ -82,12 +82,6 @@ async fn behaves_normally(store: &RedisStore, k: usize) {
     );
     assert!(store.stats().redis_calls > calls, "k={k}: decided by Redis");
     assert!(!store.is_degraded(), "k={k}");
-}
-
-/// Polls `fut` exactly once (whatever it answers).
-async fn poll_once<F: Future + Unpin>(fut: &mut F) -> bool {
-    std::future::poll_fn(|cx| Poll::Ready(std::pin::Pin::new(&mut *fut).poll(cx).is_pending()))
-        .await
 }
 
 // One thread: the connection's driver cannot answer between two polls of the call, so every await
