@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::cell::Cell;
-use std::sync::Arc;
 use std::time::Duration;
 
 use ratelimit_core::store::redis::HybridStore;
@@ -15,19 +14,13 @@ use ratelimit_core::{
 use ratelimit_test_support::cancel::at_every_poll;
 use ratelimit_test_support::redis_server::RedisServer;
 
+mod common;
+use common::redis::{on_manual_clock, EPOCH, HANG_ONLY_TIMEOUT};
+
 /// The quota of the hybrid tests' policy, per identity.
 const QUOTA: u64 = 20;
 /// The hybrid tests' lease.
 const LEASE: u64 = 5;
-
-async fn redis_on(server: &RedisServer, clock: RedisClock) -> RedisStore {
-    RedisStore::builder()
-        .timeout(Duration::from_secs(5))
-        .clock(clock)
-        .connect(&server.url())
-        .await
-        .unwrap()
-}
 
 fn per_hour(n: u64) -> PolicySet {
     PolicySet::new([Policy::fixed_window("hourly", Quota::per_hour(n).build().unwrap()).unwrap()])
@@ -35,15 +28,11 @@ fn per_hour(n: u64) -> PolicySet {
 }
 
 async fn hybrid(server: &RedisServer) -> HybridStore {
-    let clock = ManualClock::new(1_795_000_000_000_000);
-    let redis = redis_on(
-        server,
-        RedisClock::Client {
-            clock: Arc::new(clock.clone()),
-            ttl_slack: Duration::from_secs(600),
-        },
-    )
-    .await;
+    let clock = ManualClock::new(EPOCH);
+    let redis = on_manual_clock(&clock)
+        .connect(&server.url())
+        .await
+        .unwrap();
     HybridStore::with_clock(redis, LEASE, Duration::from_secs(60), clock)
 }
 
@@ -256,7 +245,12 @@ async fn acquire_dropped_during_a_shaping_delay_refunds_the_reservation_in_memor
 #[tokio::test]
 async fn acquire_dropped_during_a_shaping_delay_refunds_the_reservation_on_redis() {
     let server = RedisServer::start();
-    let store = redis_on(&server, RedisClock::Server).await;
+    let store = RedisStore::builder()
+        .timeout(HANG_ONLY_TIMEOUT)
+        .clock(RedisClock::Server)
+        .connect(&server.url())
+        .await
+        .unwrap();
     // One slot a second, so a leaked reservation (2 s of delay instead of 1 s) cannot be mistaken for
     // scheduling noise.
     let set = PolicySet::new([Policy::shaper(

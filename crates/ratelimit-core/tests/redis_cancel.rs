@@ -18,6 +18,8 @@ use ratelimit_test_support::cancel::at_every_poll;
 use ratelimit_test_support::poll::poll_once;
 use ratelimit_test_support::redis_server::RedisServer;
 
+mod common;
+
 /// The quota of every identity here: a fresh one is admitted exactly this many times.
 const QUOTA: u64 = 3;
 
@@ -117,12 +119,7 @@ async fn a_direct_check_dropped_at_every_await_leaves_nothing_behind() {
 /// Opens the breaker on the paused `server` (threshold 1) and waits out the cooldown: the next call
 /// is the probe.
 async fn due_for_a_probe(store: &RedisStore, server: &RedisServer, cooldown: Duration) {
-    server.pause();
-    if !store.is_degraded() {
-        let _ = check(store, "trip").await;
-    }
-    assert!(store.is_degraded());
-    tokio::time::sleep(cooldown + Duration::from_millis(10)).await;
+    common::redis::due_for_a_probe(store, server, &set(), cooldown).await;
 }
 
 /// The half-open probe (a check, then a reset) dropped at each await on a paused server, then on a live

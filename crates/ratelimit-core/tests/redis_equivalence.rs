@@ -5,21 +5,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use ratelimit_core::store::redis::Scripting;
 use ratelimit_core::{
-    AlgorithmKind, ManualClock, Policy, PolicySet, PolicyStates, Quota, RedisClock, RedisStore,
-    Rule, Store,
+    AlgorithmKind, ManualClock, Policy, PolicySet, PolicyStates, Quota, RedisStore, Rule, Store,
 };
 use ratelimit_test_support::poll::join_in_order;
 use ratelimit_test_support::redis_server::RedisServer;
 
-/// Realistic Unix-epoch microseconds, to exercise Lua's doubles at full size.
-const EPOCH: u64 = 1_795_000_000_000_000;
+mod common;
+use common::redis::{on_manual_clock, EPOCH};
 
 #[derive(Debug, Clone, Copy)]
 enum Step {
@@ -131,13 +129,7 @@ fn client_time_store(
         .build()
         .unwrap();
     let clock = ManualClock::new(EPOCH);
-    let mut builder = RedisStore::builder()
-        .timeout(Duration::from_secs(5))
-        .scripting(scripting)
-        .clock(RedisClock::Client {
-            clock: Arc::new(clock.clone()),
-            ttl_slack: Duration::from_secs(600),
-        });
+    let mut builder = on_manual_clock(&clock).scripting(scripting);
     if let Some(n) = max_in_flight {
         builder = builder.max_in_flight(n);
     }

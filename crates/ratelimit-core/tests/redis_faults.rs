@@ -11,6 +11,9 @@ use ratelimit_test_support::fault_proxy::{Corruption, Fault, FaultProxy};
 use ratelimit_test_support::poll::{wait_until, wait_until_async};
 use ratelimit_test_support::redis_server::RedisServer;
 
+mod common;
+use common::redis::due_for_a_probe;
+
 fn set() -> PolicySet {
     PolicySet::new([Policy::gcra("g", Quota::per_hour(10).build().unwrap()).unwrap()]).unwrap()
 }
@@ -266,17 +269,6 @@ async fn function_flush_mid_run_is_invisible_to_callers() {
     flush_mid_run(Scripting::Functions, "FUNCTION").await;
 }
 
-/// Opens `store`'s breaker on a paused `server` (threshold failures), then waits out the cooldown: the next
-/// call is the half-open probe. The server is left paused.
-async fn open_breaker_and_cool_down(store: &RedisStore, server: &RedisServer, cooldown: Duration) {
-    server.pause();
-    for i in 0..3 {
-        let _ = check(store, &format!("trip{i}")).await;
-    }
-    assert!(store.is_degraded(), "the breaker opened on a paused Redis");
-    tokio::time::sleep(cooldown + Duration::from_millis(20)).await;
-}
-
 /// Waits until `store` answers from Redis again (the breaker closed); fails as stuck after `STUCK_AFTER`,
 /// naming `what` did not happen.
 async fn recovers(store: &RedisStore, what: &str) {
@@ -295,7 +287,7 @@ async fn a_cancelled_half_open_probe_does_not_keep_the_breaker_open() {
     let server = RedisServer::start();
     let store = store(&server, OnFailure::Error).await;
     assert!(check(&store, "a").await.is_ok());
-    open_breaker_and_cool_down(&store, &server, COOLDOWN).await;
+    due_for_a_probe(&store, &server, &set(), COOLDOWN).await;
     // The probe goes out to the paused server; its caller disconnects after 10 ms.
     let probe = tokio::time::timeout(Duration::from_millis(10), check(&store, "probe")).await;
     assert!(
@@ -317,7 +309,7 @@ async fn reset_during_half_open_does_not_keep_the_breaker_open() {
     let server = RedisServer::start();
     let store = store(&server, OnFailure::Error).await;
     assert!(check(&store, "a").await.is_ok());
-    open_breaker_and_cool_down(&store, &server, COOLDOWN).await;
+    due_for_a_probe(&store, &server, &set(), COOLDOWN).await;
     server.resume();
     let _ = Store::<str, PolicySet>::reset(&store, &set(), "a").await;
     recovers(&store, "the breaker closing after a reset in half-open").await;
