@@ -11,11 +11,11 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ratelimit_core::{OnFailure, Policy, PolicySet, Quota, RedisStore, Store, StoreError};
 use ratelimit_test_support::cancel::at_every_poll;
-use ratelimit_test_support::poll::poll_once;
+use ratelimit_test_support::poll::{poll_once, wait_until};
 use ratelimit_test_support::redis_server::RedisServer;
 
 mod common;
@@ -59,15 +59,8 @@ const CONDITION_WAIT: Duration = Duration::from_secs(10);
 /// Waits until the store's lanes hold `n` calls in flight: a spawned call takes its slot when its task
 /// first runs, a batch task gives its slot back just after answering its callers.
 async fn in_flight_becomes(store: &RedisStore, n: usize) {
-    let deadline = Instant::now() + CONDITION_WAIT;
-    while store.debug_state().in_flight != n {
-        assert!(
-            Instant::now() < deadline,
-            "{n} in flight never came: {:?}",
-            store.debug_state()
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let what = format!("{n} calls in flight");
+    wait_until(&what, CONDITION_WAIT, || store.debug_state().in_flight == n).await;
 }
 
 /// The store answers from Redis as the reference does: a fresh identity is admitted exactly QUOTA times.
