@@ -12,6 +12,7 @@ use ratelimit_core::{
     RedisStore, Shaper, Store,
 };
 use ratelimit_test_support::cancel::at_every_poll;
+use ratelimit_test_support::poll::wait_until;
 use ratelimit_test_support::redis_server::RedisServer;
 
 mod common;
@@ -269,12 +270,22 @@ async fn acquire_dropped_during_a_shaping_delay_refunds_the_reservation_on_redis
     acquire(&store, &set, "job", 1, Duration::ZERO)
         .await
         .unwrap();
+    // The store's own tasks (its connection's driver); a drop mid-delay adds one, the refund's.
+    let tasks_at_rest = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let at_rest = tasks_at_rest();
     let points = at_every_poll(
         || acquire(&store, &set, "job", 1, Duration::from_secs(5)),
         |k, out| async move {
             if out.is_none() {
-                // Let a refund sent in the background land before looking.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // A refund is sent from a task of its own: look once that task has finished.
+                wait_until("the background refund finishing", HANG_ONLY_TIMEOUT, || {
+                    tasks_at_rest() <= at_rest
+                })
+                .await;
                 let delay = peek_delay().await;
                 assert!(
                     delay <= Duration::from_millis(1_000),
