@@ -299,9 +299,7 @@ async fn a_queued_check_dropped_at_every_await_leaves_the_lane_empty() {
 async fn an_in_flight_check_dropped_at_every_await_hands_its_slot_on() {
     const BEHIND: usize = 4;
     let server = RedisServer::start();
-    let store = RedisStore::builder()
-        .timeout(Duration::from_secs(2))
-        .max_in_flight(1)
+    let store = common::redis::one_slot()
         .connect(&server.url())
         .await
         .unwrap();
@@ -357,9 +355,7 @@ async fn an_in_flight_check_dropped_at_every_await_hands_its_slot_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_check_dropped_among_many_concurrent_callers_leaves_nothing_behind() {
     let server = RedisServer::start();
-    let store = RedisStore::builder()
-        .timeout(Duration::from_secs(2))
-        .max_in_flight(1)
+    let store = common::redis::one_slot()
         .connect(&server.url())
         .await
         .unwrap();

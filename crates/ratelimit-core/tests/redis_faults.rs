@@ -560,10 +560,8 @@ async fn a_bad_key_asked_again_and_again_is_logged_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_value_in_a_batch_does_not_open_the_breaker() {
     let server = RedisServer::start();
-    let store = RedisStore::builder()
-        .timeout(Duration::from_secs(2))
+    let store = common::redis::one_slot()
         .breaker(3, Duration::from_secs(60))
-        .max_in_flight(1)
         .connect(&server.url())
         .await
         .unwrap();

@@ -12,6 +12,8 @@ use ratelimit_core::{
 use ratelimit_test_support::poll::{poll_once, wait_until};
 use ratelimit_test_support::redis_server::RedisServer;
 
+mod common;
+
 fn every_algorithm(limit: u64, period: Duration) -> Vec<Policy> {
     let q = || Quota::new(limit, period).build().unwrap();
     vec![
@@ -98,9 +100,7 @@ const LANE_IDLE_STUCK_AFTER: Duration = Duration::from_secs(10);
 #[tokio::test]
 async fn a_queued_call_dropped_before_its_batch_goes_out_charges_nothing() {
     let server = RedisServer::start();
-    let store = RedisStore::builder()
-        .timeout(Duration::from_secs(2))
-        .max_in_flight(1)
+    let store = common::redis::one_slot()
         .connect(&server.url())
         .await
         .unwrap();

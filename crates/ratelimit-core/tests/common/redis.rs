@@ -32,6 +32,14 @@ pub fn on_manual_clock(clock: &ManualClock) -> RedisStoreBuilder {
         })
 }
 
+/// A store builder with one coalescing slot: the first call goes out, every later one queues behind it
+/// for a batch. Its timeout only a hang reaches, so queueing tests never see one.
+pub fn one_slot() -> RedisStoreBuilder {
+    RedisStore::builder()
+        .timeout(HANG_ONLY_TIMEOUT)
+        .max_in_flight(1)
+}
+
 /// Pauses `server`, fails checks of `set` on `store` until its breaker opens, then waits out `cooldown`
 /// (the store's own): the next call is the half-open probe. The server is left paused.
 pub async fn due_for_a_probe(
