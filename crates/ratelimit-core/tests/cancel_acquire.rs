@@ -9,7 +9,7 @@ use std::time::Duration;
 use ratelimit_core::store::redis::HybridStore;
 use ratelimit_core::{
     acquire, Clock, Gcra, ManualClock, MemoryStore, Micros, Policy, PolicySet, Quota, RedisClock,
-    RedisStore, Shaper, Store,
+    RedisStore, Rule, Shaper, Store,
 };
 use ratelimit_test_support::cancel::at_every_poll;
 use ratelimit_test_support::poll::wait_until;
@@ -168,6 +168,45 @@ fn memory<R: ratelimit_core::Rule>() -> MemoryStore<String, R, TokioClock> {
         .build()
 }
 
+/// Drops an `acquire` of "job" after each of its polls in turn: after each drop the key reads as
+/// `before` (`unchanged` says why it must), at least one wait (`cancelled`) was cut short, and the next
+/// acquire then waits one emission interval (100 ms of paused time) after the one that finished, as if
+/// none had been dropped.
+async fn drops_leave_the_key_as_it_was<R>(
+    store: &MemoryStore<String, R, TokioClock>,
+    rule: &R,
+    unchanged: &str,
+    cancelled: &str,
+) where
+    R: Rule,
+    MemoryStore<String, R, TokioClock>: Store<str, R>,
+{
+    let before = store.peek(rule, "job", 1);
+    let points = at_every_poll(
+        || acquire(store, rule, "job", 1, Duration::from_secs(1)),
+        |_k, out| {
+            let before = &before;
+            async move {
+                match out {
+                    None => assert_eq!(&store.peek(rule, "job", 1), before, "{unchanged}"),
+                    Some(r) => assert!(r.unwrap().is_allowed()),
+                }
+            }
+        },
+    )
+    .await;
+    assert!(points >= 1, "{cancelled} was never cancelled");
+    let start = tokio::time::Instant::now();
+    acquire(store, rule, "job", 1, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(100),
+        "one slot after the last admitted"
+    );
+}
+
 /// Waiting out a limit charges nothing until the wait is over: a drop mid-sleep leaves the key as it was.
 #[tokio::test(start_paused = true)]
 async fn acquire_dropped_while_waiting_out_a_limit_charges_nothing() {
@@ -176,28 +215,8 @@ async fn acquire_dropped_while_waiting_out_a_limit_charges_nothing() {
     acquire(&store, &rule, "job", 1, Duration::ZERO)
         .await
         .unwrap();
-    let before = store.peek(&rule, "job", 1);
-    assert!(!before.is_allowed());
-    let points = at_every_poll(
-        || acquire(&store, &rule, "job", 1, Duration::from_secs(1)),
-        |_k, out| {
-            let (store, rule, before) = (&store, &rule, &before);
-            async move {
-                match out {
-                    None => assert_eq!(&store.peek(rule, "job", 1), before, "nothing charged"),
-                    Some(r) => assert!(r.unwrap().is_allowed()),
-                }
-            }
-        },
-    )
-    .await;
-    assert!(points >= 1, "the retry sleep was cancelled");
-    // The next acquire waits one emission interval after the one that finished, as if none was dropped.
-    let start = tokio::time::Instant::now();
-    acquire(&store, &rule, "job", 1, Duration::from_secs(1))
-        .await
-        .unwrap();
-    assert_eq!(start.elapsed(), Duration::from_millis(100));
+    assert!(!store.peek(&rule, "job", 1).is_allowed());
+    drops_leave_the_key_as_it_was(&store, &rule, "nothing charged", "the retry sleep").await;
 }
 
 /// A shaper's delayed admission is a reservation made before the wait: a drop mid-wait gives it back.
@@ -211,35 +230,17 @@ async fn acquire_dropped_during_a_shaping_delay_refunds_the_reservation_in_memor
     acquire(&store, &rule, "job", 1, Duration::ZERO)
         .await
         .unwrap();
-    let before = store.peek(&rule, "job", 1);
-    assert_eq!(before.delay(), Duration::from_millis(100));
-    let points = at_every_poll(
-        || acquire(&store, &rule, "job", 1, Duration::from_secs(1)),
-        |_k, out| {
-            let (store, rule, before) = (&store, &rule, &before);
-            async move {
-                match out {
-                    None => assert_eq!(
-                        &store.peek(rule, "job", 1),
-                        before,
-                        "the reservation was given back"
-                    ),
-                    Some(r) => assert!(r.unwrap().is_allowed()),
-                }
-            }
-        },
+    assert_eq!(
+        store.peek(&rule, "job", 1).delay(),
+        Duration::from_millis(100)
+    );
+    drops_leave_the_key_as_it_was(
+        &store,
+        &rule,
+        "the reservation was given back",
+        "the shaping delay",
     )
     .await;
-    assert!(points >= 1, "the shaping delay was cancelled");
-    let start = tokio::time::Instant::now();
-    acquire(&store, &rule, "job", 1, Duration::from_secs(1))
-        .await
-        .unwrap();
-    assert_eq!(
-        start.elapsed(),
-        Duration::from_millis(100),
-        "one slot after the last admitted"
-    );
 }
 
 /// The same on Redis, whose refund needs a round trip: a drop mid-wait must still give the slot back.
