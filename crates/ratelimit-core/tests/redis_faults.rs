@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use ratelimit_core::store::redis::Scripting;
 use ratelimit_core::{OnFailure, Outcome, Policy, PolicySet, Quota, RedisStore, Store, StoreError};
 use ratelimit_test_support::fault_proxy::{Corruption, Fault, FaultProxy};
-use ratelimit_test_support::poll::{wait_until, wait_until_async};
+use ratelimit_test_support::poll::wait_until_async;
 use ratelimit_test_support::redis_server::RedisServer;
 
 mod common;
@@ -114,18 +114,18 @@ async fn paused_redis_resolves_calls_within_the_timeout_by_policy() {
 
 /// Callers queued behind in-flight calls (coalescing) have no timer of their own: on a paused Redis each
 /// still resolves, as a timeout, on its own deadline — not after the calls ahead of it have timed out one
-/// by one (62 callers over 2 slots, a timeout each: 31 timeouts in a row).
+/// by one (62 callers over 2 slots, a timeout each: 31 timeouts in a row), nor after waiting for a slot
+/// and then a whole timeout of its own.
 ///
-/// Checked logically, never by speed: every queued call ends in a timeout (never a decision from a paused
-/// server), they go out coalesced (fewer Redis calls than callers), and none waits the hang detector's
-/// `10 × timeout` (one by one would take 31 timeouts). A queued call that waited for a slot and then a
-/// whole timeout of its own would cost one timeout more, a speed difference this test does not assert on.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// Measured on tokio's paused clock, not the wall clock: once Redis is paused nothing but timers can
+/// wake the calls, so the runtime jumps from one timer to the next and each call's elapsed time is
+/// exactly where its deadline fired, however loaded the machine is. Every call must end in a timeout,
+/// no later than one timeout after it started, and the queued ones go out coalesced.
+#[tokio::test]
 async fn queued_calls_on_a_paused_redis_time_out_on_their_own_deadline() {
     const QUEUED_TIMEOUT: Duration = Duration::from_millis(250);
-    /// Hang detector: a queued call resolves about one timeout after its start; one by one behind the two
-    /// slots would take 31 timeouts.
-    const QUEUED_STUCK_AFTER: Duration = Duration::from_millis(10 * 250);
+    /// Timers fire on a millisecond wheel.
+    const TIMER_GRANULARITY: Duration = Duration::from_millis(2);
     const SLOTS: usize = 2;
     const QUEUED: usize = 62;
     let server = RedisServer::start();
@@ -138,8 +138,10 @@ async fn queued_calls_on_a_paused_redis_time_out_on_their_own_deadline() {
         .unwrap();
     assert!(check(&store, "warm").await.unwrap().is_allowed());
     server.pause();
+    // From here nothing Redis sends can wake a call: only deadlines can.
+    tokio::time::pause();
     let timed = |s: RedisStore, key: String| async move {
-        let started = Instant::now();
+        let started = tokio::time::Instant::now();
         let r = check(&s, &key).await;
         (r, started.elapsed())
     };
@@ -149,10 +151,12 @@ async fn queued_calls_on_a_paused_redis_time_out_on_their_own_deadline() {
     for i in 0..SLOTS {
         tasks.push(tokio::spawn(timed(store.clone(), format!("d{i}"))));
     }
-    wait_until("both slots taken", QUEUED_STUCK_AFTER, || {
-        store.debug_state().in_flight == SLOTS
-    })
-    .await;
+    while store.debug_state().in_flight < SLOTS {
+        tokio::task::yield_now().await;
+    }
+    // The queued calls start half a timeout later, so they are still live when the slots free up and
+    // go out as a batch, which must run on what is left of their deadline, not a fresh timeout.
+    tokio::time::advance(QUEUED_TIMEOUT / 2).await;
     for i in 0..QUEUED {
         tasks.push(tokio::spawn(timed(store.clone(), format!("q{i}"))));
     }
@@ -162,11 +166,12 @@ async fn queued_calls_on_a_paused_redis_time_out_on_their_own_deadline() {
         assert!(matches!(r, Err(StoreError::Timeout(_))), "{r:?}");
         worst = worst.max(took);
     }
+    tokio::time::resume();
     server.resume();
-    eprintln!("slowest call: {worst:?} (timeout {QUEUED_TIMEOUT:?})");
     assert!(
-        worst < QUEUED_STUCK_AFTER,
-        "stuck: a queued call took {worst:?} with a {QUEUED_TIMEOUT:?} timeout (one by one?)"
+        worst <= QUEUED_TIMEOUT + TIMER_GRANULARITY,
+        "a call waited {worst:?} on tokio's clock with a {QUEUED_TIMEOUT:?} timeout: queued calls must \
+         time out on their own deadline"
     );
     let sent = store.stats().redis_calls - calls_before;
     assert!(
