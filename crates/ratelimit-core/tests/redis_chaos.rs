@@ -2,9 +2,11 @@
 //! through a [`FaultProxy`] while concurrent callers check, and three invariants checked on every case,
 //! for a store per [`OnFailure`] mode:
 //!
-//! * **(a) Nothing stuck**: no call waits as long as `STUCK_CALL`, ten times the store's timeout (every
-//!   call is timed; a call resolves within one timeout, so only a call without a deadline reaches it, never
-//!   a loaded machine — the speed itself is not asserted), and no caller panics.
+//! * **(a) Nothing stuck, no caller waits past its timeout**: no call waits as long as `STUCK_CALL`, two
+//!   of the store's timeouts (every call is timed). A call resolves within one timeout (script reloads,
+//!   probes, batches and reconnects included), so what reaches two is a call that waited a second
+//!   timeout — a deadline re-armed somewhere — or none at all; scheduling noise on a loaded machine (tens
+//!   of milliseconds) does not. No caller panics.
 //! * **(b) Exact again after recovery**: once the faults stop, each store recovers (a fresh identity's
 //!   check is answered by Redis, not by the failure policy, with the breaker closed) — within
 //!   `STUCK_RECOVERY`, ten times the two cooldowns and a probe's timeout recovery takes (one cooldown for
@@ -59,8 +61,8 @@ const TIMEOUT: Duration = Duration::from_millis(TIMEOUT_MS);
 const FAILURES_TO_OPEN: u32 = 3;
 const COOLDOWN_MS: u64 = 150;
 const COOLDOWN: Duration = Duration::from_millis(COOLDOWN_MS);
-/// Hang detector for (a), not a speed requirement: ten of the timeouts a call resolves within.
-const STUCK_CALL: Duration = Duration::from_millis(10 * TIMEOUT_MS);
+/// (a): a call resolves within one timeout; one that reaches a second waited on a re-armed deadline.
+const STUCK_CALL: Duration = Duration::from_millis(2 * TIMEOUT_MS);
 /// Hang detector for (b): ten times the two cooldowns and a probe's timeout that recovery takes.
 const STUCK_RECOVERY: Duration = Duration::from_millis(10 * (2 * COOLDOWN_MS + TIMEOUT_MS));
 const CALLERS_PER_STORE: usize = 3;
@@ -300,7 +302,7 @@ impl Harness {
                 })?;
                 prop_assert!(
                     slowest < STUCK_CALL,
-                    "(a) {:?}: stuck: a call waited {:?} with a {:?} timeout",
+                    "(a) {:?}: a call waited {:?} with a {:?} timeout (a second timeout, or stuck)",
                     mode,
                     slowest,
                     TIMEOUT
