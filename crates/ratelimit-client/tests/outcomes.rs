@@ -196,7 +196,6 @@ fn ietf_per_route() -> Upstream {
 /// Discord vocabulary: two routes that each have their own `"hourly"` policy are the normal case there, not
 /// a "route that keeps its own counter under a shared bucket hash" worth an `info` line on every run.
 #[tokio::test(start_paused = true)]
-#[ignore = "the wording lives in scheduler/state.rs, being rewritten in parallel (issue 14, must-have 4)"]
 async fn logs_about_an_ietf_api_name_routes_in_the_callers_terms() {
     let logs = Logs::default();
     let sink = logs.clone();

@@ -1,7 +1,6 @@
 //! Shared by the integration tests (each test binary uses only part of it).
 #![allow(dead_code)]
 
-
 pub mod upstream;
 
 /// A clock that follows tokio's (pausable) time, so a test with `start_paused` waits in virtual time.
