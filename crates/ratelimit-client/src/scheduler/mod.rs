@@ -358,8 +358,7 @@ impl<P: Profile> Limiter<P> {
     /// A point-in-time view of buckets, routes, queues, the global limit and the budgets.
     pub fn snapshot(&self) -> Snapshot {
         let now = self.now();
-        let raw = self.inner.core.lock().snapshot(now);
-        Snapshot::from_state(raw)
+        self.inner.core.lock().snapshot(now)
     }
 
     /// What requests in progress hold (in flight, queued, waiting for or reserving global slots, probing):

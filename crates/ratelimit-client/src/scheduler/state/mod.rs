@@ -60,7 +60,7 @@ use route::RouteState;
 use safety::BudgetLevel;
 pub(crate) use store::SchedulerState;
 
-pub use snapshot::{Occupancy, Snapshot};
+pub use snapshot::Occupancy;
 pub(crate) use ticket::{ErrorKind, Grant, Step, Ticket, Verdict, WaiterId, FAST_PATH};
 
 type HashMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
