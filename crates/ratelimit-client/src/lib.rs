@@ -118,6 +118,7 @@
 mod attempt;
 pub mod body;
 mod error;
+mod hex;
 pub mod layer;
 pub mod parse;
 pub mod profile;

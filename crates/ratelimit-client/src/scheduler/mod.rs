@@ -24,7 +24,6 @@ use ratelimit_core::{Clock, Micros, SystemClock};
 use tokio::sync::Notify;
 
 pub(crate) mod config;
-mod hex;
 mod names;
 mod settings;
 mod snapshot;

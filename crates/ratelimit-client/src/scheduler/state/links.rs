@@ -8,8 +8,9 @@ use ratelimit_core::Micros;
 use super::counter::Counter;
 use super::ticket::{Grant, Ticket};
 use super::{Core, SchedulerState};
+use crate::hex;
 use crate::profile::BucketInfo;
-use crate::scheduler::{hex, names};
+use crate::scheduler::names;
 
 impl<S: SchedulerState> Core<S> {
     /// A new route whose template is known to use a hash for which this major already has a counter is

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use ratelimit_core::Micros;
 
 use crate::error::Error;
+use crate::hex;
 use crate::profile::Lane;
-use crate::scheduler::hex;
 
 pub(crate) type WaiterId = u64;
 
