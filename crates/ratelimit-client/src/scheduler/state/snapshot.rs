@@ -65,7 +65,7 @@ impl<S: SchedulerState> Core<S> {
     }
 
     pub(crate) fn snapshot(&mut self, now: Micros) -> Snapshot {
-        let invalid_requests = self.state.invalid_count(now, self.cfg.invalid.window);
+        let invalid_requests = self.state.invalid_count(now, self.invalid_window);
         Snapshot {
             buckets: self
                 .state
