@@ -305,12 +305,12 @@ pub(crate) fn parse_bucket(
     p: &mut Problems<'_>,
 ) -> Option<BucketInfo> {
     let [limit, remaining, reset_after, bucket] = bucket_headers(headers, p);
-    let (limit, remaining, reset_after) = p.all_three(
+    let (limit, remaining, reset_after) = p.limit_counts(
         (LIMIT, limit, parse_u64),
         (REMAINING, remaining, parse_u64),
         (RESET_AFTER, reset_after, parse_seconds),
+        caps.max_limit,
     )?;
-    let (limit, remaining) = p.counts((LIMIT, limit), (REMAINING, remaining), caps.max_limit)?;
     let id = bucket.and_then(|h| {
         p.name(BUCKET, h, |b| {
             b.is_ascii_alphanumeric() || b == b'-' || b == b'_'

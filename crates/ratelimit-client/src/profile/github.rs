@@ -59,14 +59,10 @@ impl GitHub {
 
     fn bucket(&self, headers: &HeaderMap, p: &mut Problems<'_>) -> Option<BucketInfo> {
         let raw = [LIMIT, REMAINING, RESET].map(|h| p.header(headers, h, h));
-        let (limit, remaining, reset_epoch) = p.all_three(
+        let (limit, remaining, reset_epoch) = p.limit_counts(
             (LIMIT, raw[0], parse_u64),
             (REMAINING, raw[1], parse_u64),
             (RESET, raw[2], parse_u64),
-        )?;
-        let (limit, remaining) = p.counts(
-            (LIMIT, limit),
-            (REMAINING, remaining),
             self.reading.caps.max_limit,
         )?;
         let now_us = SystemTime::now()

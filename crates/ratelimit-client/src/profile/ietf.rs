@@ -176,14 +176,10 @@ impl Ietf {
         // `RateLimit-Limit: 10, 10;w=1` names the quota first.
         let first_item = |v: &str| parse_u64(v.split([',', ';']).next().unwrap_or("").trim());
         let raw = [LIMIT, REMAINING, RESET].map(|h| p.header(headers, h, h));
-        let (limit, remaining, reset) = p.all_three(
+        let (limit, remaining, reset) = p.limit_counts(
             (LIMIT, raw[0], first_item),
             (REMAINING, raw[1], parse_u64),
             (RESET, raw[2], parse_seconds),
-        )?;
-        let (limit, remaining) = p.counts(
-            (LIMIT, limit),
-            (REMAINING, remaining),
             self.reading.caps.max_limit,
         )?;
         Some(BucketInfo {
