@@ -286,3 +286,8 @@ impl Drop for RunningProxy {
         }
     }
 }
+
+/// The crate's README (its crates.io page), compiled as a doc test so its code stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
