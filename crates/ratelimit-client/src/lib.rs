@@ -123,6 +123,7 @@ pub mod layer;
 pub mod parse;
 pub mod profile;
 pub mod scheduler;
+pub mod stamp;
 
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
@@ -138,6 +139,7 @@ pub use scheduler::{
     BucketStatus, Config, ConfigError, Exhausted, InvalidBudget, Limiter, LimiterBuilder, MaxWait,
     Occupancy, RouteStatus, SentAt, Snapshot, DEFAULT_MAX_WAIT_WITHIN_COMMON_REQUEST_TIMEOUTS,
 };
+pub use stamp::StampSentLayer;
 
 /// The crate's README (its crates.io page), compiled as a doc test so its code stays true. Its examples use
 /// reqwest-middleware, so it is checked when that feature is on (`--all-features`).

@@ -3,24 +3,23 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use ratelimit_client::profile::Discord;
+use ratelimit_client::stamp::{StampSent, Stamped};
 use ratelimit_client::{Limiter, RateLimit};
 use tower::timeout::Timeout;
-
-mod sent_at;
-
-use sent_at::{StampSent, Stamped};
 
 /// Idle connections to the upstream are kept this long: Discord closes idle ones after about two
 /// minutes, so reusing them for one and a half avoids racing its close.
 const IDLE_BELOW_THE_UPSTREAMS_CLOSE: Duration = Duration::from_secs(90);
 
 /// The plain hyper client, sending the body the proxy read.
-pub(crate) type HttpsClient = Client<HttpsConnector<HttpConnector>, Stamped>;
+pub(crate) type HttpsClient = Client<HttpsConnector<HttpConnector>, Stamped<Full<Bytes>>>;
 
 /// The whole way to the upstream.
 pub(crate) type UpstreamService = RateLimit<Timeout<StampSent<HttpsClient>>, Discord>;
