@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{body, bot, proxy, raw, request, send, Answer, Tap, TAP_HOP, TEST_ID};
+use common::{
+    body, bot, get, get_untokened, post, proxy, raw, request, send, Answer, Tap, TAP_HOP, TEST_ID,
+};
 use discord_sim::{
     Latency, Limit, RouteConfig, Scenario, SimConfig, Simulator, StormTrigger, HASH_MESSAGES,
 };
@@ -256,14 +258,7 @@ async fn bodies_over_the_limit_get_413_and_never_reach_the_upstream() {
     let p = proxy(&api(sim.addr()), |c| c.max_body = 1024, |b| b).await;
     let url = format!("{}/channels/1/messages", base(&p));
     let big = "x".repeat(2048);
-    let declared = send(
-        &bot(),
-        request(Method::POST, &url, Some(&big))
-            .body(body(Some(&big)))
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let declared = post(&bot(), &url, &big).await.unwrap();
     assert_eq!(declared.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(
         declared.header("x-ratelimit-proxy-error"),
@@ -284,14 +279,7 @@ async fn bodies_over_the_limit_get_413_and_never_reach_the_upstream() {
         "an oversized body reached the upstream"
     );
     let exact = "y".repeat(1024);
-    let ok = send(
-        &bot(),
-        request(Method::POST, &url, Some(&exact))
-            .body(body(Some(&exact)))
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let ok = post(&bot(), &url, &exact).await.unwrap();
     assert_eq!(ok.status, 200);
 }
 
@@ -307,23 +295,9 @@ async fn a_wait_beyond_max_wait_is_a_503_with_retry_after_and_nothing_is_sent() 
     )
     .await;
     let url = format!("{}/channels/1/messages", base(&p));
-    let first = send(
-        &bot(),
-        request(Method::POST, &url, Some("{}"))
-            .body(body(Some("{}")))
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let first = post(&bot(), &url, "{}").await.unwrap();
     assert_eq!(first.status, 200);
-    let second = send(
-        &bot(),
-        request(Method::POST, &url, Some("{}"))
-            .body(body(Some("{}")))
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let second = post(&bot(), &url, "{}").await.unwrap();
     assert_eq!(second.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(second.header("x-ratelimit-proxy-error"), Some("would_wait"));
     let retry: u64 = second.header("retry-after").unwrap().parse().unwrap();
@@ -363,16 +337,7 @@ async fn an_upstream_that_is_down_gets_502s_with_one_connection_attempt_per_requ
             .map(|i| {
                 let bot = bot.clone();
                 let url = format!("{}/channels/{}/messages", base(&p), i % 3);
-                tokio::spawn(async move {
-                    send(
-                        &bot,
-                        request(Method::POST, &url, Some("{}"))
-                            .body(body(Some("{}")))
-                            .unwrap(),
-                    )
-                    .await
-                    .unwrap()
-                })
+                tokio::spawn(async move { post(&bot, &url, "{}").await.unwrap() })
             })
             .collect();
         for t in tasks {
@@ -425,14 +390,9 @@ async fn malformed_requests_get_a_clear_400_and_unknown_routes_pass_through() {
     .unwrap();
     assert_eq!(two_tokens.status, 400);
     assert!(String::from_utf8_lossy(&two_tokens.body).contains("Authorization"));
-    let outside = send(
-        &bot(),
-        request(Method::GET, &format!("http://{}/metrics", p.addr()), None)
-            .body(body(None))
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let outside = get(&bot(), &format!("http://{}/metrics", p.addr()))
+        .await
+        .unwrap();
     assert_eq!(outside.status, 404);
     assert_eq!(outside.header("x-ratelimit-proxy-error"), Some("not_api"));
     assert_eq!(
@@ -441,14 +401,9 @@ async fn malformed_requests_get_a_clear_400_and_unknown_routes_pass_through() {
         "a refused request reached the upstream"
     );
     // A route the proxy knows nothing of still goes through (the simulator answers it 404).
-    let unknown = send(
-        &bot(),
-        request(Method::GET, &format!("{}/unknown/route/1", base(&p)), None)
-            .body(body(None))
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let unknown = get(&bot(), &format!("{}/unknown/route/1", base(&p)))
+        .await
+        .unwrap();
     assert_eq!(unknown.status, 404);
     assert!(unknown.header("x-ratelimit-proxy-error").is_none());
     assert_eq!(sim.stats().not_found, 1);
@@ -467,15 +422,7 @@ async fn shutdown_drains_requests_in_flight_and_takes_no_new_connections() {
         .map(|c| {
             let bot = bot.clone();
             let url = format!("{}/channels/{c}/messages", base(&p));
-            tokio::spawn(async move {
-                send(
-                    &bot,
-                    request(Method::POST, &url, Some("{}"))
-                        .body(body(Some("{}")))
-                        .unwrap(),
-                )
-                .await
-            })
+            tokio::spawn(async move { post(&bot, &url, "{}").await })
         })
         .collect();
     // Until every request has reached the upstream (half its latency is spent before admission).
@@ -514,15 +461,7 @@ async fn a_drain_that_takes_too_long_is_cut_at_the_bound() {
     let p = proxy(&api(sim.addr()), |c| c.drain_timeout = ms(100), |b| b).await;
     let url = format!("{}/channels/1/messages", base(&p));
     let bot = bot();
-    let slow = tokio::spawn(async move {
-        send(
-            &bot,
-            request(Method::POST, &url, Some("{}"))
-                .body(body(Some("{}")))
-                .unwrap(),
-        )
-        .await
-    });
+    let slow = tokio::spawn(async move { post(&bot, &url, "{}").await });
     while sim.stats().requests < 1 {
         tokio::time::sleep(ms(10)).await;
     }
@@ -563,24 +502,12 @@ async fn the_admin_listener_serves_the_limiters_status_and_prometheus_metrics() 
     let bot = bot();
     for _ in 0..2 {
         let url = format!("{}/channels/7/messages", base(&p));
-        let a = send(
-            &bot,
-            request(Method::POST, &url, Some("{}"))
-                .body(body(Some("{}")))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+        let a = post(&bot, &url, "{}").await.unwrap();
         assert_eq!(a.status, 200);
     }
-    let status = send(
-        &bot,
-        http::Request::get(format!("http://{admin}/status"))
-            .body(body(None))
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let status = get_untokened(&bot, &format!("http://{admin}/status"))
+        .await
+        .unwrap();
     assert_eq!(status.status, 200);
     let json: serde_json::Value = serde_json::from_slice(&status.body).unwrap();
     let bucket = &json["buckets"][0];
@@ -596,14 +523,9 @@ async fn the_admin_listener_serves_the_limiters_status_and_prometheus_metrics() 
     );
     assert_eq!(json["global"][0]["used"], 2);
     assert!(!String::from_utf8_lossy(&status.body).contains(discord_sim::DEFAULT_TOKEN));
-    let metrics = send(
-        &bot,
-        http::Request::get(format!("http://{admin}/metrics"))
-            .body(body(None))
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let metrics = get_untokened(&bot, &format!("http://{admin}/metrics"))
+        .await
+        .unwrap();
     let text = String::from_utf8_lossy(&metrics.body);
     assert!(
         text.contains("ratelimit_proxy_upstream_responses_total{class=\"2xx\"}"),
@@ -652,23 +574,11 @@ async fn the_binary_prints_where_it_listens_serves_and_stops_on_sigterm() {
         .parse()
         .unwrap();
     let url = format!("http://{addr}/api/v10/channels/1/messages");
-    let a = send(
-        &bot(),
-        request(Method::POST, &url, Some("{}"))
-            .body(body(Some("{}")))
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let a = post(&bot(), &url, "{}").await.unwrap();
     assert_eq!(a.status, 200);
-    let m = send(
-        &bot(),
-        http::Request::get(format!("http://{admin}/metrics"))
-            .body(body(None))
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let m = get_untokened(&bot(), &format!("http://{admin}/metrics"))
+        .await
+        .unwrap();
     assert!(String::from_utf8_lossy(&m.body).contains("ratelimit_proxy_upstream_responses_total"));
     let pid = child.id().unwrap().to_string();
     let killed = tokio::process::Command::new("kill")
@@ -691,27 +601,12 @@ async fn a_bot_that_hangs_up_while_its_request_is_held_leaves_nothing_held() {
         .unwrap();
     let p = proxy(&api(sim.addr()), |_| {}, |b| b).await;
     let url = format!("{}/channels/1/messages", base(&p));
-    let first = send(
-        &bot(),
-        request(Method::POST, &url, Some("{}"))
-            .body(body(Some("{}")))
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let first = post(&bot(), &url, "{}").await.unwrap();
     assert_eq!(first.status, 200);
     // The bucket is spent for 5 s: the next request is held by the limiter.
     let held = tokio::spawn({
         let url = url.clone();
-        async move {
-            send(
-                &bot(),
-                request(Method::POST, &url, Some("{}"))
-                    .body(body(Some("{}")))
-                    .unwrap(),
-            )
-            .await
-        }
+        async move { post(&bot(), &url, "{}").await }
     });
     let mut queued = false;
     for _ in 0..200 {

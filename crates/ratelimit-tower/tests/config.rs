@@ -353,12 +353,7 @@ async fn on_store_error_from_the_file_reaches_the_layer() {
             .configure(RateLimitLayer::with_store(common::FailingStore))
             .build()
             .unwrap();
-        let addr = common::serve(
-            Router::new()
-                .route("/", get(|| async { "ok" }))
-                .layer(layer),
-        )
-        .await;
+        let addr = common::serve(common::ok_at_root().layer(layer)).await;
         assert_eq!(
             common::get(&c, addr, "/", &[]).await.status,
             status,

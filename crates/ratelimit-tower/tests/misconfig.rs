@@ -5,84 +5,16 @@
 //! thread-local tracing subscriber while the service is driven on this thread.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::convert::Infallible;
-use std::fmt::Write as _;
-use std::future::Future;
+#[path = "common/in_thread.rs"]
+mod in_thread;
+
 use std::net::SocketAddr;
-use std::pin::pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
 
-use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::Full;
+use http::{Request, StatusCode};
+use in_thread::{hourly, now, serial, service, Capture};
 use ratelimit_tower::key::{ClientIp, KeyExtractorExt, PeerAddr, User, UserId};
-use ratelimit_tower::{Policy, PolicySet, Quota, RateLimitLayer, Tier, Tiers};
-use tower::{Layer, Service};
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Level, Metadata as TMeta, Subscriber};
-
-/// Tracing's callsite interest is global: run these tests one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Records every event as (level, "message field=value …").
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<(Level, String)>>>);
-
-struct Line<'a>(&'a mut String);
-
-impl Visit for Line<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        let _ = write!(self.0, " {}={:?}", field.name(), value);
-    }
-}
-
-impl Subscriber for Capture {
-    // Ask on every event: a cached "never" from a thread without a subscriber would hide events here.
-    fn register_callsite(&self, _: &'static TMeta<'static>) -> tracing::subscriber::Interest {
-        tracing::subscriber::Interest::sometimes()
-    }
-    fn enabled(&self, _: &TMeta<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &Attributes<'_>) -> Id {
-        Id::from_u64(1)
-    }
-    fn record(&self, _: &Id, _: &Record<'_>) {}
-    fn record_follows_from(&self, _: &Id, _: &Id) {}
-    fn event(&self, event: &Event<'_>) {
-        let mut s = String::new();
-        event.record(&mut Line(&mut s));
-        self.0.lock().unwrap().push((*event.metadata().level(), s));
-    }
-    fn enter(&self, _: &Id) {}
-    fn exit(&self, _: &Id) {}
-}
-
-impl Capture {
-    fn warnings(&self, needle: &str) -> Vec<String> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(l, s)| *l == Level::WARN && s.contains(needle))
-            .map(|(_, s)| s.clone())
-            .collect()
-    }
-}
-
-fn now<F: Future>(f: F) -> F::Output {
-    match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(v) => v,
-        Poll::Pending => panic!("not ready"),
-    }
-}
-
-fn hourly(n: u64) -> PolicySet {
-    PolicySet::new([Policy::fixed_window("hourly", Quota::per_hour(n).build().unwrap()).unwrap()])
-        .unwrap()
-}
+use ratelimit_tower::{RateLimitLayer, Tier, Tiers};
+use tower::Service;
 
 fn tiered() -> RateLimitLayer {
     RateLimitLayer::builder()
@@ -104,9 +36,7 @@ fn send_as(
     user: Option<&str>,
     n: usize,
 ) {
-    let mut svc = layer.layer(tower::service_fn(|_req: Request<()>| async {
-        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-    }));
+    let mut svc = service(layer);
     tracing::subscriber::with_default(capture.clone(), || {
         for _ in 0..n {
             let mut r = Request::new(());
@@ -125,7 +55,7 @@ fn send_as(
 
 #[test]
 fn an_unknown_tier_name_is_warned_about_once_per_name() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let capture = Capture::default();
     let layer = tiered();
     send(&layer, &capture, Some("pro"), 3);
@@ -142,7 +72,7 @@ fn an_unknown_tier_name_is_warned_about_once_per_name() {
 
 #[test]
 fn unknown_tier_names_reported_are_bounded() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let capture = Capture::default();
     let layer = tiered();
     for i in 0..100 {
@@ -153,7 +83,7 @@ fn unknown_tier_names_reported_are_bounded() {
 
 #[test]
 fn tiers_without_any_tier_extension_warn_once_naming_the_layer_order() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let capture = Capture::default();
     let layer = tiered();
     send(&layer, &capture, None, 999);
@@ -169,7 +99,7 @@ fn tiers_without_any_tier_extension_warn_once_naming_the_layer_order() {
 
 #[test]
 fn one_request_with_a_tier_settles_the_layer_order() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let capture = Capture::default();
     let layer = tiered();
     send(&layer, &capture, Some("pro"), 1);
@@ -186,7 +116,7 @@ fn one_request_with_a_tier_settles_the_layer_order() {
 
 #[test]
 fn a_user_key_whose_extension_never_shows_warns_once_naming_the_layer_order() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let capture = Capture::default();
     let by_user = || {
         RateLimitLayer::builder()

@@ -3,116 +3,25 @@
 //! captured with thread-local collectors while the service is driven on this thread.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/in_thread.rs"]
+mod in_thread;
 #[path = "common/recorder.rs"]
 mod recorder;
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
-use ratelimit_core::{Policy, PolicySet, Quota};
+use in_thread::{hourly, now, serial, service, Capture};
+use ratelimit_core::PolicySet;
 use ratelimit_tower::key::{ApiKey, ClientIp, PeerAddr};
 use ratelimit_tower::RateLimitLayer;
 use recorder::Metrics;
 use tower::{Layer, Service};
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Level, Metadata as TMeta, Subscriber};
-
-/// The tests of this file swap global tracing state (callsite interest) and are timing-independent but not
-/// isolation-independent: run them one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Records every event as "LEVEL message field=value …".
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<(Level, String)>>>);
-
-struct Line<'a>(&'a mut String);
-
-impl Visit for Line<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        let _ = write!(self.0, " {}={:?}", field.name(), value);
-    }
-}
-
-impl Subscriber for Capture {
-    // Ask on every event instead of letting tracing cache the answer per callsite: the cache is global, and
-    // with one thread-local subscriber per test a callsite first seen by a thread with no subscriber could
-    // stay switched off for this one.
-    fn register_callsite(&self, _: &'static TMeta<'static>) -> tracing::subscriber::Interest {
-        tracing::subscriber::Interest::sometimes()
-    }
-    fn enabled(&self, _: &TMeta<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &Attributes<'_>) -> Id {
-        Id::from_u64(1)
-    }
-    fn record(&self, _: &Id, _: &Record<'_>) {}
-    fn record_follows_from(&self, _: &Id, _: &Id) {}
-    fn event(&self, event: &Event<'_>) {
-        let mut s = String::new();
-        event.record(&mut Line(&mut s));
-        self.0.lock().unwrap().push((*event.metadata().level(), s));
-    }
-    fn enter(&self, _: &Id) {}
-    fn exit(&self, _: &Id) {}
-}
-
-impl Capture {
-    fn events(&self, level: Level, needle: &str) -> usize {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(l, s)| *l == level && s.contains(needle))
-            .count()
-    }
-    fn all(&self) -> String {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, s)| s.clone())
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-fn now<F: Future>(f: F) -> F::Output {
-    match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(v) => v,
-        Poll::Pending => panic!("not ready"),
-    }
-}
-
-fn service(
-    layer: RateLimitLayer,
-) -> impl Service<
-    Request<()>,
-    Response = Response<ratelimit_tower::ResponseBody<Full<Bytes>>>,
-    Error = Infallible,
-> {
-    layer.layer(tower::service_fn(|_req: Request<()>| async {
-        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-    }))
-}
-
-fn one_policy(n: u64) -> PolicySet {
-    PolicySet::new([Policy::fixed_window("hourly", Quota::per_hour(n).build().unwrap()).unwrap()])
-        .unwrap()
-}
+use tracing::Level;
 
 fn request(headers: &[(&'static str, &str)], peer: bool) -> Request<()> {
     let mut r = Request::new(());
@@ -131,12 +40,12 @@ fn rejections_log_the_policy_and_a_hashed_key_never_the_raw_api_key() {
     let _serial = serial();
     let capture = Capture::default();
     let layer = RateLimitLayer::builder()
-        .policies(one_policy(1))
+        .policies(hourly(1))
         .key(ApiKey::header("x-api-key"))
         .partition_key(true)
         .build()
         .unwrap();
-    let mut svc = service(layer);
+    let mut svc = service(&layer);
     tracing::subscriber::with_default(capture.clone(), || {
         let h = [("x-api-key", "sk_live_SECRETVALUE")];
         assert_eq!(
@@ -148,12 +57,7 @@ fn rejections_log_the_policy_and_a_hashed_key_never_the_raw_api_key() {
             StatusCode::TOO_MANY_REQUESTS
         );
     });
-    assert_eq!(
-        capture.events(Level::INFO, "rate limit exceeded"),
-        1,
-        "{}",
-        capture.all()
-    );
+    capture.assert_events(Level::INFO, "rate limit exceeded", 1);
     assert_eq!(capture.events(Level::INFO, "policy=\"hourly\""), 1);
     assert_eq!(capture.events(Level::DEBUG, "rate limit check passed"), 1);
     assert!(capture.events(Level::INFO, " key=") == 1);
@@ -169,11 +73,11 @@ fn misconfiguration_warnings_are_logged_once() {
     let _serial = serial();
     let capture = Capture::default();
     let layer = RateLimitLayer::builder()
-        .policies(one_policy(1000))
+        .policies(hourly(1000))
         .key(ClientIp::peer())
         .build()
         .unwrap();
-    let mut svc = service(layer);
+    let mut svc = service(&layer);
     tracing::subscriber::with_default(capture.clone(), || {
         // Direct traffic first, then a proxy's: every forwarded request is counted, the first 8 are
         // logged (tests/config.rs checks the budget).
@@ -191,18 +95,8 @@ fn misconfiguration_warnings_are_logged_once() {
             assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
         }
     });
-    assert_eq!(
-        capture.events(Level::WARN, "trusted_proxies"),
-        8,
-        "{}",
-        capture.all()
-    );
-    assert_eq!(
-        capture.events(Level::ERROR, "into_make_service_with_connect_info"),
-        1,
-        "{}",
-        capture.all()
-    );
+    capture.assert_events(Level::WARN, "trusted_proxies", 8);
+    capture.assert_events(Level::ERROR, "into_make_service_with_connect_info", 1);
 }
 
 #[test]
@@ -210,11 +104,11 @@ fn outcomes_are_counted_and_decisions_timed() {
     let _serial = serial();
     let recorder = Metrics::default();
     let layer = RateLimitLayer::builder()
-        .policies(one_policy(2))
+        .policies(hourly(2))
         .skip(|req| req.uri().path() == "/health")
         .build()
         .unwrap();
-    let mut svc = service(layer);
+    let mut svc = service(&layer);
     metrics::with_local_recorder(&recorder, || {
         for _ in 0..3 {
             now(svc.call(request(&[], true))).unwrap();
@@ -250,11 +144,11 @@ fn a_layer_built_under_a_recorder_keeps_its_handles() {
     // Built while the recorder is installed: the layer registers its handles once, there.
     let layer = metrics::with_local_recorder(&recorder, || {
         RateLimitLayer::builder()
-            .policies(one_policy(2))
+            .policies(hourly(2))
             .build()
             .unwrap()
     });
-    let mut svc = service(layer);
+    let mut svc = service(&layer);
     metrics::with_local_recorder(&recorder, || {
         now(svc.call(request(&[], true))).unwrap();
     });
@@ -350,7 +244,7 @@ fn a_store_outage_is_logged_once_each_way_and_counted() {
     let recorder = Metrics::default();
     let store = SwitchStore::new();
     let layer = RateLimitLayer::with_store(store.clone())
-        .policies(one_policy(1000))
+        .policies(hourly(1000))
         .build()
         .unwrap();
     let mut svc = layer.layer(tower::service_fn(|_req: Request<()>| async {
@@ -369,12 +263,7 @@ fn a_store_outage_is_logged_once_each_way_and_counted() {
                 for _ in 0..3 {
                     assert_eq!(status(), StatusCode::OK);
                 }
-                assert_eq!(
-                    capture.events(Level::WARN, "store failing"),
-                    round + 1,
-                    "{}",
-                    capture.all()
-                );
+                capture.assert_events(Level::WARN, "store failing", round + 1);
                 assert_eq!(
                     capture.events(Level::INFO, "store answering again"),
                     round + 1
@@ -391,24 +280,8 @@ fn a_store_outage_is_logged_once_each_way_and_counted() {
         recorder.get("ratelimit_store_errors_total,action=fail_closed"),
         (3 * OUTAGE_REQUESTS) as f64
     );
-    assert_eq!(
-        capture.events(Level::WARN, "store failing"),
-        2,
-        "a corrupt key is not an outage: {}",
-        capture.all()
-    );
-    assert_eq!(
-        capture.events(Level::WARN, "holds data this limiter did not write"),
-        1,
-        "{}",
-        capture.all()
-    );
-    let warnings = capture
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(l, _)| *l == Level::WARN)
-        .count();
-    assert_eq!(warnings, 3, "{}", capture.all());
+    // A corrupt key is not an outage: still the two warnings of the outage.
+    capture.assert_events(Level::WARN, "store failing", 2);
+    capture.assert_events(Level::WARN, "holds data this limiter did not write", 1);
+    capture.assert_events(Level::WARN, "", 3);
 }

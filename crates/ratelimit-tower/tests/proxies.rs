@@ -7,18 +7,24 @@ mod common;
 #[path = "common/recorder.rs"]
 mod recorder;
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use axum::routing::get;
-use axum::Router;
 use http::StatusCode;
-use ratelimit_core::{Policy, PolicySet, Quota};
+use ratelimit_core::{Policy, Quota};
 use ratelimit_tower::key::forwarded::ProxyRangeError;
 use ratelimit_tower::key::ClientIp;
 use ratelimit_tower::RateLimitLayer;
 
-fn set(policies: impl IntoIterator<Item = Policy>) -> PolicySet {
-    PolicySet::new(policies).unwrap()
+/// Serves a GCRA limit of `n` an hour keyed by `key`.
+async fn serve_hourly(n: u64, key: ClientIp) -> SocketAddr {
+    let policy = Policy::gcra("hourly", Quota::per_hour(n).build().unwrap()).unwrap();
+    let layer = RateLimitLayer::builder()
+        .policies(common::set([policy]))
+        .key(key)
+        .build()
+        .unwrap();
+    common::serve(common::ok_at_root().layer(layer)).await
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -26,21 +32,7 @@ fn set(policies: impl IntoIterator<Item = Policy>) -> PolicySet {
 
 /// A limit of 5 an hour keyed by `key`, served; 8 requests each claiming another client address.
 async fn forged_requests_passing(key: ClientIp) -> usize {
-    let layer = RateLimitLayer::builder()
-        .policies(set([Policy::gcra(
-            "hourly",
-            Quota::per_hour(5).build().unwrap(),
-        )
-        .unwrap()]))
-        .key(key)
-        .build()
-        .unwrap();
-    let addr = common::serve(
-        Router::new()
-            .route("/", get(|| async { "ok" }))
-            .layer(layer),
-    )
-    .await;
+    let addr = serve_hourly(5, key).await;
     let c = common::client();
     let mut passed = 0;
     for i in 0..8 {
@@ -158,21 +150,7 @@ async fn forwarded_from_unbelieved_peers(
         tracing::subscriber::set_default(tracing_subscriber::registry().with(warnings.clone()));
     let recording = metrics.clone();
     let _metrics = metrics::set_default_local_recorder(&recording);
-    let layer = RateLimitLayer::builder()
-        .policies(set([Policy::gcra(
-            "hourly",
-            Quota::per_hour(1000).build().unwrap(),
-        )
-        .unwrap()]))
-        .key(key)
-        .build()
-        .unwrap();
-    let addr = common::serve(
-        Router::new()
-            .route("/", get(|| async { "ok" }))
-            .layer(layer),
-    )
-    .await;
+    let addr = serve_hourly(1000, key).await;
     let c = common::client();
     for _ in 0..plain {
         assert_eq!(common::get(&c, addr, "/", &[]).await.status, StatusCode::OK);

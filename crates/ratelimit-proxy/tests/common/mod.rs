@@ -220,3 +220,25 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// POSTs `json` to `url` with the simulator's token.
+pub async fn post(bot: &Bot, url: &str, json: &str) -> Result<Answer, String> {
+    let req = request(Method::POST, url, Some(json))
+        .body(body(Some(json)))
+        .unwrap();
+    send(bot, req).await
+}
+
+/// GETs `url` with the simulator's token.
+pub async fn get(bot: &Bot, url: &str) -> Result<Answer, String> {
+    send(
+        bot,
+        request(Method::GET, url, None).body(body(None)).unwrap(),
+    )
+    .await
+}
+
+/// GETs `url` with no token (the admin listener's pages).
+pub async fn get_untokened(bot: &Bot, url: &str) -> Result<Answer, String> {
+    send(bot, Request::get(url).body(body(None)).unwrap()).await
+}

@@ -37,6 +37,11 @@ pub async fn serve_plain(app: Router) -> SocketAddr {
     addr
 }
 
+/// A router whose one route, `GET /`, answers 200 "ok": the app behind the layer under test.
+pub fn ok_at_root() -> Router {
+    Router::new().route("/", axum::routing::get(|| async { "ok" }))
+}
+
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 pub fn client() -> HttpClient {
