@@ -5,11 +5,14 @@
 //!    limiter). Futures complete on their first poll; no sockets.
 //! 2. **Utilisation** against the Discord simulator over loopback (`discord-sim`, real HTTP through reqwest):
 //!    our layer vs the serial one-request-in-flight-per-bucket design of twilight, discord.js and nirn
-//!    (`discord_sim::reference::serial_per_bucket`), on the simulator's `parallel` and `mixed` scenarios,
-//!    reporting elapsed time against the scenario's lower bound, 429s by scope and per-bucket efficiency.
+//!    (`discord_sim::reference::serial_per_bucket`), on the simulator's `parallel`, `parallel-leaky` (the
+//!    same on leaky buckets), `sublimit` (a hidden per-body-shape limit) and `mixed` scenarios, reporting
+//!    elapsed time against the scenario's lower bound, 429s by scope and per-bucket efficiency.
 //!
 //! ```sh
 //! cargo bench --bench client
+//! # only the simulator runs, each scenario once:
+//! RATELIMIT_BENCH_ONLY_SIM=1 RATELIMIT_BENCH_RUNS=1 cargo bench --bench client
 //! ```
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -178,14 +181,21 @@ fn utilisation() {
         .expect("runtime");
     println!("\nclient_layer/utilisation against discord-sim (loopback HTTP, reqwest)");
     println!(
-        "{:<10} {:<22} {:>9} {:>9} {:>7} {:>5} {:>5} {:>6} {:>6} {:>6}",
+        "{:<14} {:<22} {:>9} {:>9} {:>7} {:>5} {:>5} {:>6} {:>6} {:>6}",
         "scenario", "client", "elapsed", "bound", "ratio", "2xx", "user", "global", "shared", "eff"
     );
     let runs: usize = std::env::var("RATELIMIT_BENCH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
-    let scenarios = (0..runs).flat_map(|_| [Scenario::parallel(), Scenario::mixed()]);
+    let scenarios = (0..runs).flat_map(|_| {
+        [
+            Scenario::parallel(),
+            Scenario::parallel_leaky(),
+            Scenario::sublimit(),
+            Scenario::mixed(),
+        ]
+    });
     for scenario in scenarios {
         let bound = scenario.lower_bound();
         let ours = rt.block_on(run_ours(&scenario));
@@ -193,7 +203,7 @@ fn utilisation() {
         for (name, o) in [("ratelimit-client", &ours), ("serial per bucket", &serial)] {
             let s = &o.stats;
             println!(
-                "{:<10} {:<22} {:>8.3}s {:>8.3}s {:>7.3} {:>5} {:>5} {:>6} {:>6} {:>6.3}",
+                "{:<14} {:<22} {:>8.3}s {:>8.3}s {:>7.3} {:>5} {:>5} {:>6} {:>6} {:>6.3}",
                 scenario.name,
                 name,
                 o.elapsed.as_secs_f64(),
@@ -207,14 +217,14 @@ fn utilisation() {
             );
         }
         println!(
-            "{:<10} serial ÷ ours elapsed: {:.2}×",
+            "{:<14} serial ÷ ours elapsed: {:.2}×",
             scenario.name,
             serial.elapsed.as_secs_f64() / ours.elapsed.as_secs_f64()
         );
         let with_storms = scenario.lower_bound_with_storms();
         if with_storms != bound {
             println!(
-                "{:<10} bound counting shared storms: {:.3}s; ours ÷ that {:.3}, serial ÷ that {:.3}",
+                "{:<14} bound counting shared storms: {:.3}s; ours ÷ that {:.3}, serial ÷ that {:.3}",
                 scenario.name,
                 with_storms.as_secs_f64(),
                 ours.elapsed.as_secs_f64() / with_storms.as_secs_f64(),
@@ -237,7 +247,7 @@ fn utilisation() {
             .filter(|_| only_fixed)
         {
             println!(
-                "{:<10} best finish for a probing client with this run's draws: {:.3}s ({:.3} × bound); ours ÷ that {:.3}",
+                "{:<14} best finish for a probing client with this run's draws: {:.3}s ({:.3} × bound); ours ÷ that {:.3}",
                 scenario.name,
                 ideal.as_secs_f64(),
                 ideal.as_secs_f64() / bound.as_secs_f64(),
@@ -256,7 +266,7 @@ fn utilisation() {
                 })
                 .collect();
             println!(
-                "{:<10}   {} {}: first window at {:.1} ms, later windows late by [{}] ms, last admission {:.1} ms",
+                "{:<14}   {} {}: first window at {:.1} ms, later windows late by [{}] ms, last admission {:.1} ms",
                 scenario.name,
                 b.name,
                 b.major,

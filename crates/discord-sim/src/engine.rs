@@ -189,6 +189,7 @@ impl Counter {
                 latencies: Vec::new(),
                 windows: Vec::new(),
                 rejected: 0,
+                rejected_early_by: Vec::new(),
             },
         }
     }
@@ -367,10 +368,12 @@ impl Engine {
             c.stats.latencies.clear();
             c.stats.windows.clear();
             c.stats.rejected = 0;
+            c.stats.rejected_early_by.clear();
         }
         for (_, c) in st.global.values_mut() {
             c.stats.admitted.clear();
             c.stats.rejected = 0;
+            c.stats.rejected_early_by.clear();
         }
     }
 
@@ -455,8 +458,13 @@ impl Engine {
                     log.pop_front();
                 }
                 if log.len() >= g.limit as usize {
+                    let retry = log.front().map_or(p, |&t| t + p - now);
                     counter.stats.rejected += 1;
-                    Some(log.front().map_or(p, |&t| t + p - now))
+                    counter
+                        .stats
+                        .rejected_early_by
+                        .push(Duration::from_micros(retry));
+                    Some(retry)
                 } else {
                     log.push_back(now);
                     counter.stats.admitted.push(at);
@@ -497,6 +505,9 @@ impl Engine {
                 let e = evaluate(&c.limit, &c.ws, now);
                 if !e.allowed {
                     c.stats.rejected += 1;
+                    c.stats
+                        .rejected_early_by
+                        .push(Duration::from_micros(e.retry_after));
                 }
                 e
             };

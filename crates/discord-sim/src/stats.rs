@@ -41,6 +41,9 @@ pub struct BucketStats {
     pub windows: Vec<Duration>,
     /// 429s this counter answered (scope `user` or `global`).
     pub rejected: u64,
+    /// For each of those 429s, how early the request came: the wait it was told (until the counter would
+    /// have admitted it).
+    pub rejected_early_by: Vec<Duration>,
 }
 
 impl BucketStats {
@@ -220,6 +223,7 @@ mod tests {
             latencies: latencies.iter().copied().map(ms).collect(),
             windows: windows.iter().copied().map(ms).collect(),
             rejected: 0,
+            rejected_early_by: Vec::new(),
         }
     }
 

@@ -24,8 +24,9 @@ pub enum Error {
     WouldWait {
         /// The route, e.g. `POST /channels/{channel_id}/messages`.
         route: String,
-        /// What the request waits for, in words: `bucket `abcd` (for 123)`, `the global limit`, `a
-        /// sub-limit on requests of this body shape`, …
+        /// What the request waits for, in words: `limit `hourly``, `the global limit`, `a sub-limit on
+        /// requests of this body shape`, … (with Discord, whose documentation says bucket: `bucket `abcd`
+        /// (for 123)`).
         limit: String,
         /// The predicted (or already spent) wait.
         wait: Duration,
@@ -44,8 +45,9 @@ pub enum Error {
         /// The upstream's last response, with its body (up to 64 KiB of it).
         response: Box<http::Response<Bytes>>,
     },
-    /// The token was refused with `401 Unauthorized` earlier; requests with it are no longer sent.
-    #[error("the token was refused with 401 Unauthorized; requests with it are stopped")]
+    /// The request's credential (token, API key) was refused with `401 Unauthorized` earlier; requests
+    /// with it are no longer sent.
+    #[error("the credential was refused with 401 Unauthorized; requests with it are stopped")]
     Unauthorized,
     /// The upstream banned this IP (a Cloudflare-style 429): traffic is stopped, and one probe is sent after
     /// a backoff.

@@ -118,6 +118,7 @@
 mod attempt;
 pub mod body;
 mod error;
+mod hex;
 pub mod layer;
 pub mod parse;
 pub mod profile;
@@ -133,17 +134,10 @@ pub use error::{BoxError, Error};
 pub use layer::{RateLimit, RateLimitLayer};
 pub use profile::{Credential, Lane, Profile, RequestView};
 pub use ratelimit_core::{Clock, ManualClock, Micros};
-#[cfg(not(test))]
-pub use scheduler::InvalidBudget;
 pub use scheduler::{
-    BucketStatus, Config, ConfigError, Exhausted, Limiter, LimiterBuilder, MaxWait, Occupancy,
-    RouteStatus, SentAt, Snapshot, DEFAULT_MAX_WAIT_WITHIN_COMMON_REQUEST_TIMEOUTS,
+    BucketStatus, Config, ConfigError, Exhausted, InvalidBudget, Limiter, LimiterBuilder, MaxWait,
+    Occupancy, RouteStatus, SentAt, Snapshot, DEFAULT_MAX_WAIT_WITHIN_COMMON_REQUEST_TIMEOUTS,
 };
-// The state machine's unit tests (scheduler/state.rs, owned elsewhere) build its internal, microsecond
-// budget through this path; until they name `scheduler::config::InvalidBudget`, unit-test builds see that
-// one here. Every other build (integration tests, doc tests, users) sees the public, `Duration` one.
-#[cfg(test)]
-pub(crate) use scheduler::config::InvalidBudget;
 
 /// The crate's README (its crates.io page), compiled as a doc test so its code stays true. Its examples use
 /// reqwest-middleware, so it is checked when that feature is on (`--all-features`).

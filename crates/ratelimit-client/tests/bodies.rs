@@ -48,12 +48,7 @@ async fn echo_after_one_429() -> (SocketAddr, Arc<Mutex<HashMap<String, Vec<Byte
             res
         }
     });
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (addr, seen)
+    (common::serve(app).await.0, seen)
 }
 
 /// Sends `body` to `path` through the layer over reqwest; returns the attempts and the body echoed back.

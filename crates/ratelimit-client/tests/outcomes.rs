@@ -16,7 +16,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use ratelimit_client::profile::RetryAfter;
 use ratelimit_client::{
-    Attempts, Error, Limiter, MaxWait, RateLimitLayer,
+    Attempts, Error, Limiter, LimiterBuilder, MaxWait, RateLimit, RateLimitLayer,
     DEFAULT_MAX_WAIT_WITHIN_COMMON_REQUEST_TIMEOUTS,
 };
 use tower::util::BoxCloneService;
@@ -42,6 +42,17 @@ fn limited_once() -> (Arc<AtomicUsize>, Upstream) {
     (calls, BoxCloneService::new(svc))
 }
 
+/// The layer over `svc` with a `RetryAfter` limiter on tokio's clock, built as `configure` says.
+fn retry_after_client(
+    svc: Upstream,
+    configure: impl FnOnce(LimiterBuilder<RetryAfter>) -> LimiterBuilder<RetryAfter>,
+) -> RateLimit<Upstream, RetryAfter> {
+    let limiter = configure(Limiter::builder(RetryAfter::new()).clock(TokioClock::new()))
+        .build()
+        .unwrap();
+    RateLimitLayer::new(limiter).layer(svc)
+}
+
 fn get(path: &str) -> Request<Full<Bytes>> {
     Request::get(format!("https://api.test{path}"))
         .body(Full::new(Bytes::new()))
@@ -51,11 +62,7 @@ fn get(path: &str) -> Request<Full<Bytes>> {
 #[tokio::test(start_paused = true)]
 async fn a_long_retry_after_fails_fast_naming_the_route_by_default() {
     let (calls, svc) = limited_once();
-    let limiter = Limiter::builder(RetryAfter::new())
-        .clock(TokioClock::new())
-        .build()
-        .unwrap();
-    let client = RateLimitLayer::new(limiter).layer(svc);
+    let client = retry_after_client(svc, |b| b);
     // Before the finite default, the call slept the 58 s out: the guard below (virtual time) caught it.
     let outcome = tokio::time::timeout(
         DEFAULT_MAX_WAIT_WITHIN_COMMON_REQUEST_TIMEOUTS,
@@ -82,11 +89,7 @@ async fn a_long_retry_after_fails_fast_naming_the_route_by_default() {
 async fn waiting_forever_is_an_explicit_choice_and_is_reported() {
     // Per request:
     let (calls, svc) = limited_once();
-    let limiter = Limiter::builder(RetryAfter::new())
-        .clock(TokioClock::new())
-        .build()
-        .unwrap();
-    let client = RateLimitLayer::new(limiter).layer(svc);
+    let client = retry_after_client(svc, |b| b);
     let mut req = get("/v1/items/42");
     req.extensions_mut().insert(MaxWait::FOREVER);
     let res = client.oneshot(req).await.unwrap();
@@ -98,12 +101,7 @@ async fn waiting_forever_is_an_explicit_choice_and_is_reported() {
 
     // For the whole limiter:
     let (calls, svc) = limited_once();
-    let limiter = Limiter::builder(RetryAfter::new())
-        .clock(TokioClock::new())
-        .wait_forever()
-        .build()
-        .unwrap();
-    let client = RateLimitLayer::new(limiter).layer(svc);
+    let client = retry_after_client(svc, LimiterBuilder::wait_forever);
     let res = client.oneshot(get("/v1/items/42")).await.unwrap();
     assert_eq!(Attempts::of(res.extensions()).attempts, 2);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
@@ -112,12 +110,7 @@ async fn waiting_forever_is_an_explicit_choice_and_is_reported() {
 #[tokio::test(start_paused = true)]
 async fn a_shorter_max_wait_per_request_overrides_the_default() {
     let (_calls, svc) = limited_once();
-    let limiter = Limiter::builder(RetryAfter::new())
-        .clock(TokioClock::new())
-        .wait_forever()
-        .build()
-        .unwrap();
-    let client = RateLimitLayer::new(limiter).layer(svc);
+    let client = retry_after_client(svc, LimiterBuilder::wait_forever);
     let mut req = get("/v1/items/42");
     req.extensions_mut().insert(MaxWait(Duration::from_secs(1)));
     assert!(matches!(
@@ -131,12 +124,7 @@ async fn a_first_try_without_waiting_carries_no_extension_and_reads_as_one_attem
     let svc = service_fn(|_req: Request<Full<Bytes>>| async {
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
     });
-    let limiter = Limiter::builder(RetryAfter::new())
-        .clock(TokioClock::new())
-        .build()
-        .unwrap();
-    let res = RateLimitLayer::new(limiter)
-        .layer(svc)
+    let res = retry_after_client(BoxCloneService::new(svc), |b| b)
         .oneshot(get("/v1/items/1"))
         .await
         .unwrap();
@@ -196,7 +184,6 @@ fn ietf_per_route() -> Upstream {
 /// Discord vocabulary: two routes that each have their own `"hourly"` policy are the normal case there, not
 /// a "route that keeps its own counter under a shared bucket hash" worth an `info` line on every run.
 #[tokio::test(start_paused = true)]
-#[ignore = "the wording lives in scheduler/state.rs, being rewritten in parallel (issue 14, must-have 4)"]
 async fn logs_about_an_ietf_api_name_routes_in_the_callers_terms() {
     let logs = Logs::default();
     let sink = logs.clone();

@@ -4,6 +4,8 @@
 //! `Retry-After`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -90,11 +92,7 @@ async fn upstream(key_header: &'static str, quota: fn(&str) -> (u64, u64)) -> Up
             res
         }
     });
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (addr, _) = common::serve(app).await;
     Upstream { addr, limited }
 }
 
@@ -282,12 +280,7 @@ async fn renames_sub_limited() -> SocketAddr {
             res
         }
     });
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    common::serve(app).await.0
 }
 
 /// `RequestBuilder::json` bodies are read for sub-limit fingerprints: while a rename waits out its

@@ -6,15 +6,16 @@
 
 use ratelimit_test_support::alloc::{self, Counting};
 use std::mem::size_of;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use ratelimit_core::policy::AnyState;
 use ratelimit_core::store::redis::HybridStore;
-use ratelimit_core::{
-    Decision, ManualClock, MemoryStore, Policy, PolicySet, Quota, RedisClock, RedisStore, Store,
-};
+use ratelimit_core::{Decision, ManualClock, MemoryStore, Policy, PolicySet, Quota, Store};
 use ratelimit_test_support::redis_server::RedisServer;
+
+mod common;
+use common::redis::{on_manual_clock, EPOCH};
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
@@ -65,13 +66,8 @@ async fn hybrid_flood() {
     const MAX_LEASES: usize = 300;
     const IDENTITIES: usize = 8 * MAX_LEASES;
     let server = RedisServer::start();
-    let clock = ManualClock::new(1_795_000_000_000_000);
-    let redis = RedisStore::builder()
-        .timeout(Duration::from_secs(5))
-        .clock(RedisClock::Client {
-            clock: Arc::new(clock.clone()),
-            ttl_slack: Duration::from_secs(600),
-        })
+    let clock = ManualClock::new(EPOCH);
+    let redis = on_manual_clock(&clock)
         .connect(&server.url())
         .await
         .unwrap();

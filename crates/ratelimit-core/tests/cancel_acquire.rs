@@ -4,30 +4,24 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::cell::Cell;
-use std::sync::Arc;
 use std::time::Duration;
 
 use ratelimit_core::store::redis::HybridStore;
 use ratelimit_core::{
     acquire, Clock, Gcra, ManualClock, MemoryStore, Micros, Policy, PolicySet, Quota, RedisClock,
-    RedisStore, Shaper, Store,
+    RedisStore, Rule, Shaper, Store,
 };
 use ratelimit_test_support::cancel::at_every_poll;
+use ratelimit_test_support::poll::wait_until;
 use ratelimit_test_support::redis_server::RedisServer;
+
+mod common;
+use common::redis::{on_manual_clock, EPOCH, HANG_ONLY_TIMEOUT};
 
 /// The quota of the hybrid tests' policy, per identity.
 const QUOTA: u64 = 20;
 /// The hybrid tests' lease.
 const LEASE: u64 = 5;
-
-async fn redis_on(server: &RedisServer, clock: RedisClock) -> RedisStore {
-    RedisStore::builder()
-        .timeout(Duration::from_secs(5))
-        .clock(clock)
-        .connect(&server.url())
-        .await
-        .unwrap()
-}
 
 fn per_hour(n: u64) -> PolicySet {
     PolicySet::new([Policy::fixed_window("hourly", Quota::per_hour(n).build().unwrap()).unwrap()])
@@ -35,15 +29,11 @@ fn per_hour(n: u64) -> PolicySet {
 }
 
 async fn hybrid(server: &RedisServer) -> HybridStore {
-    let clock = ManualClock::new(1_795_000_000_000_000);
-    let redis = redis_on(
-        server,
-        RedisClock::Client {
-            clock: Arc::new(clock.clone()),
-            ttl_slack: Duration::from_secs(600),
-        },
-    )
-    .await;
+    let clock = ManualClock::new(EPOCH);
+    let redis = on_manual_clock(&clock)
+        .connect(&server.url())
+        .await
+        .unwrap();
     HybridStore::with_clock(redis, LEASE, Duration::from_secs(60), clock)
 }
 
@@ -178,6 +168,45 @@ fn memory<R: ratelimit_core::Rule>() -> MemoryStore<String, R, TokioClock> {
         .build()
 }
 
+/// Drops an `acquire` of "job" after each of its polls in turn: after each drop the key reads as
+/// `before` (`unchanged` says why it must), at least one wait (`cancelled`) was cut short, and the next
+/// acquire then waits one emission interval (100 ms of paused time) after the one that finished, as if
+/// none had been dropped.
+async fn drops_leave_the_key_as_it_was<R>(
+    store: &MemoryStore<String, R, TokioClock>,
+    rule: &R,
+    unchanged: &str,
+    cancelled: &str,
+) where
+    R: Rule,
+    MemoryStore<String, R, TokioClock>: Store<str, R>,
+{
+    let before = store.peek(rule, "job", 1);
+    let points = at_every_poll(
+        || acquire(store, rule, "job", 1, Duration::from_secs(1)),
+        |_k, out| {
+            let before = &before;
+            async move {
+                match out {
+                    None => assert_eq!(&store.peek(rule, "job", 1), before, "{unchanged}"),
+                    Some(r) => assert!(r.unwrap().is_allowed()),
+                }
+            }
+        },
+    )
+    .await;
+    assert!(points >= 1, "{cancelled} was never cancelled");
+    let start = tokio::time::Instant::now();
+    acquire(store, rule, "job", 1, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(100),
+        "one slot after the last admitted"
+    );
+}
+
 /// Waiting out a limit charges nothing until the wait is over: a drop mid-sleep leaves the key as it was.
 #[tokio::test(start_paused = true)]
 async fn acquire_dropped_while_waiting_out_a_limit_charges_nothing() {
@@ -186,28 +215,8 @@ async fn acquire_dropped_while_waiting_out_a_limit_charges_nothing() {
     acquire(&store, &rule, "job", 1, Duration::ZERO)
         .await
         .unwrap();
-    let before = store.peek(&rule, "job", 1);
-    assert!(!before.is_allowed());
-    let points = at_every_poll(
-        || acquire(&store, &rule, "job", 1, Duration::from_secs(1)),
-        |_k, out| {
-            let (store, rule, before) = (&store, &rule, &before);
-            async move {
-                match out {
-                    None => assert_eq!(&store.peek(rule, "job", 1), before, "nothing charged"),
-                    Some(r) => assert!(r.unwrap().is_allowed()),
-                }
-            }
-        },
-    )
-    .await;
-    assert!(points >= 1, "the retry sleep was cancelled");
-    // The next acquire waits one emission interval after the one that finished, as if none was dropped.
-    let start = tokio::time::Instant::now();
-    acquire(&store, &rule, "job", 1, Duration::from_secs(1))
-        .await
-        .unwrap();
-    assert_eq!(start.elapsed(), Duration::from_millis(100));
+    assert!(!store.peek(&rule, "job", 1).is_allowed());
+    drops_leave_the_key_as_it_was(&store, &rule, "nothing charged", "the retry sleep").await;
 }
 
 /// A shaper's delayed admission is a reservation made before the wait: a drop mid-wait gives it back.
@@ -221,42 +230,29 @@ async fn acquire_dropped_during_a_shaping_delay_refunds_the_reservation_in_memor
     acquire(&store, &rule, "job", 1, Duration::ZERO)
         .await
         .unwrap();
-    let before = store.peek(&rule, "job", 1);
-    assert_eq!(before.delay(), Duration::from_millis(100));
-    let points = at_every_poll(
-        || acquire(&store, &rule, "job", 1, Duration::from_secs(1)),
-        |_k, out| {
-            let (store, rule, before) = (&store, &rule, &before);
-            async move {
-                match out {
-                    None => assert_eq!(
-                        &store.peek(rule, "job", 1),
-                        before,
-                        "the reservation was given back"
-                    ),
-                    Some(r) => assert!(r.unwrap().is_allowed()),
-                }
-            }
-        },
+    assert_eq!(
+        store.peek(&rule, "job", 1).delay(),
+        Duration::from_millis(100)
+    );
+    drops_leave_the_key_as_it_was(
+        &store,
+        &rule,
+        "the reservation was given back",
+        "the shaping delay",
     )
     .await;
-    assert!(points >= 1, "the shaping delay was cancelled");
-    let start = tokio::time::Instant::now();
-    acquire(&store, &rule, "job", 1, Duration::from_secs(1))
-        .await
-        .unwrap();
-    assert_eq!(
-        start.elapsed(),
-        Duration::from_millis(100),
-        "one slot after the last admitted"
-    );
 }
 
 /// The same on Redis, whose refund needs a round trip: a drop mid-wait must still give the slot back.
 #[tokio::test]
 async fn acquire_dropped_during_a_shaping_delay_refunds_the_reservation_on_redis() {
     let server = RedisServer::start();
-    let store = redis_on(&server, RedisClock::Server).await;
+    let store = RedisStore::builder()
+        .timeout(HANG_ONLY_TIMEOUT)
+        .clock(RedisClock::Server)
+        .connect(&server.url())
+        .await
+        .unwrap();
     // One slot a second, so a leaked reservation (2 s of delay instead of 1 s) cannot be mistaken for
     // scheduling noise.
     let set = PolicySet::new([Policy::shaper(
@@ -275,12 +271,22 @@ async fn acquire_dropped_during_a_shaping_delay_refunds_the_reservation_on_redis
     acquire(&store, &set, "job", 1, Duration::ZERO)
         .await
         .unwrap();
+    // The store's own tasks (its connection's driver); a drop mid-delay adds one, the refund's.
+    let tasks_at_rest = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let at_rest = tasks_at_rest();
     let points = at_every_poll(
         || acquire(&store, &set, "job", 1, Duration::from_secs(5)),
         |k, out| async move {
             if out.is_none() {
-                // Let a refund sent in the background land before looking.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // A refund is sent from a task of its own: look once that task has finished.
+                wait_until("the background refund finishing", HANG_ONLY_TIMEOUT, || {
+                    tasks_at_rest() <= at_rest
+                })
+                .await;
                 let delay = peek_delay().await;
                 assert!(
                     delay <= Duration::from_millis(1_000),

@@ -11,12 +11,14 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ratelimit_core::{OnFailure, Policy, PolicySet, Quota, RedisStore, Store, StoreError};
 use ratelimit_test_support::cancel::at_every_poll;
+use ratelimit_test_support::poll::{poll_once, wait_until};
 use ratelimit_test_support::redis_server::RedisServer;
+
+mod common;
 
 /// The quota of every identity here: a fresh one is admitted exactly this many times.
 const QUOTA: u64 = 3;
@@ -57,15 +59,8 @@ const CONDITION_WAIT: Duration = Duration::from_secs(10);
 /// Waits until the store's lanes hold `n` calls in flight: a spawned call takes its slot when its task
 /// first runs, a batch task gives its slot back just after answering its callers.
 async fn in_flight_becomes(store: &RedisStore, n: usize) {
-    let deadline = Instant::now() + CONDITION_WAIT;
-    while store.debug_state().in_flight != n {
-        assert!(
-            Instant::now() < deadline,
-            "{n} in flight never came: {:?}",
-            store.debug_state()
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let what = format!("{n} calls in flight");
+    wait_until(&what, CONDITION_WAIT, || store.debug_state().in_flight == n).await;
 }
 
 /// The store answers from Redis as the reference does: a fresh identity is admitted exactly QUOTA times.
@@ -82,12 +77,6 @@ async fn behaves_normally(store: &RedisStore, k: usize) {
     );
     assert!(store.stats().redis_calls > calls, "k={k}: decided by Redis");
     assert!(!store.is_degraded(), "k={k}");
-}
-
-/// Polls `fut` exactly once (whatever it answers).
-async fn poll_once<F: Future + Unpin>(fut: &mut F) -> bool {
-    std::future::poll_fn(|cx| Poll::Ready(std::pin::Pin::new(&mut *fut).poll(cx).is_pending()))
-        .await
 }
 
 // One thread: the connection's driver cannot answer between two polls of the call, so every await
@@ -123,12 +112,7 @@ async fn a_direct_check_dropped_at_every_await_leaves_nothing_behind() {
 /// Opens the breaker on the paused `server` (threshold 1) and waits out the cooldown: the next call
 /// is the probe.
 async fn due_for_a_probe(store: &RedisStore, server: &RedisServer, cooldown: Duration) {
-    server.pause();
-    if !store.is_degraded() {
-        let _ = check(store, "trip").await;
-    }
-    assert!(store.is_degraded());
-    tokio::time::sleep(cooldown + Duration::from_millis(10)).await;
+    common::redis::due_for_a_probe(store, server, &set(), cooldown).await;
 }
 
 /// The half-open probe (a check, then a reset) dropped at each await on a paused server, then on a live
@@ -315,9 +299,7 @@ async fn a_queued_check_dropped_at_every_await_leaves_the_lane_empty() {
 async fn an_in_flight_check_dropped_at_every_await_hands_its_slot_on() {
     const BEHIND: usize = 4;
     let server = RedisServer::start();
-    let store = RedisStore::builder()
-        .timeout(Duration::from_secs(2))
-        .max_in_flight(1)
+    let store = common::redis::one_slot()
         .connect(&server.url())
         .await
         .unwrap();
@@ -373,9 +355,7 @@ async fn an_in_flight_check_dropped_at_every_await_hands_its_slot_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_check_dropped_among_many_concurrent_callers_leaves_nothing_behind() {
     let server = RedisServer::start();
-    let store = RedisStore::builder()
-        .timeout(Duration::from_secs(2))
-        .max_in_flight(1)
+    let store = common::redis::one_slot()
         .connect(&server.url())
         .await
         .unwrap();

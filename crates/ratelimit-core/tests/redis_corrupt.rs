@@ -18,6 +18,7 @@ use ratelimit_core::store::redis::Scripting;
 use ratelimit_core::{
     ManualClock, Outcome, Policy, PolicySet, Quota, RedisClock, RedisStore, Store, StoreError,
 };
+use ratelimit_test_support::poll::poll_once;
 use ratelimit_test_support::redis_server::RedisServer;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
@@ -282,14 +283,6 @@ async fn a_corrupt_key_fails_its_own_call_in_a_batch_not_the_batch() {
             assert_eq!(d.remaining(), 9, "{} call {i}", policy.name());
         }
     }
-}
-
-/// Polls `fut` exactly once; whether it is still pending.
-async fn poll_once<F: std::future::Future + Unpin>(fut: &mut F) -> bool {
-    std::future::poll_fn(|cx| {
-        std::task::Poll::Ready(std::pin::Pin::new(&mut *fut).poll(cx).is_pending())
-    })
-    .await
 }
 
 /// The longest wait each policy can produce, from its quota (10/s: T = 100 ms, burst 10, tau = 1 s).

@@ -5,20 +5,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use ratelimit_core::store::redis::Scripting;
 use ratelimit_core::{
-    AlgorithmKind, ManualClock, Policy, PolicySet, PolicyStates, Quota, RedisClock, RedisStore,
-    Rule, Store,
+    AlgorithmKind, ManualClock, Policy, PolicySet, PolicyStates, Quota, RedisStore, Rule, Store,
 };
+use ratelimit_test_support::poll::join_in_order;
 use ratelimit_test_support::redis_server::RedisServer;
 
-/// Realistic Unix-epoch microseconds, to exercise Lua's doubles at full size.
-const EPOCH: u64 = 1_795_000_000_000_000;
+mod common;
+use common::redis::{on_manual_clock, EPOCH};
 
 #[derive(Debug, Clone, Copy)]
 enum Step {
@@ -130,13 +129,7 @@ fn client_time_store(
         .build()
         .unwrap();
     let clock = ManualClock::new(EPOCH);
-    let mut builder = RedisStore::builder()
-        .timeout(Duration::from_secs(5))
-        .scripting(scripting)
-        .clock(RedisClock::Client {
-            clock: Arc::new(clock.clone()),
-            ttl_slack: Duration::from_secs(600),
-        });
+    let mut builder = on_manual_clock(&clock).scripting(scripting);
     if let Some(n) = max_in_flight {
         builder = builder.max_in_flight(n);
     }
@@ -366,33 +359,6 @@ fn server_time_gcra_matches_the_reference_through_evalsha() {
     check_server_time(Scripting::Eval);
 }
 
-/// Drives `futs` to completion on the current task, polling them in index order, so that calls reach the
-/// store in that order (the first goes out, the rest queue behind it in order when coalescing).
-async fn in_order<T>(
-    futs: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = T> + '_>>>,
-) -> Vec<T> {
-    let mut futs = futs;
-    let mut out: Vec<Option<T>> = futs.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut done = true;
-        for (f, o) in futs.iter_mut().zip(out.iter_mut()) {
-            if o.is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *o = Some(v),
-                    std::task::Poll::Pending => done = false,
-                }
-            }
-        }
-        if done {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    out.into_iter().map(Option::unwrap).collect()
-}
-
 /// Coalesced calls decide exactly as calls sent one by one: rounds of concurrent operations (checks, peeks,
 /// refunds over several identities and several policy sets of every algorithm, all at one instant of a
 /// `ManualClock`) go out as one call plus one batch per script variant, and every reply matches the
@@ -479,7 +445,7 @@ fn check_batched(scripting: Scripting) {
                                 f
                             })
                             .collect();
-                        let got = in_order(futs).await;
+                        let got = join_in_order(futs).await;
                         for (i, (&(s, id, cost, kind), got)) in ops.iter().zip(got).enumerate() {
                             let state = &mut states[s][id];
                             let want = match kind {

@@ -8,16 +8,28 @@ use std::time::{Duration, Instant};
 use ratelimit_core::store::redis::Scripting;
 use ratelimit_core::{OnFailure, Outcome, Policy, PolicySet, Quota, RedisStore, Store, StoreError};
 use ratelimit_test_support::fault_proxy::{Corruption, Fault, FaultProxy};
+use ratelimit_test_support::poll::wait_until_async;
 use ratelimit_test_support::redis_server::RedisServer;
+
+mod common;
+use common::redis::due_for_a_probe;
 
 fn set() -> PolicySet {
     PolicySet::new([Policy::gcra("g", Quota::per_hour(10).build().unwrap()).unwrap()]).unwrap()
 }
 
+/// The store's timeout and breaker cooldown in most tests here.
+const TIMEOUT: Duration = Duration::from_millis(50);
+const COOLDOWN: Duration = Duration::from_millis(300);
+/// Hang detector, not a speed requirement: a call resolves within a timeout and a store recovers within a
+/// cooldown and a probe or two; twenty cooldowns only a hang (a call with no deadline, a breaker that
+/// never closes) reaches, never a loaded machine.
+const STUCK_AFTER: Duration = Duration::from_secs(6);
+
 async fn store(server: &RedisServer, on_failure: OnFailure) -> RedisStore {
     RedisStore::builder()
-        .timeout(Duration::from_millis(50))
-        .breaker(3, Duration::from_millis(300))
+        .timeout(TIMEOUT)
+        .breaker(3, COOLDOWN)
         .on_failure(on_failure)
         .connect(&server.url())
         .await
@@ -57,8 +69,8 @@ async fn paused_redis_resolves_calls_within_the_timeout_by_policy() {
         );
     }
     assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "calls did not hang on a paused Redis"
+        started.elapsed() < STUCK_AFTER,
+        "stuck: calls on a paused Redis did not resolve within {STUCK_AFTER:?} (timeout {TIMEOUT:?})"
     );
     assert!(closed.is_degraded(), "the breaker opened");
     // While open, nothing is sent: a dead Redis costs nothing per request.
@@ -92,47 +104,60 @@ async fn paused_redis_resolves_calls_within_the_timeout_by_policy() {
     assert_eq!(admitted, 5, "10 per hour over 2 instances = 5 locally");
 
     server.resume();
-    tokio::time::sleep(Duration::from_millis(350)).await;
-    // The probe after the cooldown closes the breaker.
-    let mut ok = false;
-    for _ in 0..50 {
-        if check(&closed, "a").await.is_ok() {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ok, "recovered after SIGCONT");
+    // The probe after the cooldown closes the breaker (calls before it are refused at once, unsent).
+    wait_until_async("recovery after SIGCONT", STUCK_AFTER, || async {
+        check(&closed, "a").await.is_ok()
+    })
+    .await;
     assert!(!closed.is_degraded());
 }
 
 /// Callers queued behind in-flight calls (coalescing) have no timer of their own: on a paused Redis each
-/// still resolves, as a timeout, about one timeout after its own start — not after the calls ahead of it
-/// have timed out one by one, nor a whole timeout after the call it queued behind.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// still resolves, as a timeout, on its own deadline — not after the calls ahead of it have timed out one
+/// by one (62 callers over 2 slots, a timeout each: 31 timeouts in a row), nor after waiting for a slot
+/// and then a whole timeout of its own.
+///
+/// Measured on tokio's paused clock, not the wall clock: once Redis is paused nothing but timers can
+/// wake the calls, so the runtime jumps from one timer to the next and each call's elapsed time is
+/// exactly where its deadline fired, however loaded the machine is. Every call must end in a timeout,
+/// no later than one timeout after it started, and the queued ones go out coalesced.
+#[tokio::test]
 async fn queued_calls_on_a_paused_redis_time_out_on_their_own_deadline() {
+    const QUEUED_TIMEOUT: Duration = Duration::from_millis(250);
+    /// Timers fire on a millisecond wheel.
+    const TIMER_GRANULARITY: Duration = Duration::from_millis(2);
+    const SLOTS: usize = 2;
+    const QUEUED: usize = 62;
     let server = RedisServer::start();
     let store = RedisStore::builder()
-        .timeout(Duration::from_millis(250))
+        .timeout(QUEUED_TIMEOUT)
         .breaker(1_000_000, Duration::from_millis(500))
-        .max_in_flight(2)
+        .max_in_flight(SLOTS)
         .connect(&server.url())
         .await
         .unwrap();
     assert!(check(&store, "warm").await.unwrap().is_allowed());
     server.pause();
+    // From here nothing Redis sends can wake a call: only deadlines can.
+    tokio::time::pause();
     let timed = |s: RedisStore, key: String| async move {
-        let started = Instant::now();
+        let started = tokio::time::Instant::now();
         let r = check(&s, &key).await;
         (r, started.elapsed())
     };
-    // Two calls take the two in-flight slots; 150 ms later, 62 more queue behind them.
+    let calls_before = store.stats().redis_calls;
+    // Two calls take the two in-flight slots; once they hold them, the rest queue behind them.
     let mut tasks = Vec::new();
-    for i in 0..2 {
+    for i in 0..SLOTS {
         tasks.push(tokio::spawn(timed(store.clone(), format!("d{i}"))));
     }
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    for i in 0..62 {
+    while store.debug_state().in_flight < SLOTS {
+        tokio::task::yield_now().await;
+    }
+    // The queued calls start half a timeout later, so they are still live when the slots free up and
+    // go out as a batch, which must run on what is left of their deadline, not a fresh timeout.
+    tokio::time::advance(QUEUED_TIMEOUT / 2).await;
+    for i in 0..QUEUED {
         tasks.push(tokio::spawn(timed(store.clone(), format!("q{i}"))));
     }
     let mut worst = Duration::ZERO;
@@ -141,29 +166,24 @@ async fn queued_calls_on_a_paused_redis_time_out_on_their_own_deadline() {
         assert!(matches!(r, Err(StoreError::Timeout(_))), "{r:?}");
         worst = worst.max(took);
     }
+    tokio::time::resume();
     server.resume();
-    eprintln!("slowest call: {worst:?}");
-    // Waiting for the slots and then a whole timeout of its own would take 350 ms (the slots free at
-    // 250 ms, 100 ms after the queued calls started); 62 callers over 2 slots one timeout each, seconds.
-    // Measured: 250-255 ms; the bound leaves 45 ms for a loaded machine.
     assert!(
-        worst < Duration::from_millis(300),
-        "a queued call took {worst:?} with a 250 ms timeout"
+        worst <= QUEUED_TIMEOUT + TIMER_GRANULARITY,
+        "a call waited {worst:?} on tokio's clock with a {QUEUED_TIMEOUT:?} timeout: queued calls must \
+         time out on their own deadline"
     );
+    let sent = store.stats().redis_calls - calls_before;
     assert!(
-        store.stats().redis_calls < 64,
-        "the queued calls were not coalesced"
+        sent < (SLOTS + QUEUED) as u64,
+        "the queued calls were not coalesced: {sent} Redis calls for {} callers",
+        SLOTS + QUEUED
     );
     // And the connection works again afterwards.
-    let mut ok = false;
-    for _ in 0..50 {
-        if check(&store, "after").await.is_ok() {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(ok, "recovered after SIGCONT");
+    wait_until_async("recovery after SIGCONT", STUCK_AFTER, || async {
+        check(&store, "after").await.is_ok()
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -177,19 +197,13 @@ async fn killed_and_restarted_redis_recovers_and_reloads_the_script() {
         assert!(check(&store, "a").await.is_err());
     }
     server.restart();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut recovered = false;
-    while Instant::now() < deadline {
-        match check(&store, "a").await {
-            Ok(d) => {
-                assert!(d.is_allowed());
-                recovered = true;
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-    assert!(recovered, "the store reconnected on its own");
+    wait_until_async("the store reconnecting on its own", STUCK_AFTER, || async {
+        check(&store, "a").await.is_ok_and(|d| {
+            assert!(d.is_allowed());
+            true
+        })
+    })
+    .await;
     assert!(
         store.stats().script_loads > loads,
         "the fresh server answered NOSCRIPT and the script was reloaded"
@@ -260,28 +274,14 @@ async fn function_flush_mid_run_is_invisible_to_callers() {
     flush_mid_run(Scripting::Functions, "FUNCTION").await;
 }
 
-/// Opens `store`'s breaker on a paused `server` (threshold failures), then waits out the cooldown: the next
-/// call is the half-open probe. The server is left paused.
-async fn open_breaker_and_cool_down(store: &RedisStore, server: &RedisServer, cooldown: Duration) {
-    server.pause();
-    for i in 0..3 {
-        let _ = check(store, &format!("trip{i}")).await;
-    }
-    assert!(store.is_degraded(), "the breaker opened on a paused Redis");
-    tokio::time::sleep(cooldown + Duration::from_millis(20)).await;
-}
-
-/// Whether `store` answers from Redis again within `limit` (the breaker closed).
-async fn recovers_within(store: &RedisStore, limit: Duration) -> bool {
-    let until = Instant::now() + limit;
-    while Instant::now() < until {
-        // With a fallback a call is answered either way: recovered means answered with the breaker closed.
-        if check(store, "recovery").await.is_ok() && !store.is_degraded() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
+/// Waits until `store` answers from Redis again (the breaker closed); fails as stuck after `STUCK_AFTER`,
+/// naming `what` did not happen.
+async fn recovers(store: &RedisStore, what: &str) {
+    // With a fallback a call is answered either way: recovered means answered with the breaker closed.
+    wait_until_async(what, STUCK_AFTER, || async {
+        check(store, "recovery").await.is_ok() && !store.is_degraded()
+    })
+    .await;
 }
 
 /// The half-open probe's caller gives up (an HTTP client disconnecting: its future is dropped) before
@@ -292,7 +292,7 @@ async fn a_cancelled_half_open_probe_does_not_keep_the_breaker_open() {
     let server = RedisServer::start();
     let store = store(&server, OnFailure::Error).await;
     assert!(check(&store, "a").await.is_ok());
-    open_breaker_and_cool_down(&store, &server, Duration::from_millis(300)).await;
+    due_for_a_probe(&store, &server, &set(), COOLDOWN).await;
     // The probe goes out to the paused server; its caller disconnects after 10 ms.
     let probe = tokio::time::timeout(Duration::from_millis(10), check(&store, "probe")).await;
     assert!(
@@ -300,11 +300,11 @@ async fn a_cancelled_half_open_probe_does_not_keep_the_breaker_open() {
         "the probe was still waiting on the paused server"
     );
     server.resume();
-    assert!(
-        recovers_within(&store, Duration::from_secs(3)).await,
-        "the breaker stayed open after the probe's caller went away: {:?}",
-        check(&store, "after").await
-    );
+    recovers(
+        &store,
+        "the breaker closing after the probe's caller went away",
+    )
+    .await;
 }
 
 /// `reset` during half-open takes the probe's place; whatever it finds, it must not leave the breaker
@@ -314,14 +314,10 @@ async fn reset_during_half_open_does_not_keep_the_breaker_open() {
     let server = RedisServer::start();
     let store = store(&server, OnFailure::Error).await;
     assert!(check(&store, "a").await.is_ok());
-    open_breaker_and_cool_down(&store, &server, Duration::from_millis(300)).await;
+    due_for_a_probe(&store, &server, &set(), COOLDOWN).await;
     server.resume();
     let _ = Store::<str, PolicySet>::reset(&store, &set(), "a").await;
-    assert!(
-        recovers_within(&store, Duration::from_secs(3)).await,
-        "the breaker stayed open after a reset in half-open: {:?}",
-        check(&store, "after").await
-    );
+    recovers(&store, "the breaker closing after a reset in half-open").await;
 }
 
 /// A value this limiter did not write at one identity's key (Redis answers WRONGTYPE) is that key's
@@ -387,7 +383,6 @@ async fn a_foreign_value_at_one_key_affects_only_that_identity() {
 async fn an_injected_reply_is_never_a_decision_and_follows_the_failure_policy() {
     /// The lean GCRA path's reply shape: admitted, with a reset of 31 years on an hourly quota.
     const IMPOSSIBLE_GCRA_REPLY: &[u8] = b"*3\r\n:1\r\n:999999999999999\r\n:1\r\n";
-    const COOLDOWN: Duration = Duration::from_millis(300);
     let server = RedisServer::start();
     let proxy = FaultProxy::start(format!("127.0.0.1:{}", server.port).parse().unwrap())
         .await
@@ -426,16 +421,20 @@ async fn an_injected_reply_is_never_a_decision_and_follows_the_failure_policy() 
         if on_failure != OnFailure::Error {
             assert_eq!(stats.fallbacks, 6);
         }
-        // Back in step within a cooldown or two (the breaker may have opened on the timeouts).
+        // Back in step after a cooldown or two (the breaker may have opened on the timeouts).
         let fresh = format!("good-{on_failure:?}");
-        let deadline = Instant::now() + 4 * COOLDOWN;
+        let deadline = Instant::now() + STUCK_AFTER;
         let d = loop {
             let fallbacks = store.stats().fallbacks;
             let d = check(&store, &fresh).await;
-            if store.stats().fallbacks == fallbacks && d.is_ok() || Instant::now() > deadline {
+            if store.stats().fallbacks == fallbacks && d.is_ok() {
                 break d;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert!(
+                Instant::now() < deadline,
+                "stuck: not back in step within {STUCK_AFTER:?}: {d:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
         };
         assert!(
             d.as_ref()
@@ -507,7 +506,7 @@ async fn an_outage_logs_its_transitions_not_every_failed_request() {
     }
     let probes = store.stats().redis_calls - calls - 3;
     server.resume();
-    assert!(recovers_within(&store, Duration::from_secs(3)).await);
+    recovers(&store, "recovery after the outage").await;
     eprintln!(
         "{requests} requests, {probes} probes, {} warn, {} info",
         logs.warn(),
@@ -566,10 +565,8 @@ async fn a_bad_key_asked_again_and_again_is_logged_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_value_in_a_batch_does_not_open_the_breaker() {
     let server = RedisServer::start();
-    let store = RedisStore::builder()
-        .timeout(Duration::from_secs(2))
+    let store = common::redis::one_slot()
         .breaker(3, Duration::from_secs(60))
-        .max_in_flight(1)
         .connect(&server.url())
         .await
         .unwrap();

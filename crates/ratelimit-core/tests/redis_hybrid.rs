@@ -2,13 +2,15 @@
 //! sliding log, measured on a manual clock against a real `redis-server`, with the Redis calls it saves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use ratelimit_core::store::redis::HybridStore;
-use ratelimit_core::{Clock, ManualClock, Policy, PolicySet, Quota, RedisClock, RedisStore, Store};
+use ratelimit_core::{Clock, ManualClock, Policy, PolicySet, Quota, RedisStore, Store};
 use ratelimit_test_support::cancel::drop_after_polls;
 use ratelimit_test_support::redis_server::RedisServer;
+
+mod common;
+use common::redis::{on_manual_clock, EPOCH};
 
 const LIMIT: u64 = 20;
 const PERIOD: u64 = 1_000_000;
@@ -29,15 +31,7 @@ fn max_in_window(times: &mut [u64]) -> usize {
 }
 
 async fn redis(server: &RedisServer, clock: &ManualClock) -> RedisStore {
-    RedisStore::builder()
-        .timeout(Duration::from_secs(5))
-        .clock(RedisClock::Client {
-            clock: Arc::new(clock.clone()),
-            ttl_slack: Duration::from_secs(600),
-        })
-        .connect(&server.url())
-        .await
-        .unwrap()
+    on_manual_clock(clock).connect(&server.url()).await.unwrap()
 }
 
 /// Every instance sends one request per `step_micros` for 3 s of manual time; returns the admission times
@@ -63,7 +57,7 @@ async fn run<S: Store<str, PolicySet>>(
 #[tokio::test]
 async fn hybrid_over_admission_stays_within_the_bound() {
     let server = RedisServer::start();
-    let clock = ManualClock::new(1_795_000_000_000_000);
+    let clock = ManualClock::new(EPOCH);
     let set = PolicySet::new([Policy::sliding_log(
         "log",
         Quota::new(LIMIT, Duration::from_micros(PERIOD))
@@ -114,7 +108,7 @@ async fn hybrid_over_admission_stays_within_the_bound() {
 #[tokio::test]
 async fn hybrid_saves_round_trips_on_an_unsaturated_key() {
     let server = RedisServer::start();
-    let clock = ManualClock::new(1_795_000_000_000_000);
+    let clock = ManualClock::new(EPOCH);
     let set =
         PolicySet::new([Policy::gcra("g", Quota::per_second(1_000).build().unwrap()).unwrap()])
             .unwrap();
@@ -190,7 +184,7 @@ async fn a_cancelled_lease_fetch_does_not_disable_leasing() {
     const LEASE: u64 = 10;
     const CHECKS: u64 = 100;
     let server = RedisServer::start();
-    let clock = ManualClock::new(1_795_000_000_000_000);
+    let clock = ManualClock::new(EPOCH);
     let set =
         PolicySet::new([Policy::gcra("g", Quota::per_second(1_000).build().unwrap()).unwrap()])
             .unwrap();

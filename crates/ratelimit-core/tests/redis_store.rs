@@ -3,14 +3,16 @@
 //! fixed-length keys, "never" for oversized costs, refunds and resets, and the deny cache.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ratelimit_core::{
     ManualClock, Outcome, Policy, PolicySet, Quota, RedisClock, RedisStore, Store,
 };
+use ratelimit_test_support::poll::{poll_once, wait_until};
 use ratelimit_test_support::redis_server::RedisServer;
+
+mod common;
 
 fn every_algorithm(limit: u64, period: Duration) -> Vec<Policy> {
     let q = || Quota::new(limit, period).build().unwrap();
@@ -90,14 +92,15 @@ async fn coalesced_calls_on_one_connection_admit_exactly_the_limit() {
     }
 }
 
+/// Giving a slot back takes a task switch; ten seconds without one is a hang, not a slow machine.
+const LANE_IDLE_STUCK_AFTER: Duration = Duration::from_secs(10);
+
 /// A caller that gives up while queued behind an in-flight call is never sent, so nothing is charged for
 /// it — as for a call cancelled before it went out.
 #[tokio::test]
 async fn a_queued_call_dropped_before_its_batch_goes_out_charges_nothing() {
     let server = RedisServer::start();
-    let store = RedisStore::builder()
-        .timeout(Duration::from_secs(2))
-        .max_in_flight(1)
+    let store = common::redis::one_slot()
         .connect(&server.url())
         .await
         .unwrap();
@@ -107,15 +110,23 @@ async fn a_queued_call_dropped_before_its_batch_goes_out_charges_nothing() {
     let mut a = Box::pin(Store::<str, PolicySet>::check(&store, &set, "a", 1));
     let mut b = Box::pin(Store::<str, PolicySet>::check(&store, &set, "b", 1));
     // One poll each: `a` goes out and holds the only slot, `b` queues behind it.
-    std::future::poll_fn(|cx| {
-        assert!(a.as_mut().poll(cx).is_pending());
-        assert!(b.as_mut().poll(cx).is_pending());
-        std::task::Poll::Ready(())
-    })
-    .await;
+    assert!(
+        poll_once(&mut a).await,
+        "`a` answered within its first poll"
+    );
+    assert!(
+        poll_once(&mut b).await,
+        "`b` answered within its first poll"
+    );
     drop(b);
     assert!(a.await.unwrap().is_allowed());
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // An ending call hands its slot straight to the next batch, so an idle lane means any batch that
+    // was going out has gone out and answered.
+    wait_until("the lane going idle", LANE_IDLE_STUCK_AFTER, || {
+        let lane = store.debug_state();
+        (lane.in_flight, lane.queued) == (0, 0)
+    })
+    .await;
     assert_eq!(
         store.stats().redis_calls - calls,
         1,

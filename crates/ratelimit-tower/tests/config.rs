@@ -1,5 +1,5 @@
-//! The layer's configuration file (`config::LayerConfig`): what is written reads back the same (TOML and
-//! JSON), every kind of bad value is refused with its path and the fix, and a layer built from a file
+//! The layer's configuration file (`config::LayerConfig`): what is written reads back the same (TOML,
+//! JSON and YAML), every kind of bad value is refused with its path and the fix, and a layer built from a file
 //! enforces what the file says over real HTTP on loopback. (The proxy checks behind `trusted_proxies`
 //! are tested through the API in tests/proxies.rs.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -489,4 +489,39 @@ mod generated {
             prop_assert_eq!(&json(&written).unwrap(), &config, "{}", written);
         }
     }
+}
+
+/// `FULL` written in YAML.
+const FULL_YAML: &str = r#"
+trusted_proxies: ["127.0.0.0/8", "fd00::/8"]
+on_store_error: allow
+default:
+  policies:
+    - { name: hourly, algorithm: gcra, limit: 3, per: 1h, burst: 4 }
+tiers:
+  free:
+    policies: [{ name: hourly, rate: 5/h }]
+  pro:
+    policies:
+      - { name: hourly, algorithm: gcra, rate: 10/h, burst: 20 }
+      - { name: daily, algorithm: fixed_window, rate: 100/d }
+global_cap:
+  policies: [{ name: global, rate: 1000/h }]
+costs:
+  /v1/report: 2
+  "/users/{id}": 3
+"#;
+
+fn yaml(text: &str) -> Result<LayerConfig, ConfigError> {
+    LayerConfig::from_deserializer(serde_norway::Deserializer::from_str(text))
+}
+
+#[test]
+fn yaml_reads_as_toml_does_and_names_the_same_paths() {
+    assert_eq!(yaml(FULL_YAML).unwrap(), toml(FULL).unwrap());
+    let bad = FULL_YAML.replace("rate: 10/h", "rate: 10/fortnight");
+    let err = yaml(&bad).unwrap_err();
+    assert_eq!(err.path(), "tiers.pro.policies[0].rate", "{err}");
+    let bad = FULL_YAML.replace("\"fd00::/8\"", "\"::/0\"");
+    assert_eq!(yaml(&bad).unwrap_err().path(), "trusted_proxies[1]");
 }

@@ -7,9 +7,12 @@
 //! * [`alloc`]: a counting global allocator, for tests that bound memory in bytes or count allocations.
 //! * [`cancel`]: drives a future for exactly `k` polls and then drops it, to prove that cancelling at
 //!   any await leaves no shared state behind.
+//! * [`poll`]: polls a future once, joins futures in a fixed order, and waits for a condition with a
+//!   bound only a hang reaches (instead of sleeping for a guessed time).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 pub mod alloc;
 pub mod cancel;
 pub mod fault_proxy;
+pub mod poll;
 pub mod redis_server;

@@ -248,6 +248,20 @@ impl<'a> Problems<'a> {
         Some((x?, y?, z?))
     }
 
+    /// A limit's size, what remains of it and its reset, read together ([`all_three`](Self::all_three)) and
+    /// checked as [`counts`](Self::counts) against `max_limit`; the reset as read (uncapped).
+    pub(crate) fn limit_counts(
+        &mut self,
+        limit: Field<'_, u64>,
+        remaining: Field<'_, u64>,
+        reset: Field<'_, u64>,
+        max_limit: u64,
+    ) -> Option<(u64, u64, u64)> {
+        let (l, r, t) = self.all_three(limit, remaining, reset)?;
+        let (l, r) = self.counts((limit.0, l), (remaining.0, r), max_limit)?;
+        Some((l, r, t))
+    }
+
     /// A limit and what remains of it, as the protocol can produce them: a zero limit, or more remaining
     /// than the limit, is rejected (contradictory counts are no evidence); a limit above `cap` is clamped,
     /// and what remains with it.

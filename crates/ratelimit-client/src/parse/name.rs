@@ -32,7 +32,7 @@ pub fn bounded_name(name: &str) -> Cow<'_, str> {
     h.write(name.as_bytes());
     let mut out = String::with_capacity(17);
     out.push(DIGEST_MARK);
-    crate::profile::discord::push_hex(&mut out, h.finish());
+    crate::hex::push_hex(&mut out, h.finish());
     Cow::Owned(out)
 }
 

@@ -34,9 +34,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, Method, StatusCode, Uri};
 
-use super::{is_transient, BucketInfo, Lane, Limited, Observation, Profile, Route, Scope};
+use super::reading::{Reading, UNNAMED_LIMIT_WAIT};
+use super::{is_transient, BucketInfo, Lane, Observation, Profile, Route, Scope};
 use crate::parse::{
-    float_seconds, header_str, parse_seconds, parse_u64, Caps, ParseError, Problems, Reported,
+    float_seconds, header_str, parse_seconds, parse_u64, Caps, ParseError, Problems,
 };
 
 /// Discord's epoch (2015-01-01) in Unix milliseconds, for snowflake ages.
@@ -47,14 +48,10 @@ const INTERACTION_TOKEN_PREFIX: &str = "aW50ZXJhY3Rpb24";
 const SCOPE: HeaderName = HeaderName::from_static("x-ratelimit-scope");
 const GLOBAL: HeaderName = HeaderName::from_static("x-ratelimit-global");
 
-/// The wait after a 429 that names none.
-const UNNAMED_LIMIT_WAIT: u64 = 1_000_000;
-
 /// The Discord REST profile (see the [module docs](self)).
 #[derive(Debug, Clone, Default)]
 pub struct Discord {
-    caps: Caps,
-    reported: Reported,
+    reading: Reading,
 }
 
 impl Discord {
@@ -65,7 +62,7 @@ impl Discord {
 
     /// Replaces the caps applied to header values.
     pub fn with_caps(mut self, caps: Caps) -> Self {
-        self.caps = caps;
+        self.reading.caps = caps;
         self
     }
 }
@@ -75,21 +72,6 @@ fn digest(s: &str) -> u64 {
     let mut h = foldhash::fast::FixedState::with_seed(0x5eed).build_hasher();
     h.write(s.as_bytes());
     h.finish()
-}
-
-/// `v` as 16 lower-case hex digits (what `{:016x}` writes, without the formatting machinery).
-pub(crate) fn hex16(v: u64) -> [u8; 16] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; 16];
-    for (i, d) in out.iter_mut().enumerate() {
-        *d = HEX[((v >> ((15 - i) * 4)) & 0xf) as usize];
-    }
-    out
-}
-
-/// Appends `v` as 16 lower-case hex digits.
-pub(crate) fn push_hex(out: &mut String, v: u64) {
-    out.extend(hex16(v).iter().map(|&b| char::from(b)));
 }
 
 fn is_snowflake(s: &str) -> bool {
@@ -189,7 +171,7 @@ pub(crate) fn discord_route(method: &Method, path: &str) -> Route {
                 }
                 key.push_str("/{webhook_token}");
                 major.push('/');
-                push_hex(&mut major, digest(token));
+                crate::hex::push_hex(&mut major, digest(token));
                 i += 1;
             }
         } else if i == 1 && top == "interactions" {
@@ -323,12 +305,12 @@ pub(crate) fn parse_bucket(
     p: &mut Problems<'_>,
 ) -> Option<BucketInfo> {
     let [limit, remaining, reset_after, bucket] = bucket_headers(headers, p);
-    let (limit, remaining, reset_after) = p.all_three(
+    let (limit, remaining, reset_after) = p.limit_counts(
         (LIMIT, limit, parse_u64),
         (REMAINING, remaining, parse_u64),
         (RESET_AFTER, reset_after, parse_seconds),
+        caps.max_limit,
     )?;
-    let (limit, remaining) = p.counts((LIMIT, limit), (REMAINING, remaining), caps.max_limit)?;
     let id = bucket.and_then(|h| {
         p.name(BUCKET, h, |b| {
             b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
@@ -404,7 +386,7 @@ impl Discord {
             server_error: is_transient(status),
             ..Observation::default()
         };
-        let bucket = parse_bucket(headers, &self.caps, p);
+        let bucket = parse_bucket(headers, &self.reading.caps, p);
         if status == StatusCode::UNAUTHORIZED {
             obs.unauthorized = true;
             obs.invalid = true;
@@ -424,10 +406,7 @@ impl Discord {
             }
             let scope = Self::scope(headers, &parsed, p);
             let retry = Self::retry_after(headers, &parsed, bucket.as_ref(), p);
-            obs.limited = Some(Limited {
-                scope,
-                retry_after: p.cap(BODY_RETRY_AFTER, retry, self.caps.max_retry),
-            });
+            obs.limited = Some(self.reading.limited(scope, retry, BODY_RETRY_AFTER, p));
             obs.invalid = scope != Scope::Shared;
             if scope == Scope::Global {
                 return obs;
@@ -452,16 +431,16 @@ impl Profile for Discord {
     }
 
     fn observe(&self, status: StatusCode, headers: &HeaderMap, body: Option<&[u8]>) -> Observation {
-        let mut p = Problems::new(&self.reported);
-        let mut obs = self.read(status, headers, body, &mut p);
-        obs.malformed = p.first;
-        obs
+        self.reading
+            .observe(|p| self.read(status, headers, body, p))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parse::Reported;
+    use crate::profile::Limited;
     use http::HeaderValue;
 
     fn route(m: Method, p: &str) -> Route {
@@ -504,15 +483,6 @@ mod tests {
         let tail = "/x".repeat(12);
         let r = route(Method::GET, &format!("/api/v10/channels/123{tail}"));
         assert_eq!(r.key, format!("GET /channels/{{channel_id}}{tail}"));
-    }
-
-    #[test]
-    fn hex_digits_match_the_formatter() {
-        for v in [0, 1, 0xdead_beef, u64::MAX, 0x0123_4567_89ab_cdef] {
-            let mut s = String::new();
-            push_hex(&mut s, v);
-            assert_eq!(s, format!("{v:016x}"));
-        }
     }
 
     #[test]

@@ -24,9 +24,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, StatusCode};
 
+use super::reading::Reading;
 use super::retry_after::read_retry_after;
-use super::{is_transient, BucketInfo, Limited, Observation, Profile, Scope};
-use crate::parse::{parse_u64, Caps, Problems, Reported};
+use super::{BucketInfo, Observation, Profile};
+use crate::parse::{parse_u64, Caps, Problems};
 
 /// Wait applied to a secondary-limit 403/429 that names no time (GitHub: "at least one minute").
 pub const SECONDARY_WAIT: u64 = 60_000_000;
@@ -41,8 +42,7 @@ const DEFAULT_RESOURCE: &str = "core";
 /// The GitHub profile (see the [module docs](self)).
 #[derive(Debug, Clone, Default)]
 pub struct GitHub {
-    caps: Caps,
-    reported: Reported,
+    reading: Reading,
 }
 
 impl GitHub {
@@ -53,19 +53,18 @@ impl GitHub {
 
     /// Replaces the caps applied to header values.
     pub fn with_caps(mut self, caps: Caps) -> Self {
-        self.caps = caps;
+        self.reading.caps = caps;
         self
     }
 
     fn bucket(&self, headers: &HeaderMap, p: &mut Problems<'_>) -> Option<BucketInfo> {
         let raw = [LIMIT, REMAINING, RESET].map(|h| p.header(headers, h, h));
-        let (limit, remaining, reset_epoch) = p.all_three(
+        let (limit, remaining, reset_epoch) = p.limit_counts(
             (LIMIT, raw[0], parse_u64),
             (REMAINING, raw[1], parse_u64),
             (RESET, raw[2], parse_u64),
+            self.reading.caps.max_limit,
         )?;
-        let (limit, remaining) =
-            p.counts((LIMIT, limit), (REMAINING, remaining), self.caps.max_limit)?;
         let now_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
@@ -82,7 +81,7 @@ impl GitHub {
             id: Some(resource),
             limit,
             remaining,
-            reset_after: p.cap(RESET, reset_after, self.caps.max_reset),
+            reset_after: p.cap(RESET, reset_after, self.reading.caps.max_reset),
         })
     }
 
@@ -101,16 +100,8 @@ impl GitHub {
             // A 403 with quota left and no retry-after is an ordinary refusal, not a limit.
             None
         };
-        Observation {
-            limited: limited.map(|r| Limited {
-                scope: Scope::User,
-                retry_after: p.cap("retry-after", r, self.caps.max_retry),
-            }),
-            buckets: bucket.into_iter().collect(),
-            unauthorized: status == StatusCode::UNAUTHORIZED,
-            server_error: is_transient(status),
-            ..Observation::default()
-        }
+        self.reading
+            .headers_only(status, bucket.into_iter().collect(), limited, p)
     }
 }
 
@@ -129,10 +120,7 @@ impl Profile for GitHub {
         headers: &HeaderMap,
         _body: Option<&[u8]>,
     ) -> Observation {
-        let mut p = Problems::new(&self.reported);
-        let mut obs = self.read(status, headers, &mut p);
-        obs.malformed = p.first;
-        obs
+        self.reading.observe(|p| self.read(status, headers, p))
     }
 }
 

@@ -21,16 +21,14 @@
 use http::{HeaderMap, StatusCode};
 use sfv::{BareItem, ListEntry, Parser};
 
+use super::reading::{Reading, UNNAMED_LIMIT_WAIT};
 use super::retry_after::read_retry_after;
-use super::{is_transient, BucketInfo, Limited, Observation, Profile, Scope};
-use crate::parse::{parse_seconds, parse_u64, Caps, ParseError, Problems, Reported};
+use super::{BucketInfo, Observation, Profile};
+use crate::parse::{parse_seconds, parse_u64, Caps, ParseError, Problems};
 
 /// At most this many policies are read from one response; the rest are ignored (a hostile server must not
 /// make the client track thousands of buckets per route).
 pub const MAX_POLICIES: usize = 8;
-
-/// The wait after a 429 that names none (no `Retry-After`, no exhausted policy).
-const UNNAMED_LIMIT_WAIT: u64 = 1_000_000;
 
 const STATE: &str = "ratelimit";
 const POLICY: &str = "ratelimit-policy";
@@ -42,8 +40,7 @@ const POLICY: &str = "ratelimit-policy";
 /// (`r` above `q`) or lack `r` or `t` is left out and reported.
 #[derive(Debug, Clone, Default)]
 pub struct Ietf {
-    caps: Caps,
-    reported: Reported,
+    reading: Reading,
 }
 
 impl Ietf {
@@ -54,7 +51,7 @@ impl Ietf {
 
     /// Replaces the caps applied to header values.
     pub fn with_caps(mut self, caps: Caps) -> Self {
-        self.caps = caps;
+        self.reading.caps = caps;
         self
     }
 }
@@ -154,13 +151,20 @@ impl Ietf {
             .find(|q| q.name == m.name)
             .and_then(|q| q.vals[0])
             .unwrap_or(remaining.max(1));
-        let (limit, remaining) =
-            p.counts((POLICY, quota), (STATE, remaining), self.caps.max_limit)?;
+        let (limit, remaining) = p.counts(
+            (POLICY, quota),
+            (STATE, remaining),
+            self.reading.caps.max_limit,
+        )?;
         Some(BucketInfo {
             id: Some(m.name),
             limit,
             remaining,
-            reset_after: p.cap(STATE, reset.saturating_mul(1_000_000), self.caps.max_reset),
+            reset_after: p.cap(
+                STATE,
+                reset.saturating_mul(1_000_000),
+                self.reading.caps.max_reset,
+            ),
         })
     }
 
@@ -172,25 +176,24 @@ impl Ietf {
         // `RateLimit-Limit: 10, 10;w=1` names the quota first.
         let first_item = |v: &str| parse_u64(v.split([',', ';']).next().unwrap_or("").trim());
         let raw = [LIMIT, REMAINING, RESET].map(|h| p.header(headers, h, h));
-        let (limit, remaining, reset) = p.all_three(
+        let (limit, remaining, reset) = p.limit_counts(
             (LIMIT, raw[0], first_item),
             (REMAINING, raw[1], parse_u64),
             (RESET, raw[2], parse_seconds),
+            self.reading.caps.max_limit,
         )?;
-        let (limit, remaining) =
-            p.counts((LIMIT, limit), (REMAINING, remaining), self.caps.max_limit)?;
         Some(BucketInfo {
             id: Some("ratelimit".to_owned()),
             limit,
             remaining,
-            reset_after: p.cap(RESET, reset, self.caps.max_reset),
+            reset_after: p.cap(RESET, reset, self.reading.caps.max_reset),
         })
     }
 
     fn read(&self, status: StatusCode, headers: &HeaderMap, p: &mut Problems<'_>) -> Observation {
         let buckets = self.buckets(headers, p);
-        let limited = (status == StatusCode::TOO_MANY_REQUESTS).then(|| {
-            let retry = read_retry_after(headers, p)
+        let retry = (status == StatusCode::TOO_MANY_REQUESTS).then(|| {
+            read_retry_after(headers, p)
                 .or_else(|| {
                     buckets
                         .iter()
@@ -198,19 +201,9 @@ impl Ietf {
                         .map(|b| b.reset_after)
                         .max()
                 })
-                .unwrap_or(UNNAMED_LIMIT_WAIT);
-            Limited {
-                scope: Scope::User,
-                retry_after: p.cap("retry-after", retry, self.caps.max_retry),
-            }
+                .unwrap_or(UNNAMED_LIMIT_WAIT)
         });
-        Observation {
-            buckets,
-            limited,
-            unauthorized: status == StatusCode::UNAUTHORIZED,
-            server_error: is_transient(status),
-            ..Observation::default()
-        }
+        self.reading.headers_only(status, buckets, retry, p)
     }
 }
 
@@ -225,10 +218,7 @@ impl Profile for Ietf {
         headers: &HeaderMap,
         _body: Option<&[u8]>,
     ) -> Observation {
-        let mut p = Problems::new(&self.reported);
-        let mut obs = self.read(status, headers, &mut p);
-        obs.malformed = p.first;
-        obs
+        self.reading.observe(|p| self.read(status, headers, p))
     }
 }
 

@@ -17,6 +17,7 @@ pub mod credential;
 pub mod discord;
 pub mod github;
 pub mod ietf;
+mod reading;
 pub mod retry_after;
 
 pub use credential::{Credential, RequestView};

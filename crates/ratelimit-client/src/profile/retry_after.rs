@@ -20,11 +20,9 @@ use std::time::SystemTime;
 use http::{HeaderMap, StatusCode};
 use ratelimit_core::Micros;
 
-use super::{is_transient, Limited, Observation, Profile, Scope};
-use crate::parse::{header_str, parse_seconds, Caps, Problems, Reported};
-
-/// The wait after a 429 that names none.
-const UNNAMED_LIMIT_WAIT: Micros = 1_000_000;
+use super::reading::{Reading, UNNAMED_LIMIT_WAIT};
+use super::{Observation, Profile};
+use crate::parse::{header_str, parse_seconds, Caps, Problems};
 
 /// Reads `Retry-After` as seconds or an HTTP-date, in microseconds from now.
 pub fn retry_after_header(headers: &HeaderMap) -> Option<Micros> {
@@ -49,8 +47,7 @@ fn retry_after_value(v: &str) -> Option<Micros> {
 /// The plain `Retry-After` profile (see the [module docs](self)).
 #[derive(Debug, Clone, Default)]
 pub struct RetryAfter {
-    caps: Caps,
-    reported: Reported,
+    reading: Reading,
 }
 
 impl RetryAfter {
@@ -61,7 +58,7 @@ impl RetryAfter {
 
     /// Replaces the caps applied to header values.
     pub fn with_caps(mut self, caps: Caps) -> Self {
-        self.caps = caps;
+        self.reading.caps = caps;
         self
     }
 }
@@ -81,24 +78,14 @@ impl Profile for RetryAfter {
         headers: &HeaderMap,
         _body: Option<&[u8]>,
     ) -> Observation {
-        let mut p = Problems::new(&self.reported);
-        let header = read_retry_after(headers, &mut p);
-        let limited = match (status.as_u16(), header) {
-            (429, r) => Some(r.unwrap_or(UNNAMED_LIMIT_WAIT)),
-            (503, Some(r)) => Some(r),
-            _ => None,
-        }
-        .map(|r| Limited {
-            scope: Scope::User,
-            retry_after: p.cap("retry-after", r, self.caps.max_retry),
-        });
-        Observation {
-            limited,
-            unauthorized: status == StatusCode::UNAUTHORIZED,
-            server_error: is_transient(status) && limited.is_none(),
-            malformed: p.first,
-            ..Observation::default()
-        }
+        self.reading.observe(|p| {
+            let retry = match (status.as_u16(), read_retry_after(headers, p)) {
+                (429, r) => Some(r.unwrap_or(UNNAMED_LIMIT_WAIT)),
+                (503, Some(r)) => Some(r),
+                _ => None,
+            };
+            self.reading.headers_only(status, Vec::new(), retry, p)
+        })
     }
 }
 

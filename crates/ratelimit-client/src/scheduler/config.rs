@@ -8,30 +8,7 @@ use std::time::Duration;
 use ratelimit_core::clock::duration_to_micros;
 use ratelimit_core::Micros;
 
-/// Thresholds of the invalid-request budget (Discord: 10,000 responses with status 401, 403 or a
-/// non-`shared` 429 per 10 minutes per IP earn a ban).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InvalidBudget {
-    /// The sliding window, in microseconds (default 10 minutes).
-    pub window: Micros,
-    /// Log a warning from this count on (default 5,000).
-    pub warn: usize,
-    /// Refuse non-urgent requests from this count on (default 8,000).
-    pub shed: usize,
-    /// Refuse every request from this count on (default 9,500).
-    pub stop: usize,
-}
-
-impl Default for InvalidBudget {
-    fn default() -> Self {
-        InvalidBudget {
-            window: 600_000_000,
-            warn: 5_000,
-            shed: 8_000,
-            stop: 9_500,
-        }
-    }
-}
+pub use super::settings::InvalidBudget;
 
 /// The scheduler's settings in microseconds (see [`crate::Config`] for each field's meaning).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +21,7 @@ pub struct Config {
     /// (a request holds its slot from admission until one window after its response); a margin only
     /// covers an upstream whose window is longer than it says.
     pub global_margin: Micros,
-    /// The invalid-request budget.
+    /// The invalid-request budget (its window is converted once, by the state machine).
     pub invalid: InvalidBudget,
     /// First wait after a detected ban before a probe (default 60 s), doubled on each failed probe.
     pub ban_backoff: Micros,

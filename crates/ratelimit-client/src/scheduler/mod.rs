@@ -24,7 +24,7 @@ use ratelimit_core::{Clock, Micros, SystemClock};
 use tokio::sync::Notify;
 
 pub(crate) mod config;
-mod hex;
+mod names;
 mod settings;
 mod snapshot;
 pub(crate) mod state;
@@ -357,8 +357,7 @@ impl<P: Profile> Limiter<P> {
     /// A point-in-time view of buckets, routes, queues, the global limit and the budgets.
     pub fn snapshot(&self) -> Snapshot {
         let now = self.now();
-        let raw = self.inner.core.lock().snapshot(now);
-        Snapshot::from_state(raw)
+        self.inner.core.lock().snapshot(now)
     }
 
     /// What requests in progress hold (in flight, queued, waiting for or reserving global slots, probing):
@@ -530,7 +529,7 @@ impl<P: Profile> Limiter<P> {
                     Step::Wait { until, bucket } => {
                         if let (Some(d), Some(u)) = (deadline, until) {
                             if u > d {
-                                return Err(would_wait(t, &bucket, u.saturating_sub(start)));
+                                return Err(self.would_wait(t, &bucket, u.saturating_sub(start)));
                             }
                         }
                         let wake = match (until, deadline) {
@@ -551,7 +550,11 @@ impl<P: Profile> Limiter<P> {
                             }
                         };
                         if timed_out && deadline.is_some_and(|d| self.now() >= d) {
-                            return Err(would_wait(t, &bucket, self.now().saturating_sub(start)));
+                            return Err(self.would_wait(
+                                t,
+                                &bucket,
+                                self.now().saturating_sub(start),
+                            ));
                         }
                     }
                 }
@@ -567,7 +570,7 @@ impl<P: Profile> Limiter<P> {
         start: Micros,
     ) -> Result<(), Error> {
         if deadline.is_some_and(|d| until > d) {
-            return Err(would_wait(t, SUBLIMIT, until.saturating_sub(start)));
+            return Err(self.would_wait(t, SUBLIMIT, until.saturating_sub(start)));
         }
         let now = self.now();
         tokio::time::sleep(micros(until.saturating_sub(now))).await;
@@ -686,20 +689,29 @@ impl<P: Profile> Permit<P> {
 /// What a sub-limited request waits for (see [`would_wait`]).
 const SUBLIMIT: &str = "sub-limit";
 
-/// The deadline error, in the caller's terms: the route template, and what the request waits for in
-/// words, never the scheduler's internal keys (which carry a credential digest).
-fn would_wait(t: &Ticket, waiting_for: &str, wait: Micros) -> Error {
-    metrics::counter!("ratelimit_client_deadline_total").increment(1);
-    Error::WouldWait {
-        route: t.template().to_owned(),
-        limit: describe_limit(waiting_for),
-        wait: micros(wait),
+impl<P: Profile> Limiter<P> {
+    /// The deadline error, in the caller's terms: the route template, and what the request waits for in
+    /// words, never the scheduler's internal keys (which carry a credential digest). A limit is a "bucket"
+    /// for Discord, whose documentation calls it that.
+    fn would_wait(&self, t: &Ticket, waiting_for: &str, wait: Micros) -> Error {
+        metrics::counter!("ratelimit_client_deadline_total").increment(1);
+        let noun = if self.inner.profile.name() == "discord" {
+            "bucket"
+        } else {
+            "limit"
+        };
+        Error::WouldWait {
+            route: t.template().to_owned(),
+            limit: describe_limit(waiting_for, noun),
+            wait: micros(wait),
+        }
     }
 }
 
 /// Words for what `state` reports a request waits for: `global…`, `sub-limit`, `<route key> (probing)`, a
-/// counter key `token|#hash|major` or `token|=template|major`, or the route key `token|template|major`.
-fn describe_limit(key: &str) -> String {
+/// counter key `token|#hash|major` or `token|=template|major`, or the route key `token|template|major`;
+/// `noun` is what the upstream calls a limit.
+fn describe_limit(key: &str, noun: &str) -> String {
     if key == "global" {
         return "the global limit".to_owned();
     }
@@ -714,14 +726,18 @@ fn describe_limit(key: &str) -> String {
     }
     let mut parts = key.splitn(3, '|').skip(1);
     match (parts.next(), parts.next()) {
-        (Some(name), major) if name.starts_with('#') => {
-            let major = major.filter(|m| !m.is_empty());
-            match major {
-                Some(m) => format!("bucket `{}` (for {m})", &name[1..]),
-                None => format!("bucket `{}`", &name[1..]),
+        (Some(name), major)
+            if name.starts_with('#') && !name[1..].starts_with(names::UNNAMED_LIMIT) =>
+        {
+            let name = &name[1..];
+            match major.filter(|m| !m.is_empty()) {
+                Some(m) => format!("{noun} `{name}` (for {m})"),
+                None => format!("{noun} `{name}`"),
             }
         }
-        (Some(name), _) if name.starts_with('=') => "the route's own bucket".to_owned(),
+        (Some(name), _) if name.starts_with('#') || name.starts_with('=') => {
+            format!("the route's own {noun}")
+        }
         _ => "the route, blocked after a rate-limit response".to_owned(),
     }
 }
@@ -742,5 +758,31 @@ impl<P> Drop for Permit<P> {
             let now = self.limiter.inner.clock.now();
             self.limiter.inner.core.lock().fail(&g, now);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_limit_is_described_by_its_upstream_name_in_the_profiles_noun_never_by_its_key() {
+        let digest = "00000000000000ab";
+        assert_eq!(
+            describe_limit(&format!("{digest}|#hourly|"), "limit"),
+            "limit `hourly`"
+        );
+        assert_eq!(
+            describe_limit(&format!("{digest}|#abcd|42"), "bucket"),
+            "bucket `abcd` (for 42)"
+        );
+        assert_eq!(
+            describe_limit(&format!("{digest}|#route:GET /v1/items/{{id}}|"), "limit"),
+            "the route's own limit"
+        );
+        assert_eq!(
+            describe_limit(&format!("{digest}|=GET /v1/items/{{id}}|"), "limit"),
+            "the route's own limit"
+        );
     }
 }

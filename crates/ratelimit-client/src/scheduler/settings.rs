@@ -201,12 +201,7 @@ impl Config {
             global_limit: self.global_limit,
             global_window: us(self.global_window),
             global_margin: us(self.global_margin),
-            invalid: core::InvalidBudget {
-                window: us(self.invalid.window),
-                warn: self.invalid.warn,
-                shed: self.invalid.shed,
-                stop: self.invalid.stop,
-            },
+            invalid: self.invalid,
             ban_backoff: us(self.ban_backoff),
             ban_backoff_max: us(self.ban_backoff_max),
             max_buckets: self.max_buckets,

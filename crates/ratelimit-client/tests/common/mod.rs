@@ -3,6 +3,20 @@
 
 pub mod upstream;
 
+use std::net::SocketAddr;
+
+/// Serves `app` on a free loopback port; the server runs until the task is aborted or the runtime ends.
+pub async fn serve(app: axum::Router) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, task)
+}
+
 /// A clock that follows tokio's (pausable) time, so a test with `start_paused` waits in virtual time.
 // Not every test binary that includes this module uses it.
 #[allow(dead_code)]

@@ -104,13 +104,7 @@ impl Upstream {
                 render(reply)
             }
         });
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (addr, task) = super::serve(app).await;
         Upstream { addr, seen, task }
     }
 

@@ -1,5 +1,9 @@
-//! Helpers shared by the integration tests: one instance of every algorithm over the same quota.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! Helpers shared by the integration tests: one instance of every algorithm over the same quota, and
+//! (in [`redis`]) Redis stores on a manual clock and a breaker brought to its half-open probe.
+#![allow(dead_code, unused_macros, clippy::unwrap_used, clippy::expect_used)]
+
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use std::time::Duration;
 

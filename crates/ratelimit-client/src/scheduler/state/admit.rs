@@ -149,6 +149,7 @@ impl<S: SchedulerState> Core<S> {
         }
         Step::Admit(Grant {
             route_key: t.route_key.clone(),
+            template: t.template.clone(),
             token: t.token,
             counters,
             probe,

@@ -7,6 +7,7 @@ use ratelimit_core::Micros;
 use super::ticket::{ErrorKind, Grant, Verdict};
 use super::{Core, SchedulerState};
 use crate::profile::{Limited, Observation, Scope};
+use crate::scheduler::names;
 
 impl<S: SchedulerState> Core<S> {
     /// Applies a response to the state and decides what the caller does next.
@@ -107,11 +108,11 @@ impl<S: SchedulerState> Core<S> {
         }
     }
 
-    /// A 401: the token is stopped for good.
+    /// A 401: the credential is stopped for good.
     fn stop_token(&mut self, token: u64) {
         tracing::error!(
-            token = format_args!("{token:016x}"),
-            "401 Unauthorized: this token is stopped"
+            credential = format_args!("{token:016x}"),
+            "401 Unauthorized: requests with this credential are stopped"
         );
         metrics::counter!("ratelimit_client_unauthorized_total").increment(1);
         self.state.disable_token(token);
@@ -123,13 +124,18 @@ impl<S: SchedulerState> Core<S> {
     fn on_limited(&mut self, g: &Grant, l: Limited, now: Micros) {
         metrics::counter!("ratelimit_client_429_total", "scope" => l.scope.as_str()).increment(1);
         tracing::warn!(
-            route = %g.route_key,
-            scope = l.scope.as_str(),
+            route = %g.template(),
+            major = names::major(g.major()),
+            scope = (l.scope != Scope::User).then(|| display(l.scope.as_str())),
             retry_ms = l.retry_after / 1000,
+            "rate limited by upstream"
+        );
+        tracing::debug!(
+            route = %g.template(),
             sent_at = g.sent_at,
             now,
             counters = ?g.counters.iter().map(|c| (c.window, c.done_at_send)).collect::<Vec<_>>(),
-            "rate limited by upstream"
+            "the rate-limited request's send time and the windows (number, responses before it) it counted in"
         );
         if l.scope != Scope::User {
             for gc in &g.counters {
@@ -171,7 +177,11 @@ impl<S: SchedulerState> Core<S> {
         }
         if let Some(r) = self.routes.get_mut(&g.route_key) {
             if r.counters.is_empty() && !r.unlimited {
-                tracing::debug!(route = %g.route_key, "route reports no bucket: only the global limit applies");
+                if g.global {
+                    tracing::debug!(route = %g.template(), major = names::major(g.major()), "route's responses name no rate limit of its own: only the global limit applies");
+                } else {
+                    tracing::debug!(route = %g.template(), major = names::major(g.major()), "route's responses name no rate limit; its requests are not held back");
+                }
                 r.unlimited = true;
                 r.wake_head();
             }
@@ -190,7 +200,12 @@ impl<S: SchedulerState> Core<S> {
 
     /// A hidden sub-limit refused the request: requests of its body shape wait in their own lane.
     fn on_sublimit(&mut self, g: &Grant, l: Limited, fingerprint: u64, now: Micros) {
-        tracing::warn!(route = %g.route_key, retry_ms = l.retry_after / 1000, "sub-limit hit: isolating these requests in their own lane");
+        tracing::warn!(
+            route = %g.template(),
+            major = names::major(g.major()),
+            retry_ms = l.retry_after / 1000,
+            "rate limited while the limit still had requests left (a sub-limit): requests with this body shape wait apart"
+        );
         metrics::counter!("ratelimit_client_sublimits_total").increment(1);
         let until = now.saturating_add(l.retry_after);
         self.record_sublimit(&g.route_key, fingerprint, (g.sent_at, now, until));

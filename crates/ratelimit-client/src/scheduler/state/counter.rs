@@ -10,6 +10,7 @@ use super::evidence::{Early, Evidence};
 use super::shape::Shape;
 use super::ticket::GrantCounter;
 use crate::profile::BucketInfo;
+use crate::scheduler::names;
 
 /// The shortest period assumed for a window whose every request failed without saying when it ends.
 const UNKNOWN_WINDOW_FLOOR: Micros = 1_000;
@@ -347,12 +348,19 @@ impl Counter {
         match (self.shape.drain_interval(), &mut self.drain) {
             (Some(interval), Some(d)) => d.interval = interval,
             (Some(interval), None) => {
-                tracing::debug!(hash = ?self.hash, interval_us = interval, "bucket drains one request per interval (a leaky bucket): paced at that rate");
+                tracing::debug!(
+                    limit = names::limit_of(self.hash.as_deref()),
+                    interval_us = interval,
+                    "limit drains one request per interval (a leaky bucket): paced at that rate"
+                );
                 self.drain = Some(Drain::new(interval, self.shape.empty_by, self.in_flight));
                 self.period = interval.saturating_mul(self.limit);
             }
             (None, Some(_)) => {
-                tracing::debug!(hash = ?self.hash, "bucket no longer reports a drain: counted by windows");
+                tracing::debug!(
+                    limit = names::limit_of(self.hash.as_deref()),
+                    "limit no longer reports a drain: counted by windows"
+                );
                 self.drain = None;
                 self.open_window(now);
                 self.avail = 0;

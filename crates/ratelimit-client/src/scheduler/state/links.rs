@@ -8,8 +8,9 @@ use ratelimit_core::Micros;
 use super::counter::Counter;
 use super::ticket::{Grant, Ticket};
 use super::{Core, SchedulerState};
+use crate::hex;
 use crate::profile::BucketInfo;
-use crate::scheduler::hex;
+use crate::scheduler::names;
 
 impl<S: SchedulerState> Core<S> {
     /// A new route whose template is known to use a hash for which this major already has a counter is
@@ -90,7 +91,7 @@ impl<S: SchedulerState> Core<S> {
             None => {
                 let hash: Arc<str> = match &b.id {
                     Some(h) => h.as_str().into(),
-                    None => format!("route:{template}").into(),
+                    None => format!("{}{template}", names::UNNAMED_LIMIT).into(),
                 };
                 let key = self.counter_key(token, &hash, &template, &major);
                 (hash, key)
@@ -104,11 +105,11 @@ impl<S: SchedulerState> Core<S> {
         let new_reset = now.saturating_add(b.reset_after);
         let c = self.state.counter_mut(&key)?;
         if b.limit != c.limit {
-            tracing::debug!(bucket = %key, old = c.limit, new = b.limit, "bucket limit changed");
+            tracing::debug!(limit = %names::limit(&hash), major = names::major(&major), old = c.limit, new = b.limit, "limit changed its size");
             c.limit = b.limit;
         }
         let current = c.answers_current(gc, b, g.sent_at);
-        tracing::trace!(bucket = %key, remaining = b.remaining, reset_after = b.reset_after, window = c.window, grant_window = ?gc.map(|g| g.window), current, now, avail = c.avail, in_flight = c.in_flight, reset_at = ?c.reset_at, "observed");
+        tracing::trace!(limit = %names::limit(&hash), major = names::major(&major), remaining = b.remaining, reset_after = b.reset_after, window = c.window, grant_window = ?gc.map(|g| g.window), current, now, avail = c.avail, in_flight = c.in_flight, reset_at = ?c.reset_at, "observed");
         if !current {
             return Some(key);
         }
@@ -163,15 +164,21 @@ impl<S: SchedulerState> Core<S> {
         if limited || route.counters.is_empty() {
             route.counters.push(key.clone());
         } else {
-            tracing::debug!(route = %g.route_key, "bucket hash changed");
             let old = std::mem::replace(&mut route.counters, vec![key.clone()]);
+            tracing::debug!(
+                route = %g.template(),
+                major = names::major(g.major()),
+                from = names::limit_of(old.first().and_then(|k| self.state.counter(k)).and_then(|c| c.hash.as_deref())),
+                to = %names::limit(&hash),
+                "route now reports another limit"
+            );
             for k in old {
                 if let Some(c) = self.state.counter_mut(&k) {
                     c.routes.retain(|r| r != &g.route_key);
                 }
             }
         }
-        tracing::debug!(route = %g.route_key, bucket = %key, "learned bucket");
+        tracing::debug!(route = %g.template(), major = names::major(g.major()), limit = %names::limit(&hash), "route draws on limit");
         metrics::counter!("ratelimit_client_hash_learned_total").increment(1);
         Some(key)
     }
@@ -186,7 +193,12 @@ impl<S: SchedulerState> Core<S> {
         major: &str,
         now: Micros,
     ) -> Option<Arc<str>> {
-        tracing::info!(route = %template, hash = %hash, "route keeps its own counter under a shared bucket hash");
+        tracing::debug!(
+            route = %template,
+            major = names::major(major),
+            limit = %names::limit(hash),
+            "route counts its own limit apart from other routes reporting that name"
+        );
         metrics::counter!("ratelimit_client_hash_split_total").increment(1);
         self.state.learn_own_counter(hash.clone(), template.clone());
         let key = self.counter_key(g.token, hash, template, major);

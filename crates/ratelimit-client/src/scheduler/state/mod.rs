@@ -60,7 +60,7 @@ use route::RouteState;
 use safety::BudgetLevel;
 pub(crate) use store::SchedulerState;
 
-pub use snapshot::{Occupancy, Snapshot};
+pub use snapshot::Occupancy;
 pub(crate) use ticket::{ErrorKind, Grant, Step, Ticket, Verdict, WaiterId, FAST_PATH};
 
 type HashMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
@@ -72,6 +72,8 @@ pub(crate) struct Core<S: SchedulerState = MemoryState> {
     cfg: Config,
     /// Global window (window + margin) in microseconds.
     global_window: Micros,
+    /// The invalid-request budget's window in microseconds.
+    invalid_window: Micros,
     /// Round trips seen, for latency compensation.
     rtt: RoundTrips,
     routes: HashMap<Arc<str>, RouteState>,
@@ -99,6 +101,7 @@ impl<S: SchedulerState> Core<S> {
     pub(crate) fn with_state(cfg: Config, state: S) -> Self {
         Core {
             global_window: cfg.global_window.saturating_add(cfg.global_margin),
+            invalid_window: super::config::us(cfg.invalid.window),
             rtt: RoundTrips::new(),
             cfg,
             routes: HashMap::default(),

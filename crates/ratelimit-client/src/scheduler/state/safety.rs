@@ -132,7 +132,7 @@ impl<S: SchedulerState> Core<S> {
                 })
             }
         };
-        let count = self.state.invalid_count(now, self.cfg.invalid.window);
+        let count = self.state.invalid_count(now, self.invalid_window);
         if count >= self.cfg.invalid.stop {
             return Err(Error::InvalidBudget { count });
         }
@@ -147,7 +147,7 @@ impl<S: SchedulerState> Core<S> {
         let budget = self.cfg.invalid;
         let n = self
             .state
-            .record_invalid(now, budget.window, budget.stop.saturating_add(1));
+            .record_invalid(now, self.invalid_window, budget.stop.saturating_add(1));
         metrics::gauge!("ratelimit_client_invalid_requests").set(n as f64);
         let level = BudgetLevel::of(n, &budget);
         if level > self.invalid_level {

@@ -1,64 +1,12 @@
-//! Point-in-time views of the scheduler: [`Snapshot`] for dashboards, [`Occupancy`] for telling that a
-//! cancelled request left nothing behind.
+//! Point-in-time views of the scheduler: the public [`Snapshot`] for dashboards, [`Occupancy`] for telling
+//! that a cancelled request left nothing behind.
 
 use ratelimit_core::Micros;
 
 use super::route::RouteState;
 use super::{Core, SchedulerState};
-
-/// A bucket as the status snapshot shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct BucketStatus {
-    /// The counter's key (`token|#hash|major` or `token|=route|major`).
-    pub key: String,
-    /// The upstream's hash for it, if known.
-    pub hash: Option<String>,
-    /// The upstream limit per window.
-    pub limit: u64,
-    /// Requests that may still be sent in this window.
-    pub available: u64,
-    /// Requests in flight.
-    pub in_flight: u32,
-    /// Microseconds until the window resets, if known.
-    pub reset_in: Option<Micros>,
-    /// Routes linked to this counter.
-    pub routes: Vec<String>,
-}
-
-/// A route as the status snapshot shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RouteStatus {
-    /// The route key (method and template).
-    pub route: String,
-    /// The major parameter.
-    pub major: String,
-    /// Requests waiting in its queues.
-    pub queued: usize,
-    /// Whether the route was found to have no per-route limit.
-    pub unlimited: bool,
-    /// Active sub-limits on this route.
-    pub sublimits: usize,
-}
-
-/// A point-in-time view of the scheduler, for dashboards and debugging.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Snapshot {
-    /// Known counters.
-    pub buckets: Vec<BucketStatus>,
-    /// Known routes.
-    pub routes: Vec<RouteStatus>,
-    /// Requests sent under the global limit in the last window, per token digest.
-    pub global_used: Vec<(u64, u64)>,
-    /// Tokens stopped after a 401.
-    pub disabled_tokens: usize,
-    /// Invalid responses counted in the current window.
-    pub invalid_requests: usize,
-    /// Time until the ban probe, when a ban is active.
-    pub banned_for: Option<Micros>,
-}
+use crate::parse::micros;
+use crate::scheduler::{BucketStatus, RouteStatus, Snapshot};
 
 /// What requests in progress hold in the scheduler: in-flight counts, queue positions, global-slot waits
 /// and reservations, probes. All zero when no request is in progress, so a test (or a health check) can
@@ -117,7 +65,7 @@ impl<S: SchedulerState> Core<S> {
     }
 
     pub(crate) fn snapshot(&mut self, now: Micros) -> Snapshot {
-        let invalid_requests = self.state.invalid_count(now, self.cfg.invalid.window);
+        let invalid_requests = self.state.invalid_count(now, self.invalid_window);
         Snapshot {
             buckets: self
                 .state
@@ -125,11 +73,16 @@ impl<S: SchedulerState> Core<S> {
                 .map(|(k, c)| BucketStatus {
                     key: k.to_string(),
                     hash: c.hash.as_ref().map(|h| h.to_string()),
+                    major: major(k).to_owned(),
                     limit: c.limit,
                     available: c.available(now),
                     in_flight: c.in_flight,
-                    reset_in: c.reset_at.map(|r| r.saturating_sub(now)),
-                    routes: c.routes.iter().map(|r| r.to_string()).collect(),
+                    reset_in: c.reset_at.map(|r| micros(r.saturating_sub(now))),
+                    routes: c
+                        .routes
+                        .iter()
+                        .map(|r| self.template(r).to_owned())
+                        .collect(),
                 })
                 .collect(),
             routes: self
@@ -146,7 +99,37 @@ impl<S: SchedulerState> Core<S> {
             global_used: self.state.global_use(now, self.global_window),
             disabled_tokens: self.state.disabled_tokens(),
             invalid_requests,
-            banned_for: self.state.banned_for(now),
+            banned_for: self.state.banned_for(now).map(micros),
         }
+    }
+
+    /// The template of a route key: the route's own copy, or the key without its credential digest when
+    /// the route is gone.
+    fn template<'k>(&'k self, route_key: &'k str) -> &'k str {
+        match self.routes.get(route_key) {
+            Some(r) => &r.template,
+            None => route_key.split('|').nth(1).unwrap_or(route_key),
+        }
+    }
+}
+
+/// The major of a counter key `token|#hash|major` or `token|=template|major`.
+fn major(counter_key: &str) -> &str {
+    counter_key.splitn(3, '|').nth(2).unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_counters_major_is_the_last_part_of_its_key_and_a_gone_routes_template_the_middle() {
+        let core = Core::new(crate::scheduler::config::Config::default());
+        assert_eq!(
+            core.template("00000000000000ab|POST /channels/{channel_id}/messages|42"),
+            "POST /channels/{channel_id}/messages"
+        );
+        assert_eq!(major("00000000000000ab|#abcd|42"), "42");
+        assert_eq!(major("00000000000000ab|#abcd|"), "");
     }
 }

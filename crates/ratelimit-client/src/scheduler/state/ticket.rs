@@ -7,8 +7,8 @@ use std::sync::Arc;
 use ratelimit_core::Micros;
 
 use crate::error::Error;
+use crate::hex;
 use crate::profile::Lane;
-use crate::scheduler::hex;
 
 pub(crate) type WaiterId = u64;
 
@@ -84,19 +84,31 @@ impl Ticket {
 
     /// The route template (method and path shape).
     pub(crate) fn template(&self) -> &str {
-        self.route_key.get(self.template.clone()).unwrap_or("")
+        template_of(&self.route_key, &self.template)
     }
 
     /// The major parameter.
     pub(crate) fn major(&self) -> &str {
-        self.route_key.get(self.template.end + 1..).unwrap_or("")
+        major_of(&self.route_key, &self.template)
     }
+}
+
+/// The template of a route key `token|template|major`, at `at`.
+fn template_of<'k>(route_key: &'k str, at: &std::ops::Range<usize>) -> &'k str {
+    route_key.get(at.clone()).unwrap_or("")
+}
+
+/// The major of a route key whose template is at `at`.
+fn major_of<'k>(route_key: &'k str, at: &std::ops::Range<usize>) -> &'k str {
+    route_key.get(at.end + 1..).unwrap_or("")
 }
 
 /// The bookkeeping for an admitted, in-flight request.
 #[derive(Debug, Clone)]
 pub(crate) struct Grant {
     pub route_key: Arc<str>,
+    /// Where the template is in `route_key`, to name the route in logs.
+    pub(super) template: std::ops::Range<usize>,
     pub token: u64,
     pub counters: Vec<GrantCounter>,
     pub probe: bool,
@@ -108,6 +120,18 @@ pub(crate) struct Grant {
     /// Others of its route were waiting or in flight at admission: on success, its body shape is worth
     /// reading as sub-limit evidence.
     pub busy: bool,
+}
+
+impl Grant {
+    /// The route template (method and path shape).
+    pub(crate) fn template(&self) -> &str {
+        template_of(&self.route_key, &self.template)
+    }
+
+    /// The major parameter.
+    pub(crate) fn major(&self) -> &str {
+        major_of(&self.route_key, &self.template)
+    }
 }
 
 /// What an admission drew from one counter.

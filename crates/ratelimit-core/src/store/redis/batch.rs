@@ -16,11 +16,14 @@
 //! Only a single-node connection coalesces: the identities of one batch hash to different Cluster slots.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use redis::Value;
 use tokio::sync::oneshot;
+// tokio's clock, the one the call timeouts run on: a deadline and the timer that enforces it agree,
+// paused clocks included.
+use tokio::time::Instant;
 
 use super::keys::{self, IdentityHash};
 use super::script::{self, Op, Token};

@@ -843,7 +843,7 @@ impl Inner {
 
     /// Sends one batch and answers each of its callers.
     async fn send_batch(&self, mask: u8, batch: Vec<Waiter>) {
-        let now = Instant::now();
+        let now = tokio::time::Instant::now();
         // A caller that gave up while queued is not sent: nothing is charged for it (as for a direct
         // call cancelled before it went out).
         let (live, late): (Vec<Waiter>, Vec<Waiter>) = batch

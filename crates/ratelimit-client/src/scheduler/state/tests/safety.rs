@@ -92,7 +92,7 @@ fn the_invalid_budget_sheds_then_stops() {
     let mut c = Core::new(Config {
         global_limit: None,
         invalid: crate::InvalidBudget {
-            window: 10 * S,
+            window: std::time::Duration::from_secs(10),
             warn: 1,
             shed: 2,
             stop: 3,

@@ -1,5 +1,6 @@
-//! Lower-case hexadecimal digits of a `u64`, for keys built on the hot path (a token digest in a route key)
-//! without the formatting machinery.
+//! Lower-case hexadecimal digits of a `u64`, for keys and names built on the hot path (a credential digest
+//! in a route key, a webhook token's digest in a Discord major, a long name's digest) without the
+//! formatting machinery.
 
 /// The hex alphabet, lower case (what `{:x}` writes).
 const DIGITS: &[u8; 16] = b"0123456789abcdef";

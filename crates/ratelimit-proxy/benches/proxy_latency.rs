@@ -1,0 +1,169 @@
+//! Added latency per request of `ratelimit-proxy`: a bot calling the simulator directly, through the
+//! in-memory client layer in process, and through the proxy, all on loopback against `discord-sim` with no
+//! simulated latency and limits far above the load (nothing waits for the rate limit: what is measured is
+//! the cost of the hops and the bookkeeping).
+//!
+//! `cargo bench -p ratelimit-proxy --bench proxy_latency` prints p50/p99/mean per row, sequential (one
+//! request at a time) and with 16 in flight.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use discord_sim::{Limit, RouteConfig, SimConfig, Simulator, DEFAULT_TOKEN, HASH_MESSAGES};
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use ratelimit_client::profile::Discord;
+use ratelimit_client::{Limiter, RateLimitLayer};
+use ratelimit_proxy::{Proxy, ProxyConfig, Upstream};
+use tower::Layer;
+use tower_service::Service;
+
+const WARM_UP: usize = 300;
+const SAMPLES: usize = 5_000;
+const IN_FLIGHT: usize = 16;
+
+type Plain = Client<HttpConnector, Full<Bytes>>;
+
+fn request(base: &str, i: usize) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(Method::POST)
+        .uri(format!("{base}/channels/{}/messages", 100 + i % 8))
+        .header("authorization", format!("Bot {DEFAULT_TOKEN}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(b"{\"content\":\"hi\"}")))
+        .unwrap()
+}
+
+/// One way of sending a request and reading its whole response.
+#[derive(Clone)]
+enum Way {
+    Plain(Plain, String),
+    Layer(ratelimit_client::RateLimit<Plain, Discord>, String),
+}
+
+impl Way {
+    async fn call(&self, i: usize) {
+        match self {
+            Way::Plain(c, base) => {
+                let res = c.request(request(base, i)).await.unwrap();
+                assert!(res.status().is_success(), "{}", res.status());
+                res.into_body().collect().await.unwrap();
+            }
+            Way::Layer(svc, base) => {
+                // The layer is always ready: call it directly.
+                let res = Service::call(&mut svc.clone(), request(base, i))
+                    .await
+                    .unwrap();
+                assert!(res.status().is_success(), "{}", res.status());
+                res.into_body().collect().await.unwrap();
+            }
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+async fn measure(name: &str, way: &Way, in_flight: usize) -> (Duration, Duration) {
+    for i in 0..WARM_UP {
+        way.call(i).await;
+    }
+    let per_task = SAMPLES / in_flight;
+    let tasks: Vec<_> = (0..in_flight)
+        .map(|t| {
+            let way = way.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(per_task);
+                for i in 0..per_task {
+                    let start = Instant::now();
+                    way.call(t * per_task + i).await;
+                    lat.push(start.elapsed());
+                }
+                lat
+            })
+        })
+        .collect();
+    let wall = Instant::now();
+    let mut all = Vec::with_capacity(SAMPLES);
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let wall = wall.elapsed();
+    all.sort_unstable();
+    let mean = all.iter().sum::<Duration>() / all.len() as u32;
+    let (p50, p99) = (percentile(&all, 0.50), percentile(&all, 0.99));
+    // On a loaded machine a thread woken late waits out a scheduler slice (milliseconds): the share of
+    // such samples tells a busy machine from a slow path.
+    let over_1ms = all.partition_point(|d| *d <= Duration::from_millis(1));
+    println!(
+        "{name:<28} in_flight {in_flight:>2}: p50 {:>7.1} µs  p99 {:>7.1} µs  mean {:>7.1} µs  {:>7.0} req/s  >1 ms: {:.2} %",
+        p50.as_secs_f64() * 1e6,
+        p99.as_secs_f64() * 1e6,
+        mean.as_secs_f64() * 1e6,
+        all.len() as f64 / wall.as_secs_f64(),
+        (all.len() - over_1ms) as f64 * 100.0 / all.len() as f64
+    );
+    (p50, p99)
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let sim = Simulator::start(SimConfig::empty().no_global().route(RouteConfig::new(
+            Method::POST,
+            "/channels/{channel_id}/messages",
+            HASH_MESSAGES,
+            Limit::fixed(1_000_000, Duration::from_secs(1)),
+        )))
+        .await
+        .unwrap();
+        let plain: Plain = Client::builder(TokioExecutor::new()).build_http();
+        let direct = Way::Plain(plain.clone(), sim.base_url());
+        let limiter = Limiter::builder(Discord::new())
+            .global_limit(None)
+            .build()
+            .unwrap();
+        let layered = Way::Layer(
+            RateLimitLayer::new(limiter).layer(plain.clone()),
+            sim.base_url(),
+        );
+        let config = ProxyConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            Upstream::parse(&format!("http://{}/api", sim.addr())).unwrap(),
+        );
+        let limiter = Proxy::limiter_builder(&config)
+            .global_limit(None)
+            .build()
+            .unwrap();
+        let proxy = Proxy::with_limiter(config, limiter)
+            .unwrap()
+            .start()
+            .await
+            .unwrap();
+        let proxied = Way::Plain(plain, format!("http://{}/api/v10", proxy.addr()));
+        for in_flight in [1, IN_FLIGHT] {
+            let (d50, d99) = measure("direct to the simulator", &direct, in_flight).await;
+            let (l50, l99) = measure("in-memory client layer", &layered, in_flight).await;
+            let (p50, p99) = measure("through ratelimit-proxy", &proxied, in_flight).await;
+            let us = |a: Duration, b: Duration| (a.as_secs_f64() - b.as_secs_f64()) * 1e6;
+            println!(
+                "  added by the proxy: p50 {:+.1} µs / p99 {:+.1} µs vs direct; {:+.1} µs / {:+.1} µs vs the in-process layer",
+                us(p50, d50),
+                us(p99, d99),
+                us(p50, l50),
+                us(p99, l99)
+            );
+        }
+        proxy.shutdown().await;
+    });
+}

@@ -1,0 +1,92 @@
+//! The command line ([`Args`]), every flag with an environment fallback.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::config::{ConfigError, ProxyConfig, Upstream};
+
+/// `ratelimit-proxy`: a Discord REST proxy that holds each request until Discord's rate limits allow it.
+///
+/// ```
+/// use clap::Parser;
+/// use ratelimit_proxy::Args;
+/// let args = Args::try_parse_from([
+///     "ratelimit-proxy", "--listen", "127.0.0.1:0", "--max-wait", "5s", "--max-body", "1MiB",
+/// ])?;
+/// let config = args.into_config()?;
+/// assert_eq!(config.max_body, 1024 * 1024);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ratelimit-proxy", version, about, long_about = None)]
+pub struct Args {
+    /// Address bots connect to (port 0 picks a free one; the bound address is printed).
+    #[arg(long, env = "RATELIMIT_PROXY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The API root requests are forwarded to, path unchanged.
+    #[arg(
+        long,
+        env = "RATELIMIT_PROXY_UPSTREAM",
+        default_value = "https://discord.com/api"
+    )]
+    pub upstream: String,
+    /// Address of the admin listener (`/metrics`, `/status`); none unless given.
+    #[arg(long, env = "RATELIMIT_PROXY_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Longest a request is held for the rate limit before a 503 (e.g. `30s`, `500ms`).
+    #[arg(long, env = "RATELIMIT_PROXY_MAX_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub max_wait: Duration,
+    /// Largest request body accepted before a 413 (e.g. `8MiB`, `512KiB`).
+    #[arg(long, env = "RATELIMIT_PROXY_MAX_BODY", default_value = "8MiB", value_parser = parse_size)]
+    pub max_body: usize,
+    /// Longest the upstream may take to answer before a 504.
+    #[arg(long, env = "RATELIMIT_PROXY_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub upstream_timeout: Duration,
+    /// How long shutdown waits for requests in flight.
+    #[arg(long, env = "RATELIMIT_PROXY_DRAIN_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+    /// Requests per second per token under Discord's global limit (50 unless Discord raised yours).
+    #[arg(long, env = "RATELIMIT_PROXY_GLOBAL_LIMIT", default_value_t = crate::config::DEFAULT_GLOBAL_LIMIT)]
+    pub global_limit: u32,
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let size: bytesize::ByteSize = s.parse()?;
+    usize::try_from(size.as_u64()).map_err(|_| format!("{s} does not fit in memory"))
+}
+
+impl Args {
+    /// The validated configuration.
+    pub fn into_config(self) -> Result<ProxyConfig, ConfigError> {
+        let mut config = ProxyConfig::new(self.listen, Upstream::parse(&self.upstream)?);
+        config.admin_listen = self.admin_listen;
+        config.max_wait = self.max_wait;
+        config.max_body = self.max_body;
+        config.upstream_timeout = self.upstream_timeout;
+        config.drain_timeout = self.drain_timeout;
+        config.global_limit = self.global_limit;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_read_as_people_write_them() {
+        assert_eq!(parse_size("8MiB"), Ok(8 * 1024 * 1024));
+        assert_eq!(parse_size("512 KiB"), Ok(512 * 1024));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("lots").is_err());
+        let a = Args::try_parse_from(["p", "--max-wait", "1m 30s"]).unwrap();
+        assert_eq!(a.max_wait, Duration::from_secs(90));
+        assert!(Args::try_parse_from(["p", "--max-body", "0"])
+            .unwrap()
+            .into_config()
+            .is_err());
+    }
+}
