@@ -16,6 +16,11 @@ use ratelimit_tower::key::forwarded::ProxyRangeError;
 use ratelimit_tower::key::ClientIp;
 use ratelimit_tower::RateLimitLayer;
 
+/// The tests of this binary take turns: one captures `warn` events with a thread-local subscriber, and
+/// tracing's per-callsite interest is process-wide, so the other test hitting the same callsites on
+/// another thread at the same moment made the capture miss its events (0 of 1, in every parallel run).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Serves a GCRA limit of `n` an hour keyed by `key`.
 async fn serve_hourly(n: u64, key: ClientIp) -> SocketAddr {
     let policy = Policy::gcra("hourly", Quota::per_hour(n).build().unwrap()).unwrap();
@@ -48,6 +53,7 @@ async fn forged_requests_passing(key: ClientIp) -> usize {
 /// a real proxy list holds the limit.
 #[tokio::test]
 async fn forged_forwarding_headers_hit_the_limit_or_the_build_fails() {
+    let _turn = SERIAL.lock().await;
     for networks in [
         &["0.0.0.0/0"][..],
         &["::/0", "0.0.0.0/0"],
@@ -167,6 +173,7 @@ async fn forwarded_from_unbelieved_peers(
 /// unsampled request, or a proxy missing from a non-empty list, went unseen.
 #[tokio::test]
 async fn forwarding_headers_from_unbelieved_peers_are_counted_and_the_first_logged() {
+    let _turn = SERIAL.lock().await;
     // No proxy trusted: one forwarded request after three plain ones is seen.
     let (warnings, metrics) = forwarded_from_unbelieved_peers(ClientIp::peer(), 3, 1).await;
     assert_eq!(warnings.containing("trusts no proxy"), 1);
