@@ -358,11 +358,13 @@ fn main() {
             sha,
             "1",
             "rl:{__rand_int__}:p:gcra",
-            // The lean call RedisStore sends for one GCRA policy on server time: 'g', cost, T, tau.
+            // The lean call RedisStore sends for one GCRA policy on server time: 'g', cost, T, tau, and
+            // the call's token, which the script echoes.
             "g",
             "1",
             "1000",
             "1000000",
+            "7",
         ];
         let requests = 400_000;
         server.cli(&["SCRIPT", "LOAD", script_source(&gcra)]);
@@ -382,6 +384,7 @@ fn main() {
             "1",
             "1000",
             "1000000",
+            "7",
         ];
         if let Some(rps) = redis_benchmark(server.port, &fcall, requests) {
             println!(
