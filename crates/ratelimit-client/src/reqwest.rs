@@ -53,13 +53,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::Body as HttpBody;
 use http_body_util::{combinators::BoxBody, Empty, Full};
 use tower_service::Service;
 
+use crate::stamp::Stamped;
 use crate::{BoxError, SentAt};
 
 mod sealed {
@@ -205,10 +205,8 @@ impl<B: IntoReqwestBody> Service<http::Request<B>> for ReqwestService {
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let (parts, body) = req.into_parts();
         let stamp = Arc::new(OnceLock::new());
-        let body = Stamped {
-            body: body.into_body(),
-            stamp: stamp.clone(),
-        };
+        // The body notes when the connection first asks for it: the moment the request leaves.
+        let body = Stamped::new(body.into_body(), stamp.clone());
         let req = http::Request::from_parts(parts, reqwest::Body::wrap(body));
         match reqwest::Request::try_from(req) {
             Ok(r) => {
@@ -223,40 +221,6 @@ impl<B: IntoReqwestBody> Service<http::Request<B>> for ReqwestService {
             }
             Err(e) => Box::pin(std::future::ready(Err(e))),
         }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A request body that notes when the connection first asks for it: hyper does so once a connection is
-    /// ready and the request head is being written, so that is when the request leaves (after any handshake).
-    struct Stamped<B> {
-        #[pin]
-        body: B,
-        stamp: Arc<OnceLock<Instant>>,
-    }
-}
-
-impl<B: HttpBody> HttpBody for Stamped<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
-        let this = self.project();
-        this.stamp.get_or_init(Instant::now);
-        this.body.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        // An empty body is never polled: asking whether it is finished is the connection's first look at it.
-        self.stamp.get_or_init(Instant::now);
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
     }
 }
 

@@ -19,7 +19,7 @@ pin_project! {
 }
 
 impl<B> Stamped<B> {
-    pub(super) fn new(body: B, stamp: Arc<OnceLock<Instant>>) -> Self {
+    pub(crate) fn new(body: B, stamp: Arc<OnceLock<Instant>>) -> Self {
         Stamped { body, stamp }
     }
 }
