@@ -4,17 +4,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "common/in_thread.rs"]
+mod in_thread;
 #[path = "common/recorder.rs"]
 mod recorder;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
 use http::StatusCode;
+use in_thread::Capture;
 use ratelimit_core::{Policy, Quota};
 use ratelimit_tower::key::forwarded::ProxyRangeError;
 use ratelimit_tower::key::ClientIp;
 use ratelimit_tower::RateLimitLayer;
+use tracing::Level;
 
 /// The tests of this binary take turns: one captures `warn` events with a thread-local subscriber, and
 /// tracing's per-callsite interest is process-wide, so the other test hitting the same callsites on
@@ -98,49 +101,6 @@ async fn forged_forwarding_headers_hit_the_limit_or_the_build_fails() {
 // ---------------------------------------------------------------------------------------------------------
 // Forwarding headers from peers they are not believed from: every one counted, the first ones logged.
 
-/// Counts `warn` events by message.
-#[derive(Clone, Default)]
-struct Warnings(Arc<Mutex<Vec<String>>>);
-
-impl Warnings {
-    fn containing(&self, needle: &str) -> usize {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|m| m.contains(needle))
-            .count()
-    }
-}
-
-struct Message(String);
-
-impl tracing::field::Visit for Message {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        use std::fmt::Write as _;
-        let _ = write!(self.0, "{}={:?} ", field.name(), value);
-    }
-}
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
-    fn register_callsite(
-        &self,
-        _: &'static tracing::Metadata<'static>,
-    ) -> tracing::subscriber::Interest {
-        // Ask on every event: the callsite cache is process-wide, and other tests run without this
-        // subscriber.
-        tracing::subscriber::Interest::sometimes()
-    }
-
-    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        if *event.metadata().level() == tracing::Level::WARN {
-            let mut m = Message(String::new());
-            event.record(&mut m);
-            self.0.lock().unwrap().push(m.0);
-        }
-    }
-}
-
 /// Serves a limit keyed by `key`; sends `plain` requests without forwarding headers, then `forwarded`
 /// with one; returns the warnings logged and the metrics recorded meanwhile (on this thread: the
 /// server runs on the test's current-thread runtime).
@@ -148,12 +108,10 @@ async fn forwarded_from_unbelieved_peers(
     key: ClientIp,
     plain: usize,
     forwarded: usize,
-) -> (Warnings, recorder::Metrics) {
-    use tracing_subscriber::layer::SubscriberExt as _;
-    let warnings = Warnings::default();
+) -> (Capture, recorder::Metrics) {
+    let warnings = Capture::default();
     let metrics = recorder::Metrics::default();
-    let _log =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(warnings.clone()));
+    let _log = tracing::subscriber::set_default(warnings.clone());
     let recording = metrics.clone();
     let _metrics = metrics::set_default_local_recorder(&recording);
     let addr = serve_hourly(1000, key).await;
@@ -176,7 +134,7 @@ async fn forwarding_headers_from_unbelieved_peers_are_counted_and_the_first_logg
     let _turn = SERIAL.lock().await;
     // No proxy trusted: one forwarded request after three plain ones is seen.
     let (warnings, metrics) = forwarded_from_unbelieved_peers(ClientIp::peer(), 3, 1).await;
-    assert_eq!(warnings.containing("trusts no proxy"), 1);
+    assert_eq!(warnings.events(Level::WARN, "trusts no proxy"), 1);
     assert_eq!(
         metrics.get("ratelimit_forwarded_ignored_total,peer=no_proxy_trusted"),
         1.0
@@ -184,9 +142,9 @@ async fn forwarding_headers_from_unbelieved_peers_are_counted_and_the_first_logg
 
     // The first 8 are logged (within a minute, nothing more), every one is counted.
     let (warnings, metrics) = forwarded_from_unbelieved_peers(ClientIp::peer(), 0, 20).await;
-    assert_eq!(warnings.containing("trusts no proxy"), 8);
+    assert_eq!(warnings.events(Level::WARN, "trusts no proxy"), 8);
     assert_eq!(
-        warnings.containing("ignored"),
+        warnings.events(Level::WARN, "ignored"),
         8,
         "no summary within the minute"
     );
@@ -198,8 +156,8 @@ async fn forwarding_headers_from_unbelieved_peers_are_counted_and_the_first_logg
     // A proxy list that does not hold the peer (loopback): a missing proxy, or a client going around.
     let (warnings, metrics) =
         forwarded_from_unbelieved_peers(ClientIp::behind(["10.0.0.0/8"]).unwrap(), 2, 10).await;
-    assert_eq!(warnings.containing("not a trusted proxy"), 8);
-    assert_eq!(warnings.containing("peer=127.0.0.1"), 8);
+    assert_eq!(warnings.events(Level::WARN, "not a trusted proxy"), 8);
+    assert_eq!(warnings.events(Level::WARN, "peer=127.0.0.1"), 8);
     assert_eq!(
         metrics.get("ratelimit_forwarded_ignored_total,peer=untrusted"),
         10.0
@@ -208,7 +166,7 @@ async fn forwarding_headers_from_unbelieved_peers_are_counted_and_the_first_logg
     // A trusted peer's headers are believed: nothing to say.
     let (warnings, metrics) =
         forwarded_from_unbelieved_peers(ClientIp::behind(["127.0.0.0/8"]).unwrap(), 1, 10).await;
-    assert_eq!(warnings.containing(""), 0);
+    assert_eq!(warnings.events(Level::WARN, ""), 0);
     assert_eq!(
         metrics.get("ratelimit_forwarded_ignored_total,peer=untrusted"),
         0.0
