@@ -5,11 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use ratelimit_test_support::alloc::{self, Counting};
+use ratelimit_test_support::poll::ready_at_once;
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -23,13 +21,6 @@ static ALLOC: Counting = Counting;
 
 fn allocations<T>(f: impl FnOnce() -> T) -> (T, usize) {
     alloc::allocations_of(f)
-}
-
-fn now<F: Future>(f: F) -> F::Output {
-    match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(v) => v,
-        Poll::Pending => panic!("not ready"),
-    }
 }
 
 #[test]
@@ -80,13 +71,13 @@ fn layer_allocations(info: bool) -> usize {
     };
     // Warm up: the key's first check inserts it into the store.
     for _ in 0..3 {
-        assert!(now(svc.call(req()))
+        assert!(ready_at_once(svc.call(req()))
             .unwrap()
             .headers()
             .contains_key("ratelimit"));
     }
     let r = req();
-    let (res, n) = allocations(|| now(svc.call(r)).unwrap());
+    let (res, n) = allocations(|| ready_at_once(svc.call(r)).unwrap());
     assert!(res.headers().contains_key("ratelimit-policy"));
     // The inner service's own response map (it inserts a header) accounts for the rest; measure it.
     let (_, inner) = allocations(|| {

@@ -6,11 +6,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use ratelimit_test_support::alloc::{self, Counting};
+use ratelimit_test_support::poll::ready_at_once;
 use std::convert::Infallible;
-use std::future::Future;
 use std::mem::size_of;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -25,13 +23,6 @@ static ALLOC: Counting = Counting;
 
 fn live() -> isize {
     alloc::thread_live_bytes()
-}
-
-fn now<F: Future>(f: F) -> F::Output {
-    match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(v) => v,
-        Poll::Pending => panic!("not ready"),
-    }
 }
 
 /// The buckets a hashbrown table needs for `n` entries (it keeps at most 7/8 of them full).
@@ -93,12 +84,14 @@ fn a_flood_of_long_distinct_keys_and_tiers_stays_within_the_stores_byte_budget()
     // One request first: what is allocated once (the tier table's values, lazily built parts) is not
     // what the flood grows.
     assert_eq!(
-        now(svc.call(request(usize::MAX / 2))).unwrap().status(),
+        ready_at_once(svc.call(request(usize::MAX / 2)))
+            .unwrap()
+            .status(),
         StatusCode::OK
     );
     let before = live();
     for i in 0..REQUESTS {
-        let res = now(svc.call(request(i))).unwrap();
+        let res = ready_at_once(svc.call(request(i))).unwrap();
         assert_eq!(res.status(), StatusCode::OK);
     }
     let grown = live() - before;

@@ -7,17 +7,16 @@
 mod common;
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use ratelimit_core::{Clock, Decision, ManualClock, Micros, StoreError};
+use ratelimit_test_support::poll::ready_at_once;
 use ratelimit_tower::key::PeerAddr;
 use ratelimit_tower::{MemoryStore, PolicySet, RateLimitLayer, Store};
 use tower::{Layer, Service};
@@ -115,13 +114,6 @@ impl Store<[u8], PolicySet> for Wrapper {
     }
 }
 
-fn now<F: Future>(f: F) -> F::Output {
-    match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(v) => v,
-        Poll::Pending => panic!("not ready"),
-    }
-}
-
 fn request() -> Request<()> {
     let mut r = Request::new(());
     r.extensions_mut()
@@ -151,7 +143,7 @@ fn clones_over<S: Store<[u8], PolicySet> + 'static>(store: S) -> usize {
         clones: clones.clone(),
     });
     for i in 1..=REQUESTS {
-        let res = now(svc.call(request())).unwrap();
+        let res = ready_at_once(svc.call(request())).unwrap();
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(
             remaining(&res, "client"),
@@ -212,7 +204,7 @@ fn a_charge_made_on_the_spot_is_kept_once_or_given_back() {
     for _ in 0..3 {
         drop(svc.call(request()));
     }
-    let res = now(svc.call(request())).unwrap();
+    let res = ready_at_once(svc.call(request())).unwrap();
     assert_eq!(
         remaining(&res, "client"),
         CLIENT_QUOTA as i64 - 1,

@@ -11,7 +11,8 @@ mod in_thread;
 use std::net::SocketAddr;
 
 use http::{Request, StatusCode};
-use in_thread::{hourly, now, serial, service, Capture};
+use in_thread::{hourly, serial, service, Capture};
+use ratelimit_test_support::poll::ready_at_once;
 use ratelimit_tower::key::{ClientIp, KeyExtractorExt, PeerAddr, User, UserId};
 use ratelimit_tower::{RateLimitLayer, Tier, Tiers};
 use tower::Service;
@@ -48,7 +49,7 @@ fn send_as(
             if let Some(u) = user {
                 r.extensions_mut().insert(UserId::new(u));
             }
-            assert_eq!(now(svc.call(r)).unwrap().status(), StatusCode::OK);
+            assert_eq!(ready_at_once(svc.call(r)).unwrap().status(), StatusCode::OK);
         }
     });
 }

@@ -15,8 +15,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
-use in_thread::{hourly, now, serial, service, Capture};
+use in_thread::{hourly, serial, service, Capture};
 use ratelimit_core::PolicySet;
+use ratelimit_test_support::poll::ready_at_once;
 use ratelimit_tower::key::{ApiKey, ClientIp, PeerAddr};
 use ratelimit_tower::RateLimitLayer;
 use recorder::Metrics;
@@ -49,11 +50,11 @@ fn rejections_log_the_policy_and_a_hashed_key_never_the_raw_api_key() {
     tracing::subscriber::with_default(capture.clone(), || {
         let h = [("x-api-key", "sk_live_SECRETVALUE")];
         assert_eq!(
-            now(svc.call(request(&h, true))).unwrap().status(),
+            ready_at_once(svc.call(request(&h, true))).unwrap().status(),
             StatusCode::OK
         );
         assert_eq!(
-            now(svc.call(request(&h, true))).unwrap().status(),
+            ready_at_once(svc.call(request(&h, true))).unwrap().status(),
             StatusCode::TOO_MANY_REQUESTS
         );
     });
@@ -82,16 +83,17 @@ fn misconfiguration_warnings_are_logged_once() {
         // Direct traffic first, then a proxy's: every forwarded request is counted, the first 8 are
         // logged (tests/config.rs checks the budget).
         for _ in 0..10 {
-            let r = now(svc.call(request(&[], true))).unwrap();
+            let r = ready_at_once(svc.call(request(&[], true))).unwrap();
             assert_eq!(r.status(), StatusCode::OK);
         }
         assert_eq!(capture.events(Level::WARN, "trusted_proxies"), 0);
         for _ in 0..80 {
-            let r = now(svc.call(request(&[("x-forwarded-for", "198.51.100.1")], true))).unwrap();
+            let r = ready_at_once(svc.call(request(&[("x-forwarded-for", "198.51.100.1")], true)))
+                .unwrap();
             assert_eq!(r.status(), StatusCode::OK);
         }
         for _ in 0..3 {
-            let r = now(svc.call(request(&[], false))).unwrap();
+            let r = ready_at_once(svc.call(request(&[], false))).unwrap();
             assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
         }
     });
@@ -111,11 +113,11 @@ fn outcomes_are_counted_and_decisions_timed() {
     let mut svc = service(&layer);
     metrics::with_local_recorder(&recorder, || {
         for _ in 0..3 {
-            now(svc.call(request(&[], true))).unwrap();
+            ready_at_once(svc.call(request(&[], true))).unwrap();
         }
         let mut health = request(&[], true);
         *health.uri_mut() = "/health".parse().unwrap();
-        now(svc.call(health)).unwrap();
+        ready_at_once(svc.call(health)).unwrap();
     });
     assert_counts(&recorder, 2.0, 1.0, 1.0, 3.0);
     assert_eq!(
@@ -150,11 +152,11 @@ fn a_layer_built_under_a_recorder_keeps_its_handles() {
     });
     let mut svc = service(&layer);
     metrics::with_local_recorder(&recorder, || {
-        now(svc.call(request(&[], true))).unwrap();
+        ready_at_once(svc.call(request(&[], true))).unwrap();
     });
     // Outside any recorder, the kept handles still count into it (asking per call would find none).
     for _ in 0..2 {
-        now(svc.call(request(&[], true))).unwrap();
+        ready_at_once(svc.call(request(&[], true))).unwrap();
     }
     // The rejection's policy label varies, so it is asked for per call: no recorder there, not counted.
     assert_counts(&recorder, 2.0, 1.0, 0.0, 3.0);
@@ -250,7 +252,11 @@ fn a_store_outage_is_logged_once_each_way_and_counted() {
     let mut svc = layer.layer(tower::service_fn(|_req: Request<()>| async {
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
     }));
-    let mut status = || now(svc.call(request(&[], true))).unwrap().status();
+    let mut status = || {
+        ready_at_once(svc.call(request(&[], true)))
+            .unwrap()
+            .status()
+    };
     tracing::subscriber::with_default(capture.clone(), || {
         metrics::with_local_recorder(&recorder, || {
             for round in 0..2 {

@@ -4,24 +4,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use ratelimit_core::{Policy, PolicySet, Quota};
+use ratelimit_test_support::poll::ready_at_once;
 use ratelimit_tower::{RateLimitLayer, Tier, Tiers};
 use tower::{Layer, Service};
-
-fn now<F: Future>(f: F) -> F::Output {
-    match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(v) => v,
-        Poll::Pending => panic!("not ready"),
-    }
-}
 
 fn per_hour(name: &str, n: u64) -> PolicySet {
     PolicySet::new([Policy::fixed_window(name, Quota::per_hour(n).build().unwrap()).unwrap()])
@@ -56,24 +47,24 @@ fn one_service_instance_sees_every_tier_change_on_the_next_request() {
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hi"))))
     }));
 
-    let res = now(svc.call(request(Some("pro")))).unwrap();
+    let res = ready_at_once(svc.call(request(Some("pro")))).unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(policy_header(&res), r#""pro";q=3;w=3600"#);
 
     // Raised quota: the same instance renders and enforces it at once (1 of 10 used).
     handle.set_tier("pro", per_hour("pro", 10));
-    let res = now(svc.call(request(Some("pro")))).unwrap();
+    let res = ready_at_once(svc.call(request(Some("pro")))).unwrap();
     assert_eq!(policy_header(&res), r#""pro";q=10;w=3600"#);
     let rl = res.headers()["ratelimit"].to_str().unwrap();
     assert!(rl.starts_with(r#""pro";r=8;t="#), "{rl}");
 
     // Removed tier: the same instance falls back to the default tier.
     handle.remove_tier("pro");
-    let res = now(svc.call(request(Some("pro")))).unwrap();
+    let res = ready_at_once(svc.call(request(Some("pro")))).unwrap();
     assert_eq!(policy_header(&res), r#""free";q=2;w=3600"#);
 
     // New default: seen too.
     handle.set_default(per_hour("free", 1));
-    let res = now(svc.call(request(None))).unwrap();
+    let res = ready_at_once(svc.call(request(None))).unwrap();
     assert_eq!(policy_header(&res), r#""free";q=1;w=3600"#);
 }

@@ -2,6 +2,8 @@
 //!
 //! * [`poll_once`] polls a future exactly once, so a test can put calls in a known state (the first holds
 //!   a slot, the rest are queued) before any of them can finish.
+//! * [`ready_at_once`] polls a future once with no runtime and returns its output: for what must answer
+//!   without waiting (the in-memory store's fast path).
 //! * [`join_in_order`] drives several futures on the current task, polling them in index order at every
 //!   wake-up, so they reach a shared resource in that order.
 //! * [`wait_until`] (and [`wait_until_async`]) polls a condition until it holds, failing the test once a bound that only a hang
@@ -31,7 +33,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// Between two looks at a condition: short enough not to add to a test's time, long enough not to spin.
@@ -96,5 +98,16 @@ where
             "stuck: {what} did not happen within {stuck_after:?}"
         );
         tokio::time::sleep(CONDITION_POLL_INTERVAL).await;
+    }
+}
+
+/// Polls `f` once, with a waker that does nothing, and returns its output; panics if it is not ready.
+/// For futures that must answer without waiting (a layer over the in-memory store), driven on the test's
+/// own thread with no runtime.
+#[track_caller]
+pub fn ready_at_once<F: Future>(f: F) -> F::Output {
+    match std::pin::pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("the future was not ready at its first poll"),
     }
 }

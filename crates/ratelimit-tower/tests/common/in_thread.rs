@@ -4,10 +4,7 @@
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::future::Future;
-use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -104,14 +101,6 @@ impl Capture {
             .map(|(_, s)| s.clone())
             .collect::<Vec<_>>()
             .join("\n")
-    }
-}
-
-/// Polls `f` once: the service under test must answer without waiting.
-pub fn now<F: Future>(f: F) -> F::Output {
-    match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(v) => v,
-        Poll::Pending => panic!("not ready"),
     }
 }
 
