@@ -4,8 +4,8 @@
 //! calls fail at once, without a network round trip or a timeout wait, for `cooldown`. Then one call is
 //! let through as a probe (half-open); its success closes the breaker, its failure opens it again.
 //!
-//! Whoever may call Redis holds a [`Permit`], an RAII guard: the outcome is recorded by consuming it
-//! ([`Permit::succeeded`], [`Permit::failed`]). A probe's permit dropped without an outcome — its caller
+//! Whoever may call Redis holds a [`BreakerPermit`], an RAII guard: the outcome is recorded by consuming it
+//! ([`BreakerPermit::succeeded`], [`BreakerPermit::failed`]). A probe's permit dropped without an outcome — its caller
 //! was cancelled, Redis's health is unknown — releases the probe, so the next call probes; it is not a
 //! failure (a client that disconnects says nothing about Redis, and counting it would let clients keep the
 //! breaker open). A probe held but never finished nor dropped (a future parked forever) is presumed lost
@@ -14,8 +14,20 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// The breaker itself; see the [module docs](self). Shared by reference (or in an `Arc`) among callers.
+///
+/// ```
+/// use std::time::Duration;
+/// use ratelimit_core::store::redis::{Breaker, Transition};
+///
+/// let breaker = Breaker::new(1, Duration::from_millis(500), Duration::from_millis(100));
+/// let permit = breaker.permit().expect("closed: every call may go");
+/// // … call Redis; it timed out:
+/// assert_eq!(permit.failed(), Transition::Opened);
+/// assert!(breaker.permit().is_none(), "open: no call until the cooldown is over");
+/// ```
 #[derive(Debug)]
-pub(crate) struct Breaker {
+pub struct Breaker {
     origin: Instant,
     threshold: u32,
     cooldown_span: Duration,
@@ -28,11 +40,11 @@ pub(crate) struct Breaker {
     probe_since: AtomicU64,
 }
 
-/// Leave to call Redis once. Record how it went with [`Permit::succeeded`] or [`Permit::failed`];
+/// Leave to call Redis once. Record how it went with [`BreakerPermit::succeeded`] or [`BreakerPermit::failed`];
 /// dropping it records nothing (a probe is released for the next caller).
 #[derive(Debug)]
 #[must_use]
-pub(crate) struct Permit<'a> {
+pub struct BreakerPermit<'a> {
     breaker: &'a Breaker,
     /// The probe's start stamp (its identity) while this permit is the half-open probe; 0 otherwise.
     probe: u64,
@@ -40,7 +52,7 @@ pub(crate) struct Permit<'a> {
 
 /// A change of the breaker's state that one outcome caused (what the store logs, once each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Transition {
+pub enum Transition {
     /// Nothing changed state.
     None,
     /// Closed → open: Redis is failing.
@@ -51,7 +63,7 @@ pub(crate) enum Transition {
 
 impl Breaker {
     /// `probe_lease`: the longest a probe can legitimately take (its call's timeout, with margin).
-    pub(crate) fn new(threshold: u32, cooldown: Duration, probe_lease: Duration) -> Self {
+    pub fn new(threshold: u32, cooldown: Duration, probe_lease: Duration) -> Self {
         Breaker {
             origin: Instant::now(),
             threshold: threshold.max(1),
@@ -71,10 +83,10 @@ impl Breaker {
     }
 
     /// Leave to call Redis: always while closed; once per cooldown while open (the probe); else `None`.
-    pub(crate) fn permit(&self) -> Option<Permit<'_>> {
+    pub fn permit(&self) -> Option<BreakerPermit<'_>> {
         let until = self.open_until.load(Ordering::Acquire);
         if until == 0 {
-            return Some(Permit {
+            return Some(BreakerPermit {
                 breaker: self,
                 probe: 0,
             });
@@ -90,7 +102,7 @@ impl Breaker {
                 .probe_since
                 .compare_exchange(since, now, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok();
-        taken.then_some(Permit {
+        taken.then_some(BreakerPermit {
             breaker: self,
             probe: now,
         })
@@ -111,28 +123,28 @@ impl Breaker {
     }
 
     /// How long the breaker stays open before probing.
-    pub(crate) fn cooldown(&self) -> Duration {
+    pub fn cooldown(&self) -> Duration {
         self.cooldown_span
     }
 
-    pub(crate) fn is_open(&self) -> bool {
+    pub fn is_open(&self) -> bool {
         self.open_until.load(Ordering::Acquire) != 0
     }
 
     /// Whether a half-open probe is out (for tests and inspection).
-    pub(crate) fn is_probing(&self) -> bool {
+    pub fn is_probing(&self) -> bool {
         self.probe_since.load(Ordering::Acquire) != 0
     }
 }
 
-impl Permit<'_> {
+impl BreakerPermit<'_> {
     /// Whether this call is the half-open probe.
-    pub(crate) fn is_probe(&self) -> bool {
+    pub fn is_probe(&self) -> bool {
         self.probe != 0
     }
 
     /// Redis answered: consecutive failures start again from zero, an open breaker closes.
-    pub(crate) fn succeeded(mut self) -> Transition {
+    pub fn succeeded(mut self) -> Transition {
         let b = self.breaker;
         // Loads first: on the hot path (closed, no failures) a success writes nothing shared.
         if b.failures.load(Ordering::Relaxed) != 0 {
@@ -151,7 +163,7 @@ impl Permit<'_> {
 
     /// Redis failed (or did not answer in time): a failed probe reopens the breaker for another cooldown;
     /// the `threshold`-th consecutive failure opens a closed one.
-    pub(crate) fn failed(mut self) -> Transition {
+    pub fn failed(mut self) -> Transition {
         let b = self.breaker;
         let failures = b.failures.fetch_add(1, Ordering::AcqRel).saturating_add(1);
         let transition = if self.is_probe() {
@@ -185,7 +197,7 @@ impl Permit<'_> {
     }
 }
 
-impl Drop for Permit<'_> {
+impl Drop for BreakerPermit<'_> {
     fn drop(&mut self) {
         self.release();
     }
@@ -204,7 +216,7 @@ mod tests {
     fn trip(b: &Breaker, n: u32) -> Transition {
         let mut last = Transition::None;
         for _ in 0..n {
-            last = b.permit().map_or(Transition::None, Permit::failed);
+            last = b.permit().map_or(Transition::None, BreakerPermit::failed);
         }
         last
     }

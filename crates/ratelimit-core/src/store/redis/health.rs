@@ -7,7 +7,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::breaker::{Permit, Transition};
+use super::breaker::{BreakerPermit, Transition};
 use super::failure::{Failure, Kind};
 use super::keys::{self, IdentityHash};
 use super::Inner;
@@ -32,7 +32,7 @@ impl Inner {
     /// error.
     pub(super) fn settle<T>(
         &self,
-        permit: Option<Permit<'_>>,
+        permit: Option<BreakerPermit<'_>>,
         result: Result<T, Failure>,
         caller: Caller<'_>,
     ) -> Result<T, StoreError> {
@@ -57,12 +57,12 @@ impl Inner {
         };
         let transition = if kind == Kind::KeyState {
             // Redis answered: for the breaker, a success.
-            permit.map(Permit::succeeded)
+            permit.map(BreakerPermit::succeeded)
         } else if feeds_breaker {
             permit
                 // A caller answered in a batch holds no permit: a closed breaker counts it anyway.
                 .or_else(|| self.breaker.permit().filter(|p| !p.is_probe()))
-                .map(Permit::failed)
+                .map(BreakerPermit::failed)
         } else {
             // A probe whose outcome says nothing about Redis as a whole is released (by dropping it).
             None

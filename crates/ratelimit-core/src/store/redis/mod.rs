@@ -174,7 +174,7 @@
 //! rebuilt for every request hits the cache as well as one built once.
 
 mod batch;
-mod breaker;
+pub mod breaker;
 mod conn;
 mod deny_cache;
 mod failure;
@@ -186,6 +186,9 @@ mod reply;
 mod script;
 
 pub use hybrid::HybridStore;
+// The breaker in front of Redis, for other code of the workspace that calls Redis (the client's shared
+// state) to behave as the store does when Redis fails.
+pub use breaker::{Breaker, BreakerPermit, Transition};
 // What a call answers when Redis fails (see the module docs); defined with the stores, whose callers
 // (the tower layer) use the same names.
 pub use super::failure::OnFailure;
@@ -206,7 +209,6 @@ use crate::store::{MemoryStore, Store, StoreError};
 use crate::Rule;
 
 use self::batch::{Batcher, Entry, Waiter};
-use self::breaker::Breaker;
 use self::conn::{Conn, Connection, Connector, Evidence, Lease};
 use self::deny_cache::DenyCache;
 use self::failure::{Failure, ProtocolStreak};
