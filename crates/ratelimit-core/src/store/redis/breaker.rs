@@ -127,6 +127,7 @@ impl Breaker {
         self.cooldown_span
     }
 
+    /// Whether the breaker is open (Redis is presumed down; calls are refused until a probe succeeds).
     pub fn is_open(&self) -> bool {
         self.open_until.load(Ordering::Acquire) != 0
     }
