@@ -137,8 +137,14 @@ pub(crate) async fn run<P: Profile, X: Exchange>(
 ) -> Result<X::Response, Failure<X::Error>> {
     let mut tally = Tally::default();
     loop {
-        let permit = limiter
+        #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
+        let mut permit = limiter
             .acquire(&mut ticket, || x.body(), deadline)
+            .await
+            .map_err(Failure::Limiter)?;
+        #[cfg(feature = "redis")]
+        limiter
+            .admit_shared(&mut permit, &ticket, deadline)
             .await
             .map_err(Failure::Limiter)?;
         tally.waited = tally.waited.saturating_add(permit.waited());

@@ -129,6 +129,10 @@ pub mod stamp;
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod reqwest;
 
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod shared;
+
 pub use attempt::Attempts;
 pub use body::{ReplayBody, ResponseBody};
 pub use error::{BoxError, Error};

@@ -26,6 +26,8 @@ use tokio::sync::Notify;
 pub(crate) mod config;
 mod names;
 mod settings;
+#[cfg(feature = "redis")]
+mod shared_gate;
 mod snapshot;
 pub(crate) mod state;
 
@@ -87,6 +89,8 @@ pub struct LimiterBuilder<P> {
     cfg: Config,
     credential: Credential,
     clock: Option<Arc<dyn Clock>>,
+    #[cfg(feature = "redis")]
+    shared: Option<crate::shared::SharedBudget>,
 }
 
 impl<P: std::fmt::Debug> std::fmt::Debug for LimiterBuilder<P> {
@@ -212,6 +216,24 @@ impl<P: Profile> LimiterBuilder<P> {
         self
     }
 
+    /// Shares the budget with every process that uses the same [`SharedBudget`](crate::shared::SharedBudget)
+    /// namespace (feature `redis`): the token's global limit, bucket counts, the route → bucket map, global
+    /// locks, the ban and the invalid-request budget. See [`shared`](crate::shared).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use ratelimit_client::{profile::Discord, shared::SharedBudget, Limiter};
+    /// let budget = SharedBudget::builder().instances(2).connect("redis://127.0.0.1/").await?;
+    /// let limiter = Limiter::builder(Discord::new()).shared(budget).build()?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn shared(mut self, budget: crate::shared::SharedBudget) -> Self {
+        self.shared = Some(budget);
+        self
+    }
+
     /// Uses `clock` instead of the system's monotonic clock (tests).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Some(Arc::new(clock));
@@ -233,6 +255,8 @@ impl<P: Profile> LimiterBuilder<P> {
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock::new())),
                 profile: self.profile,
                 stats: Stats::default(),
+                #[cfg(feature = "redis")]
+                shared: self.shared,
             }),
         })
     }
@@ -256,6 +280,8 @@ struct Inner<P> {
     credential_seed: foldhash::fast::RandomState,
     clock: Arc<dyn Clock>,
     stats: Stats,
+    #[cfg(feature = "redis")]
+    shared: Option<crate::shared::SharedBudget>,
 }
 
 /// The rate-limit scheduler for one upstream. Cheap to clone; clones share state.
@@ -337,6 +363,8 @@ impl<P: Profile> Limiter<P> {
             cfg: Config::default(),
             credential: Credential::default(),
             clock: None,
+            #[cfg(feature = "redis")]
+            shared: None,
         }
     }
 
@@ -388,10 +416,7 @@ impl<P: Profile> Limiter<P> {
             headers,
             extensions: ext,
         };
-        let token = credential_digest(
-            &self.inner.credential_seed,
-            self.inner.credential.find(view),
-        );
+        let token = self.digest(self.inner.credential.find(view));
         let mut t = Ticket::new(
             token,
             &route.key,
@@ -401,6 +426,15 @@ impl<P: Profile> Limiter<P> {
         );
         t.global_exempt = route.global_exempt;
         t
+    }
+
+    /// The credential's digest: random per limiter, or, with a shared budget, the same in every process.
+    fn digest(&self, credential: Option<&[u8]>) -> u64 {
+        #[cfg(feature = "redis")]
+        if let Some(b) = &self.inner.shared {
+            return shared_gate::stable_digest(b.namespace(), credential);
+        }
+        credential_digest(&self.inner.credential_seed, credential)
     }
 
     /// The deadline for a request: its [`MaxWait`] extension or the configured default; `None` for none.
@@ -434,6 +468,8 @@ impl<P: Profile> Limiter<P> {
             limiter: self.clone(),
             grant: Some(grant),
             waited,
+            #[cfg(feature = "redis")]
+            lease: None,
         }
     }
 
@@ -618,12 +654,37 @@ pub(crate) struct Permit<P> {
     grant: Option<Grant>,
     /// How long the request waited for this admission.
     waited: Micros,
+    /// Its reservation in the shared state (released when dropped without a response).
+    #[cfg(feature = "redis")]
+    lease: Option<crate::shared::Lease>,
 }
 
 impl<P: Profile> Permit<P> {
     /// How long the request waited for this admission.
     pub(crate) fn waited(&self) -> Micros {
         self.waited
+    }
+
+    /// The shared state admitted the request too, at `now`, after a wait since `start`: the wait counts as
+    /// the request's, and it leaves now.
+    #[cfg(feature = "redis")]
+    pub(crate) fn shared_admitted(
+        &mut self,
+        lease: crate::shared::Lease,
+        start: Micros,
+        now: Micros,
+    ) {
+        let waited = now.saturating_sub(start);
+        self.waited = self.waited.saturating_add(waited);
+        self.limiter
+            .inner
+            .stats
+            .waited_us
+            .fetch_add(waited, Ordering::Relaxed);
+        if let Some(g) = self.grant.as_mut() {
+            g.sent_at = g.sent_at.max(now);
+        }
+        self.lease = Some(lease);
     }
 
     pub(crate) fn wants_body(&self, status: StatusCode, headers: &HeaderMap) -> bool {
@@ -667,6 +728,11 @@ impl<P: Profile> Permit<P> {
             grant.sent_at = sent;
         }
         let verdict = inner.core.lock().complete(&grant, &obs, fingerprint, now);
+        #[cfg(feature = "redis")]
+        if let Some(lease) = self.lease.take() {
+            let ok = status.is_success() && success;
+            lease.reconcile(shared_gate::report(&grant, &obs, ok, &inner.micros));
+        }
         metrics::counter!("ratelimit_client_responses_total", "class" => status_class(status))
             .increment(1);
         match verdict {
@@ -688,6 +754,10 @@ impl<P: Profile> Permit<P> {
 
 /// What a sub-limited request waits for (see [`would_wait`]).
 const SUBLIMIT: &str = "sub-limit";
+
+/// What a request waits for when the shared state holds it (see [`would_wait`]).
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+const SHARED: &str = "shared";
 
 impl<P: Profile> Limiter<P> {
     /// The deadline error, in the caller's terms: the route template, and what the request waits for in
@@ -717,6 +787,9 @@ fn describe_limit(key: &str, noun: &str) -> String {
     }
     if key.starts_with("global") {
         return "the global limit (slots set aside for a longer queue)".to_owned();
+    }
+    if key == SHARED {
+        return "the limits shared with other processes".to_owned();
     }
     if key == SUBLIMIT {
         return "a sub-limit on requests of this body shape".to_owned();

@@ -1,0 +1,137 @@
+//! The second gate of a limiter with a [`SharedBudget`](crate::shared::SharedBudget): after this
+//! process's scheduler admits a request, the shared state in Redis must admit it too; and what the
+//! response says goes back to it.
+
+use ratelimit_core::Micros;
+use sha2::{Digest, Sha256};
+
+use super::state::Grant;
+use super::{Limiter, Permit, SHARED};
+use crate::error::Error;
+use crate::hex;
+use crate::parse::micros;
+use crate::profile::{Observation, Profile, Scope};
+use crate::shared::{Ask, Gate, Named, Report};
+
+/// A credential's digest that every process sharing `namespace` computes alike (the per-limiter random
+/// seed would not), and that says nothing about the credential without it.
+pub(super) fn stable_digest(namespace: &str, credential: Option<&[u8]>) -> u64 {
+    let Some(v) = credential else { return 0 };
+    let mut h = Sha256::new();
+    h.update(namespace.as_bytes());
+    h.update([0]);
+    h.update(v);
+    let d = h.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(first) | 1
+}
+
+impl<P: Profile> Limiter<P> {
+    /// Waits until the shared state admits `permit`'s request too (within the request's deadline), and
+    /// attaches the reservation to the permit. A no-op without a shared budget.
+    pub(crate) async fn admit_shared(
+        &self,
+        permit: &mut Permit<P>,
+        t: &super::Ticket,
+        deadline: Option<Micros>,
+    ) -> Result<(), Error> {
+        let Some(budget) = &self.inner.shared else {
+            return Ok(());
+        };
+        let cfg = &self.inner.micros;
+        let ask = Ask {
+            token: t.token,
+            route_key: &t.route_key,
+            global_limit: match cfg.global_limit {
+                Some(n) if !t.global_exempt => n,
+                _ => 0,
+            },
+            global_window: cfg.global_window.saturating_add(cfg.global_margin),
+            invalid_stop: cfg.invalid.stop,
+            invalid_window: super::config::us(cfg.invalid.window),
+        };
+        let start = self.now();
+        loop {
+            match budget.reserve(ask).await {
+                Gate::Admit(lease) => {
+                    permit.shared_admitted(lease, start, self.now());
+                    return Ok(());
+                }
+                Gate::Wait(wait) => {
+                    let until = self.now().saturating_add(wait);
+                    if deadline.is_some_and(|d| until > d) {
+                        return Err(self.would_wait(t, SHARED, until.saturating_sub(start)));
+                    }
+                    metrics::counter!("ratelimit_client_shared_waits_total").increment(1);
+                    tokio::time::sleep(micros(wait)).await;
+                }
+                Gate::Banned(wait) => {
+                    return Err(Error::Banned {
+                        retry_in: micros(wait),
+                    })
+                }
+                Gate::Stopped(count) => {
+                    return Err(Error::InvalidBudget {
+                        count: usize::try_from(count).unwrap_or(usize::MAX),
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// What a response tells the shared state, in its terms: the counter named like every process names it
+/// (`token|#bucket|major`, or `token|=template|major` for a route's own limit), the most restrictive of
+/// the limits the response describes, and the locks it calls for.
+pub(super) fn report(
+    grant: &Grant,
+    obs: &Observation,
+    ok: bool,
+    cfg: &super::config::Config,
+) -> Report {
+    let mut r = Report {
+        invalid: obs.invalid,
+        invalid_window: super::config::us(cfg.invalid.window),
+        invalid_keep: cfg.invalid.stop,
+        ..Report::default()
+    };
+    let tightest = obs.buckets.iter().min_by_key(|b| b.remaining);
+    if let Some(b) = tightest {
+        let mut name = String::with_capacity(grant.route_key.len() + 24);
+        hex::push_hex(&mut name, grant.token);
+        match &b.id {
+            Some(id) => {
+                name.push_str("|#");
+                name.push_str(id);
+            }
+            None => {
+                name.push_str("|=");
+                name.push_str(grant.template());
+            }
+        }
+        name.push('|');
+        name.push_str(grant.major());
+        r.named = Named::Counter(name);
+        r.limit = b.limit;
+        r.remaining = b.remaining;
+        r.reset_after = b.reset_after;
+    } else if ok && obs.limited.is_none() && obs.malformed.is_none() {
+        r.named = Named::Nothing;
+    }
+    if let Some(l) = obs.limited {
+        match l.scope {
+            Scope::Global => r.global_lock = l.retry_after,
+            // A sub-limit (a 429 with room left in the bucket) holds one shape of request, not the bucket:
+            // each process learns it alone.
+            Scope::User | Scope::Shared if tightest.is_none_or(|b| b.remaining == 0) => {
+                r.block = l.retry_after;
+            }
+            Scope::User | Scope::Shared => {}
+        }
+    }
+    if obs.banned {
+        r.ban = cfg.ban_backoff;
+    }
+    r
+}

@@ -1,0 +1,366 @@
+//! [`SharedBudget`]: the connection, the breaker in front of it, and the three calls the limiter makes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use ratelimit_core::store::redis::{Breaker, Transition};
+use ratelimit_core::Micros;
+use redis::Value;
+
+use super::builder::SharedBudgetBuilder;
+use super::conn::Link;
+use super::fallback::Fallback;
+use super::lease::{Gate, Lease, Report};
+use super::script::{self, BadReply, Reply};
+use crate::hex;
+
+/// What the limiter asks a reservation for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ask<'a> {
+    /// The credential's digest (stable across processes).
+    pub token: u64,
+    /// `token|template|major`.
+    pub route_key: &'a str,
+    /// Requests per global window for the token (0: none, or the request is exempt).
+    pub global_limit: u32,
+    pub global_window: Micros,
+    /// Invalid responses in `invalid_window` from which nothing is sent (0: no stop).
+    pub invalid_stop: usize,
+    pub invalid_window: Micros,
+}
+
+/// State that several processes sharing one upstream identity (one token, one egress IP) share through
+/// Redis: the token's global slots, each bucket's count, which bucket a route draws on, the global lock
+/// after a global 429, the ban and the invalid-request budget. Give it to
+/// [`LimiterBuilder::shared`](crate::LimiterBuilder::shared); see the [module docs](super) for the model.
+///
+/// Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct SharedBudget {
+    pub(super) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SharedBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedBudget")
+            .field("namespace", &self.inner.namespace)
+            .field("instances", &self.inner.instances)
+            .field("degraded", &self.is_degraded())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counts kept by one [`SharedBudget`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct SharedStats {
+    /// Script calls sent to Redis.
+    pub calls: u64,
+    /// Calls that failed, timed out or got a reply that was not believed.
+    pub errors: u64,
+    /// Reservations decided by this process alone, because Redis could not be asked.
+    pub fallbacks: u64,
+}
+
+pub(super) struct Inner {
+    pub(super) link: Arc<Link>,
+    pub(super) script: redis::Script,
+    /// `{namespace}:`: every key's prefix and Cluster hash tag.
+    pub(super) prefix: String,
+    pub(super) namespace: String,
+    pub(super) instances: u32,
+    pub(super) timeout: Duration,
+    pub(super) lease: Micros,
+    pub(super) poll: Micros,
+    pub(super) breaker: Breaker,
+    pub(super) fallback: Mutex<Fallback>,
+    /// Makes request ids unique across processes.
+    pub(super) nonce: u64,
+    pub(super) next_id: AtomicU64,
+    pub(super) calls: AtomicU64,
+    pub(super) errors: AtomicU64,
+    pub(super) fallbacks: AtomicU64,
+}
+
+/// Why a call did not give a believable reply.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Fault {
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    #[error("Redis failed: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("{0}")]
+    Reply(#[from] BadReply),
+}
+
+impl Fault {
+    fn kind(&self) -> &'static str {
+        match self {
+            Fault::Timeout(_) => "timeout",
+            Fault::Redis(_) => "redis",
+            Fault::Reply(BadReply::Foreign) => "foreign_reply",
+            Fault::Reply(_) => "protocol",
+        }
+    }
+}
+
+impl SharedBudget {
+    /// A builder with the defaults.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), ratelimit_client::shared::SharedError> {
+    /// use ratelimit_client::shared::SharedBudget;
+    /// let budget = SharedBudget::builder().namespace("my-bot").instances(4).connect("redis://127.0.0.1/").await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder() -> SharedBudgetBuilder {
+        SharedBudgetBuilder::default()
+    }
+
+    /// Whether Redis is presumed unreachable (its breaker is open): each process then limits itself alone,
+    /// with the global limit divided by the declared number of instances. Mirrored by the `metrics` gauge
+    /// `ratelimit_client_shared_degraded`.
+    pub fn is_degraded(&self) -> bool {
+        self.inner.breaker.is_open()
+    }
+
+    /// Counts since creation.
+    pub fn stats(&self) -> SharedStats {
+        let i = &self.inner;
+        SharedStats {
+            calls: i.calls.load(Ordering::Relaxed),
+            errors: i.errors.load(Ordering::Relaxed),
+            fallbacks: i.fallbacks.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The namespace every key lives under.
+    pub fn namespace(&self) -> &str {
+        &self.inner.namespace
+    }
+
+    /// One reservation step: admitted (with a [`Lease`] to reconcile or release), or how long to wait.
+    /// Cancel-safe: dropped while Redis is being asked, it releases whatever the call may have reserved.
+    pub(crate) async fn reserve(&self, ask: Ask<'_>) -> Gate {
+        let inner = &self.inner;
+        let Some(permit) = inner.breaker.permit() else {
+            return self.fall_back(ask);
+        };
+        let mut pending = Lease::new(self.clone(), &ask, inner.next_id());
+        let keys = inner.keys(ask.token, ask.route_key);
+        let mut inv = inner.script.prepare_invoke();
+        for k in &keys {
+            inv.key(k.as_str());
+        }
+        inner.common_args(
+            &mut inv,
+            "reserve",
+            pending.id(),
+            ask.global_limit,
+            ask.global_window,
+        );
+        inv.arg(inner.poll)
+            .arg(ask.invalid_stop)
+            .arg(ask.invalid_window);
+        let reply = inner
+            .call(&inv)
+            .await
+            .and_then(|v| Ok(script::reserve_reply(&v, pending.id())?));
+        match reply {
+            Ok(reply) => {
+                inner.settle(permit.succeeded(), None);
+                match reply {
+                    Reply::Admit { at, counter, .. } => {
+                        pending.admitted(at, counter);
+                        Gate::Admit(pending)
+                    }
+                    Reply::Wait(w) => {
+                        pending.disarm();
+                        Gate::Wait(w)
+                    }
+                    Reply::Banned(w) => {
+                        pending.disarm();
+                        Gate::Banned(w)
+                    }
+                    Reply::Stopped(n) => {
+                        pending.disarm();
+                        Gate::Stopped(n)
+                    }
+                }
+            }
+            Err(fault) => {
+                // The call may have been applied: the pending lease releases it when dropped here.
+                inner.failed(permit.failed(), &fault);
+                drop(pending);
+                self.fall_back(ask)
+            }
+        }
+    }
+
+    /// Redis could not be asked: this process decides alone.
+    fn fall_back(&self, ask: Ask<'_>) -> Gate {
+        let inner = &self.inner;
+        inner.fallbacks.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("ratelimit_client_shared_fallbacks_total").increment(1);
+        let limit = match ask.global_limit {
+            0 => 0,
+            n => (n / inner.instances.max(1)).max(1),
+        };
+        match inner
+            .fallback
+            .lock()
+            .admit(ask.token, limit, ask.global_window)
+        {
+            Ok(()) => Gate::Admit(Lease::local(self.clone(), &ask)),
+            Err(wait) => Gate::Wait(wait),
+        }
+    }
+
+    /// Sends the response's report (in the background: the caller never waits for it).
+    pub(super) fn send_report(&self, lease: &Lease, report: Report) {
+        let budget = self.clone();
+        let keys = self.inner.keys(lease.token(), lease.route_key());
+        let id = lease.id().to_owned();
+        let (at, counter, glimit, gwindow) = lease.reserved();
+        let counter = counter.to_owned();
+        spawn(async move {
+            let inner = &budget.inner;
+            let mut inv = inner.script.prepare_invoke();
+            for k in &keys {
+                inv.key(k.as_str());
+            }
+            inner.common_args(&mut inv, "reconcile", &id, glimit, gwindow);
+            report.args(&mut inv, at, &counter);
+            budget.finish(&inv, &id).await;
+        });
+    }
+
+    /// Releases a reservation whose request ended without a response (in the background).
+    pub(super) fn send_release(&self, lease: &Lease) {
+        let budget = self.clone();
+        let keys = self.inner.keys(lease.token(), lease.route_key());
+        let id = lease.id().to_owned();
+        let (_, counter, glimit, gwindow) = lease.reserved();
+        let counter = counter.to_owned();
+        spawn(async move {
+            let inner = &budget.inner;
+            let mut inv = inner.script.prepare_invoke();
+            for k in &keys {
+                inv.key(k.as_str());
+            }
+            inner.common_args(&mut inv, "release", &id, glimit, gwindow);
+            inv.arg(counter);
+            budget.finish(&inv, &id).await;
+        });
+    }
+
+    /// A reconcile or release: what it carries is lost if Redis cannot be reached (the reservation then
+    /// expires with its lease).
+    async fn finish(&self, inv: &redis::ScriptInvocation<'_>, id: &str) {
+        let inner = &self.inner;
+        let Some(permit) = inner.breaker.permit() else {
+            return;
+        };
+        match inner
+            .call(inv)
+            .await
+            .and_then(|v| Ok(script::done_reply(&v, id)?))
+        {
+            Ok(()) => inner.settle(permit.succeeded(), None),
+            Err(fault) => inner.failed(permit.failed(), &fault),
+        }
+    }
+}
+
+/// Runs `task` on the current tokio runtime, if there is one (a drop outside any runtime loses the release,
+/// and the reservation expires with its lease).
+fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(task);
+    }
+}
+
+impl Inner {
+    fn next_id(&self) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut id = String::with_capacity(32);
+        hex::push_hex(&mut id, self.nonce);
+        hex::push_hex(&mut id, n);
+        id
+    }
+
+    /// The six keys every step declares (see the script).
+    pub(super) fn keys(&self, token: u64, route_key: &str) -> [String; 6] {
+        let p = &self.prefix;
+        let tok = hex::hex16(token);
+        let tok = std::str::from_utf8(&tok).unwrap_or("0");
+        [
+            format!("{p}g:{tok}"),
+            format!("{p}lock:{tok}"),
+            format!("{p}r:{route_key}"),
+            format!("{p}p:{route_key}"),
+            format!("{p}ban"),
+            format!("{p}inv"),
+        ]
+    }
+
+    fn common_args(
+        &self,
+        inv: &mut redis::ScriptInvocation<'_>,
+        op: &str,
+        id: &str,
+        global_limit: u32,
+        global_window: Micros,
+    ) {
+        inv.arg(op)
+            .arg(id)
+            .arg(self.prefix.as_str())
+            .arg(global_limit)
+            .arg(global_window)
+            .arg(self.lease);
+    }
+
+    async fn call(&self, inv: &redis::ScriptInvocation<'_>) -> Result<Value, Fault> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("ratelimit_client_shared_calls_total").increment(1);
+        let mut conn = self.link.conn();
+        match tokio::time::timeout(self.timeout, conn.run(inv)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(Fault::Redis(e)),
+            Err(_) => Err(Fault::Timeout(self.timeout)),
+        }
+    }
+
+    fn failed(&self, t: Transition, fault: &Fault) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("ratelimit_client_shared_errors_total", "kind" => fault.kind())
+            .increment(1);
+        if matches!(fault, Fault::Timeout(_) | Fault::Reply(BadReply::Foreign)) {
+            self.link.out_of_step();
+        }
+        self.settle(t, Some(fault));
+    }
+
+    /// Logs a change of state, once each way.
+    fn settle(&self, t: Transition, fault: Option<&Fault>) {
+        match t {
+            Transition::None => {}
+            Transition::Opened => {
+                metrics::gauge!("ratelimit_client_shared_degraded").set(1.0);
+                tracing::warn!(
+                    namespace = %self.namespace,
+                    error = fault.map(tracing::field::display),
+                    instances = self.instances,
+                    "shared rate-limit state unreachable: each process now limits itself, with the global limit divided by {} instances, until Redis answers again",
+                    self.instances
+                );
+            }
+            Transition::Closed => {
+                metrics::gauge!("ratelimit_client_shared_degraded").set(0.0);
+                tracing::info!(namespace = %self.namespace, "shared rate-limit state reachable again");
+            }
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Building a [`SharedBudget`].
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use ratelimit_core::store::redis::Breaker;
+use redis::aio::ConnectionManagerConfig;
+
+use super::budget::{Inner, SharedBudget};
+use super::conn::{Connector, Link};
+use super::fallback::Fallback;
+use super::script::SOURCE;
+
+/// Namespaces are part of every key and its Cluster hash tag: short, and without the tag's braces.
+const LONGEST_NAMESPACE: usize = 64;
+
+/// Why a [`SharedBudget`] could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SharedError {
+    /// Redis could not be reached or refused the script.
+    #[error("could not connect to Redis for the shared rate-limit state ({0}); check the URL and that the server is up")]
+    Connect(#[source] redis::RedisError),
+    /// A setting is out of range.
+    #[error("shared rate-limit state: {0}")]
+    Config(&'static str),
+}
+
+/// Builds a [`SharedBudget`]; see [`SharedBudget::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct SharedBudgetBuilder {
+    namespace: String,
+    instances: u32,
+    timeout: Duration,
+    lease: Duration,
+    poll: Duration,
+    breaker: (u32, Duration),
+}
+
+impl Default for SharedBudgetBuilder {
+    fn default() -> Self {
+        SharedBudgetBuilder {
+            namespace: "ratelimit-client".to_owned(),
+            instances: 1,
+            timeout: Duration::from_millis(100),
+            lease: Duration::from_secs(2),
+            poll: Duration::from_millis(20),
+            breaker: (3, Duration::from_millis(500)),
+        }
+    }
+}
+
+impl SharedBudgetBuilder {
+    /// What every key starts with, and the Redis Cluster hash tag that keeps them in one slot (default
+    /// `ratelimit-client`). Processes share state exactly when they share a namespace: use one per
+    /// egress identity (one IP and its tokens), not one per process. At most 64 bytes, no `{` or `}`.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// How many processes share the budget (default 1). While Redis is unreachable each process keeps
+    /// the global limit divided by this.
+    pub fn instances(mut self, n: u32) -> Self {
+        self.instances = n;
+        self
+    }
+
+    /// The longest a Redis call may take before the process decides alone (default 100 ms).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How long a reservation holds its slots without an answer (default 2 s): a process killed with
+    /// requests in flight gives their slots back this long after it reserved them. Longer than the
+    /// upstream's slowest answer: a request still out past it no longer counts against the others.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// How often a request waiting on another process (the one learning a new route, or requests in
+    /// flight that hold a window) asks again (default 20 ms).
+    pub fn poll(mut self, poll: Duration) -> Self {
+        self.poll = poll;
+        self
+    }
+
+    /// Consecutive failures that open the breaker, and how long it stays open before one call probes
+    /// Redis again (defaults 3 and 500 ms).
+    pub fn breaker(mut self, failures: u32, cooldown: Duration) -> Self {
+        self.breaker = (failures, cooldown);
+        self
+    }
+
+    fn validate(&self) -> Result<(), SharedError> {
+        let ns = &self.namespace;
+        if ns.is_empty() || ns.len() > LONGEST_NAMESPACE || ns.contains(['{', '}']) {
+            return Err(SharedError::Config(
+                "the namespace must be 1 to 64 bytes without `{` or `}`",
+            ));
+        }
+        if self.instances == 0 {
+            return Err(SharedError::Config("instances must be at least 1"));
+        }
+        if self.timeout.is_zero() || self.lease.is_zero() || self.poll.is_zero() {
+            return Err(SharedError::Config(
+                "timeout, lease and poll must be longer than zero",
+            ));
+        }
+        if self.lease <= self.timeout {
+            return Err(SharedError::Config(
+                "the lease must be longer than the call timeout",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Connects to one Redis server (`redis://host:port/db`, `unix:///path`).
+    pub async fn connect(self, url: &str) -> Result<SharedBudget, SharedError> {
+        self.validate()?;
+        let client = redis::Client::open(url).map_err(SharedError::Connect)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout()))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(200));
+        self.build(Connector::Single { client, config }).await
+    }
+
+    /// Connects to a Redis Cluster through any of its nodes.
+    pub async fn connect_cluster(self, nodes: &[&str]) -> Result<SharedBudget, SharedError> {
+        self.validate()?;
+        let client = redis::cluster::ClusterClient::builder(nodes.iter().copied())
+            .connection_timeout(self.connect_timeout())
+            .build()
+            .map_err(SharedError::Connect)?;
+        self.build(Connector::Cluster(client)).await
+    }
+
+    fn connect_timeout(&self) -> Duration {
+        self.timeout.max(Duration::from_millis(250))
+    }
+
+    async fn build(self, connector: Connector) -> Result<SharedBudget, SharedError> {
+        let conn = connector.connect().await.map_err(SharedError::Connect)?;
+        let script = redis::Script::new(SOURCE);
+        let spacing = self.breaker.1.max(self.timeout);
+        let budget = SharedBudget {
+            inner: Arc::new(Inner {
+                link: Link::new(conn, connector, spacing),
+                script,
+                prefix: format!("{{{}}}:", self.namespace),
+                namespace: self.namespace,
+                instances: self.instances,
+                timeout: self.timeout,
+                lease: micros(self.lease),
+                poll: micros(self.poll),
+                breaker: Breaker::new(
+                    self.breaker.0,
+                    self.breaker.1,
+                    self.timeout.saturating_mul(2),
+                ),
+                fallback: Mutex::new(Fallback::default()),
+                nonce: nonce(),
+                next_id: AtomicU64::new(0),
+                calls: Default::default(),
+                errors: Default::default(),
+                fallbacks: Default::default(),
+            }),
+        };
+        // Loads the script now, so that a wrong URL or a server refusing scripts fails here, not later.
+        let mut conn = budget.inner.link.conn();
+        conn.load(&budget.inner.script)
+            .await
+            .map_err(SharedError::Connect)?;
+        Ok(budget)
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// A random number for this budget's request ids (unique across processes sharing the namespace).
+fn nonce() -> u64 {
+    use std::hash::BuildHasher;
+    let seed = foldhash::fast::RandomState::default();
+    seed.hash_one((std::process::id(), std::time::SystemTime::now()))
+}

@@ -1,0 +1,81 @@
+//! Many processes, one budget: the limiter's shared state in Redis (feature `redis`).
+//!
+//! ```no_run
+//! use ratelimit_client::{profile::Discord, shared::SharedBudget, Limiter};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // Every process (shard, worker, proxy replica) behind one token and one egress IP:
+//! let budget = SharedBudget::builder()
+//!     .namespace("my-bot")
+//!     .instances(4)
+//!     .connect("redis://127.0.0.1:6379/")
+//!     .await?;
+//! let limiter = Limiter::builder(Discord::new()).shared(budget).build()?;
+//! # Ok(()) }
+//! ```
+//!
+//! # The model
+//!
+//! Each process keeps its own scheduler (its queues, its callers' order, what it learned about sub-limits
+//! and bucket shapes). Before a request leaves, the process also *reserves* it in Redis; the
+//! reservation is one atomic script on the Redis server's clock (`TIME`), so every process counts on one
+//! clock, whatever their own clocks say:
+//!
+//! * **the token's global limit**: at most `N` requests in any global window, exactly. A sorted set holds
+//!   one slot per request: taken at reservation, kept until one window after the response (the upstream
+//!   counts a request at an unknown moment before its response).
+//! * **the global lock** after a global 429, **the ban** after a Cloudflare-style block, and **the
+//!   invalid-request budget** (401, 403, non-shared 429) of the egress identity.
+//! * **the route → counter map**: which upstream bucket a route draws on, learned from the first
+//!   response and remembered for a day. A route no process knows sends one request, from one process,
+//!   and the others wait for its response.
+//! * **each counter's window**: what may still be sent (`avail`) and when the window ends. A reservation
+//!   takes one from `avail`. A response of the same window lowers `avail` to `remaining − in flight` when
+//!   that is smaller; it never raises it, so a late or reordered response cannot make room that is not
+//!   there. The window ends at the latest `response time + reset-after` of its responses (late by the
+//!   way back, never early); then `avail` returns to the limit minus what is still in flight. A response
+//!   to a request reserved before the window started is ignored: it describes an earlier window.
+//!
+//! The response is reported (*reconciled*) in the background: the request's path waits for one round
+//! trip, the reservation. A request that ends without a response (cancelled, failed, timed out)
+//! *releases* its reservation: its global slot is kept one window (it may have reached the upstream),
+//! its in-flight mark is removed. Both run from guards, so a dropped future gives back what it holds.
+//! Reservations also expire on their own after [`lease`](SharedBudgetBuilder::lease) (default 2 s): a
+//! process killed with requests in flight holds their slots no longer than that.
+//!
+//! The shared counters are conservative where the per-process scheduler is clever: they release at the
+//! latest reported reset (no early release), and a leaky bucket is refilled only once it has drained
+//! completely. Sub-limits are learned and honoured by each process on its own.
+//!
+//! # Keys
+//!
+//! Every key starts with `{namespace}:`, which is also its Redis Cluster hash tag: one namespace is one
+//! slot, so every step is one script over keys of one node (it derives the counter keys from the route
+//! map, in the same slot). Credentials never appear in keys: tokens are named by a SHA-256 digest of the
+//! namespace and the credential. Counters and route maps expire a day after their last use, slots and
+//! in-flight marks with their window or lease.
+//!
+//! # When Redis fails
+//!
+//! Each call has a [`timeout`](SharedBudgetBuilder::timeout) (default 100 ms). Failures feed the same
+//! circuit breaker as the Redis store's ([`ratelimit_core::store::redis::breaker`]); while it is open,
+//! each process decides alone: its own scheduler's bucket limits, and the global limit divided by the
+//! declared [`instances`](SharedBudgetBuilder::instances). The change is logged once each way (WARN,
+//! INFO), [`SharedBudget::is_degraded`] and the gauge `ratelimit_client_shared_degraded` say so, and one
+//! call per cooldown probes Redis until it answers. Replies are checked before they are believed (shape,
+//! range, and the request id every reply echoes); a timeout or another call's reply replaces the
+//! connection. `ratelimit_client_shared_calls_total`, `…_errors_total{kind}`, `…_fallbacks_total` and
+//! `…_reconnects_total` count what happened.
+
+mod budget;
+mod builder;
+mod conn;
+mod fallback;
+mod lease;
+mod script;
+
+pub use budget::{SharedBudget, SharedStats};
+pub use builder::{SharedBudgetBuilder, SharedError};
+
+pub(crate) use budget::Ask;
+pub(crate) use lease::{Gate, Lease, Named, Report};

@@ -1,0 +1,182 @@
+-- The client's shared state, one atomic step per call, on the Redis server's clock (µs from TIME).
+--
+-- Every key shares the hash tag of the namespace (`{ns}:`), so one namespace lives in one Redis Cluster
+-- slot and a step may touch the counter keys it derives from the route map (same slot as the declared keys).
+--
+-- KEYS: 1 the token's global slots (sorted set: request id -> until when the slot is taken)
+--       2 the token's global lock (µs until which a global 429 stops it)
+--       3 the route's counter (name of the counter the route draws on; '' when its responses name none)
+--       4 the route's probe (id of the one request learning an unknown route's counter)
+--       5 the ban (µs until which the egress identity is banned)
+--       6 the invalid-request log (sorted set: id -> µs of the invalid response)
+-- ARGV: 1 op ('reserve', 'reconcile', 'release'), 2 request id, 3 key prefix of counters (`{ns}:`),
+--       4 global limit (0: none), 5 global window µs, 6 in-flight lease µs, then per op (below).
+-- Replies end with the request id, so that a reply answering another call is never believed.
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local op, id, prefix = ARGV[1], ARGV[2], ARGV[3]
+local glimit, gwindow, lease = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+
+local ADMIT, WAIT, BANNED, STOPPED = 0, 1, 2, 3
+-- Counters and route maps outlive their windows by a day: what a bucket is does not change often.
+local REMEMBER_MS = 86400000
+
+local function d(x) return string.format('%d', x) end
+local function ms(us) return math.floor((us + 999) / 1000) end
+local function num(v) return tonumber(v) or 0 end
+local function counter_keys(name) return prefix .. 'c:' .. name, prefix .. 'f:' .. name end
+
+-- A counter's window: `lim` per window, `avail` still to send, `reset` (µs; 0 = not known yet), `start`
+-- (µs; responses to requests reserved before it belong to an earlier window and are ignored).
+local function load(c, f)
+  redis.call('ZREMRANGEBYSCORE', f, '-inf', d(now))
+  local st = redis.call('HMGET', c, 'lim', 'avail', 'reset', 'start')
+  local lim = tonumber(st[1])
+  if not lim then return nil end
+  local w = { lim = lim, avail = num(st[2]), reset = num(st[3]), start = num(st[4]) }
+  if w.reset > 0 and w.reset <= now then
+    -- The window is over (its end is the latest response's estimate, never early): a new one starts,
+    -- less what is still in flight, which may be counted in it.
+    w.avail = lim - redis.call('ZCARD', f)
+    w.reset = 0
+    w.start = now
+  end
+  return w
+end
+
+local function store(c, w)
+  redis.call('HSET', c, 'lim', d(w.lim), 'avail', d(w.avail), 'reset', d(w.reset), 'start', d(w.start))
+  redis.call('PEXPIRE', c, REMEMBER_MS)
+end
+
+local function take_probe(wait_poll)
+  if redis.call('SET', KEYS[4], id, 'NX', 'PX', ms(lease)) then return nil end
+  local left = redis.call('PTTL', KEYS[4]) * 1000
+  return { WAIT, d(math.max(1, math.min(wait_poll, left))), id }
+end
+
+local function reserve()
+  local poll = tonumber(ARGV[7])
+  local inv_stop, inv_window = tonumber(ARGV[8]), tonumber(ARGV[9])
+  local ban = num(redis.call('GET', KEYS[5]))
+  if ban > now then return { BANNED, d(ban - now), id } end
+  if inv_stop > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', d(now - inv_window))
+    local count = redis.call('ZCARD', KEYS[6])
+    if count >= inv_stop then return { STOPPED, d(count), id } end
+  end
+  local lock = num(redis.call('GET', KEYS[2]))
+  if lock > now then return { WAIT, d(lock - now), id } end
+  if glimit > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', d(now))
+    if redis.call('ZCARD', KEYS[1]) >= glimit then
+      local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+      return { WAIT, d(math.max(1, num(first[2]) - now)), id }
+    end
+  end
+  local counter = redis.call('GET', KEYS[3])
+  local probe = 0
+  if counter and counter ~= '' then
+    local c, f = counter_keys(counter)
+    local w = load(c, f)
+    if w then
+      if w.avail <= 0 then
+        local wait = poll
+        if w.reset > 0 then wait = w.reset - now end
+        store(c, w)
+        return { WAIT, d(math.max(1, wait)), id }
+      end
+      w.avail = w.avail - 1
+      store(c, w)
+      redis.call('ZADD', f, d(now + lease), id)
+      redis.call('PEXPIRE', f, ms(lease))
+    else
+      counter = false
+    end
+  end
+  if not counter then
+    -- An unknown route (or a forgotten counter): one request, from any process, learns it.
+    local waiting = take_probe(poll)
+    if waiting then return waiting end
+    counter = ''
+    probe = 1
+  end
+  if glimit > 0 then
+    redis.call('ZADD', KEYS[1], d(now + lease), id)
+    redis.call('PEXPIRE', KEYS[1], ms(lease + gwindow))
+  end
+  return { ADMIT, d(now), id, counter, probe }
+end
+
+-- The request was sent and ended: its global slot stays taken for one window from now (the upstream
+-- counted it at an unknown moment before now). `only_if_held`: a request that may never have left
+-- (its reservation may not exist) does not take a slot it never had.
+local function end_request(reserved_counter, only_if_held)
+  if glimit > 0 then
+    if only_if_held then
+      redis.call('ZADD', KEYS[1], 'XX', d(now + gwindow), id)
+    else
+      redis.call('ZADD', KEYS[1], d(now + gwindow), id)
+    end
+    redis.call('PEXPIRE', KEYS[1], ms(lease + gwindow))
+  end
+  if redis.call('GET', KEYS[4]) == id then redis.call('DEL', KEYS[4]) end
+  if reserved_counter ~= '' then
+    local _, f = counter_keys(reserved_counter)
+    redis.call('ZREM', f, id)
+  end
+end
+
+local function reconcile()
+  local reserved_at, reserved_counter, named = tonumber(ARGV[7]), ARGV[8], ARGV[9]
+  local lim, remaining, reset_after = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
+  local block, glock, ban = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
+  local invalid, inv_window, inv_keep = ARGV[16] == '1', tonumber(ARGV[17]), tonumber(ARGV[18])
+  end_request(reserved_counter, false)
+  if named == '-' then
+    -- The response named no limit: the route is unlimited unless another response said otherwise.
+    redis.call('SET', KEYS[3], '', 'PX', REMEMBER_MS, 'NX')
+  elseif named ~= '' then
+    redis.call('SET', KEYS[3], named, 'PX', REMEMBER_MS)
+    local c, f = counter_keys(named)
+    local in_flight = redis.call('ZCARD', f)
+    local w = load(c, f)
+    local estimate = remaining - in_flight
+    if not w then
+      w = { lim = lim, avail = estimate, reset = now + reset_after, start = reserved_at }
+    elseif reserved_at >= w.start then
+      -- A response of this window: the header counts this request and everything that arrived before it;
+      -- what is still in flight may or may not be counted, so it is taken as counted. Never rises.
+      if estimate < w.avail then w.avail = estimate end
+      if now + reset_after > w.reset then w.reset = now + reset_after end
+      w.lim = lim
+    end
+    if block > 0 then
+      w.avail = 0
+      if now + block > w.reset then w.reset = now + block end
+    end
+    store(c, w)
+  end
+  if glock > 0 and now + glock > num(redis.call('GET', KEYS[2])) then
+    redis.call('SET', KEYS[2], d(now + glock), 'PX', ms(glock))
+  end
+  if ban > 0 then redis.call('SET', KEYS[5], d(now + ban), 'PX', ms(ban)) end
+  if invalid then
+    redis.call('ZADD', KEYS[6], d(now), id)
+    redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', d(now - inv_window))
+    redis.call('ZREMRANGEBYRANK', KEYS[6], 0, -(inv_keep + 1))
+    redis.call('PEXPIRE', KEYS[6], ms(inv_window))
+  end
+  return { id }
+end
+
+local function release()
+  end_request(ARGV[7], true)
+  return { id }
+end
+
+if op == 'reserve' then return reserve() end
+if op == 'reconcile' then return reconcile() end
+if op == 'release' then return release() end
+return redis.error_reply('RLPROTO unknown op')
