@@ -1,0 +1,1 @@
+//! Several OS processes sharing one budget through Redis; one of them killed with SIGKILL mid-run.
