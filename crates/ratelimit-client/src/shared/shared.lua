@@ -71,8 +71,10 @@ local function reserve()
   if glimit > 0 then
     redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', d(now))
     if redis.call('ZCARD', KEYS[1]) >= glimit then
+      -- The oldest slot frees at its score, or, while its request is still out (score past one window
+      -- from now), no earlier than one window from now: ask again then rather than at its lease's end.
       local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-      return { WAIT, d(math.max(1, num(first[2]) - now)), id }
+      return { WAIT, d(math.max(1, math.min(num(first[2]) - now, gwindow))), id }
     end
   end
   local counter = redis.call('GET', KEYS[3])
