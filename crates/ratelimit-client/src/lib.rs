@@ -146,7 +146,7 @@ pub use scheduler::{
 pub use stamp::StampSentLayer;
 
 /// The crate's README (its crates.io page), compiled as a doc test so its code stays true. Its examples use
-/// reqwest-middleware, so it is checked when that feature is on (`--all-features`).
-#[cfg(all(doctest, feature = "reqwest-middleware"))]
+/// reqwest-middleware and the shared budget, so it is checked when both are on (`--all-features`).
+#[cfg(all(doctest, feature = "reqwest-middleware", feature = "redis"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
