@@ -1,1 +1,341 @@
 //! The shared state when Redis fails, replies wrongly, or a reservation is dropped at any poll.
+//!
+//! Every test starts its own `redis-server` and Discord simulator on loopback; limiters run as separate
+//! processes would (each its own budget, connection and scheduler). Waits are bounded by a hang detector,
+//! far longer than anything should take: a request that outlives it is stuck, not slow.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use discord_sim::{Latency, Operation, RouteConfig, SimConfig, Simulator, DEFAULT_TOKEN};
+use http::{Method, StatusCode};
+use http_body_util::Full;
+use parking_lot::Mutex;
+use ratelimit_client::profile::Discord;
+use ratelimit_client::reqwest::ReqwestService;
+use ratelimit_client::shared::{SharedBudget, SharedBudgetBuilder};
+use ratelimit_client::{Limiter, RateLimitLayer};
+use ratelimit_test_support::cancel::at_every_poll;
+use ratelimit_test_support::fault_proxy::{Corruption, Fault, FaultProxy};
+use ratelimit_test_support::redis_server::RedisServer;
+use tower::{Layer, ServiceExt};
+
+/// Longer than any request or recovery in these tests can take unless it is stuck.
+const HANG_DETECTOR: Duration = Duration::from_secs(30);
+
+/// The simulator's global limit in these tests: 30 per 100 ms.
+const GLOBAL_LIMIT: u32 = 30;
+const GLOBAL_PERIOD: Duration = Duration::from_millis(100);
+/// The limiters' margin on the global window (the requests' way in varies by a few ms).
+const GLOBAL_MARGIN: Duration = Duration::from_millis(10);
+
+/// One route limited only by the token's global limit, and one with a bucket of its own.
+fn sim_config() -> SimConfig {
+    SimConfig::empty()
+        .route(RouteConfig::unlimited(
+            Method::POST,
+            "/channels/{channel_id}/messages",
+        ))
+        .route(RouteConfig::new(
+            Method::PATCH,
+            "/channels/{channel_id}",
+            "bucket-edit",
+            discord_sim::Limit::fixed(1000, Duration::from_secs(1)),
+        ))
+        .global(GLOBAL_LIMIT, GLOBAL_PERIOD)
+        .latency(Latency::Range(
+            Duration::from_millis(2),
+            Duration::from_millis(6),
+        ))
+        .seed(5)
+}
+
+fn message(channel: u32) -> Operation {
+    Operation::new(
+        Method::POST,
+        format!("/channels/{channel}/messages"),
+        Some(r#"{"content": "hi"}"#.to_owned()),
+    )
+}
+
+fn edit(channel: u32) -> Operation {
+    Operation::new(
+        Method::PATCH,
+        format!("/channels/{channel}"),
+        Some(r#"{"nsfw": false}"#.to_owned()),
+    )
+}
+
+fn request(base: &str, op: &Operation) -> http::Request<Full<Bytes>> {
+    http::Request::builder()
+        .method(op.method.clone())
+        .uri(op.url(base))
+        .header("authorization", format!("Bot {DEFAULT_TOKEN}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(op.body.clone().unwrap_or_default())))
+        .unwrap()
+}
+
+/// Short windows, so that failures and recoveries happen within a test's second.
+fn builder(namespace: &str, instances: u32) -> SharedBudgetBuilder {
+    SharedBudget::builder()
+        .namespace(namespace)
+        .instances(instances)
+        .timeout(Duration::from_millis(100))
+        .lease(Duration::from_secs(3))
+        .poll(Duration::from_millis(5))
+        .breaker(3, Duration::from_millis(200))
+}
+
+fn limiter(budget: SharedBudget) -> Limiter<Discord> {
+    Limiter::builder(Discord::new())
+        .shared(budget)
+        .global_limit(Some(GLOBAL_LIMIT))
+        .global_window(GLOBAL_PERIOD, GLOBAL_MARGIN)
+        .build()
+        .unwrap()
+}
+
+/// The status of one request through a limiter over reqwest, or the error's text.
+async fn send(
+    limiter: &Limiter<Discord>,
+    base: &str,
+    op: &Operation,
+) -> Result<StatusCode, String> {
+    let svc = RateLimitLayer::new(limiter.clone()).layer(ReqwestService::new(client()));
+    tokio::time::timeout(HANG_DETECTOR, svc.oneshot(request(base, op)))
+        .await
+        .expect("hang detector: a request never finished")
+        .map(|r| r.status())
+        .map_err(|e| e.to_string())
+}
+
+fn client() -> reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(reqwest::Client::new).clone()
+}
+
+/// Every `tracing` event of the test binary, with its level, message and `namespace` field: tasks run on
+/// the runtime's worker threads, so a thread-local subscriber would miss them.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<(tracing::Level, String, String)>>>);
+
+impl Logs {
+    fn global() -> &'static Logs {
+        static LOGS: OnceLock<Logs> = OnceLock::new();
+        LOGS.get_or_init(|| {
+            use tracing_subscriber::layer::SubscriberExt;
+            let logs = Logs::default();
+            tracing::subscriber::set_global_default(
+                tracing_subscriber::registry().with(logs.clone()),
+            )
+            .expect("one global subscriber per test binary");
+            logs
+        })
+    }
+
+    /// How many events at `level` about `namespace` contain `text`.
+    fn count(&self, level: tracing::Level, namespace: &str, text: &str) -> usize {
+        self.0
+            .lock()
+            .iter()
+            .filter(|(l, m, ns)| *l == level && ns == namespace && m.contains(text))
+            .count()
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Logs {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        #[derive(Default)]
+        struct Fields(String, String);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                match f.name() {
+                    "message" => self.0 = format!("{v:?}"),
+                    "namespace" => self.1 = format!("{v:?}"),
+                    _ => {}
+                }
+            }
+            fn record_str(&mut self, f: &tracing::field::Field, v: &str) {
+                match f.name() {
+                    "message" => self.0 = v.to_owned(),
+                    "namespace" => self.1 = v.to_owned(),
+                    _ => {}
+                }
+            }
+        }
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        self.0
+            .lock()
+            .push((*event.metadata().level(), fields.0, fields.1));
+    }
+}
+
+/// The most instants of `sends` within any `window`, counting only those in `from..=to`.
+fn peak_in(sends: &[Instant], window: Duration, from: Instant, to: Instant) -> usize {
+    let mut s: Vec<Instant> = sends
+        .iter()
+        .copied()
+        .filter(|t| (from..=to).contains(t))
+        .collect();
+    s.sort();
+    let mut best = 0;
+    let mut lo = 0;
+    for hi in 0..s.len() {
+        while s[hi].duration_since(s[lo]) >= window {
+            lo += 1;
+        }
+        best = best.max(hi - lo + 1);
+    }
+    best
+}
+
+/// The transport under each limiter, noting when each request leaves.
+#[derive(Clone)]
+struct Recorded {
+    inner: ReqwestService,
+    sends: Arc<Mutex<Vec<Instant>>>,
+}
+
+impl tower::Service<http::Request<Full<Bytes>>> for Recorded {
+    type Response = <ReqwestService as tower::Service<http::Request<Full<Bytes>>>>::Response;
+    type Error = <ReqwestService as tower::Service<http::Request<Full<Bytes>>>>::Error;
+    type Future = <ReqwestService as tower::Service<http::Request<Full<Bytes>>>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::<http::Request<Full<Bytes>>>::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, req: http::Request<Full<Bytes>>) -> Self::Future {
+        self.sends.lock().push(Instant::now());
+        self.inner.call(req)
+    }
+}
+
+/// Polls `done` every few ms until it holds; panics past the hang detector. When it held.
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) -> Instant {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < HANG_DETECTOR,
+            "hang detector: never {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Instant::now()
+}
+
+/// Redis stops answering (SIGSTOP) in the middle of a run of three limiters. What the design promises:
+/// no request hangs (each Redis call is bounded by the budget's timeout, then the process decides
+/// alone); each budget says it is degraded, logs it once at WARN and once at INFO when Redis answers
+/// again; and while degraded, each process sends at most its share of the global limit (the limit divided
+/// by the declared instances) per global window, on its own clock. Buckets are each process's own then
+/// (the route here has none), and across the two transitions the processes' counts do not add up (what
+/// was reserved in Redis just before, what was sent alone just before): those windows are not asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_redis_degrades_each_process_to_its_share_and_recovers() {
+    const INSTANCES: usize = 3;
+    /// About 1.6 s of work at the global limit: Redis is paused from 0.3 s to 1.1 s.
+    const MESSAGES: usize = 480;
+    let logs = Logs::global();
+    let ns = "paused";
+    let redis = RedisServer::start();
+    let sim = Simulator::start(sim_config()).await.unwrap();
+    let base = sim.base_url();
+    let mut budgets = Vec::new();
+    let mut clients = Vec::new();
+    let mut sends = Vec::new();
+    for _ in 0..INSTANCES {
+        let budget = builder(ns, INSTANCES as u32)
+            .connect(&redis.url())
+            .await
+            .unwrap();
+        let recorded = Recorded {
+            inner: ReqwestService::new(client()),
+            sends: Arc::default(),
+        };
+        sends.push(recorded.sends.clone());
+        clients.push(RateLimitLayer::new(limiter(budget.clone())).layer(recorded));
+        budgets.push(budget);
+    }
+    let tasks: Vec<_> = (0..MESSAGES)
+        .map(|i| {
+            let svc = clients[i % INSTANCES].clone();
+            let req = request(&base, &message(100 + (i % 12) as u32));
+            tokio::spawn(async move {
+                tokio::time::timeout(HANG_DETECTOR, svc.oneshot(req))
+                    .await
+                    .expect("hang detector: a request never finished")
+                    .map(|r| r.status())
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = sim.stats().success;
+    redis.pause();
+    let paused_at = Instant::now();
+    let degraded_at =
+        wait_until("degraded", || budgets.iter().all(SharedBudget::is_degraded)).await;
+    tokio::time::sleep(Duration::from_millis(800).saturating_sub(paused_at.elapsed())).await;
+    let during = sim.stats().success - before;
+    redis.resume();
+    let resumed_at = Instant::now();
+    let recovered_at = wait_until("recovered", || budgets.iter().all(|b| !b.is_degraded())).await;
+
+    let mut failed = Vec::new();
+    for t in tasks {
+        match t.await.expect("no request panics") {
+            Ok(s) if s.is_success() => {}
+            other => failed.push(other),
+        }
+    }
+    let s = sim.stats();
+    let share = GLOBAL_LIMIT as usize / INSTANCES;
+    let alone_from = paused_at + Duration::from_millis(100);
+    // Counted over the upstream's window: each process keeps its share per window plus margin, on the
+    // instants it admits; the margin absorbs the few ms between admitting a request and sending it.
+    let peaks: Vec<usize> = sends
+        .iter()
+        .map(|s| peak_in(&s.lock(), GLOBAL_PERIOD, alone_from, resumed_at))
+        .collect();
+    eprintln!(
+        "paused {:?}: all degraded after {:?}, {during} sent while paused; resumed: all recovered after {:?}; \
+         per process peak per global window while alone {peaks:?} (share {share}); 2xx {}, global 429 {}, \
+         stats {:?}",
+        resumed_at - paused_at,
+        degraded_at - paused_at,
+        recovered_at - resumed_at,
+        s.success,
+        s.global_429,
+        budgets.iter().map(SharedBudget::stats).collect::<Vec<_>>(),
+    );
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(
+        during > 0,
+        "the processes kept sending, alone, while Redis was paused"
+    );
+    for (i, peak) in peaks.iter().enumerate() {
+        assert!(
+            *peak <= share,
+            "process {i} sent {peak} in a global window while alone: {peaks:?}"
+        );
+    }
+    for b in &budgets {
+        assert!(b.stats().fallbacks > 0, "{:?}", b.stats());
+    }
+    let warned = logs.count(tracing::Level::WARN, ns, "unreachable");
+    let back = logs.count(tracing::Level::INFO, ns, "reachable again");
+    assert_eq!(
+        (warned, back),
+        (INSTANCES, INSTANCES),
+        "one WARN and one INFO per budget"
+    );
+}
