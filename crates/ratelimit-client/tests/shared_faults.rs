@@ -339,3 +339,130 @@ async fn a_paused_redis_degrades_each_process_to_its_share_and_recovers() {
         "one WARN and one INFO per budget"
     );
 }
+
+/// Members of every `{ns}:f:*` set (in-flight marks) and `{ns}:p:*` key (probe locks), read from Redis.
+fn marks_and_probes(redis: &RedisServer, ns: &str) -> (usize, usize) {
+    let scan = |pattern: String| -> Vec<String> {
+        redis
+            .cli(&["--scan", "--pattern", &pattern])
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let marks = scan(format!("{{{ns}}}:f:*"))
+        .iter()
+        .map(|k| redis.cli(&["ZCARD", k]).trim().parse::<usize>().unwrap())
+        .sum();
+    (marks, scan(format!("{{{ns}}}:p:*")).len())
+}
+
+/// Global slots still taken (scored after the server's present) in every `{ns}:g:*` set.
+fn live_slots(redis: &RedisServer, ns: &str) -> usize {
+    let time = redis.cli(&["TIME"]);
+    let mut t = time.lines().map(|l| l.trim().parse::<u64>().unwrap());
+    let now = t.next().unwrap() * 1_000_000 + t.next().unwrap();
+    redis
+        .cli(&["--scan", "--pattern", &format!("{{{ns}}}:g:*")])
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|k| {
+            let n = redis.cli(&["ZCOUNT", k, &format!("({now}"), "+inf"]);
+            n.trim().parse::<usize>().unwrap()
+        })
+        .sum()
+}
+
+/// A request through the layer, dropped after each of its polls in turn (while the scheduler admits it,
+/// while Redis is asked, while the upstream answers), on a route no process knows yet (the first request
+/// probes it, holding its probe lock) and then on the known route (each reservation marks the counter
+/// in flight). After every drop, what the dropped reservation held is given back in the background: no
+/// in-flight mark and no probe lock is left in Redis. The reservations' lease is 10 s, so what is gone
+/// within the hang detector's first seconds was released, not expired. The global slots stay taken for
+/// one global window (a dropped request may have reached the upstream), then free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_dropped_at_any_poll_leaves_no_mark_or_probe_in_redis() {
+    /// Far shorter than the lease: a mark still there after this was not released.
+    const RELEASED_BEFORE: Duration = Duration::from_secs(3);
+    let ns = "cancel";
+    let redis = RedisServer::start();
+    let sim = Simulator::start(sim_config()).await.unwrap();
+    let base = sim.base_url();
+    let budget = builder(ns, 1)
+        .lease(Duration::from_secs(10))
+        .connect(&redis.url())
+        .await
+        .unwrap();
+    let limiter = limiter(budget.clone());
+    let svc = RateLimitLayer::new(limiter.clone()).layer(ReqwestService::new(client()));
+    let redis = &redis;
+    for phase in ["unknown route", "known route"] {
+        let mut left = Vec::new();
+        let points = at_every_poll(
+            || svc.clone().oneshot(request(&base, &edit(100))),
+            |k, out| {
+                if let Some(out) = &out {
+                    assert!(
+                        out.as_ref().is_ok_and(|r| r.status().is_success()),
+                        "{out:?}"
+                    );
+                }
+                let start = Instant::now();
+                let held = loop {
+                    let held = marks_and_probes(redis, ns);
+                    if held == (0, 0) || start.elapsed() > RELEASED_BEFORE {
+                        break held;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                };
+                if held != (0, 0) {
+                    left.push((k, held));
+                }
+                async {}
+            },
+        )
+        .await;
+        eprintln!("{phase}: dropped at {points} polls");
+        // The first poll always leaves the reservation call pending in Redis.
+        assert!(
+            points >= 1,
+            "{phase}: the request was dropped at {points} polls"
+        );
+        assert!(
+            left.is_empty(),
+            "{phase}: (drop at poll, (in-flight marks, probe locks)) left: {left:?}"
+        );
+    }
+    // Dropped from outside while Redis holds the call (paused): the reservation is applied after the
+    // drop, its reply is never read, and the release (queued behind it on the same connection) must still
+    // find the mark. A drop at a poll cannot show this: redis-rs may skip a call whose caller is gone.
+    redis.pause();
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(20),
+        svc.clone().oneshot(request(&base, &edit(100))),
+    )
+    .await;
+    redis.resume();
+    assert!(dropped.is_err(), "the call waited on the paused Redis");
+    let start = Instant::now();
+    while marks_and_probes(redis, ns) != (0, 0) && start.elapsed() < RELEASED_BEFORE {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        marks_and_probes(redis, ns),
+        (0, 0),
+        "a reservation whose reply was never read is released too"
+    );
+    assert_eq!(budget.stats().errors, 0, "{:?}", budget.stats());
+    assert!(
+        live_slots(redis, ns) > 0,
+        "a released slot stays taken for one global window"
+    );
+    tokio::time::sleep(GLOBAL_PERIOD + GLOBAL_MARGIN + Duration::from_millis(50)).await;
+    assert_eq!(
+        live_slots(redis, ns),
+        0,
+        "released slots free after one global window, not the lease"
+    );
+    assert_eq!(send(&limiter, &base, &edit(100)).await, Ok(StatusCode::OK));
+}
