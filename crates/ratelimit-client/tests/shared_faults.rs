@@ -20,7 +20,7 @@ use ratelimit_client::{Limiter, RateLimitLayer};
 use ratelimit_test_support::cancel::at_every_poll;
 use ratelimit_test_support::fault_proxy::{Corruption, Fault, FaultProxy};
 use ratelimit_test_support::redis_server::RedisServer;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 
 /// Longer than any request or recovery in these tests can take unless it is stuck.
 const HANG_DETECTOR: Duration = Duration::from_secs(30);
@@ -465,4 +465,91 @@ async fn a_request_dropped_at_any_poll_leaves_no_mark_or_probe_in_redis() {
         "released slots free after one global window, not the lease"
     );
     assert_eq!(send(&limiter, &base, &edit(100)).await, Ok(StatusCode::OK));
+}
+
+/// A proxy between the budget and Redis damages the replies: another call's well-formed reply, bytes
+/// that are not RESP, half of each reply, or nothing at all. No such reply is believed (every request in
+/// the fault is decided by the process alone, and completes), the connection is replaced, and once the
+/// fault is lifted Redis decides again (a request with no new fallback and no new error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_not_believed_degrade_replace_the_connection_and_recover() {
+    const REQUESTS_IN_FAULT: u64 = 6;
+    let redis = RedisServer::start();
+    let proxy = FaultProxy::to_redis(&redis).await.unwrap();
+    let sim = Simulator::start(sim_config()).await.unwrap();
+    let base = sim.base_url();
+    let budget = builder("proxied", 1)
+        .connect(&proxy.redis_url())
+        .await
+        .unwrap();
+    let limiter = limiter(budget.clone());
+    for _ in 0..3 {
+        assert_eq!(send(&limiter, &base, &edit(100)).await, Ok(StatusCode::OK));
+    }
+    assert_eq!(budget.stats().fallbacks, 0, "{:?}", budget.stats());
+    let foreign = b"*3\r\n:1\r\n$1\r\n5\r\n$7\r\nforeign\r\n".to_vec();
+    let faults = [
+        (
+            "another call's reply",
+            Fault::Corrupt(Corruption::Replace(foreign)),
+        ),
+        (
+            "not RESP",
+            Fault::Corrupt(Corruption::Replace(b"\x00garbage\r\n".to_vec())),
+        ),
+        ("truncated", Fault::Corrupt(Corruption::Truncate)),
+        ("swallowed", Fault::BlackHole),
+    ];
+    for (name, fault) in faults {
+        let accepted = proxy.accepted();
+        let before = budget.stats();
+        proxy.set(fault);
+        for _ in 0..REQUESTS_IN_FAULT {
+            assert_eq!(
+                send(&limiter, &base, &edit(100)).await,
+                Ok(StatusCode::OK),
+                "{name}"
+            );
+        }
+        let during = budget.stats();
+        proxy.set(Fault::PassThrough);
+        let lifted = Instant::now();
+        let mut after = 0;
+        loop {
+            let s0 = budget.stats();
+            assert_eq!(
+                send(&limiter, &base, &edit(100)).await,
+                Ok(StatusCode::OK),
+                "{name}"
+            );
+            after += 1;
+            let s1 = budget.stats();
+            if s1.fallbacks == s0.fallbacks && s1.errors == s0.errors && s1.calls > s0.calls {
+                break;
+            }
+            assert!(
+                lifted.elapsed() < HANG_DETECTOR,
+                "hang detector: {name}: Redis never decided again: {s1:?}"
+            );
+        }
+        eprintln!(
+            "{name}: {} errors, {} fallbacks in {REQUESTS_IN_FAULT} requests; {} connections accepted; \
+             Redis decides again {:?} after the fault is lifted ({after} requests)",
+            during.errors - before.errors,
+            during.fallbacks - before.fallbacks,
+            proxy.accepted() - accepted,
+            lifted.elapsed(),
+        );
+        assert_eq!(
+            during.fallbacks - before.fallbacks,
+            REQUESTS_IN_FAULT,
+            "{name}: every request was decided alone (no reply believed)"
+        );
+        assert!(during.errors > before.errors, "{name}");
+        assert!(
+            proxy.accepted() > accepted,
+            "{name}: the connection was replaced"
+        );
+        assert!(!budget.is_degraded(), "{name}");
+    }
 }
