@@ -72,6 +72,8 @@ mod builder;
 mod conn;
 mod fallback;
 mod lease;
+#[cfg(test)]
+mod ordering_tests;
 mod script;
 
 pub use budget::{SharedBudget, SharedStats};
