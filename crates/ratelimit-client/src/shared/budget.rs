@@ -213,9 +213,14 @@ impl SharedBudget {
             .lock()
             .admit(ask.token, limit, ask.global_window)
         {
-            Ok(()) => Gate::Admit(Lease::local(self.clone(), &ask)),
+            Ok(stamp) => Gate::Admit(Lease::local(self.clone(), &ask, stamp)),
             Err(wait) => Gate::Wait(wait),
         }
+    }
+
+    /// A request this process admitted alone ended: its slot is held one window from now.
+    pub(super) fn local_ended(&self, token: u64, stamp: Micros) {
+        self.inner.fallback.lock().ended(token, stamp);
     }
 
     /// Sends the response's report (in the background: the caller never waits for it).

@@ -1,5 +1,7 @@
 //! The global limit a process keeps alone while Redis cannot be asked: its share of the token's limit
-//! (the limit divided by the declared instances), as a sliding log on this process's clock.
+//! (the limit divided by the declared instances), as a sliding log on this process's clock. As in Redis,
+//! a slot is held until one window after its request ended: the upstream counts a request when it
+//! arrives, at an unknown moment before its response.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -32,10 +34,15 @@ impl Fallback {
     }
 
     /// Takes a slot of `limit` per `window` for `token` (`limit` 0: no global limit), or says how long
-    /// until one frees.
-    pub(super) fn admit(&mut self, token: u64, limit: u32, window: Micros) -> Result<(), Micros> {
+    /// until one frees. `Some(stamp)`: the slot, to hand to [`ended`](Self::ended); `None`: no limit.
+    pub(super) fn admit(
+        &mut self,
+        token: u64,
+        limit: u32,
+        window: Micros,
+    ) -> Result<Option<Micros>, Micros> {
         if limit == 0 {
-            return Ok(());
+            return Ok(None);
         }
         let now = self.now();
         if !self.logs.contains_key(&token) && self.logs.len() >= TOKENS_TRACKED_WHILE_DEGRADED {
@@ -53,7 +60,22 @@ impl Fallback {
             return Err(oldest.saturating_add(window).saturating_sub(now).max(1));
         }
         log.push_back(now);
-        Ok(())
+        Ok(Some(now))
+    }
+
+    /// The request admitted at `stamp` ended (answered, failed or dropped): its slot is held one window
+    /// from now instead. A log forgotten meanwhile (too many tokens) is left alone.
+    pub(super) fn ended(&mut self, token: u64, stamp: Micros) {
+        let now = self.now();
+        let Some(log) = self.logs.get_mut(&token) else {
+            return;
+        };
+        // The log is in admission order; a slot already expired (a request out for longer than a
+        // window) is taken again, since the upstream may have counted it only now.
+        if let Ok(i) = log.binary_search(&stamp) {
+            log.remove(i);
+        }
+        log.push_back(now.max(stamp));
     }
 }
 
@@ -73,6 +95,22 @@ mod tests {
             f.admit(2, 2, window).is_ok(),
             "another token has its own share"
         );
-        assert!(f.admit(3, 0, window).is_ok(), "no global limit");
+        assert_eq!(f.admit(3, 0, window), Ok(None), "no global limit");
+    }
+
+    #[test]
+    fn a_slot_is_held_one_window_after_its_request_ended() {
+        let mut f = Fallback::default();
+        let window = 20_000;
+        let stamp = f.admit(1, 1, window).unwrap().unwrap();
+        std::thread::sleep(std::time::Duration::from_micros(window / 2));
+        f.ended(1, stamp);
+        std::thread::sleep(std::time::Duration::from_micros(window * 3 / 4));
+        let wait = f
+            .admit(1, 1, window)
+            .expect_err("a window after admission, but not after the end");
+        assert!(wait <= window, "{wait}");
+        std::thread::sleep(std::time::Duration::from_micros(wait));
+        assert!(f.admit(1, 1, window).is_ok());
     }
 }

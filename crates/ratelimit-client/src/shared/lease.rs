@@ -37,6 +37,9 @@ pub(crate) struct Lease {
     global_window: Micros,
     /// Taken through Redis (false: decided by this process while Redis was unreachable).
     armed: bool,
+    /// Decided by this process alone: its slot in the process's own log, held until a window after the
+    /// request ends.
+    local: Option<Micros>,
 }
 
 /// What a response says, for the shared state.
@@ -84,13 +87,22 @@ impl Lease {
             global_limit: ask.global_limit,
             global_window: ask.global_window,
             armed: true,
+            local: None,
         }
     }
 
-    pub(super) fn local(budget: SharedBudget, ask: &Ask<'_>) -> Lease {
+    pub(super) fn local(budget: SharedBudget, ask: &Ask<'_>, stamp: Option<Micros>) -> Lease {
         let mut lease = Lease::new(budget, ask, String::new());
         lease.armed = false;
+        lease.local = stamp;
         lease
+    }
+
+    /// The request ended: a slot taken alone is held one window from now.
+    fn end_local(&mut self) {
+        if let Some(stamp) = self.local.take() {
+            self.budget.local_ended(self.token, stamp);
+        }
     }
 
     pub(super) fn admitted(&mut self, at: Micros, counter: String) {
@@ -126,6 +138,7 @@ impl Lease {
 
     /// The response arrived: the shared state learns from it (in the background).
     pub(crate) fn reconcile(mut self, report: Report) {
+        self.end_local();
         if self.armed {
             self.armed = false;
             self.budget.send_report(&self, report);
@@ -135,6 +148,7 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        self.end_local();
         if self.armed {
             self.armed = false;
             self.budget.send_release(self);

@@ -60,7 +60,8 @@
 //! Each call has a [`timeout`](SharedBudgetBuilder::timeout) (default 100 ms). Failures feed the same
 //! circuit breaker as the Redis store's ([`ratelimit_core::store::redis::breaker`]); while it is open,
 //! each process decides alone: its own scheduler's bucket limits, and the global limit divided by the
-//! declared [`instances`](SharedBudgetBuilder::instances). The change is logged once each way (WARN,
+//! declared [`instances`](SharedBudgetBuilder::instances), each slot held until one window after its
+//! request ends, as in Redis. The change is logged once each way (WARN,
 //! INFO), [`SharedBudget::is_degraded`] and the gauge `ratelimit_client_shared_degraded` say so, and one
 //! call per cooldown probes Redis until it answers. Replies are checked before they are believed (shape,
 //! range, and the request id every reply echoes); a timeout or another call's reply replaces the
@@ -72,6 +73,8 @@ mod builder;
 mod conn;
 mod fallback;
 mod lease;
+#[cfg(test)]
+mod ordering_tests;
 mod script;
 
 pub use budget::{SharedBudget, SharedStats};

@@ -174,7 +174,13 @@ local function reconcile()
 end
 
 local function release()
-  end_request(ARGV[7], true)
+  local counter = ARGV[7]
+  if counter == '' then
+    -- The reservation's reply never arrived (the call was dropped or timed out): if it was applied, it
+    -- marked the route's counter in flight. Removing an id that is not there is harmless.
+    counter = redis.call('GET', KEYS[3]) or ''
+  end
+  end_request(counter, true)
   return { id }
 end
 

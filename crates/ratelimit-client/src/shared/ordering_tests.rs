@@ -1,0 +1,113 @@
+//! The reconcile step's ordering rule, against a real Redis through the crate's own calls: a response to
+//! a request reserved before its counter's current window started describes an earlier window, and
+//! neither lowers nor extends the current one.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use ratelimit_test_support::redis_server::RedisServer;
+
+use super::{Ask, Gate, Lease, Named, Report, SharedBudget};
+
+const ROUTE: &str = "1|POST /x|";
+const COUNTER: &str = "1|#k|";
+/// Longer than any wait in this test unless something is stuck.
+const HANG_DETECTOR: Duration = Duration::from_secs(10);
+
+fn ask() -> Ask<'static> {
+    Ask {
+        token: 1,
+        route_key: ROUTE,
+        global_limit: 0,
+        global_window: 1_000_000,
+        invalid_stop: 0,
+        invalid_window: 1_000_000,
+    }
+}
+
+fn report(remaining: u64, reset_after: Duration) -> Report {
+    Report {
+        named: Named::Counter(COUNTER.to_owned()),
+        limit: 5,
+        remaining,
+        reset_after: u64::try_from(reset_after.as_micros()).unwrap(),
+        ..Report::default()
+    }
+}
+
+async fn admitted(budget: &SharedBudget) -> Lease {
+    match budget.reserve(ask()).await {
+        Gate::Admit(lease) => lease,
+        other => panic!("not admitted: {other:?}"),
+    }
+}
+
+/// The counter's `avail` and `reset` as stored.
+fn window(redis: &RedisServer) -> (i64, i64) {
+    let out = redis.cli(&["HMGET", &format!("{{order}}:c:{COUNTER}"), "avail", "reset"]);
+    let mut v = out.lines().map(|l| l.trim().parse::<i64>().unwrap());
+    (v.next().unwrap(), v.next().unwrap())
+}
+
+/// Waits until the background reconcile of `id` has run (its in-flight mark is gone).
+async fn reconciled(redis: &RedisServer, id: &str) {
+    let start = Instant::now();
+    loop {
+        let score = redis.cli(&["ZSCORE", &format!("{{order}}:f:{COUNTER}"), id]);
+        let mapped = redis.cli(&["GET", &format!("{{order}}:r:{ROUTE}")]);
+        if score.trim().is_empty() && mapped.trim() == COUNTER {
+            return;
+        }
+        assert!(
+            start.elapsed() < HANG_DETECTOR,
+            "hang detector: {id} never reconciled"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_response_from_an_earlier_window_neither_lowers_nor_extends_the_current_one() {
+    let redis = RedisServer::start();
+    let budget = SharedBudget::builder()
+        .namespace("order")
+        .lease(Duration::from_secs(10))
+        .poll(Duration::from_millis(5))
+        .connect(&redis.url())
+        .await
+        .unwrap();
+    // The route's first request learns its counter: 5 per window, 4 left, the window ends in 200 ms.
+    let first = admitted(&budget).await;
+    let first_id = first.id().to_owned();
+    first.reconcile(report(4, Duration::from_millis(200)));
+    reconciled(&redis, &first_id).await;
+    // Reserved in that window, answered only after the next one started.
+    let late = admitted(&budget).await;
+    let late_id = late.id().to_owned();
+    assert_eq!(window(&redis).0, 3);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    // The next window: 5, less `late` still in flight, less this one.
+    let current = admitted(&budget).await;
+    assert_eq!(window(&redis), (3, 0));
+
+    late.reconcile(report(0, Duration::from_secs(10)));
+    reconciled(&redis, &late_id).await;
+    assert_eq!(
+        window(&redis),
+        (3, 0),
+        "the earlier window's response changed the current window"
+    );
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(admitted(&budget).await);
+    }
+    assert!(matches!(budget.reserve(ask()).await, Gate::Wait(_)));
+
+    // The control: the same report for a request of the current window is applied.
+    let current_id = current.id().to_owned();
+    current.reconcile(report(0, Duration::from_secs(10)));
+    reconciled(&redis, &current_id).await;
+    let (avail, reset) = window(&redis);
+    assert!(avail <= 0 && reset > 0, "({avail}, {reset})");
+}
