@@ -60,7 +60,8 @@ pub struct SharedStats {
     pub calls: u64,
     /// Calls that failed, timed out or got a reply that was not believed.
     pub errors: u64,
-    /// Reservations decided by this process alone, because Redis could not be asked.
+    /// Reservation steps this process decided alone because Redis could not be asked (an admission or a
+    /// wait each: a request that waited counts once per step).
     pub fallbacks: u64,
 }
 
