@@ -522,6 +522,7 @@ async fn the_admin_listener_serves_the_limiters_status_and_prometheus_metrics() 
         "POST /channels/{channel_id}/messages"
     );
     assert_eq!(json["global"][0]["used"], 2);
+    assert_eq!(json["shared"], serde_json::Value::Null, "limiting alone");
     assert!(!String::from_utf8_lossy(&status.body).contains(discord_sim::DEFAULT_TOKEN));
     let metrics = get_untokened(&bot, &format!("http://{admin}/metrics"))
         .await
@@ -544,6 +545,9 @@ async fn the_binary_prints_where_it_listens_serves_and_stops_on_sigterm() {
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .env("RATELIMIT_PROXY_UPSTREAM", api(sim.addr()))
         .env("RUST_LOG", "warn")
+        // A shared budget in the caller's environment is not this test's.
+        .env_remove("REDIS_URL")
+        .env_remove("RATELIMIT_PROXY_REDIS_CLUSTER")
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
