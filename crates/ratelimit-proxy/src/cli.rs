@@ -48,7 +48,8 @@ pub struct Args {
     /// How long shutdown waits for requests in flight.
     #[arg(long, env = "RATELIMIT_PROXY_DRAIN_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
-    /// Requests per second per token under Discord's global limit (50 unless Discord raised yours).
+    /// Requests per token per global window under Discord's global limit (50 a second unless Discord
+    /// raised yours).
     #[arg(long, env = "RATELIMIT_PROXY_GLOBAL_LIMIT", default_value_t = crate::config::DEFAULT_GLOBAL_LIMIT)]
     pub global_limit: u32,
     /// The global limit's window: Discord's is one second; other values serve simulators and tests.

@@ -206,6 +206,17 @@ impl Proxy {
 
     /// The budget the limiter shares with other replicas, shown in `/status` (the limiter must have been
     /// built with it: this only reports on it).
+    ///
+    /// ```no_run
+    /// use ratelimit_client::shared::SharedBudget;
+    /// use ratelimit_proxy::{Proxy, ProxyConfig, Upstream};
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = ProxyConfig::new("127.0.0.1:0".parse()?, Upstream::parse("https://discord.com/api")?);
+    /// let budget = SharedBudget::builder().namespace("my-bot").instances(2).connect("redis://127.0.0.1/").await?;
+    /// let limiter = Proxy::limiter_builder(&config).shared(budget.clone()).build()?;
+    /// let proxy = Proxy::with_limiter(config, limiter)?.shared_budget(budget);
+    /// # Ok(()) }
+    /// ```
     pub fn shared_budget(mut self, budget: SharedBudget) -> Proxy {
         self.shared = Some(budget);
         self

@@ -9,6 +9,13 @@ pub const DEFAULT_NAMESPACE: &str = "ratelimit-proxy";
 /// Where the shared state lives: one Redis server, or a Redis Cluster reached through any of its nodes.
 ///
 /// Its `Debug` and `Display` hide credentials (`redis://***@host:6379/`), so configurations can be logged.
+///
+/// ```
+/// use ratelimit_proxy::Redis;
+/// let nodes = Redis::Cluster(vec!["redis://:pw@10.0.0.1:7000".into(), "redis://10.0.0.2:7000".into()]);
+/// assert_eq!(nodes.flag(), "--redis-cluster");
+/// assert_eq!(nodes.to_string(), "redis://***@10.0.0.1:7000,redis://10.0.0.2:7000");
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub enum Redis {
     /// `redis://[user:password@]host:port/db` or `unix:///path` (`--redis-url`, `REDIS_URL`).

@@ -157,6 +157,17 @@ impl Status {
     }
 
     /// Adds the shared budget's state.
+    ///
+    /// ```no_run
+    /// use ratelimit_client::{profile::Discord, shared::SharedBudget, Limiter};
+    /// use ratelimit_proxy::Status;
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let budget = SharedBudget::builder().connect("redis://127.0.0.1/").await?;
+    /// let limiter = Limiter::builder(Discord::new()).shared(budget.clone()).build()?;
+    /// let status = Status::new(limiter.snapshot(), limiter.occupancy()).with_shared(&budget);
+    /// assert!(!status.shared.unwrap().degraded);
+    /// # Ok(()) }
+    /// ```
     pub fn with_shared(mut self, budget: &SharedBudget) -> Status {
         let stats = budget.stats();
         self.shared = Some(Shared {
