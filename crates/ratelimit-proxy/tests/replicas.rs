@@ -126,6 +126,14 @@ async fn two_replicas_sharing_redis_take_no_avoidable_429_and_hand_on_the_upstre
             assert_eq!(shared["degraded"], false, "{shared}");
             assert_eq!(shared["fallbacks"], 0, "{shared}");
             assert!(shared["calls"].as_u64().unwrap() > 0, "{shared}");
+            let metrics = get_untokened(&bot(), &format!("http://{}/metrics", r.admin))
+                .await
+                .unwrap();
+            let text = String::from_utf8_lossy(&metrics.body);
+            assert!(
+                text.contains("ratelimit_client_shared_calls_total"),
+                "{text}"
+            );
         }
     }
 }
