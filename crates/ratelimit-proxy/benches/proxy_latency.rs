@@ -206,6 +206,13 @@ fn main() {
                 us(s99, l99)
             );
         }
+        // What the shared rows' script calls cost Redis itself (the rest of what sharing adds is the round
+        // trip and the client's side): `usec_per_call` of EVALSHA.
+        for line in redis.cli(&["INFO", "commandstats"]).lines() {
+            if line.starts_with("cmdstat_eval") {
+                println!("redis-server {line}");
+            }
+        }
         alone.shutdown().await;
         shared.shutdown().await;
     });
