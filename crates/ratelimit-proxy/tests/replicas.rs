@@ -10,7 +10,7 @@ use common::replica::{command, global_flags, shared_flags, Replica};
 use common::{assert_handed_on_intact, body, bot, get_untokened, send, Answer, Tap, TEST_ID};
 use discord_sim::{Scenario, SimStats, Simulator};
 use http::StatusCode;
-use ratelimit_test_support::redis_server::{free_port, RedisServer};
+use ratelimit_test_support::redis_server::{free_port, RedisCluster, RedisServer};
 
 const REPLICAS: usize = 2;
 
@@ -197,4 +197,33 @@ async fn status_says_degraded_while_redis_is_down_and_the_replica_keeps_serving(
     assert!(shared["fallbacks"].as_u64().unwrap() > 0, "{shared}");
     assert!(shared["errors"].as_u64().unwrap() > 0, "{shared}");
     assert!(replica.stop().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_shares_through_a_redis_cluster_named_by_its_nodes() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    let sim = Simulator::start(Scenario::mixed().config).await.unwrap();
+    let upstream = format!("http://{}/api", sim.addr());
+    let nodes = cluster.urls().join(",");
+    let args = ["--redis-cluster", &nodes, "--namespace", "cluster"].map(str::to_owned);
+    let replica = Replica::start(&upstream, &args).await;
+    let url = format!("{}/channels/100/messages", replica.base());
+    assert_eq!(
+        common::post(&bot(), &url, "{}").await.unwrap().status,
+        StatusCode::OK
+    );
+    let a = get_untokened(&bot(), &format!("http://{}/status", replica.admin))
+        .await
+        .unwrap();
+    let shared = serde_json::from_slice::<serde_json::Value>(&a.body).unwrap()["shared"].clone();
+    assert_eq!(shared["degraded"], false, "{shared}");
+    assert!(shared["calls"].as_u64().unwrap() > 0, "{shared}");
+    let keys: u64 = cluster
+        .nodes
+        .iter()
+        .map(|n| n.cli(&["DBSIZE"]).trim().parse::<u64>().unwrap())
+        .sum();
+    assert!(keys > 0, "the state is in the cluster");
 }
