@@ -3,22 +3,30 @@
 //! simulated latency and limits far above the load (nothing waits for the rate limit: what is measured is
 //! the cost of the hops and the bookkeeping).
 //!
+//! Each of the client layer and the proxy is measured twice: limiting alone (in memory), and sharing its
+//! budget through a local `redis-server` (`SharedBudget`: one reservation round trip before each request,
+//! the response reconciled in the background).
+//!
 //! `cargo bench -p ratelimit-proxy --bench proxy_latency` prints p50/p99/mean per row, sequential (one
-//! request at a time) and with 16 in flight.
+//! request at a time) and with 16 in flight. It needs `redis-server` on the `PATH`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use discord_sim::{Limit, RouteConfig, SimConfig, Simulator, DEFAULT_TOKEN, HASH_MESSAGES};
+use discord_sim::{
+    Limit, RouteConfig, RunningSim, SimConfig, Simulator, DEFAULT_TOKEN, HASH_MESSAGES,
+};
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use ratelimit_client::profile::Discord;
+use ratelimit_client::shared::SharedBudget;
 use ratelimit_client::{Limiter, RateLimitLayer};
-use ratelimit_proxy::{Proxy, ProxyConfig, Upstream};
+use ratelimit_proxy::{Proxy, ProxyConfig, RunningProxy, Upstream};
+use ratelimit_test_support::redis_server::RedisServer;
 use tower::Layer;
 use tower_service::Service;
 
@@ -112,6 +120,47 @@ async fn measure(name: &str, way: &Way, in_flight: usize) -> (Duration, Duration
     (p50, p99)
 }
 
+/// A budget on `redis`, under its own namespace.
+async fn budget(redis: &RedisServer, namespace: &str) -> SharedBudget {
+    SharedBudget::builder()
+        .namespace(namespace)
+        .connect(&redis.url())
+        .await
+        .unwrap()
+}
+
+/// A proxy in front of the simulator, with no global limit, sharing `shared` if given.
+async fn proxy(sim: &RunningSim, shared: Option<SharedBudget>) -> RunningProxy {
+    let config = ProxyConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        Upstream::parse(&format!("http://{}/api", sim.addr())).unwrap(),
+    );
+    let mut limiter = Proxy::limiter_builder(&config).global_limit(None);
+    if let Some(b) = &shared {
+        limiter = limiter.shared(b.clone());
+    }
+    let mut proxy = Proxy::with_limiter(config, limiter.build().unwrap()).unwrap();
+    if let Some(b) = shared {
+        proxy = proxy.shared_budget(b);
+    }
+    proxy.start().await.unwrap()
+}
+
+fn layer(plain: &Plain, sim: &RunningSim, shared: Option<SharedBudget>) -> Way {
+    let mut limiter = Limiter::builder(Discord::new()).global_limit(None);
+    if let Some(b) = shared {
+        limiter = limiter.shared(b);
+    }
+    Way::Layer(
+        RateLimitLayer::new(limiter.build().unwrap()).layer(plain.clone()),
+        sim.base_url(),
+    )
+}
+
+fn us(a: Duration, b: Duration) -> f64 {
+    (a.as_secs_f64() - b.as_secs_f64()) * 1e6
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -127,35 +176,21 @@ fn main() {
         )))
         .await
         .unwrap();
+        let redis = RedisServer::start();
         let plain: Plain = Client::builder(TokioExecutor::new()).build_http();
         let direct = Way::Plain(plain.clone(), sim.base_url());
-        let limiter = Limiter::builder(Discord::new())
-            .global_limit(None)
-            .build()
-            .unwrap();
-        let layered = Way::Layer(
-            RateLimitLayer::new(limiter).layer(plain.clone()),
-            sim.base_url(),
-        );
-        let config = ProxyConfig::new(
-            "127.0.0.1:0".parse().unwrap(),
-            Upstream::parse(&format!("http://{}/api", sim.addr())).unwrap(),
-        );
-        let limiter = Proxy::limiter_builder(&config)
-            .global_limit(None)
-            .build()
-            .unwrap();
-        let proxy = Proxy::with_limiter(config, limiter)
-            .unwrap()
-            .start()
-            .await
-            .unwrap();
-        let proxied = Way::Plain(plain, format!("http://{}/api/v10", proxy.addr()));
+        let layered = layer(&plain, &sim, None);
+        let layered_shared = layer(&plain, &sim, Some(budget(&redis, "layer").await));
+        let alone = proxy(&sim, None).await;
+        let shared = proxy(&sim, Some(budget(&redis, "proxy").await)).await;
+        let proxied = Way::Plain(plain.clone(), format!("http://{}/api/v10", alone.addr()));
+        let proxied_shared = Way::Plain(plain, format!("http://{}/api/v10", shared.addr()));
         for in_flight in [1, IN_FLIGHT] {
             let (d50, d99) = measure("direct to the simulator", &direct, in_flight).await;
             let (l50, l99) = measure("in-memory client layer", &layered, in_flight).await;
+            let (s50, s99) = measure("Redis-shared client layer", &layered_shared, in_flight).await;
             let (p50, p99) = measure("through ratelimit-proxy", &proxied, in_flight).await;
-            let us = |a: Duration, b: Duration| (a.as_secs_f64() - b.as_secs_f64()) * 1e6;
+            let (q50, q99) = measure("  the same, Redis-shared", &proxied_shared, in_flight).await;
             println!(
                 "  added by the proxy: p50 {:+.1} µs / p99 {:+.1} µs vs direct; {:+.1} µs / {:+.1} µs vs the in-process layer",
                 us(p50, d50),
@@ -163,7 +198,22 @@ fn main() {
                 us(p50, l50),
                 us(p99, l99)
             );
+            println!(
+                "  added by sharing through Redis: p50 {:+.1} µs / p99 {:+.1} µs to the proxy; {:+.1} µs / {:+.1} µs to the layer",
+                us(q50, p50),
+                us(q99, p99),
+                us(s50, l50),
+                us(s99, l99)
+            );
         }
-        proxy.shutdown().await;
+        // What the shared rows' script calls cost Redis itself (the rest of what sharing adds is the round
+        // trip and the client's side): `usec_per_call` of EVALSHA.
+        for line in redis.cli(&["INFO", "commandstats"]).lines() {
+            if line.starts_with("cmdstat_eval") {
+                println!("redis-server {line}");
+            }
+        }
+        alone.shutdown().await;
+        shared.shutdown().await;
     });
 }

@@ -8,6 +8,7 @@ use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use ratelimit_client::profile::Discord;
+use ratelimit_client::shared::SharedBudget;
 use ratelimit_client::Limiter;
 
 use crate::status::Status;
@@ -15,16 +16,22 @@ use crate::status::Status;
 #[derive(Clone)]
 struct Admin {
     limiter: Limiter<Discord>,
+    shared: Option<SharedBudget>,
     prometheus: Option<PrometheusHandle>,
 }
 
 /// The admin routes.
-pub(crate) fn router(limiter: Limiter<Discord>, prometheus: Option<PrometheusHandle>) -> Router {
+pub(crate) fn router(
+    limiter: Limiter<Discord>,
+    shared: Option<SharedBudget>,
+    prometheus: Option<PrometheusHandle>,
+) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .with_state(Admin {
             limiter,
+            shared,
             prometheus,
         })
 }
@@ -45,7 +52,10 @@ async fn metrics(State(admin): State<Admin>) -> Response {
 }
 
 async fn status(State(admin): State<Admin>) -> Response {
-    let doc = Status::new(admin.limiter.snapshot(), admin.limiter.occupancy());
+    let mut doc = Status::new(admin.limiter.snapshot(), admin.limiter.occupancy());
+    if let Some(budget) = &admin.shared {
+        doc = doc.with_shared(budget);
+    }
     match serde_json::to_string(&doc) {
         Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),

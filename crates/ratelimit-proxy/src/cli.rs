@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::config::{ConfigError, ProxyConfig, Upstream};
+use crate::shared::{Redis, SharedConfig};
 
 /// `ratelimit-proxy`: a Discord REST proxy that holds each request until Discord's rate limits allow it.
 ///
@@ -47,9 +48,27 @@ pub struct Args {
     /// How long shutdown waits for requests in flight.
     #[arg(long, env = "RATELIMIT_PROXY_DRAIN_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
-    /// Requests per second per token under Discord's global limit (50 unless Discord raised yours).
+    /// Requests per token per global window under Discord's global limit (50 a second unless Discord
+    /// raised yours).
     #[arg(long, env = "RATELIMIT_PROXY_GLOBAL_LIMIT", default_value_t = crate::config::DEFAULT_GLOBAL_LIMIT)]
     pub global_limit: u32,
+    /// The global limit's window: Discord's is one second; other values serve simulators and tests.
+    #[arg(long, env = "RATELIMIT_PROXY_GLOBAL_WINDOW", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub global_window: Duration,
+    /// Redis holding the budget shared by every replica with the same namespace (e.g.
+    /// `redis://10.0.0.5:6379/`). Must answer at start: the proxy does not start without it.
+    #[arg(long, env = "REDIS_URL", conflicts_with = "redis_cluster")]
+    pub redis_url: Option<String>,
+    /// A Redis Cluster instead, through any of its nodes (comma-separated `redis://` URLs).
+    #[arg(long, env = "RATELIMIT_PROXY_REDIS_CLUSTER", value_delimiter = ',')]
+    pub redis_cluster: Option<Vec<String>>,
+    /// Replicas share a budget exactly when they share this namespace: one per egress IP.
+    #[arg(long, env = "RATELIMIT_PROXY_NAMESPACE", default_value = crate::shared::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// How many replicas share the budget: while Redis is unreachable each keeps the global limit
+    /// divided by this.
+    #[arg(long, env = "RATELIMIT_PROXY_INSTANCES", default_value_t = 1)]
+    pub instances: u32,
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -67,8 +86,24 @@ impl Args {
         config.upstream_timeout = self.upstream_timeout;
         config.drain_timeout = self.drain_timeout;
         config.global_limit = self.global_limit;
+        config.global_window = self.global_window;
+        config.shared = self.shared();
         config.validate()?;
         Ok(config)
+    }
+}
+
+impl Args {
+    fn shared(&self) -> Option<SharedConfig> {
+        let redis = match (&self.redis_url, &self.redis_cluster) {
+            (Some(url), _) => Redis::Url(url.clone()),
+            (None, Some(nodes)) => Redis::Cluster(nodes.clone()),
+            (None, None) => return None,
+        };
+        let mut shared = SharedConfig::new(redis);
+        shared.namespace.clone_from(&self.namespace);
+        shared.instances = self.instances;
+        Some(shared)
     }
 }
 
@@ -88,5 +123,43 @@ mod tests {
             .unwrap()
             .into_config()
             .is_err());
+    }
+
+    #[test]
+    fn redis_flags_make_a_shared_budget() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["p"];
+            all.extend_from_slice(args);
+            Args::try_parse_from(all)
+        };
+        let one = parse(&["--redis-url", "redis://r:6379/", "--instances", "3"])
+            .unwrap()
+            .into_config()
+            .unwrap()
+            .shared
+            .unwrap();
+        assert_eq!(one.redis, Redis::Url("redis://r:6379/".into()));
+        assert_eq!(
+            (one.namespace.as_str(), one.instances),
+            ("ratelimit-proxy", 3)
+        );
+        let cluster = parse(&[
+            "--redis-cluster",
+            "redis://a:1,redis://b:2",
+            "--namespace",
+            "bot",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap()
+        .shared
+        .unwrap();
+        assert_eq!(
+            cluster.redis,
+            Redis::Cluster(vec!["redis://a:1".into(), "redis://b:2".into()])
+        );
+        assert!(parse(&["--redis-url", "redis://a", "--redis-cluster", "redis://b"]).is_err());
+        let zero = parse(&["--redis-url", "redis://a", "--instances", "0"]).unwrap();
+        assert_eq!(zero.into_config(), Err(ConfigError::Zero("instances")));
     }
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::Uri;
 
+use crate::shared::{Redis, SharedConfig};
+
 /// Discord's own upload limit is larger, but every request body is held in memory until it is sent (so
 /// that a 429 can be retried), so the default bounds that memory per request.
 pub const DEFAULT_MAX_BODY_HELD_IN_MEMORY: usize = 8 * 1024 * 1024;
@@ -21,6 +23,8 @@ pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Discord's global limit per token per second.
 pub const DEFAULT_GLOBAL_LIMIT: u32 = 50;
+/// Discord's global window.
+pub const DEFAULT_GLOBAL_WINDOW: Duration = Duration::from_secs(1);
 
 /// A setting the proxy cannot work with; the message says which and what it must be.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +47,14 @@ pub enum ConfigError {
     /// The limiter could not be built.
     #[error(transparent)]
     Limiter(#[from] ratelimit_client::ConfigError),
+    /// A shared budget is configured, which needs a connection to Redis before the proxy is built.
+    #[error("the configuration names a shared budget (`shared`): build the proxy with `Proxy::connect`, which connects to Redis, or pass a limiter built with the budget and the budget itself (`Proxy::shared_budget`) and leave `shared` unset")]
+    SharedNeedsConnect,
+    /// The cluster node list is empty.
+    #[error(
+        "--redis-cluster names no node (expected e.g. redis://10.0.0.1:7000,redis://10.0.0.2:7000)"
+    )]
+    NoClusterNode,
 }
 
 /// Where requests go: the scheme and authority of the upstream, and the path under which the API lives.
@@ -154,8 +166,13 @@ pub struct ProxyConfig {
     pub upstream_timeout: Duration,
     /// How long a graceful shutdown waits for requests in flight before cutting them.
     pub drain_timeout: Duration,
-    /// Requests per second per token under the global limit.
+    /// Requests per token per global window under the global limit.
     pub global_limit: u32,
+    /// The global limit's window: Discord's is one second; other values serve simulators.
+    pub global_window: Duration,
+    /// The budget shared with other replicas through Redis, if any ([`Proxy::connect`](crate::Proxy::connect)
+    /// connects to it).
+    pub shared: Option<SharedConfig>,
 }
 
 impl ProxyConfig {
@@ -170,10 +187,12 @@ impl ProxyConfig {
             upstream_timeout: DEFAULT_UPSTREAM_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             global_limit: DEFAULT_GLOBAL_LIMIT,
+            global_window: DEFAULT_GLOBAL_WINDOW,
+            shared: None,
         }
     }
 
-    /// Checks the values that must be positive.
+    /// Checks the values that must be positive, and that a cluster names a node.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_body == 0 {
             return Err(ConfigError::Zero("max_body"));
@@ -183,6 +202,22 @@ impl ProxyConfig {
         }
         if self.global_limit == 0 {
             return Err(ConfigError::Zero("global_limit"));
+        }
+        if self.global_window.is_zero() {
+            return Err(ConfigError::Zero("global_window"));
+        }
+        self.validate_shared()
+    }
+
+    fn validate_shared(&self) -> Result<(), ConfigError> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        if shared.instances == 0 {
+            return Err(ConfigError::Zero("instances"));
+        }
+        if matches!(&shared.redis, Redis::Cluster(nodes) if nodes.is_empty()) {
+            return Err(ConfigError::NoClusterNode);
         }
         Ok(())
     }

@@ -14,6 +14,9 @@
 //!   stopped by a ban, 502 upstream unreachable (not retried: one connection attempt per request), 504
 //!   upstream slower than `--upstream-timeout`.
 //! * An admin listener serves `/metrics` (Prometheus) and `/status` (the limiter's [`Status`] as JSON).
+//! * Replicas behind one token share one budget through Redis (`--redis-url`, [`SharedConfig`]): the
+//!   global limit, bucket counts, the route → bucket map, global locks, bans and the invalid-request
+//!   budget are counted once for all of them ([`ratelimit_client::shared`]).
 //! * SIGTERM or Ctrl-C stops accepting connections and lets requests in flight finish, within
 //!   `--drain-timeout`.
 //!
@@ -25,7 +28,7 @@
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = ProxyConfig::new("127.0.0.1:0".parse()?, Upstream::parse("https://discord.com/api")?);
-//! let running = Proxy::new(config)?.start().await?;
+//! let running = Proxy::connect(config).await?.start().await?;
 //! println!("bots use http://{}/api/v10", running.addr());
 //! let drained = running.run_until(async { let _ = tokio::signal::ctrl_c().await; }).await;
 //! assert!(drained.complete);
@@ -43,14 +46,17 @@ mod client;
 mod config;
 mod forward;
 mod serve;
+mod shared;
 mod status;
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use ratelimit_client::profile::Discord;
+use ratelimit_client::shared::SharedBudget;
 use ratelimit_client::{Config, Exhausted, Limiter, LimiterBuilder};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -60,11 +66,13 @@ pub use cli::Args;
 pub use client::TlsError;
 pub use config::{
     ConfigError, ProxyConfig, Upstream, DEFAULT_DRAIN_TIMEOUT, DEFAULT_GLOBAL_LIMIT,
-    DEFAULT_MAX_BODY_HELD_IN_MEMORY, DEFAULT_MAX_WAIT, DEFAULT_UPSTREAM_TIMEOUT,
+    DEFAULT_GLOBAL_WINDOW, DEFAULT_MAX_BODY_HELD_IN_MEMORY, DEFAULT_MAX_WAIT,
+    DEFAULT_UPSTREAM_TIMEOUT,
 };
 pub use forward::{strip_hop_by_hop, ProxyBody, Refusal, PROXY_ERROR_HEADER};
 pub use serve::Drained;
-pub use status::Status;
+pub use shared::{Redis, SharedConfig, SharedStartError, DEFAULT_NAMESPACE};
+pub use status::{Shared, Status};
 
 /// Retries after a transport error or a 5xx: none. The bot gets the 502 or the 5xx and decides; a proxy
 /// that retried them too would multiply the bot's own retries into a storm against a struggling
@@ -86,6 +94,12 @@ pub enum StartError {
     /// TLS to the upstream could not be set up.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// A setting is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The shared budget could not be set up (Redis unreachable at start, most often).
+    #[error(transparent)]
+    Shared(#[from] SharedStartError),
 }
 
 /// A proxy ready to start.
@@ -93,6 +107,7 @@ pub enum StartError {
 pub struct Proxy {
     config: ProxyConfig,
     limiter: Limiter<Discord>,
+    shared: Option<SharedBudget>,
     prometheus: Option<PrometheusHandle>,
 }
 
@@ -111,6 +126,7 @@ impl Proxy {
     pub fn limiter_builder(config: &ProxyConfig) -> LimiterBuilder<Discord> {
         Limiter::builder(Discord::new())
             .global_limit(Some(config.global_limit))
+            .global_window(config.global_window, Duration::ZERO)
             .max_wait(config.max_wait)
             .on_exhausted(Exhausted::Respond)
             .retries(
@@ -119,18 +135,63 @@ impl Proxy {
             )
     }
 
-    /// A proxy with the limiter of [`Proxy::limiter_builder`].
+    /// A proxy with the limiter of [`Proxy::limiter_builder`], sharing its budget with other replicas
+    /// when `config.shared` says so: then Redis must answer now, or this fails with a
+    /// [`SharedStartError`] naming the flag to fix (the proxy does not start limiting alone when it was
+    /// told to share: its replicas would together exceed the limits).
+    ///
+    /// ```no_run
+    /// use ratelimit_proxy::{Proxy, ProxyConfig, Redis, SharedConfig, Upstream};
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut config = ProxyConfig::new("0.0.0.0:8080".parse()?, Upstream::parse("https://discord.com/api")?);
+    /// let mut shared = SharedConfig::new(Redis::Url("redis://10.0.0.5:6379/".into()));
+    /// shared.instances = 2;
+    /// config.shared = Some(shared);
+    /// let running = Proxy::connect(config).await?.start().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(config: ProxyConfig) -> Result<Proxy, StartError> {
+        config.validate()?;
+        let Some(shared) = &config.shared else {
+            return Ok(Self::new(config)?);
+        };
+        let budget = shared.connect().await?;
+        tracing::info!(
+            redis = %shared.redis,
+            namespace = %shared.namespace,
+            instances = shared.instances,
+            "sharing the budget with the other replicas through Redis"
+        );
+        let limiter = Self::limiter_builder(&config)
+            .shared(budget.clone())
+            .build()
+            .map_err(ConfigError::from)?;
+        let proxy = Self::checked(config, limiter)?;
+        Ok(proxy.shared_budget(budget))
+    }
+
+    /// A proxy with the limiter of [`Proxy::limiter_builder`], limiting alone; a configuration naming a
+    /// shared budget needs [`Proxy::connect`].
     pub fn new(config: ProxyConfig) -> Result<Proxy, ConfigError> {
         let limiter = Self::limiter_builder(&config).build()?;
         Self::with_limiter(config, limiter)
     }
 
     /// A proxy with this limiter, which must hand on the upstream's last 429
-    /// ([`Exhausted::Respond`]).
+    /// ([`Exhausted::Respond`]). A limiter built with a [`SharedBudget`] already shares it; give the
+    /// budget to [`Proxy::shared_budget`] too so that `/status` shows it. `config.shared` must be unset
+    /// (it is what [`Proxy::connect`] connects to).
     pub fn with_limiter(
         config: ProxyConfig,
         limiter: Limiter<Discord>,
     ) -> Result<Proxy, ConfigError> {
+        if config.shared.is_some() {
+            return Err(ConfigError::SharedNeedsConnect);
+        }
+        Self::checked(config, limiter)
+    }
+
+    fn checked(config: ProxyConfig, limiter: Limiter<Discord>) -> Result<Proxy, ConfigError> {
         config.validate()?;
         if limiter.config().on_exhausted != Exhausted::Respond {
             return Err(ConfigError::LimiterExhausted);
@@ -138,8 +199,27 @@ impl Proxy {
         Ok(Proxy {
             config,
             limiter,
+            shared: None,
             prometheus: None,
         })
+    }
+
+    /// The budget the limiter shares with other replicas, shown in `/status` (the limiter must have been
+    /// built with it: this only reports on it).
+    ///
+    /// ```no_run
+    /// use ratelimit_client::shared::SharedBudget;
+    /// use ratelimit_proxy::{Proxy, ProxyConfig, Upstream};
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = ProxyConfig::new("127.0.0.1:0".parse()?, Upstream::parse("https://discord.com/api")?);
+    /// let budget = SharedBudget::builder().namespace("my-bot").instances(2).connect("redis://127.0.0.1/").await?;
+    /// let limiter = Proxy::limiter_builder(&config).shared(budget.clone()).build()?;
+    /// let proxy = Proxy::with_limiter(config, limiter)?.shared_budget(budget);
+    /// # Ok(()) }
+    /// ```
+    pub fn shared_budget(mut self, budget: SharedBudget) -> Proxy {
+        self.shared = Some(budget);
+        self
     }
 
     /// Serves this recorder's metrics on `/metrics` (the process must have installed it, e.g. with
@@ -184,7 +264,11 @@ impl Proxy {
             Some(l) => {
                 let a = local_addr(&l, c.listen)?;
                 let (tx, rx) = oneshot::channel::<()>();
-                let app = admin::router(self.limiter.clone(), self.prometheus.clone());
+                let app = admin::router(
+                    self.limiter.clone(),
+                    self.shared.clone(),
+                    self.prometheus.clone(),
+                );
                 let t = tokio::spawn(async move {
                     let serve = axum::serve(l, app).with_graceful_shutdown(async {
                         let _ = rx.await;
@@ -197,7 +281,7 @@ impl Proxy {
             }
             None => (None, None, None),
         };
-        tracing::info!(%addr, upstream = %c.upstream, "ratelimit-proxy ready");
+        tracing::info!(%addr, upstream = %c.upstream, shared = self.shared.is_some(), "ratelimit-proxy ready");
         Ok(RunningProxy {
             addr,
             admin_addr,

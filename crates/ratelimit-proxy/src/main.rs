@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use metrics_exporter_prometheus::PrometheusBuilder;
-use ratelimit_proxy::{Args, Proxy};
+use ratelimit_proxy::{Args, Proxy, SharedStartError, StartError};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -37,11 +37,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: ratelimit_proxy::ProxyConfig) -> ExitCode {
-    let mut proxy = match Proxy::new(config) {
+    let mut proxy = match Proxy::connect(config).await {
         Ok(p) => p,
         Err(e) => {
             eprintln!("ratelimit-proxy: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(exit_code(&e));
         }
     };
     match PrometheusBuilder::new().install_recorder() {
@@ -66,6 +66,14 @@ async fn run(config: ratelimit_proxy::ProxyConfig) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// 2 for a setting to correct (as for a bad flag), 1 for a failure to retry (Redis down).
+fn exit_code(e: &StartError) -> u8 {
+    match e {
+        StartError::Config(_) | StartError::Shared(SharedStartError::Settings(_)) => 2,
+        _ => 1,
     }
 }
 

@@ -1,10 +1,12 @@
 //! The `/status` document: the limiter's snapshot as JSON.
 
+use ratelimit_client::shared::SharedBudget;
 use ratelimit_client::{Occupancy, Snapshot};
 use serde::Serialize;
 
 /// The limiter's state as `/status` shows it: buckets, routes and their queues, global use per token,
-/// stopped tokens, the invalid-request count and any ban. Tokens appear only as digests.
+/// stopped tokens, the invalid-request count, any ban, and the shared budget (`null` when the proxy
+/// limits alone). Tokens appear only as digests.
 ///
 /// ```
 /// use ratelimit_client::{profile::Discord, Limiter};
@@ -13,6 +15,7 @@ use serde::Serialize;
 /// let json = serde_json::to_value(Status::new(limiter.snapshot(), limiter.occupancy()))?;
 /// assert_eq!(json["buckets"], serde_json::json!([]));
 /// assert_eq!(json["banned_for_seconds"], serde_json::Value::Null);
+/// assert_eq!(json["shared"], serde_json::Value::Null);
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 #[derive(Debug, Serialize)]
@@ -31,6 +34,24 @@ pub struct Status {
     pub banned_for_seconds: Option<f64>,
     /// What is held right now.
     pub occupancy: Held,
+    /// The budget shared with other replicas through Redis, if any.
+    pub shared: Option<Shared>,
+}
+
+/// The shared budget as this replica sees it.
+#[derive(Debug, Serialize)]
+pub struct Shared {
+    /// The namespace the replicas share.
+    pub namespace: String,
+    /// Whether Redis is presumed unreachable: this replica then limits itself alone, with its share of
+    /// the global limit.
+    pub degraded: bool,
+    /// Calls to Redis since start.
+    pub calls: u64,
+    /// Calls that failed, timed out or got a reply that was not believed.
+    pub errors: u64,
+    /// Requests this replica admitted alone because Redis could not be asked.
+    pub fallbacks: u64,
 }
 
 /// One bucket counter.
@@ -131,6 +152,31 @@ impl Status {
                 queued: occupancy.queued,
                 global_waiting: occupancy.global_waiting,
             },
+            shared: None,
         }
+    }
+
+    /// Adds the shared budget's state.
+    ///
+    /// ```no_run
+    /// use ratelimit_client::{profile::Discord, shared::SharedBudget, Limiter};
+    /// use ratelimit_proxy::Status;
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let budget = SharedBudget::builder().connect("redis://127.0.0.1/").await?;
+    /// let limiter = Limiter::builder(Discord::new()).shared(budget.clone()).build()?;
+    /// let status = Status::new(limiter.snapshot(), limiter.occupancy()).with_shared(&budget);
+    /// assert!(!status.shared.unwrap().degraded);
+    /// # Ok(()) }
+    /// ```
+    pub fn with_shared(mut self, budget: &SharedBudget) -> Status {
+        let stats = budget.stats();
+        self.shared = Some(Shared {
+            namespace: budget.namespace().to_owned(),
+            degraded: budget.is_degraded(),
+            calls: stats.calls,
+            errors: stats.errors,
+            fallbacks: stats.fallbacks,
+        });
+        self
     }
 }

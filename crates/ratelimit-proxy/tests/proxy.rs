@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    body, bot, get, get_untokened, post, proxy, raw, request, send, Answer, Tap, TAP_HOP, TEST_ID,
+    assert_handed_on_intact, body, bot, get, get_untokened, post, proxy, raw, request, send, Tap,
+    TEST_ID,
 };
 use discord_sim::{
     Latency, Limit, RouteConfig, Scenario, SimConfig, Simulator, StormTrigger, HASH_MESSAGES,
 };
-use http::{HeaderMap, Method, StatusCode};
-use ratelimit_proxy::strip_hop_by_hop;
+use http::{Method, StatusCode};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -37,27 +37,6 @@ fn api(addr: std::net::SocketAddr) -> String {
 
 fn base(p: &ratelimit_proxy::RunningProxy) -> String {
     format!("http://{}/api/v10", p.addr())
-}
-
-/// The end-to-end part of a header map: what a proxy must hand on unchanged.
-fn end_to_end(h: &HeaderMap) -> HeaderMap {
-    let mut h = h.clone();
-    strip_hop_by_hop(&mut h);
-    h
-}
-
-fn assert_handed_on_intact(bot: &Answer, upstream: &Answer, id: &str) {
-    assert_eq!(bot.status, upstream.status, "{id}: status");
-    assert_eq!(bot.body, upstream.body, "{id}: body");
-    assert_eq!(
-        bot.headers,
-        end_to_end(&upstream.headers),
-        "{id}: headers (the upstream's, hop-by-hop ones removed)"
-    );
-    assert!(
-        bot.headers.get(TAP_HOP).is_none(),
-        "{id}: a hop-by-hop header was handed on"
-    );
 }
 
 /// Fires every operation of `scenario` at once through the proxy: no avoidable 429 reaches the
@@ -522,6 +501,7 @@ async fn the_admin_listener_serves_the_limiters_status_and_prometheus_metrics() 
         "POST /channels/{channel_id}/messages"
     );
     assert_eq!(json["global"][0]["used"], 2);
+    assert_eq!(json["shared"], serde_json::Value::Null, "limiting alone");
     assert!(!String::from_utf8_lossy(&status.body).contains(discord_sim::DEFAULT_TOKEN));
     let metrics = get_untokened(&bot, &format!("http://{admin}/metrics"))
         .await
@@ -544,6 +524,9 @@ async fn the_binary_prints_where_it_listens_serves_and_stops_on_sigterm() {
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .env("RATELIMIT_PROXY_UPSTREAM", api(sim.addr()))
         .env("RUST_LOG", "warn")
+        // A shared budget in the caller's environment is not this test's.
+        .env_remove("REDIS_URL")
+        .env_remove("RATELIMIT_PROXY_REDIS_CLUSTER")
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()

@@ -17,9 +17,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use ratelimit_client::profile::Discord;
 use ratelimit_client::LimiterBuilder;
-use ratelimit_proxy::{Proxy, ProxyConfig, RunningProxy, Upstream};
+use ratelimit_proxy::{strip_hop_by_hop, Proxy, ProxyConfig, RunningProxy, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+pub mod replica;
 
 /// The header a test puts on each request to find the tap's record of it.
 pub const TEST_ID: &str = "x-test-id";
@@ -241,4 +243,26 @@ pub async fn get(bot: &Bot, url: &str) -> Result<Answer, String> {
 /// GETs `url` with no token (the admin listener's pages).
 pub async fn get_untokened(bot: &Bot, url: &str) -> Result<Answer, String> {
     send(bot, Request::get(url).body(body(None)).unwrap()).await
+}
+
+/// The end-to-end part of a header map: what a proxy must hand on unchanged.
+pub fn end_to_end(h: &HeaderMap) -> HeaderMap {
+    let mut h = h.clone();
+    strip_hop_by_hop(&mut h);
+    h
+}
+
+/// The bot got what the upstream sent: status, body and end-to-end headers, byte for byte.
+pub fn assert_handed_on_intact(bot: &Answer, upstream: &Answer, id: &str) {
+    assert_eq!(bot.status, upstream.status, "{id}: status");
+    assert_eq!(bot.body, upstream.body, "{id}: body");
+    assert_eq!(
+        bot.headers,
+        end_to_end(&upstream.headers),
+        "{id}: headers (the upstream's, hop-by-hop ones removed)"
+    );
+    assert!(
+        bot.headers.get(TAP_HOP).is_none(),
+        "{id}: a hop-by-hop header was handed on"
+    );
 }
