@@ -137,6 +137,12 @@ impl SharedBudget {
         }
     }
 
+    /// How many processes were declared to share the budget (each keeps the global limit divided by this
+    /// while Redis is unreachable).
+    pub fn instances(&self) -> u32 {
+        self.inner.instances
+    }
+
     /// The namespace every key lives under.
     pub fn namespace(&self) -> &str {
         &self.inner.namespace

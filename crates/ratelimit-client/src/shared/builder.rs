@@ -177,6 +177,8 @@ impl SharedBudgetBuilder {
         conn.load(&budget.inner.script)
             .await
             .map_err(SharedError::Connect)?;
+        // Present from the start, so that a dashboard sees 0 before the first outage rather than nothing.
+        metrics::gauge!("ratelimit_client_shared_degraded").set(0.0);
         Ok(budget)
     }
 }
