@@ -18,6 +18,7 @@ use ratelimit_client::profile::Discord;
 use ratelimit_client::reqwest::ReqwestService;
 use ratelimit_client::shared::SharedBudget;
 use ratelimit_client::{Limiter, RateLimitLayer};
+use ratelimit_test_support::fault_proxy::{Fault, FaultProxy};
 use ratelimit_test_support::redis_server::RedisServer;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -46,6 +47,11 @@ const LINE_PREFIX: &str = "worker: ";
 const WORKER_STEP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Workers in every run, as several shards or replicas behind one token would be.
 const WORKERS: usize = 3;
+/// The lease in the SIGKILL run: short, so that the dead worker's slots come back soon.
+const SHORT_LEASE: Duration = Duration::from_millis(800);
+/// Set: before saying `ready`, the worker sends the first of its operations on each method and path and
+/// waits for their answers, so that its scheduler knows its buckets when it starts for real.
+const ENV_LEARN_FIRST: &str = "RL_WORKER_LEARN_FIRST";
 /// The victim's sent count must stay still this long before it reports what it holds.
 const HOLDING_SETTLED: Duration = Duration::from_millis(150);
 
@@ -78,6 +84,7 @@ struct WorkerSpec {
     index: usize,
     of: usize,
     report_holding: bool,
+    learn_first: bool,
 }
 
 impl WorkerSpec {
@@ -94,9 +101,12 @@ impl WorkerSpec {
             index: index.parse().unwrap(),
             of: of.parse().unwrap(),
             report_holding: std::env::var_os(ENV_REPORT_HOLDING).is_some(),
+            learn_first: std::env::var_os(ENV_LEARN_FIRST).is_some(),
         }
     }
 }
+
+type Client = ratelimit_client::RateLimit<ReqwestService, Discord>;
 
 async fn run_worker(spec: WorkerSpec) {
     let limiter = worker_limiter(&spec).await;
@@ -108,8 +118,12 @@ async fn run_worker(spec: WorkerSpec) {
         .iter()
         .enumerate()
         .filter(|(i, _)| dealt_to(*i, spec.of) == spec.index)
-        .map(|(_, op)| request(&spec.base, op))
+        .map(|(_, op)| op)
         .collect();
+    if spec.learn_first {
+        learn_routes(&spec.base, &client, &requests).await;
+    }
+    let requests: Vec<_> = requests.iter().map(|op| request(&spec.base, op)).collect();
     say("ready");
     wait_for_go().await;
     let start = Instant::now();
@@ -146,18 +160,30 @@ async fn run_worker(spec: WorkerSpec) {
 }
 
 async fn worker_limiter(spec: &WorkerSpec) -> Limiter<Discord> {
+    let budget = match &spec.redis {
+        Some(url) => Some(budget(url, &spec.namespace, spec.of, spec.lease).await),
+        None => None,
+    };
+    limiter(&spec.scenario, budget)
+}
+
+async fn budget(url: &str, namespace: &str, instances: usize, lease: Duration) -> SharedBudget {
+    SharedBudget::builder()
+        .namespace(namespace)
+        .instances(instances as u32)
+        .lease(lease)
+        .connect(url)
+        .await
+        .unwrap()
+}
+
+/// A limiter for `scenario`'s global limit, sharing `budget` if any.
+fn limiter(scenario: &Scenario, budget: Option<SharedBudget>) -> Limiter<Discord> {
     let mut b = Limiter::builder(Discord::new());
-    if let Some(url) = &spec.redis {
-        let budget = SharedBudget::builder()
-            .namespace(spec.namespace.as_str())
-            .instances(spec.of as u32)
-            .lease(spec.lease)
-            .connect(url)
-            .await
-            .unwrap();
+    if let Some(budget) = budget {
         b = b.shared(budget);
     }
-    b = match spec.scenario.config.global {
+    b = match scenario.config.global {
         Some(g) => b
             .global_limit(Some(g.limit))
             .global_window(g.period, Duration::from_millis(10)),
@@ -236,6 +262,7 @@ struct Done {
     line: String,
 }
 
+#[derive(Clone)]
 struct Spawn<'a> {
     scenario: &'a str,
     base: &'a str,
@@ -244,6 +271,17 @@ struct Spawn<'a> {
     lease: Duration,
     index: usize,
     report_holding: bool,
+    learn_first: bool,
+}
+
+impl Spawn<'_> {
+    /// How many operations this worker sends.
+    fn count(&self) -> usize {
+        let ops = Scenario::by_name(self.scenario).unwrap().operations.len();
+        (0..ops)
+            .filter(|&i| dealt_to(i, WORKERS) == self.index)
+            .count()
+    }
 }
 
 impl Worker {
@@ -265,6 +303,9 @@ impl Worker {
         }
         if s.report_holding {
             cmd.env(ENV_REPORT_HOLDING, "1");
+        }
+        if s.learn_first {
+            cmd.env(ENV_LEARN_FIRST, "1");
         }
         let mut child = cmd.spawn().unwrap();
         let stdin = child.stdin.take().unwrap();
@@ -292,6 +333,14 @@ impl Worker {
         tokio::time::timeout(WORKER_STEP_TIMEOUT, read)
             .await
             .unwrap_or_else(|_| panic!("{} did not say {what:?} in time", self.name))
+    }
+
+    /// Sends SIGKILL and checks that the worker died of it.
+    async fn sigkill(mut self) {
+        use std::os::unix::process::ExitStatusExt;
+        self.child.start_kill().unwrap();
+        let status = self.child.wait().await.unwrap();
+        assert_eq!(status.signal(), Some(9), "{}: {status}", self.name);
     }
 
     async fn go(&mut self) {
@@ -357,6 +406,7 @@ fn spawns<'a>(
             lease,
             index,
             report_holding: false,
+            learn_first: false,
         })
         .collect()
 }
@@ -438,4 +488,120 @@ async fn three_processes_without_the_shared_budget_take_avoidable_429s() {
         &scenario,
     );
     assert!(s.non_shared_429() > 0, "{s:#?}");
+}
+
+/// Sends the first of `ops` on each method and path and checks the answers.
+async fn learn_routes(base: &str, client: &Client, ops: &[&Operation]) {
+    let mut seen = std::collections::HashSet::new();
+    let calls: Vec<_> = ops
+        .iter()
+        .filter(|op| seen.insert((op.method.clone(), op.path.clone())))
+        .map(|op| client.clone().oneshot(request(base, op)))
+        .collect();
+    for c in calls {
+        assert!(c.await.unwrap().status().is_success());
+    }
+}
+
+/// When the first admission after `kill` (an offset on the simulator's clock) happened, over all
+/// counters, and when the last counter saw its first one.
+fn returned_after(s: &SimStats, kill: Duration) -> (Duration, Duration) {
+    let firsts: Vec<Duration> = s
+        .buckets
+        .iter()
+        .chain(&s.global)
+        .filter_map(|b| b.admitted.iter().find(|&&t| t >= kill).map(|&t| t - kill))
+        .collect();
+    (
+        firsts.iter().copied().min().unwrap(),
+        firsts.iter().copied().max().unwrap(),
+    )
+}
+
+/// Where the victim stands when it is killed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Victim {
+    /// It starts with the others' routes unknown to its scheduler: its first request on each route
+    /// leaves (and hangs), the others wait for that answer.
+    Fresh,
+    /// It has sent one request per route first and had the answers: its scheduler knows the buckets, and
+    /// after their windows end it reserves all it may of fresh windows.
+    Warm,
+}
+
+/// One worker sends a third of `mixed` into a black hole (the upstream never counts those requests) and
+/// dies by SIGKILL with them in flight; the other two, started at the kill, finish everything with no
+/// avoidable 429. Reports when the simulator admitted requests again after the kill.
+async fn sigkill_run(victim_state: Victim) {
+    let scenario = Scenario::mixed();
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let sim = Simulator::start(scenario.config.clone()).await.unwrap();
+    let base = sim.base_url();
+    let hole = FaultProxy::start(sim.addr()).await.unwrap();
+    let hole_base = base.replace(&sim.addr().to_string(), &hole.addr().to_string());
+    let namespace = "processes-sigkill";
+
+    let mut all = spawns(scenario.name, &base, Some(&url), namespace, SHORT_LEASE);
+    all[0].base = &hole_base;
+    all[0].report_holding = true;
+    all[0].learn_first = victim_state == Victim::Warm;
+    let mut victim = Worker::spawn(&all[0]);
+    victim.expect("ready").await;
+    let learned = sim.stats().requests;
+    hole.set(Fault::BlackHole);
+    if victim_state == Victim::Warm {
+        // The windows the learning opened end: the victim reserves in fresh ones.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    victim.go().await;
+    let held: u64 = victim.expect("holding").await.parse().unwrap();
+    let mut survivors: Vec<Worker> = all[1..].iter().map(Worker::spawn).collect();
+    for w in &mut survivors {
+        w.expect("ready").await;
+    }
+    victim.sigkill().await;
+    let killed_at = Instant::now();
+    let kill = sim.stats().elapsed;
+    for w in &mut survivors {
+        w.go().await;
+    }
+    let done = finish(survivors).await;
+    let elapsed = killed_at.elapsed();
+    let s = sim.stats();
+    let (first, last) = returned_after(&s, kill);
+    eprintln!(
+        "sigkill ({victim_state:?} victim, {learned} requests learning first): it held {held} requests in \
+         flight (lease {SHORT_LEASE:?}); after the kill the first request was admitted at +{first:?}, \
+         every counter's first by +{last:?}"
+    );
+    report(
+        "mixed, 2 survivors after the kill",
+        &s,
+        elapsed,
+        &done,
+        &scenario,
+    );
+    assert!(held > 0);
+    assert_eq!(s.non_shared_429(), 0, "{s:#?}");
+    for d in &done {
+        assert_eq!(d.failed, 0, "{}", d.line);
+    }
+    let sent: u64 = done.iter().map(|d| d.ok).sum();
+    assert_eq!(sent as usize, scenario.operations.len() - all[0].count());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_with_probes_in_flight_gives_its_slots_back_within_the_lease() {
+    sigkill_run(Victim::Fresh).await;
+}
+
+/// Fails today: the dead worker took every slot of fresh windows of the message buckets (`avail` 0,
+/// `reset` 0 in Redis); its in-flight marks expire with the lease, but a window ends only at a reset
+/// some response set, and no response will come, so the survivors wait until their maximum wait (30 s)
+/// and fail with `WouldWait`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the shared script never reopens a window whose every reservation ended without a response"]
+async fn a_worker_killed_holding_whole_windows_gives_its_slots_back_within_the_lease() {
+    sigkill_run(Victim::Warm).await;
 }
