@@ -52,6 +52,8 @@ const SHORT_LEASE: Duration = Duration::from_millis(800);
 /// Set: before saying `ready`, the worker sends the first of its operations on each method and path and
 /// waits for their answers, so that its scheduler knows its buckets when it starts for real.
 const ENV_LEARN_FIRST: &str = "RL_WORKER_LEARN_FIRST";
+/// `N/MS`: the worker's global limit, N per MS milliseconds, instead of the scenario's.
+const ENV_GLOBAL: &str = "RL_WORKER_GLOBAL";
 /// The victim's sent count must stay still this long before it reports what it holds.
 const HOLDING_SETTLED: Duration = Duration::from_millis(150);
 
@@ -85,6 +87,7 @@ struct WorkerSpec {
     of: usize,
     report_holding: bool,
     learn_first: bool,
+    global: Option<(u32, Duration)>,
 }
 
 impl WorkerSpec {
@@ -102,6 +105,13 @@ impl WorkerSpec {
             of: of.parse().unwrap(),
             report_holding: std::env::var_os(ENV_REPORT_HOLDING).is_some(),
             learn_first: std::env::var_os(ENV_LEARN_FIRST).is_some(),
+            global: std::env::var(ENV_GLOBAL).ok().map(|g| {
+                let (n, ms) = g.split_once('/').expect("RL_WORKER_GLOBAL is N/MS");
+                (
+                    n.parse().unwrap(),
+                    Duration::from_millis(ms.parse().unwrap()),
+                )
+            }),
         }
     }
 }
@@ -164,7 +174,12 @@ async fn worker_limiter(spec: &WorkerSpec) -> Limiter<Discord> {
         Some(url) => Some(budget(url, &spec.namespace, spec.of, spec.lease).await),
         None => None,
     };
-    limiter(&spec.scenario, budget)
+    let mut scenario = spec.scenario.clone();
+    if let (Some((limit, period)), Some(g)) = (spec.global, scenario.config.global.as_mut()) {
+        g.limit = limit;
+        g.period = period;
+    }
+    limiter(&scenario, budget)
 }
 
 async fn budget(url: &str, namespace: &str, instances: usize, lease: Duration) -> SharedBudget {
@@ -272,6 +287,7 @@ struct Spawn<'a> {
     index: usize,
     report_holding: bool,
     learn_first: bool,
+    global: Option<&'a str>,
 }
 
 impl Spawn<'_> {
@@ -306,6 +322,9 @@ impl Worker {
         }
         if s.learn_first {
             cmd.env(ENV_LEARN_FIRST, "1");
+        }
+        if let Some(g) = s.global {
+            cmd.env(ENV_GLOBAL, g);
         }
         let mut child = cmd.spawn().unwrap();
         let stdin = child.stdin.take().unwrap();
@@ -407,6 +426,7 @@ fn spawns<'a>(
             index,
             report_holding: false,
             learn_first: false,
+            global: None,
         })
         .collect()
 }
@@ -604,4 +624,42 @@ async fn a_worker_killed_with_probes_in_flight_gives_its_slots_back_within_the_l
 #[ignore = "the shared script never reopens a window whose every reservation ended without a response"]
 async fn a_worker_killed_holding_whole_windows_gives_its_slots_back_within_the_lease() {
     sigkill_run(Victim::Warm).await;
+}
+
+/// Fails today. Processes told a global limit looser than the upstream's (250 per second where `mixed`
+/// allows 50 per 200 ms) take global 429s, which is the configuration's fault; but they must not stall:
+/// some bucket counters end at `avail 0 reset 0` in Redis with nothing in flight (a window that
+/// restarted, whose reservations were all answered without a description of the bucket, is never
+/// closed), and every request on them fails after the maximum wait (30 s) with `WouldWait`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the shared script never reopens a window whose every reservation ended without describing it"]
+async fn processes_taking_global_429s_never_stall_a_bucket() {
+    let scenario = Scenario::mixed();
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let sim = Simulator::start(scenario.config.clone()).await.unwrap();
+    let base = sim.base_url();
+    let mut all = spawns(
+        scenario.name,
+        &base,
+        Some(&url),
+        "processes-loose-global",
+        Duration::from_secs(2),
+    );
+    for s in &mut all {
+        s.global = Some("250/1000");
+    }
+    let (workers, start) = start_workers(&all).await;
+    let done = finish(workers).await;
+    let s = sim.stats();
+    report(
+        "mixed x3 processes, global limit too loose",
+        &s,
+        start.elapsed(),
+        &done,
+        &scenario,
+    );
+    for d in &done {
+        assert_eq!(d.failed, 0, "{}", d.line);
+    }
 }
