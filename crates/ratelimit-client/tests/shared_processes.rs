@@ -544,6 +544,8 @@ enum Victim {
     /// It starts with the others' routes unknown to its scheduler: its first request on each route
     /// leaves (and hangs), the others wait for that answer.
     Fresh,
+    /// As `Fresh`, but the other two start with it and are running when it dies.
+    Racing,
     /// It has sent one request per route first and had the answers: its scheduler knows the buckets, and
     /// after their windows end it reserves all it may of fresh windows.
     Warm,
@@ -574,17 +576,25 @@ async fn sigkill_run(victim_state: Victim) {
         // The windows the learning opened end: the victim reserves in fresh ones.
         tokio::time::sleep(Duration::from_millis(600)).await;
     }
-    victim.go().await;
-    let held: u64 = victim.expect("holding").await.parse().unwrap();
     let mut survivors: Vec<Worker> = all[1..].iter().map(Worker::spawn).collect();
     for w in &mut survivors {
         w.expect("ready").await;
     }
+    let racing = victim_state == Victim::Racing;
+    victim.go().await;
+    if racing {
+        for w in &mut survivors {
+            w.go().await;
+        }
+    }
+    let held: u64 = victim.expect("holding").await.parse().unwrap();
     victim.sigkill().await;
     let killed_at = Instant::now();
     let kill = sim.stats().elapsed;
-    for w in &mut survivors {
-        w.go().await;
+    if !racing {
+        for w in &mut survivors {
+            w.go().await;
+        }
     }
     let done = finish(survivors).await;
     let elapsed = killed_at.elapsed();
@@ -593,7 +603,8 @@ async fn sigkill_run(victim_state: Victim) {
     eprintln!(
         "sigkill ({victim_state:?} victim, {learned} requests learning first): it held {held} requests in \
          flight (lease {SHORT_LEASE:?}); after the kill the first request was admitted at +{first:?}, \
-         every counter's first by +{last:?}"
+         every counter's first by +{last:?}{}; survivors done {elapsed:?} after the kill",
+        if racing { " (the survivors were running)" } else { "" }
     );
     report(
         "mixed, 2 survivors after the kill",
@@ -614,6 +625,11 @@ async fn sigkill_run(victim_state: Victim) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_with_probes_in_flight_gives_its_slots_back_within_the_lease() {
     sigkill_run(Victim::Fresh).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_while_the_others_run_leaves_them_no_avoidable_429() {
+    sigkill_run(Victim::Racing).await;
 }
 
 /// Fails today: the dead worker took every slot of fresh windows of the message buckets (`avail` 0,
