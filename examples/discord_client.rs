@@ -24,6 +24,25 @@
 //! DISCORD_API_BASE=http://127.0.0.1:8787/api/v10 DISCORD_TOKEN=sim-token \
 //!     cargo run --example discord_client -- --channels 10 --messages 200 --reactions 100
 //! ```
+//!
+//! With `REDIS_URL` set, the limiter shares one budget through Redis with every other process of the
+//! same `RATELIMIT_NAMESPACE` (default `discord-client`): the global limit, each bucket's window, what
+//! the routes map to, the ban. `RATELIMIT_INSTANCES` (default 1) says how many processes share it: if
+//! Redis fails, each keeps the global limit divided by that. Two copies, each sending half of the load
+//! above to the same channels, against one simulator and one Redis:
+//!
+//! ```text
+//! redis-server --port 6379 &
+//! export DISCORD_API_BASE=http://127.0.0.1:8787/api/v10 DISCORD_TOKEN=sim-token \
+//!     REDIS_URL=redis://127.0.0.1:6379/ RATELIMIT_INSTANCES=2
+//! cargo build --example discord_client
+//! for _ in 1 2; do
+//!     target/debug/examples/discord_client --channels 10 --messages 100 --reactions 50 &
+//! done; wait
+//! ```
+//!
+//! The simulator's `--scenario mixed` limits apply to both together; without `REDIS_URL` each copy
+//! learns them alone and the two overrun them (the 429s show in the counts printed at the end).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -33,6 +52,7 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use ratelimit_client::profile::Discord;
 use ratelimit_client::reqwest::ReqwestService;
+use ratelimit_client::shared::SharedBudget;
 use ratelimit_client::{Attempts, Exhausted, Limiter, RateLimitLayer};
 use tower::Layer;
 
@@ -85,6 +105,34 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
+/// The namespace copies of this example share when `RATELIMIT_NAMESPACE` is not set.
+const DEFAULT_NAMESPACE: &str = "discord-client";
+
+/// A budget shared through the Redis at `REDIS_URL`, if set.
+async fn shared_budget() -> Result<Option<SharedBudget>, Box<dyn std::error::Error + Send + Sync>> {
+    let Ok(url) = std::env::var("REDIS_URL") else {
+        return Ok(None);
+    };
+    let namespace =
+        std::env::var("RATELIMIT_NAMESPACE").unwrap_or_else(|_| DEFAULT_NAMESPACE.to_owned());
+    let instances = match std::env::var("RATELIMIT_INSTANCES") {
+        Ok(n) => n
+            .parse()
+            .map_err(|e| format!("RATELIMIT_INSTANCES={n:?}: {e}"))?,
+        Err(_) => 1,
+    };
+    let budget = SharedBudget::builder()
+        .namespace(namespace)
+        .instances(instances)
+        .connect(&url)
+        .await?;
+    println!(
+        "sharing the budget of namespace {:?} through {url} ({instances} instances)",
+        budget.namespace()
+    );
+    Ok(Some(budget))
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let args = match parse_args() {
@@ -108,7 +156,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         std::env::var("DISCORD_API_BASE").unwrap_or_else(|_| "https://discord.com/api/v10".into());
     let base = base.trim_end_matches('/').to_owned();
 
-    let limiter = Limiter::builder(Discord::new())
+    let shared = shared_budget().await?;
+    let mut builder = Limiter::builder(Discord::new());
+    if let Some(budget) = &shared {
+        builder = builder.shared(budget.clone());
+    }
+    let limiter = builder
         .global_limit(Some(args.global))
         // A batch: every operation waits its turn, however long the queue (by default a request fails with
         // `Error::WouldWait` past 30 s of waiting).
@@ -219,5 +272,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         snap.routes.len(),
         snap.invalid_requests
     );
+    if let Some(budget) = shared {
+        let st = budget.stats();
+        println!(
+            "shared budget    {} Redis calls, {} failed, {} reservations decided alone",
+            st.calls, st.errors, st.fallbacks
+        );
+    }
     Ok(())
 }
