@@ -637,7 +637,6 @@ async fn a_worker_killed_while_the_others_run_leaves_them_no_avoidable_429() {
 /// some response set, and no response will come, so the survivors wait until their maximum wait (30 s)
 /// and fail with `WouldWait`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the shared script never reopens a window whose every reservation ended without a response"]
 async fn a_worker_killed_holding_whole_windows_gives_its_slots_back_within_the_lease() {
     sigkill_run(Victim::Warm).await;
 }
@@ -648,7 +647,6 @@ async fn a_worker_killed_holding_whole_windows_gives_its_slots_back_within_the_l
 /// restarted, whose reservations were all answered without a description of the bucket, is never
 /// closed), and every request on them fails after the maximum wait (30 s) with `WouldWait`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the shared script never reopens a window whose every reservation ended without describing it"]
 async fn processes_taking_global_429s_never_stall_a_bucket() {
     let scenario = Scenario::mixed();
     let redis = RedisServer::start();

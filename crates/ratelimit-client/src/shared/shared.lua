@@ -28,25 +28,36 @@ local function num(v) return tonumber(v) or 0 end
 local function counter_keys(name) return prefix .. 'c:' .. name, prefix .. 'f:' .. name end
 
 -- A counter's window: `lim` per window, `avail` still to send, `reset` (µs; 0 = not known yet), `start`
--- (µs; responses to requests reserved before it belong to an earlier window and are ignored).
+-- (µs; responses to requests reserved before it belong to an earlier window and are ignored), `len` (the
+-- longest reset-after seen: a window's length at most) and `last` (µs of the window's latest reservation).
 local function load(c, f)
   redis.call('ZREMRANGEBYSCORE', f, '-inf', d(now))
-  local st = redis.call('HMGET', c, 'lim', 'avail', 'reset', 'start')
+  local st = redis.call('HMGET', c, 'lim', 'avail', 'reset', 'start', 'len', 'last')
   local lim = tonumber(st[1])
   if not lim then return nil end
-  local w = { lim = lim, avail = num(st[2]), reset = num(st[3]), start = num(st[4]) }
-  if w.reset > 0 and w.reset <= now then
+  local w = { lim = lim, avail = num(st[2]), reset = num(st[3]), start = num(st[4]), len = num(st[5]),
+              last = num(st[6]) }
+  -- `ends`: when the window is over at the latest. Its reset, once a response described it; else, when
+  -- nothing is in flight that could still describe it (its requests were cancelled, failed, refused by
+  -- the global limit, or their process died), one window length after the last of them left.
+  w.ends = w.reset
+  if w.ends == 0 and redis.call('ZCARD', f) == 0 then
+    w.ends = math.max(w.start, w.last) + w.len
+  end
+  if w.ends > 0 and w.ends <= now then
     -- The window is over (its end is the latest response's estimate, never early): a new one starts,
     -- less what is still in flight, which may be counted in it.
     w.avail = lim - redis.call('ZCARD', f)
     w.reset = 0
+    w.ends = 0
     w.start = now
   end
   return w
 end
 
 local function store(c, w)
-  redis.call('HSET', c, 'lim', d(w.lim), 'avail', d(w.avail), 'reset', d(w.reset), 'start', d(w.start))
+  redis.call('HSET', c, 'lim', d(w.lim), 'avail', d(w.avail), 'reset', d(w.reset), 'start', d(w.start),
+    'len', d(w.len), 'last', d(w.last))
   redis.call('PEXPIRE', c, REMEMBER_MS)
 end
 
@@ -85,11 +96,12 @@ local function reserve()
     if w then
       if w.avail <= 0 then
         local wait = poll
-        if w.reset > 0 then wait = w.reset - now end
+        if w.ends > 0 then wait = w.ends - now end
         store(c, w)
         return { WAIT, d(math.max(1, wait)), id }
       end
       w.avail = w.avail - 1
+      w.last = now
       store(c, w)
       redis.call('ZADD', f, d(now + lease), id)
       redis.call('PEXPIRE', f, ms(lease))
@@ -146,12 +158,14 @@ local function reconcile()
     local w = load(c, f)
     local estimate = remaining - in_flight
     if not w then
-      w = { lim = lim, avail = estimate, reset = now + reset_after, start = reserved_at }
+      w = { lim = lim, avail = estimate, reset = now + reset_after, start = reserved_at, len = reset_after,
+            last = reserved_at }
     elseif reserved_at >= w.start then
       -- A response of this window: the header counts this request and everything that arrived before it;
       -- what is still in flight may or may not be counted, so it is taken as counted. Never rises.
       if estimate < w.avail then w.avail = estimate end
       if now + reset_after > w.reset then w.reset = now + reset_after end
+      if reset_after > w.len then w.len = reset_after end
       w.lim = lim
     end
     if block > 0 then
