@@ -122,12 +122,12 @@ pub(super) fn report(
     if let Some(l) = obs.limited {
         match l.scope {
             Scope::Global => r.global_lock = l.retry_after,
+            // Others contend the resource: not counted against this caller, but every process waits.
+            Scope::Shared => r.hold = l.retry_after,
             // A sub-limit (a 429 with room left in the bucket) holds one shape of request, not the bucket:
             // each process learns it alone.
-            Scope::User | Scope::Shared if tightest.is_none_or(|b| b.remaining == 0) => {
-                r.block = l.retry_after;
-            }
-            Scope::User | Scope::Shared => {}
+            Scope::User if tightest.is_none_or(|b| b.remaining == 0) => r.block = l.retry_after,
+            Scope::User => {}
         }
     }
     if obs.banned {

@@ -50,8 +50,11 @@ pub(crate) struct Report {
     pub limit: u64,
     pub remaining: u64,
     pub reset_after: Micros,
-    /// The counter is exhausted for this long (a 429 of the route's own or a shared limit).
+    /// The counter is exhausted for this long (a 429 of the route's own limit with none left).
     pub block: Micros,
+    /// The resource is contended by others for this long (a shared-scope 429): every process holds off,
+    /// and the request, which the upstream did not count, gives its unit back.
+    pub hold: Micros,
     /// A global 429: the token stops for this long.
     pub global_lock: Micros,
     /// A ban: the egress identity stops for this long.
@@ -175,6 +178,8 @@ impl Report {
             .arg(self.ban)
             .arg(if self.invalid { "1" } else { "0" })
             .arg(self.invalid_window)
-            .arg(self.invalid_keep);
+            .arg(self.invalid_keep)
+            .arg(if self.hold > 0 { "1" } else { "0" })
+            .arg(self.hold);
     }
 }

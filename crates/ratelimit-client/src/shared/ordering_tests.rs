@@ -111,3 +111,78 @@ async fn a_response_from_an_earlier_window_neither_lowers_nor_extends_the_curren
     let (avail, reset) = window(&redis);
     assert!(avail <= 0 && reset > 0, "({avail}, {reset})");
 }
+
+/// A draining (leaky) bucket holds a request until its own drain time, whichever window it was reserved
+/// in: a request of the earlier window that reached the upstream after this window's first ones keeps the
+/// current window from ending before the drain time its response reports.
+#[tokio::test]
+async fn a_late_response_from_an_earlier_window_still_delays_the_end_of_the_current_one() {
+    let redis = RedisServer::start();
+    let budget = SharedBudget::builder()
+        .namespace("order")
+        .lease(Duration::from_secs(10))
+        .poll(Duration::from_millis(5))
+        .connect(&redis.url())
+        .await
+        .unwrap();
+    let first = admitted(&budget).await;
+    let first_id = first.id().to_owned();
+    first.reconcile(report(4, Duration::from_millis(100)));
+    reconciled(&redis, &first_id).await;
+    let late = admitted(&budget).await;
+    let late_id = late.id().to_owned();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The next window: 5, less `late` in flight, less this one.
+    let current = admitted(&budget).await;
+    let current_id = current.id().to_owned();
+    // `late` drains 2 s from now; `current`'s own response says 50 ms.
+    late.reconcile(report(0, Duration::from_secs(2)));
+    reconciled(&redis, &late_id).await;
+    current.reconcile(report(3, Duration::from_millis(50)));
+    reconciled(&redis, &current_id).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(admitted(&budget).await);
+    }
+    match budget.reserve(ask()).await {
+        Gate::Wait(us) => assert!(
+            us > 1_000_000,
+            "the window would end after {us} µs, before the earlier request drains"
+        ),
+        other => panic!("not waiting: {other:?}"),
+    }
+}
+
+/// A shared-scope 429 (others contend the resource; the upstream did not count the request) holds every
+/// process for its `Retry-After` and gives the request's unit back.
+#[tokio::test]
+async fn a_shared_scope_429_holds_everyone_and_gives_its_unit_back() {
+    let redis = RedisServer::start();
+    let budget = SharedBudget::builder()
+        .namespace("order")
+        .lease(Duration::from_secs(10))
+        .poll(Duration::from_millis(5))
+        .connect(&redis.url())
+        .await
+        .unwrap();
+    let first = admitted(&budget).await;
+    let first_id = first.id().to_owned();
+    first.reconcile(report(4, Duration::from_secs(10)));
+    reconciled(&redis, &first_id).await;
+    let contended = admitted(&budget).await;
+    let contended_id = contended.id().to_owned();
+    assert_eq!(window(&redis).0, 3);
+    contended.reconcile(Report {
+        hold: 300_000,
+        ..report(4, Duration::from_secs(10))
+    });
+    reconciled(&redis, &contended_id).await;
+    assert_eq!(window(&redis).0, 4, "the uncounted request's unit is back");
+    match budget.reserve(ask()).await {
+        Gate::Wait(us) => assert!(us > 100_000 && us <= 300_000, "{us} µs"),
+        other => panic!("not held: {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _after = admitted(&budget).await;
+    assert_eq!(window(&redis).0, 3);
+}

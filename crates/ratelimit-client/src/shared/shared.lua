@@ -29,27 +29,34 @@ local function counter_keys(name) return prefix .. 'c:' .. name, prefix .. 'f:' 
 
 -- A counter's window: `lim` per window, `avail` still to send, `reset` (µs; 0 = not known yet), `start`
 -- (µs; responses to requests reserved before it belong to an earlier window and are ignored), `len` (the
--- longest reset-after seen: a window's length at most) and `last` (µs of the window's latest reservation).
-local function load(c, f)
+-- longest reset-after seen: a window's length at most), `last` (µs of the window's latest reservation),
+-- `floor` (µs: the latest `response time + reset-after` of responses to earlier windows' requests) and
+-- `hold` (µs until which the resource is contended by others: a shared-scope 429 holds every process).
+-- `describing`: the caller holds a response of this counter (its window is being described now).
+local function load(c, f, describing)
   redis.call('ZREMRANGEBYSCORE', f, '-inf', d(now))
-  local st = redis.call('HMGET', c, 'lim', 'avail', 'reset', 'start', 'len', 'last')
+  local st = redis.call('HMGET', c, 'lim', 'avail', 'reset', 'start', 'len', 'last', 'hold', 'floor')
   local lim = tonumber(st[1])
   if not lim then return nil end
   local w = { lim = lim, avail = num(st[2]), reset = num(st[3]), start = num(st[4]), len = num(st[5]),
-              last = num(st[6]) }
+              last = num(st[6]), hold = num(st[7]), floor = num(st[8]) }
   -- `ends`: when the window is over at the latest. Its reset, once a response described it; else, when
   -- nothing is in flight that could still describe it (its requests were cancelled, failed, refused by
-  -- the global limit, or their process died), one window length after the last of them left.
+  -- the global limit, or their process died), one window length after the last of them left. Never
+  -- before `floor`: a request of an earlier window may have reached the upstream after this window's
+  -- first ones, and a draining bucket holds it until then.
   w.ends = w.reset
-  if w.ends == 0 and redis.call('ZCARD', f) == 0 then
+  if w.ends == 0 and not describing and redis.call('ZCARD', f) == 0 then
     w.ends = math.max(w.start, w.last) + w.len
   end
+  if w.ends > 0 and w.floor > w.ends then w.ends = w.floor end
   if w.ends > 0 and w.ends <= now then
     -- The window is over (its end is the latest response's estimate, never early): a new one starts,
     -- less what is still in flight, which may be counted in it.
     w.avail = lim - redis.call('ZCARD', f)
     w.reset = 0
     w.ends = 0
+    w.floor = 0
     w.start = now
   end
   return w
@@ -57,7 +64,7 @@ end
 
 local function store(c, w)
   redis.call('HSET', c, 'lim', d(w.lim), 'avail', d(w.avail), 'reset', d(w.reset), 'start', d(w.start),
-    'len', d(w.len), 'last', d(w.last))
+    'len', d(w.len), 'last', d(w.last), 'hold', d(w.hold or 0), 'floor', d(w.floor or 0))
   redis.call('PEXPIRE', c, REMEMBER_MS)
 end
 
@@ -94,6 +101,7 @@ local function reserve()
     local c, f = counter_keys(counter)
     local w = load(c, f)
     if w then
+      if w.hold > now then return { WAIT, d(w.hold - now), id } end
       if w.avail <= 0 then
         local wait = poll
         if w.ends > 0 then wait = w.ends - now end
@@ -147,6 +155,7 @@ local function reconcile()
   local lim, remaining, reset_after = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
   local block, glock, ban = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
   local invalid, inv_window, inv_keep = ARGV[16] == '1', tonumber(ARGV[17]), tonumber(ARGV[18])
+  local uncounted, hold = ARGV[19] == '1', tonumber(ARGV[20])
   end_request(reserved_counter, false)
   if named == '-' then
     -- The response named no limit: the route is unlimited unless another response said otherwise.
@@ -155,19 +164,27 @@ local function reconcile()
     redis.call('SET', KEYS[3], named, 'PX', REMEMBER_MS)
     local c, f = counter_keys(named)
     local in_flight = redis.call('ZCARD', f)
-    local w = load(c, f)
+    local w = load(c, f, true)
     local estimate = remaining - in_flight
     if not w then
       w = { lim = lim, avail = estimate, reset = now + reset_after, start = reserved_at, len = reset_after,
-            last = reserved_at }
+            last = reserved_at, hold = 0 }
     elseif reserved_at >= w.start then
+      -- A request the upstream did not count (a shared-scope 429) gives its unit back first; the header,
+      -- which did not count it either, still bounds what is left.
+      if uncounted then w.avail = w.avail + 1 end
       -- A response of this window: the header counts this request and everything that arrived before it;
       -- what is still in flight may or may not be counted, so it is taken as counted. Never rises.
       if estimate < w.avail then w.avail = estimate end
       if now + reset_after > w.reset then w.reset = now + reset_after end
       if reset_after > w.len then w.len = reset_after end
       w.lim = lim
+    elseif now + reset_after > w.floor then
+      -- A response to an earlier window's request: its count is not this window's, but what it says about
+      -- when the bucket drains still holds.
+      w.floor = now + reset_after
     end
+    if hold > 0 and now + hold > w.hold then w.hold = now + hold end
     if block > 0 then
       w.avail = 0
       if now + block > w.reset then w.reset = now + block end
