@@ -34,9 +34,12 @@
 //!   that is smaller; it never raises it, so a late or reordered response cannot make room that is not
 //!   there. The window ends at the latest `response time + reset-after` of its responses (late by the
 //!   way back, never early); then `avail` returns to the limit minus what is still in flight. A response
-//!   to a request reserved before the window started is ignored: it describes an earlier window. A window
-//!   no response describes (its requests cancelled, failed, refused by a global 429, or their process
-//!   killed) ends one window length after its last reservation, once nothing is in flight.
+//!   to a request reserved before the window started does not count in this window, but the window does
+//!   not end before the drain time it reports (a draining bucket holds that request until then). A
+//!   shared-scope 429 (others contend the resource) holds every process for its `Retry-After` and gives
+//!   its unit back, since the upstream did not count it. A window no response describes (its requests
+//!   cancelled, failed, refused by a global 429, or their process killed) ends one window length after
+//!   its last reservation, once nothing is in flight.
 //!
 //! The response is reported (*reconciled*) in the background: the request's path waits for one round
 //! trip, the reservation. A request that ends without a response (cancelled, failed, timed out)
