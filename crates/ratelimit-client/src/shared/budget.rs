@@ -232,6 +232,16 @@ impl SharedBudget {
 
     /// Sends the response's report (in the background: the caller never waits for it).
     pub(super) fn send_report(&self, lease: &Lease, report: Report) {
+        self.send_ending(lease, Ending::Reconcile(report));
+    }
+
+    /// Releases a reservation whose request ended without a response (in the background).
+    pub(super) fn send_release(&self, lease: &Lease) {
+        self.send_ending(lease, Ending::Release);
+    }
+
+    /// The step that ends a reservation, run on its own task.
+    fn send_ending(&self, lease: &Lease, ending: Ending) {
         let budget = self.clone();
         let keys = self.inner.keys(lease.token(), lease.route_key());
         let id = lease.id().to_owned();
@@ -243,27 +253,16 @@ impl SharedBudget {
             for k in &keys {
                 inv.key(k.as_str());
             }
-            inner.common_args(&mut inv, "reconcile", &id, glimit, gwindow);
-            report.args(&mut inv, at, &counter);
-            budget.finish(&inv, &id).await;
-        });
-    }
-
-    /// Releases a reservation whose request ended without a response (in the background).
-    pub(super) fn send_release(&self, lease: &Lease) {
-        let budget = self.clone();
-        let keys = self.inner.keys(lease.token(), lease.route_key());
-        let id = lease.id().to_owned();
-        let (_, counter, glimit, gwindow) = lease.reserved();
-        let counter = counter.to_owned();
-        spawn(async move {
-            let inner = &budget.inner;
-            let mut inv = inner.script.prepare_invoke();
-            for k in &keys {
-                inv.key(k.as_str());
+            match ending {
+                Ending::Reconcile(report) => {
+                    inner.common_args(&mut inv, "reconcile", &id, glimit, gwindow);
+                    report.args(&mut inv, at, &counter);
+                }
+                Ending::Release => {
+                    inner.common_args(&mut inv, "release", &id, glimit, gwindow);
+                    inv.arg(counter);
+                }
             }
-            inner.common_args(&mut inv, "release", &id, glimit, gwindow);
-            inv.arg(counter);
             budget.finish(&inv, &id).await;
         });
     }
@@ -284,6 +283,12 @@ impl SharedBudget {
             Err(fault) => inner.failed(permit.failed(), &fault),
         }
     }
+}
+
+/// How a reservation ends: with its response's report, or without a response.
+enum Ending {
+    Reconcile(Report),
+    Release,
 }
 
 /// Runs `task` on the current tokio runtime, if there is one (a drop outside any runtime loses the release,

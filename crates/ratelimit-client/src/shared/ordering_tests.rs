@@ -36,6 +36,19 @@ fn report(remaining: u64, reset_after: Duration) -> Report {
     }
 }
 
+/// A Redis and a budget on it with a long lease (nothing expires during a test) and a short poll.
+async fn start() -> (RedisServer, SharedBudget) {
+    let redis = RedisServer::start();
+    let budget = SharedBudget::builder()
+        .namespace("order")
+        .lease(Duration::from_secs(10))
+        .poll(Duration::from_millis(5))
+        .connect(&redis.url())
+        .await
+        .unwrap();
+    (redis, budget)
+}
+
 async fn admitted(budget: &SharedBudget) -> Lease {
     match budget.reserve(ask()).await {
         Gate::Admit(lease) => lease,
@@ -69,14 +82,7 @@ async fn reconciled(redis: &RedisServer, id: &str) {
 
 #[tokio::test]
 async fn a_response_from_an_earlier_window_neither_lowers_nor_extends_the_current_one() {
-    let redis = RedisServer::start();
-    let budget = SharedBudget::builder()
-        .namespace("order")
-        .lease(Duration::from_secs(10))
-        .poll(Duration::from_millis(5))
-        .connect(&redis.url())
-        .await
-        .unwrap();
+    let (redis, budget) = start().await;
     // The route's first request learns its counter: 5 per window, 4 left, the window ends in 200 ms.
     let first = admitted(&budget).await;
     let first_id = first.id().to_owned();
@@ -117,14 +123,7 @@ async fn a_response_from_an_earlier_window_neither_lowers_nor_extends_the_curren
 /// current window from ending before the drain time its response reports.
 #[tokio::test]
 async fn a_late_response_from_an_earlier_window_still_delays_the_end_of_the_current_one() {
-    let redis = RedisServer::start();
-    let budget = SharedBudget::builder()
-        .namespace("order")
-        .lease(Duration::from_secs(10))
-        .poll(Duration::from_millis(5))
-        .connect(&redis.url())
-        .await
-        .unwrap();
+    let (redis, budget) = start().await;
     let first = admitted(&budget).await;
     let first_id = first.id().to_owned();
     first.reconcile(report(4, Duration::from_millis(100)));
@@ -157,14 +156,7 @@ async fn a_late_response_from_an_earlier_window_still_delays_the_end_of_the_curr
 /// process for its `Retry-After` and gives the request's unit back.
 #[tokio::test]
 async fn a_shared_scope_429_holds_everyone_and_gives_its_unit_back() {
-    let redis = RedisServer::start();
-    let budget = SharedBudget::builder()
-        .namespace("order")
-        .lease(Duration::from_secs(10))
-        .poll(Duration::from_millis(5))
-        .connect(&redis.url())
-        .await
-        .unwrap();
+    let (redis, budget) = start().await;
     let first = admitted(&budget).await;
     let first_id = first.id().to_owned();
     first.reconcile(report(4, Duration::from_secs(10)));
