@@ -2,17 +2,17 @@
 //! reqwest: every scenario at full concurrency, plus bans, 401s, deadlines and retry bounds.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use discord_sim::{
     BucketStats, Limit, Operation, RouteConfig, RunningSim, Scenario, SimConfig, SimStats,
     Simulator, DEFAULT_TOKEN,
 };
 use http::{Method, StatusCode};
-use http_body_util::Full;
 use ratelimit_client::profile::Discord;
 use ratelimit_client::reqwest::ReqwestService;
 use ratelimit_client::{Error, Limiter, MaxWait, RateLimit, RateLimitLayer};
@@ -36,19 +36,7 @@ fn client(limiter: &Limiter<Discord>) -> Client {
     RateLimitLayer::new(limiter.clone()).layer(ReqwestService::new(reqwest::Client::new()))
 }
 
-fn request(base: &str, op: &Operation, token: &str) -> http::Request<Full<Bytes>> {
-    let mut b = http::Request::builder()
-        .method(op.method.clone())
-        .uri(op.url(base));
-    if op.authorized {
-        b = b.header("authorization", format!("Bot {token}"));
-    }
-    if op.body.is_some() {
-        b = b.header("content-type", "application/json");
-    }
-    b.body(Full::new(Bytes::from(op.body.clone().unwrap_or_default())))
-        .unwrap()
-}
+use common::sim_request as request;
 
 struct Run {
     stats: SimStats,

@@ -5,6 +5,8 @@
 //! far longer than anything should take: a request that outlives it is stuck, not slow.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -68,14 +70,9 @@ fn edit(channel: u32) -> Operation {
     )
 }
 
+/// The request for `op` with the simulator's token.
 fn request(base: &str, op: &Operation) -> http::Request<Full<Bytes>> {
-    http::Request::builder()
-        .method(op.method.clone())
-        .uri(op.url(base))
-        .header("authorization", format!("Bot {DEFAULT_TOKEN}"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(op.body.clone().unwrap_or_default())))
-        .unwrap()
+    common::sim_request(base, op, DEFAULT_TOKEN)
 }
 
 /// Short windows, so that failures and recoveries happen within a test's second.

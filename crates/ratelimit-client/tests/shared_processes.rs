@@ -8,6 +8,8 @@
 //! once, sends its slice of the scenario's operations all at once, and prints one `done` line.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -214,18 +216,9 @@ fn dealt_to(op: usize, workers: usize) -> usize {
     (op + op / workers) % workers
 }
 
+/// The request for `op` with the simulator's token.
 fn request(base: &str, op: &Operation) -> http::Request<Full<Bytes>> {
-    let mut b = http::Request::builder()
-        .method(op.method.clone())
-        .uri(op.url(base));
-    if op.authorized {
-        b = b.header("authorization", format!("Bot {DEFAULT_TOKEN}"));
-    }
-    if op.body.is_some() {
-        b = b.header("content-type", "application/json");
-    }
-    b.body(Full::new(Bytes::from(op.body.clone().unwrap_or_default())))
-        .unwrap()
+    common::sim_request(base, op, DEFAULT_TOKEN)
 }
 
 fn say(line: &str) {

@@ -2,6 +2,8 @@
 //! each limiter has its own connection and scheduler, as separate processes would.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -31,18 +33,9 @@ async fn limiter(config: &SimConfig, budget: Option<SharedBudget>) -> Limiter<Di
     b.build().unwrap()
 }
 
+/// The request for `op` with the simulator's token.
 fn request(base: &str, op: &Operation) -> http::Request<Full<Bytes>> {
-    let mut b = http::Request::builder()
-        .method(op.method.clone())
-        .uri(op.url(base));
-    if op.authorized {
-        b = b.header("authorization", format!("Bot {DEFAULT_TOKEN}"));
-    }
-    if op.body.is_some() {
-        b = b.header("content-type", "application/json");
-    }
-    b.body(Full::new(Bytes::from(op.body.clone().unwrap_or_default())))
-        .unwrap()
+    common::sim_request(base, op, DEFAULT_TOKEN)
 }
 
 /// Where the limiters of one run keep their shared state.

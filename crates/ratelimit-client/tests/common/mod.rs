@@ -35,3 +35,25 @@ impl ratelimit_client::Clock for TokioClock {
         u64::try_from(self.0.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 }
+
+/// The HTTP request a bot would send for a simulator operation, with `token` in `Authorization` when the
+/// operation is authorized.
+pub fn sim_request(
+    base: &str,
+    op: &discord_sim::Operation,
+    token: &str,
+) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    let mut b = http::Request::builder()
+        .method(op.method.clone())
+        .uri(op.url(base));
+    if op.authorized {
+        b = b.header("authorization", format!("Bot {token}"));
+    }
+    if op.body.is_some() {
+        b = b.header("content-type", "application/json");
+    }
+    b.body(http_body_util::Full::new(bytes::Bytes::from(
+        op.body.clone().unwrap_or_default(),
+    )))
+    .unwrap()
+}
