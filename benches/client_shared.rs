@@ -157,31 +157,23 @@ async fn send(
 ) {
     let req = message(base, 42);
     let status = match which {
-        0 => ServiceExt::<Request<Full<Bytes>>>::ready(bare)
-            .await
-            .unwrap()
-            .call(req)
-            .await
-            .map(|r| r.status())
-            .map_err(|e| e.to_string()),
-        1 => memory
-            .ready()
-            .await
-            .unwrap()
-            .call(req)
-            .await
-            .map(|r| r.status())
-            .map_err(|e| e.to_string()),
-        _ => shared
-            .ready()
-            .await
-            .unwrap()
-            .call(req)
-            .await
-            .map(|r| r.status())
-            .map_err(|e| e.to_string()),
+        0 => status_of(bare, req).await,
+        1 => status_of(memory, req).await,
+        _ => status_of(shared, req).await,
     };
-    assert!(status.unwrap().is_success());
+    assert!(status.is_success());
+}
+
+/// Sends `req` through `svc` and returns the status.
+async fn status_of<S, B>(svc: &mut S, req: Request<Full<Bytes>>) -> http::StatusCode
+where
+    S: Service<Request<Full<Bytes>>, Response = http::Response<B>>,
+    S::Error: std::fmt::Debug,
+{
+    let svc = ServiceExt::<Request<Full<Bytes>>>::ready(svc)
+        .await
+        .unwrap();
+    svc.call(req).await.unwrap().status()
 }
 
 /// 200 messages to 200 channels: each channel's bucket (5 per 500 ms) has room, the global limit binds.
