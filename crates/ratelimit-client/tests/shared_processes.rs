@@ -21,7 +21,7 @@ use ratelimit_client::reqwest::ReqwestService;
 use ratelimit_client::shared::SharedBudget;
 use ratelimit_client::{Limiter, RateLimitLayer};
 use ratelimit_test_support::fault_proxy::{Fault, FaultProxy};
-use ratelimit_test_support::redis_server::RedisServer;
+use ratelimit_test_support::redis_server::{RedisCluster, RedisServer};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tower::Layer;
@@ -184,14 +184,18 @@ async fn worker_limiter(spec: &WorkerSpec) -> Limiter<Discord> {
     limiter(&scenario, budget)
 }
 
+/// A budget on the Redis at `url`, or on the Redis Cluster whose nodes `url` lists, comma-separated.
 async fn budget(url: &str, namespace: &str, instances: usize, lease: Duration) -> SharedBudget {
-    SharedBudget::builder()
+    let builder = SharedBudget::builder()
         .namespace(namespace)
         .instances(instances as u32)
-        .lease(lease)
-        .connect(url)
-        .await
-        .unwrap()
+        .lease(lease);
+    let nodes: Vec<&str> = url.split(',').collect();
+    match nodes.as_slice() {
+        [one] => builder.connect(one).await,
+        many => builder.connect_cluster(many).await,
+    }
+    .unwrap()
 }
 
 /// A limiter for `scenario`'s global limit, sharing `budget` if any.
@@ -444,12 +448,11 @@ fn report(what: &str, s: &SimStats, elapsed: Duration, done: &[Done], scenario: 
 
 /// Three processes run `scenario` with one shared budget, every operation issued at once.
 async fn run_processes(
-    redis: Option<&RedisServer>,
+    url: Option<String>,
     scenario: &Scenario,
 ) -> (SimStats, Vec<Done>, Duration) {
     let sim = Simulator::start(scenario.config.clone()).await.unwrap();
     let base = sim.base_url();
-    let url = redis.map(RedisServer::url);
     let namespace = format!("processes-{}", scenario.name);
     let (workers, start) = start_workers(&spawns(
         scenario.name,
@@ -467,23 +470,36 @@ async fn run_processes(
 async fn three_processes_share_one_budget_with_no_avoidable_429s() {
     let redis = RedisServer::start();
     for scenario in [Scenario::mixed(), Scenario::parallel()] {
-        let (s, done, elapsed) = run_processes(Some(&redis), &scenario).await;
-        report(
-            &format!("{} x{WORKERS} processes, shared", scenario.name),
-            &s,
-            elapsed,
-            &done,
-            &scenario,
-        );
-        assert_eq!(s.non_shared_429(), 0, "{}: {s:#?}", scenario.name);
-        let sent: u64 = done.iter().map(|d| d.ok).sum();
-        assert_eq!(sent as usize, scenario.operations.len(), "{done:#?}");
-        for d in &done {
-            assert_eq!(d.failed, 0, "{}: {}", scenario.name, d.line);
-        }
-        for g in &s.global {
-            assert!(g.peak_in_period() as u32 <= g.limit.limit, "{g:?}");
-        }
+        assert_processes_share(Some(redis.url()), &scenario, "shared").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_share_one_budget_on_a_redis_cluster() {
+    let cluster = RedisCluster::start();
+    let nodes = cluster.urls().join(",");
+    assert_processes_share(Some(nodes), &Scenario::mixed(), "shared on a cluster").await;
+}
+
+/// Runs `scenario` in three processes sharing the budget at `url`: no non-shared 429, every operation
+/// answered, the global limit never exceeded.
+async fn assert_processes_share(url: Option<String>, scenario: &Scenario, how: &str) {
+    let (s, done, elapsed) = run_processes(url, scenario).await;
+    report(
+        &format!("{} x{WORKERS} processes, {how}", scenario.name),
+        &s,
+        elapsed,
+        &done,
+        scenario,
+    );
+    assert_eq!(s.non_shared_429(), 0, "{}: {s:#?}", scenario.name);
+    let sent: u64 = done.iter().map(|d| d.ok).sum();
+    assert_eq!(sent as usize, scenario.operations.len(), "{done:#?}");
+    for d in &done {
+        assert_eq!(d.failed, 0, "{}: {}", scenario.name, d.line);
+    }
+    for g in &s.global {
+        assert!(g.peak_in_period() as u32 <= g.limit.limit, "{g:?}");
     }
 }
 
