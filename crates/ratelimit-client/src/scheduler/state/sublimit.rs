@@ -90,7 +90,11 @@ impl Sublimit {
         if sent >= self.refused_at {
             self.size = self.size.saturating_sub(1).max(1);
             self.used = 0;
-            self.period = self.period.max(until.saturating_sub(self.opened));
+            // A sub-window this process opened lasts at least to this refusal's end. With none opened
+            // yet (`opened` 0: the sub-limit was spent by another process), there is nothing to measure.
+            if self.opened > 0 {
+                self.period = self.period.max(until.saturating_sub(self.opened));
+            }
         }
         self.until = self.until.max(until);
     }
@@ -113,6 +117,30 @@ mod tests {
         assert_eq!(s.holds(602), Some(1200));
         assert!(s.active(1500));
         assert!(!s.active(1800));
+    }
+
+    #[test]
+    fn a_refusal_before_this_process_opened_a_sub_window_keeps_the_period_relative() {
+        // Refused at 5 until 600; refused again (sent at 700, after the first refusal) before this
+        // process admitted any request of the shape: another process spent the sub-window.
+        let now_in_epoch_us = 1_796_000_000_000_000;
+        let mut s = Sublimit::refused(
+            7,
+            (now_in_epoch_us, now_in_epoch_us + 5, now_in_epoch_us + 600),
+            std::iter::empty(),
+        );
+        s.refused_again(now_in_epoch_us + 700, now_in_epoch_us + 1_300);
+        assert_eq!(
+            s.holds(now_in_epoch_us + 700),
+            Some(now_in_epoch_us + 1_300)
+        );
+        s.admitted(now_in_epoch_us + 1_300);
+        assert!(
+            s.holds(now_in_epoch_us + 1_301)
+                .is_none_or(|u| u < now_in_epoch_us + 10_000),
+            "{:?}",
+            s.holds(now_in_epoch_us + 1_301)
+        );
     }
 
     #[test]
