@@ -143,10 +143,17 @@ pub(crate) async fn run<P: Profile, X: Exchange>(
             .await
             .map_err(Failure::Limiter)?;
         #[cfg(feature = "redis")]
-        limiter
-            .admit_shared(&mut permit, &ticket, deadline)
-            .await
-            .map_err(Failure::Limiter)?;
+        {
+            let mut shape = None;
+            while limiter
+                .admit_shared(&mut permit, &ticket, shape, deadline)
+                .await
+                .map_err(Failure::Limiter)?
+                == crate::scheduler::SharedStep::NeedShape
+            {
+                shape = Some(crate::scheduler::body_fingerprint(x.body().as_deref()));
+            }
+        }
         tally.waited = tally.waited.saturating_add(permit.waited());
         let Some(sending) = x.send() else {
             return Err(Failure::Limiter(Error::NotReplayable {

@@ -166,3 +166,30 @@ async fn three_limiters_without_a_shared_budget_take_avoidable_429s() {
     assert!(s.global_429 > 0, "{s:#?}");
     assert!(s.non_shared_429() > 0, "{s:#?}");
 }
+
+/// A route with a hidden sub-limit on one body shape, used from three limiters: the sub-limit is spent by
+/// the others as much as by each one. Every request still finishes (a refusal seen before this limiter
+/// opened a sub-window once made it wait for decades), with the shape's holds shared or not. The
+/// sub-limit's first refusals are not avoidable: no header announces it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_limiters_on_a_sub_limited_route_all_finish() {
+    let redis = RedisServer::start();
+    let scenario = Scenario::sublimit();
+    for (how, sharing) in [
+        ("shared", Sharing::Server(&redis)),
+        ("alone", Sharing::Nothing),
+    ] {
+        let (s, results, elapsed) = run_shared(&sharing, "sub-limit", &scenario, 3).await;
+        report(&format!("sublimit, {how}"), &s, elapsed, &scenario);
+        let failed: Vec<_> = results
+            .iter()
+            .filter(|r| !matches!(r, Ok(s) if s.is_success()))
+            .collect();
+        assert!(failed.is_empty(), "{how}: {failed:?}");
+        assert_eq!(
+            s.user_429 + s.global_429 + s.cloudflare_429,
+            0,
+            "{how}: {s:#?}"
+        );
+    }
+}

@@ -28,6 +28,8 @@ mod names;
 mod settings;
 #[cfg(feature = "redis")]
 mod shared_gate;
+#[cfg(feature = "redis")]
+pub(crate) use shared_gate::SharedStep;
 mod snapshot;
 pub(crate) mod state;
 
@@ -731,7 +733,12 @@ impl<P: Profile> Permit<P> {
         #[cfg(feature = "redis")]
         if let Some(lease) = self.lease.take() {
             let ok = status.is_success() && success;
-            lease.reconcile(shared_gate::report(&grant, &obs, ok, &inner.micros));
+            lease.reconcile(shared_gate::report(
+                &grant,
+                &obs,
+                (ok, fingerprint),
+                &inner.micros,
+            ));
         }
         metrics::counter!("ratelimit_client_responses_total", "class" => status_class(status))
             .increment(1);

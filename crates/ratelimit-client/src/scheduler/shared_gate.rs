@@ -27,17 +27,31 @@ pub(super) fn stable_digest(namespace: &str, credential: Option<&[u8]>) -> u64 {
     u64::from_be_bytes(first) | 1
 }
 
+/// Where a request stands with the shared state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SharedStep {
+    /// Admitted: send it.
+    Admitted,
+    /// Name the request body's shape and ask again.
+    NeedShape,
+}
+
 impl<P: Profile> Limiter<P> {
     /// Waits until the shared state admits `permit`'s request too (within the request's deadline), and
     /// attaches the reservation to the permit. A no-op without a shared budget.
+    ///
+    /// On a route whose sub-limits hold some body shapes, the shared state needs the request's `shape`
+    /// (its body's fingerprint): without one, this returns [`SharedStep::NeedShape`], and the caller
+    /// reads the body (outside this future, which so holds no borrow of it) and asks again.
     pub(crate) async fn admit_shared(
         &self,
         permit: &mut Permit<P>,
         t: &super::Ticket,
+        shape: Option<u64>,
         deadline: Option<Micros>,
-    ) -> Result<(), Error> {
+    ) -> Result<SharedStep, Error> {
         let Some(budget) = &self.inner.shared else {
-            return Ok(());
+            return Ok(SharedStep::Admitted);
         };
         let cfg = &self.inner.micros;
         let ask = Ask {
@@ -50,13 +64,14 @@ impl<P: Profile> Limiter<P> {
             global_window: cfg.global_window.saturating_add(cfg.global_margin),
             invalid_stop: cfg.invalid.stop,
             invalid_window: super::config::us(cfg.invalid.window),
+            shape: shape.or((t.fingerprint != 0).then_some(t.fingerprint)),
         };
         let start = self.now();
         loop {
             match budget.reserve(ask).await {
                 Gate::Admit(lease) => {
                     permit.shared_admitted(lease, start, self.now());
-                    return Ok(());
+                    return Ok(SharedStep::Admitted);
                 }
                 Gate::Wait(wait) => {
                     let until = self.now().saturating_add(wait);
@@ -76,6 +91,9 @@ impl<P: Profile> Limiter<P> {
                         count: usize::try_from(count).unwrap_or(usize::MAX),
                     })
                 }
+                Gate::NeedShape if ask.shape.is_none() => return Ok(SharedStep::NeedShape),
+                // The script asks only when no shape was named: asked again, the reply is not believed.
+                Gate::NeedShape => return Err(self.would_wait(t, SHARED, 0)),
             }
         }
     }
@@ -87,7 +105,7 @@ impl<P: Profile> Limiter<P> {
 pub(super) fn report(
     grant: &Grant,
     obs: &Observation,
-    ok: bool,
+    (ok, shape): (bool, u64),
     cfg: &super::config::Config,
 ) -> Report {
     let mut r = Report {
@@ -124,8 +142,12 @@ pub(super) fn report(
             Scope::Global => r.global_lock = l.retry_after,
             // Others contend the resource: not counted against this caller, but every process waits.
             Scope::Shared => r.hold = l.retry_after,
-            // A sub-limit (a 429 with room left in the bucket) holds one shape of request, not the bucket:
-            // each process learns it alone.
+            // A sub-limit (a 429 with room left in every bucket) holds one shape of request, not the
+            // bucket: every process holds that shape; how many a sub-window takes each learns alone.
+            Scope::User if super::state::is_sublimit(obs, l) => {
+                r.shape = shape;
+                r.shape_wait = l.retry_after;
+            }
             Scope::User if tightest.is_none_or(|b| b.remaining == 0) => r.block = l.retry_after,
             Scope::User => {}
         }

@@ -29,6 +29,8 @@ pub(crate) struct Ask<'a> {
     /// Invalid responses in `invalid_window` from which nothing is sent (0: no stop).
     pub invalid_stop: usize,
     pub invalid_window: Micros,
+    /// The request body's shape (its fingerprint; 0 for none), once read.
+    pub shape: Option<u64>,
 }
 
 /// State that several processes sharing one upstream identity (one token, one egress IP) share through
@@ -170,7 +172,8 @@ impl SharedBudget {
         );
         inv.arg(inner.poll)
             .arg(ask.invalid_stop)
-            .arg(ask.invalid_window);
+            .arg(ask.invalid_window)
+            .arg(ask.shape.map_or_else(String::new, |s| s.to_string()));
         let reply = inner
             .call(&inv)
             .await
@@ -194,6 +197,10 @@ impl SharedBudget {
                     Reply::Stopped(n) => {
                         pending.disarm();
                         Gate::Stopped(n)
+                    }
+                    Reply::NeedShape => {
+                        pending.disarm();
+                        Gate::NeedShape
                     }
                 }
             }
@@ -308,8 +315,8 @@ impl Inner {
         id
     }
 
-    /// The six keys every step declares (see the script).
-    pub(super) fn keys(&self, token: u64, route_key: &str) -> [String; 6] {
+    /// The seven keys every step declares (see the script).
+    pub(super) fn keys(&self, token: u64, route_key: &str) -> [String; 7] {
         let p = &self.prefix;
         let tok = hex::hex16(token);
         let tok = std::str::from_utf8(&tok).unwrap_or("0");
@@ -320,6 +327,7 @@ impl Inner {
             format!("{p}p:{route_key}"),
             format!("{p}ban"),
             format!("{p}inv"),
+            format!("{p}s:{route_key}"),
         ]
     }
 

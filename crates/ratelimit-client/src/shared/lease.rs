@@ -17,6 +17,8 @@ pub(crate) enum Gate {
     Banned(Micros),
     /// The shared invalid-request budget is spent (this many in its window).
     Stopped(u64),
+    /// Ask again with the request body's shape: the route has sub-limits on some shapes.
+    NeedShape,
 }
 
 /// A reservation in the shared state: one global slot and, on a known route, one unit of its counter.
@@ -64,6 +66,9 @@ pub(crate) struct Report {
     pub invalid_window: Micros,
     /// How many invalid responses the log keeps (its stop threshold).
     pub invalid_keep: usize,
+    /// A sub-limit refused this body shape (its fingerprint): requests of that shape wait this long.
+    pub shape: u64,
+    pub shape_wait: Micros,
 }
 
 /// Which counter a response describes.
@@ -180,6 +185,8 @@ impl Report {
             .arg(self.invalid_window)
             .arg(self.invalid_keep)
             .arg(if self.hold > 0 { "1" } else { "0" })
-            .arg(self.hold);
+            .arg(self.hold)
+            .arg(self.shape)
+            .arg(self.shape_wait);
     }
 }

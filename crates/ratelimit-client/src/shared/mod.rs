@@ -78,9 +78,9 @@ mod builder;
 mod conn;
 mod fallback;
 mod lease;
-#[cfg(test)]
-mod ordering_tests;
 mod script;
+#[cfg(test)]
+mod step_tests;
 
 pub use budget::{SharedBudget, SharedStats};
 pub use builder::{SharedBudgetBuilder, SharedError};

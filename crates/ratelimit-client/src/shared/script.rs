@@ -31,6 +31,8 @@ pub(crate) enum Reply {
     Banned(Micros),
     /// The invalid-request budget is spent: this many invalid responses in its window.
     Stopped(u64),
+    /// The route has sub-limits on body shapes: ask again naming the request's shape.
+    NeedShape,
 }
 
 /// Why a reply was not believed.
@@ -117,6 +119,7 @@ pub(crate) fn reserve_reply(reply: &Value, id: &str) -> Result<Reply, BadReply> 
         (1, 3) => Ok(Reply::Wait(wait(value)?)),
         (2, 3) => Ok(Reply::Banned(wait(value)?)),
         (3, 3) => Ok(Reply::Stopped(value)),
+        (4, 3) if value == 1 => Ok(Reply::NeedShape),
         _ => Err(BadReply::Shape("unknown status or length")),
     }
 }

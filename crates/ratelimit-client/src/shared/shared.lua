@@ -9,6 +9,7 @@
 --       4 the route's probe (id of the one request learning an unknown route's counter)
 --       5 the ban (µs until which the egress identity is banned)
 --       6 the invalid-request log (sorted set: id -> µs of the invalid response)
+--       7 the route's sub-limits (hash: body fingerprint -> µs until which requests of that shape wait)
 -- ARGV: 1 op ('reserve', 'reconcile', 'release'), 2 request id, 3 key prefix of counters (`{ns}:`),
 --       4 global limit (0: none), 5 global window µs, 6 in-flight lease µs, then per op (below).
 -- Replies end with the request id, so that a reply answering another call is never believed.
@@ -18,7 +19,9 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local op, id, prefix = ARGV[1], ARGV[2], ARGV[3]
 local glimit, gwindow, lease = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 
-local ADMIT, WAIT, BANNED, STOPPED = 0, 1, 2, 3
+local ADMIT, WAIT, BANNED, STOPPED, FINGERPRINT = 0, 1, 2, 3, 4
+-- A route keeps at most this many body shapes under a sub-limit (a shape is a set of top-level keys).
+local SHAPES_KEPT = 64
 -- Counters and route maps outlive their windows by a day: what a bucket is does not change often.
 local REMEMBER_MS = 86400000
 
@@ -77,6 +80,7 @@ end
 local function reserve()
   local poll = tonumber(ARGV[7])
   local inv_stop, inv_window = tonumber(ARGV[8]), tonumber(ARGV[9])
+  local shape = ARGV[10]
   local ban = num(redis.call('GET', KEYS[5]))
   if ban > now then return { BANNED, d(ban - now), id } end
   if inv_stop > 0 then
@@ -94,6 +98,13 @@ local function reserve()
       local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
       return { WAIT, d(math.max(1, math.min(num(first[2]) - now, gwindow))), id }
     end
+  end
+  -- A route with sub-limits holds the shapes they refused: the caller names its request's shape
+  -- ('' when it has not read its body yet, '0' for a body without one).
+  if redis.call('EXISTS', KEYS[7]) == 1 then
+    if shape == '' then return { FINGERPRINT, '1', id } end
+    local held = num(redis.call('HGET', KEYS[7], shape))
+    if held > now then return { WAIT, d(held - now), id } end
   end
   local counter = redis.call('GET', KEYS[3])
   local probe = 0
@@ -156,6 +167,7 @@ local function reconcile()
   local block, glock, ban = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
   local invalid, inv_window, inv_keep = ARGV[16] == '1', tonumber(ARGV[17]), tonumber(ARGV[18])
   local uncounted, hold = ARGV[19] == '1', tonumber(ARGV[20])
+  local shape, shape_wait = ARGV[21], tonumber(ARGV[22])
   end_request(reserved_counter, false)
   if named == '-' then
     -- The response named no limit: the route is unlimited unless another response said otherwise.
@@ -190,6 +202,11 @@ local function reconcile()
       if now + block > w.reset then w.reset = now + block end
     end
     store(c, w)
+  end
+  if shape_wait > 0 and shape ~= '0' then
+    if redis.call('HLEN', KEYS[7]) >= SHAPES_KEPT then redis.call('DEL', KEYS[7]) end
+    redis.call('HSET', KEYS[7], shape, d(now + shape_wait))
+    redis.call('PEXPIRE', KEYS[7], REMEMBER_MS)
   end
   if glock > 0 and now + glock > num(redis.call('GET', KEYS[2])) then
     redis.call('SET', KEYS[2], d(now + glock), 'PX', ms(glock))

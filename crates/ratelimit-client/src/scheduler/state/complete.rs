@@ -281,7 +281,7 @@ impl<S: SchedulerState> Core<S> {
 }
 
 /// A user 429 while every bucket named still shows requests left: a hidden sub-limit.
-fn is_sublimit(obs: &Observation, l: Limited) -> bool {
+pub(crate) fn is_sublimit(obs: &Observation, l: Limited) -> bool {
     l.scope == Scope::User
         && obs.buckets.iter().any(|b| b.remaining > 0)
         && obs.buckets.iter().all(|b| b.remaining > 0)

@@ -53,6 +53,7 @@ use ratelimit_core::Micros;
 
 use super::config::Config;
 use cap::CapLogged;
+pub(crate) use complete::is_sublimit;
 use evidence::{Early, RoundTrips};
 use global::GlobalWaiters;
 use memory::MemoryState;

@@ -1,6 +1,6 @@
-//! The reconcile step's ordering rule, against a real Redis through the crate's own calls: a response to
-//! a request reserved before its counter's current window started describes an earlier window, and
-//! neither lowers nor extends the current one.
+//! The script's steps against a real Redis, through the crate's own calls: the reconcile step's ordering
+//! rule (a response to a request reserved before its counter's current window started does not count in
+//! it), drain times, shared-scope holds and sub-limits on body shapes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -16,6 +16,11 @@ const COUNTER: &str = "1|#k|";
 const HANG_DETECTOR: Duration = Duration::from_secs(10);
 
 fn ask() -> Ask<'static> {
+    shaped(None)
+}
+
+/// The request, naming its body's shape or not.
+fn shaped(shape: Option<u64>) -> Ask<'static> {
     Ask {
         token: 1,
         route_key: ROUTE,
@@ -23,6 +28,7 @@ fn ask() -> Ask<'static> {
         global_window: 1_000_000,
         invalid_stop: 0,
         invalid_window: 1_000_000,
+        shape,
     }
 }
 
@@ -177,4 +183,53 @@ async fn a_shared_scope_429_holds_everyone_and_gives_its_unit_back() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _after = admitted(&budget).await;
     assert_eq!(window(&redis).0, 3);
+}
+
+/// A sub-limit refusal of one body shape holds that shape for every process, and only that shape; a
+/// process that has not named its request's shape on such a route is asked to.
+#[tokio::test]
+async fn a_sub_limit_refusal_holds_its_body_shape_for_every_process() {
+    const RENAME: u64 = 0x5a;
+    const OTHER: u64 = 0x6b;
+    let (redis, budget) = start().await;
+    let first = admitted(&budget).await;
+    let first_id = first.id().to_owned();
+    first.reconcile(report(4, Duration::from_secs(10)));
+    reconciled(&redis, &first_id).await;
+    // Another process's rename is refused by the sub-limit: the bucket still has room.
+    let other_process = SharedBudget::builder()
+        .namespace("order")
+        .connect(&redis.url())
+        .await
+        .unwrap();
+    let refused = match other_process.reserve(shaped(Some(RENAME))).await {
+        Gate::Admit(lease) => lease,
+        other => panic!("not admitted: {other:?}"),
+    };
+    let refused_id = refused.id().to_owned();
+    refused.reconcile(Report {
+        shape: RENAME,
+        shape_wait: 300_000,
+        ..report(3, Duration::from_secs(10))
+    });
+    reconciled(&redis, &refused_id).await;
+
+    assert!(matches!(budget.reserve(ask()).await, Gate::NeedShape));
+    match budget.reserve(shaped(Some(RENAME))).await {
+        Gate::Wait(us) => assert!(us > 100_000 && us <= 300_000, "{us} µs"),
+        other => panic!("the refused shape is not held: {other:?}"),
+    }
+    assert!(matches!(
+        budget.reserve(shaped(Some(OTHER))).await,
+        Gate::Admit(_)
+    ));
+    assert!(
+        matches!(budget.reserve(shaped(Some(0))).await, Gate::Admit(_)),
+        "a body without a shape is not held"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(matches!(
+        budget.reserve(shaped(Some(RENAME))).await,
+        Gate::Admit(_)
+    ));
 }
