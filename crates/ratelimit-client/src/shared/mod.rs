@@ -50,7 +50,10 @@
 //!
 //! The shared counters are conservative where the per-process scheduler is clever: they release at the
 //! latest reported reset (no early release), and a leaky bucket is refilled only once it has drained
-//! completely. Sub-limits are learned and honoured by each process on its own.
+//! completely. A sub-limit's refusal holds its body shape (the request body's top-level keys) for every
+//! process until its `Retry-After`; how many requests a sub-window takes, each process learns alone. The
+//! global limit's slots go to whichever process asks first: the in-process scheduler's preference for
+//! routes with longer queues is not shared.
 //!
 //! # Keys
 //!
