@@ -124,6 +124,24 @@ impl SharedBudgetBuilder {
     pub async fn connect(self, url: &str) -> Result<SharedBudget, SharedError> {
         self.validate()?;
         let client = redis::Client::open(url).map_err(SharedError::Connect)?;
+        self.from_client(client).await
+    }
+
+    /// Connects through a client the application built: `rediss://` with a private CA
+    /// (`redis::Client::build_with_tls`), or any other setting redis-rs takes. For TLS, enable one of
+    /// redis-rs's TLS features in the application (`redis = { version = "1.8", features =
+    /// ["tokio-rustls-comp"] }`, and install a rustls crypto provider): this crate does not choose a TLS
+    /// stack for everyone.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use ratelimit_client::shared::SharedBudget;
+    /// let client = redis::Client::open("redis://10.0.0.5:6379/")?;
+    /// let budget = SharedBudget::builder().namespace("my-bot").from_client(client).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn from_client(self, client: redis::Client) -> Result<SharedBudget, SharedError> {
+        self.validate()?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout()))
             .set_number_of_retries(2)
