@@ -69,6 +69,10 @@ pub struct Args {
     /// divided by this.
     #[arg(long, env = "RATELIMIT_PROXY_INSTANCES", default_value_t = 1)]
     pub instances: u32,
+    /// For a `rediss://` URL: the CA (PEM) that signed the server's certificate, when it is not one of the
+    /// public roots built in.
+    #[arg(long, env = "RATELIMIT_PROXY_REDIS_CA")]
+    pub redis_ca: Option<std::path::PathBuf>,
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -103,6 +107,7 @@ impl Args {
         let mut shared = SharedConfig::new(redis);
         shared.namespace.clone_from(&self.namespace);
         shared.instances = self.instances;
+        shared.redis_ca.clone_from(&self.redis_ca);
         Some(shared)
     }
 }

@@ -1,6 +1,6 @@
 //! Replicas sharing one budget: where the shared state lives ([`SharedConfig`]) and connecting to it.
 
-use ratelimit_client::shared::{SharedBudget, SharedError};
+use ratelimit_client::shared::{redis, SharedBudget, SharedError};
 
 /// The namespace replicas use unless told otherwise: every proxy started with the same Redis and no
 /// `--namespace` shares one budget.
@@ -95,6 +95,8 @@ pub struct SharedConfig {
     /// How many replicas share the budget: while Redis is unreachable each keeps the global limit divided
     /// by this.
     pub instances: u32,
+    /// The CA that signed a `rediss://` server's certificate, when it is not a public one (PEM).
+    pub redis_ca: Option<std::path::PathBuf>,
 }
 
 /// The shared budget could not be set up; the proxy does not start without it.
@@ -123,7 +125,33 @@ impl SharedConfig {
             redis,
             namespace: DEFAULT_NAMESPACE.to_owned(),
             instances: 1,
+            redis_ca: None,
         }
+    }
+
+    /// A client for `url`: over TLS (`rediss://`) it trusts the Mozilla roots built in, or only
+    /// [`redis_ca`](Self::redis_ca) when given.
+    fn client(&self, url: &str) -> Result<redis::Client, SharedError> {
+        install_crypto_provider();
+        let client = match &self.redis_ca {
+            None => redis::Client::open(url),
+            Some(path) => {
+                let ca = std::fs::read(path).map_err(|e| {
+                    SharedError::Connect(redis::RedisError::from(std::io::Error::new(
+                        e.kind(),
+                        format!("--redis-ca {}: {e}", path.display()),
+                    )))
+                })?;
+                redis::Client::build_with_tls(
+                    url,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(ca),
+                    },
+                )
+            }
+        };
+        client.map_err(SharedError::Connect)
     }
 
     /// Connects to Redis and loads the budget's script: fails if Redis cannot be reached now.
@@ -132,7 +160,10 @@ impl SharedConfig {
             .namespace(self.namespace.as_str())
             .instances(self.instances);
         let connected = match &self.redis {
-            Redis::Url(url) => builder.connect(url).await,
+            Redis::Url(url) => match self.client(url) {
+                Ok(client) => builder.from_client(client).await,
+                Err(e) => Err(e),
+            },
             Redis::Cluster(nodes) => {
                 let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
                 builder.connect_cluster(&nodes).await
@@ -147,6 +178,12 @@ impl SharedConfig {
             },
         })
     }
+}
+
+/// redis-rs's TLS takes rustls's process-wide crypto provider: ring, as for the upstream.
+fn install_crypto_provider() {
+    // Already installed (by an earlier call, or by the application embedding the proxy): keep it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 #[cfg(test)]

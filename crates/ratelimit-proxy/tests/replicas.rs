@@ -11,6 +11,7 @@ use common::{assert_handed_on_intact, body, bot, get_untokened, send, Answer, Ta
 use discord_sim::{Scenario, SimStats, Simulator};
 use http::StatusCode;
 use ratelimit_test_support::redis_server::{free_port, RedisCluster, RedisServer};
+use ratelimit_test_support::tls::TlsRedis;
 
 const REPLICAS: usize = 2;
 
@@ -226,4 +227,42 @@ async fn a_replica_shares_through_a_redis_cluster_named_by_its_nodes() {
         .map(|n| n.cli(&["DBSIZE"]).trim().parse::<u64>().unwrap())
         .sum();
     assert!(keys > 0, "the state is in the cluster");
+}
+
+/// `rediss://`: a replica given the CA that signed the server's certificate shares through TLS; one
+/// that trusts only the public roots built in refuses the server and does not start (so nothing went
+/// in the clear).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_shares_over_tls_with_the_ca_it_is_given_and_refuses_an_unknown_one() {
+    let tls = TlsRedis::start("proxy");
+    let sim = Simulator::start(Scenario::mixed().config).await.unwrap();
+    let upstream = format!("http://{}/api", sim.addr());
+    let mut flags = shared_flags(&tls.url, "tls", 1);
+    flags.extend(["--redis-ca".to_owned(), tls.ca_file().display().to_string()]);
+    let replica = Replica::start(&upstream, &flags).await;
+    let url = format!("{}/channels/100/messages", replica.base());
+    assert_eq!(
+        common::post(&bot(), &url, "{}").await.unwrap().status,
+        StatusCode::OK
+    );
+    let a = get_untokened(&bot(), &format!("http://{}/status", replica.admin))
+        .await
+        .unwrap();
+    let shared = serde_json::from_slice::<serde_json::Value>(&a.body).unwrap()["shared"].clone();
+    assert_eq!(shared["degraded"], false, "{shared}");
+    assert!(shared["calls"].as_u64().unwrap() > 0, "{shared}");
+    let keys = tls.server.cli(&["KEYS", "{tls}:*"]);
+    assert!(keys.contains("{tls}:g:"), "the state is in Redis: {keys}");
+    assert!(replica.stop().await.success());
+
+    let out = command(&upstream, &shared_flags(&tls.url, "tls", 1))
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--redis-url rediss://127.0.0.1:"),
+        "{stderr}"
+    );
 }

@@ -9,6 +9,7 @@
 //!   any await leaves no shared state behind.
 //! * [`poll`]: polls a future once, joins futures in a fixed order, and waits for a condition with a
 //!   bound only a hang reaches (instead of sleeping for a guessed time).
+//! * [`tls`]: a `redis-server` on a TLS port, with a test CA made by the `openssl` command.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 pub mod alloc;
@@ -16,3 +17,4 @@ pub mod cancel;
 pub mod fault_proxy;
 pub mod poll;
 pub mod redis_server;
+pub mod tls;

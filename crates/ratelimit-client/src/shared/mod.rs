@@ -86,10 +86,10 @@ mod script;
 mod step_tests;
 
 pub use budget::{SharedBudget, SharedStats};
+pub use builder::{SharedBudgetBuilder, SharedError};
 /// The redis-rs this module is built on, for [`SharedBudgetBuilder::from_client`] (a `redis::Client` of
 /// another version would not be the same type).
 pub use redis;
-pub use builder::{SharedBudgetBuilder, SharedError};
 
 pub(crate) use budget::Ask;
 pub(crate) use lease::{Gate, Lease, Named, Report};

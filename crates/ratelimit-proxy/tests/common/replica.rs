@@ -17,12 +17,13 @@ const START_WITHIN: Duration = Duration::from_secs(30);
 pub const BINARY: &str = env!("CARGO_BIN_EXE_ratelimit-proxy");
 
 /// Settings read from the environment that a replica must not inherit from whoever runs the tests.
-const INHERITED_SETTINGS: [&str; 5] = [
+const INHERITED_SETTINGS: [&str; 6] = [
     "REDIS_URL",
     "RATELIMIT_PROXY_REDIS_CLUSTER",
     "RATELIMIT_PROXY_NAMESPACE",
     "RATELIMIT_PROXY_INSTANCES",
     "RATELIMIT_PROXY_GLOBAL_WINDOW",
+    "RATELIMIT_PROXY_REDIS_CA",
 ];
 
 /// One running replica.
