@@ -33,6 +33,7 @@ pub mod clock;
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub mod config;
 pub mod decision;
+pub mod log_once;
 pub mod policy;
 pub mod quota;
 pub mod store;

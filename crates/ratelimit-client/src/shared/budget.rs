@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use ratelimit_core::log_once::LogOnce;
 use ratelimit_core::store::redis::{Breaker, Transition};
 use ratelimit_core::Micros;
 use redis::Value;
@@ -85,6 +86,9 @@ pub(super) struct Inner {
     pub(super) calls: AtomicU64,
     pub(super) errors: AtomicU64,
     pub(super) fallbacks: AtomicU64,
+    /// Each kind of failed call is logged once, then at most once a minute (the breaker's transitions
+    /// are logged apart).
+    pub(super) logs: LogOnce<FAULT_KINDS>,
 }
 
 /// Why a call did not give a believable reply.
@@ -98,6 +102,9 @@ pub(super) enum Fault {
     Reply(#[from] BadReply),
 }
 
+/// Kinds of [`Fault`], each logged on its own (once, then at most once a minute).
+pub(super) const FAULT_KINDS: usize = 4;
+
 impl Fault {
     fn kind(&self) -> &'static str {
         match self {
@@ -105,6 +112,15 @@ impl Fault {
             Fault::Redis(_) => "redis",
             Fault::Reply(BadReply::Foreign) => "foreign_reply",
             Fault::Reply(_) => "protocol",
+        }
+    }
+
+    fn index(&self) -> usize {
+        match self {
+            Fault::Timeout(_) => 0,
+            Fault::Redis(_) => 1,
+            Fault::Reply(BadReply::Foreign) => 2,
+            Fault::Reply(_) => 3,
         }
     }
 }
@@ -364,6 +380,14 @@ impl Inner {
             .increment(1);
         if matches!(fault, Fault::Timeout(_) | Fault::Reply(BadReply::Foreign)) {
             self.link.out_of_step();
+        }
+        if let Some(unlogged) = self.logs.occurred(fault.index()) {
+            tracing::warn!(
+                namespace = %self.namespace,
+                error = %fault,
+                unlogged,
+                "a shared rate-limit state call failed; this process decided alone (logged once a minute at most)"
+            );
         }
         self.settle(t, Some(fault));
     }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use ratelimit_core::log_once::LogOnce;
 use ratelimit_core::store::redis::Breaker;
 use redis::aio::ConnectionManagerConfig;
 
@@ -188,6 +189,7 @@ impl SharedBudgetBuilder {
                 calls: Default::default(),
                 errors: Default::default(),
                 fallbacks: Default::default(),
+                logs: LogOnce::new(),
             }),
         };
         // Loads the script now, so that a wrong URL or a server refusing scripts fails here, not later.

@@ -3,7 +3,7 @@
 //! State transitions are logged once each (breaker opened: WARN; first half-open probe of an outage and
 //! breaker closed: INFO); repeats inside a state — refused calls, failed probes, each request of a bad key —
 //! are counted in `metrics` and [`RedisStats`](super::RedisStats), and each kind of failure is logged once
-//! (then at most once a minute, with the count since; see [`log_once`](super::log_once)).
+//! (then at most once a minute, with the count since; see [`log_once`](crate::log_once)).
 
 use std::sync::atomic::Ordering;
 

@@ -181,7 +181,6 @@ mod failure;
 mod health;
 pub mod hybrid;
 mod keys;
-mod log_once;
 mod reply;
 mod script;
 
@@ -213,8 +212,8 @@ use self::conn::{Conn, Connection, Connector, Evidence, Lease};
 use self::deny_cache::DenyCache;
 use self::failure::{Failure, ProtocolStreak};
 use self::health::{Caller, LOG_SLOTS, RELOAD_LOG_SLOT};
-use self::log_once::LogOnce;
 use self::script::{Op, Token};
+use crate::log_once::LogOnce;
 
 /// The Lua source of the script the store runs for `set` (the algorithms `set` uses and the entry
 /// point), for inspection and for loading by hand (e.g. with `redis-benchmark`).

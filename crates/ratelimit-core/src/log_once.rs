@@ -4,16 +4,29 @@
 //! the `metrics` counters count it. A condition that lasts is said again at most once per
 //! [`LASTING_PROBLEM_REMINDER_INTERVAL`], with how many times it happened meanwhile, so it stays visible
 //! in the logs without flooding them.
+//!
+//! ```
+//! use ratelimit_core::log_once::LogOnce;
+//!
+//! const TIMEOUT: usize = 0;
+//! let logs = LogOnce::<2>::new();
+//! for _ in 0..1_000 {
+//!     if let Some(unlogged) = logs.occurred(TIMEOUT) {
+//!         // Once now, then at most once a minute with the count since.
+//!         eprintln!("Redis timed out ({unlogged} more since the last line)");
+//!     }
+//! }
+//! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a repeated condition stays quiet after being logged.
-pub(crate) const LASTING_PROBLEM_REMINDER_INTERVAL: Duration = Duration::from_secs(60);
+pub const LASTING_PROBLEM_REMINDER_INTERVAL: Duration = Duration::from_secs(60);
 
-/// One throttled log line per slot (a kind of failure, say).
+/// One throttled log line per slot (a kind of failure, say); shared by reference among callers.
 #[derive(Debug)]
-pub(crate) struct LogOnce<const N: usize> {
+pub struct LogOnce<const N: usize> {
     origin: Instant,
     slots: [Slot; N],
 }
@@ -26,8 +39,15 @@ struct Slot {
     since: AtomicU64,
 }
 
+impl<const N: usize> Default for LogOnce<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<const N: usize> LogOnce<N> {
-    pub(crate) fn new() -> Self {
+    /// `N` slots, none logged yet.
+    pub fn new() -> Self {
         LogOnce {
             origin: Instant::now(),
             slots: std::array::from_fn(|_| Slot::default()),
@@ -36,7 +56,7 @@ impl<const N: usize> LogOnce<N> {
 
     /// Records one occurrence in `slot`: `Some(n)` when it should be logged now (`n` occurrences went
     /// unlogged since the last line), `None` to stay quiet.
-    pub(crate) fn occurred(&self, slot: usize) -> Option<u64> {
+    pub fn occurred(&self, slot: usize) -> Option<u64> {
         let s = self.slots.get(slot)?;
         let now = u64::try_from(self.origin.elapsed().as_micros())
             .unwrap_or(u64::MAX)
