@@ -69,8 +69,8 @@
 //! circuit breaker as the Redis store's ([`ratelimit_core::store::redis::breaker`]); while it is open,
 //! each process decides alone: its own scheduler's bucket limits, and the global limit divided by the
 //! declared [`instances`](SharedBudgetBuilder::instances), each slot held until one window after its
-//! request ends, as in Redis. The change is logged once each way (WARN,
-//! INFO), [`SharedBudget::is_degraded`] and the gauge `ratelimit_client_shared_degraded` say so, and one
+//! request ends, as in Redis. The change is logged once each way (WARN, INFO; each kind of failed call
+//! also once, then at most once a minute with the count since), [`SharedBudget::is_degraded`] and the gauge `ratelimit_client_shared_degraded` say so, and one
 //! call per cooldown probes Redis until it answers. Replies are checked before they are believed (shape,
 //! range, and the request id every reply echoes); a timeout or another call's reply replaces the
 //! connection. `ratelimit_client_shared_calls_total`, `…_errors_total{kind}`, `…_fallbacks_total` and
