@@ -24,7 +24,8 @@
 //! * **the token's global limit**: at most `N` requests in any global window, exactly. A sorted set holds
 //!   one slot per request: taken at reservation, kept until one window after the response (the upstream
 //!   counts a request at an unknown moment before its response).
-//! * **the global lock** after a global 429, **the ban** after a Cloudflare-style block, and **the
+//! * **the global lock** after a global 429, **the ban** after a Cloudflare-style block (after its
+//!   backoff one request, from any process, probes it, and the others wait for its answer), and **the
 //!   invalid-request budget** (401, 403, non-shared 429) of the egress identity.
 //! * **the route → counter map**: which upstream bucket a route draws on, learned from the first
 //!   response and remembered for a day. A route no process knows sends one request, from one process,

@@ -7,7 +7,8 @@
 --       2 the token's global lock (µs until which a global 429 stops it)
 --       3 the route's counter (name of the counter the route draws on; '' when its responses name none)
 --       4 the route's probe (id of the one request learning an unknown route's counter)
---       5 the ban (µs until which the egress identity is banned)
+--       5 the ban (µs until which the egress identity is banned; kept past that until a probe is answered
+--         without a ban; `…:probe` holds the id of the one request, from any process, probing it)
 --       6 the invalid-request log (sorted set: id -> µs of the invalid response)
 --       7 the route's sub-limits (hash: body fingerprint -> µs until which requests of that shape wait)
 -- ARGV: 1 op ('reserve', 'reconcile', 'release'), 2 request id, 3 key prefix of counters (`{ns}:`),
@@ -83,6 +84,12 @@ local function reserve()
   local shape = ARGV[10]
   local ban = num(redis.call('GET', KEYS[5]))
   if ban > now then return { BANNED, d(ban - now), id } end
+  local ban_probe = ban > 0
+  if ban_probe then
+    -- The ban's backoff is over: one request probes it; the others wait for its answer.
+    local left = redis.call('PTTL', KEYS[5] .. ':probe')
+    if left > 0 then return { BANNED, d(math.max(1, math.min(poll, left * 1000))), id } end
+  end
   if inv_stop > 0 then
     redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', d(now - inv_window))
     local count = redis.call('ZCARD', KEYS[6])
@@ -139,6 +146,7 @@ local function reserve()
     redis.call('ZADD', KEYS[1], d(now + lease), id)
     redis.call('PEXPIRE', KEYS[1], ms(lease + gwindow))
   end
+  if ban_probe then redis.call('SET', KEYS[5] .. ':probe', id, 'PX', ms(lease)) end
   return { ADMIT, d(now), id, counter, probe }
 end
 
@@ -155,6 +163,7 @@ local function end_request(reserved_counter, only_if_held)
     redis.call('PEXPIRE', KEYS[1], ms(lease + gwindow))
   end
   if redis.call('GET', KEYS[4]) == id then redis.call('DEL', KEYS[4]) end
+  if redis.call('GET', KEYS[5] .. ':probe') == id then redis.call('DEL', KEYS[5] .. ':probe') end
   if reserved_counter ~= '' then
     local _, f = counter_keys(reserved_counter)
     redis.call('ZREM', f, id)
@@ -168,6 +177,7 @@ local function reconcile()
   local invalid, inv_window, inv_keep = ARGV[16] == '1', tonumber(ARGV[17]), tonumber(ARGV[18])
   local uncounted, hold = ARGV[19] == '1', tonumber(ARGV[20])
   local shape, shape_wait = ARGV[21], tonumber(ARGV[22])
+  local probed_ban = redis.call('GET', KEYS[5] .. ':probe') == id
   end_request(reserved_counter, false)
   if named == '-' then
     -- The response named no limit: the route is unlimited unless another response said otherwise.
@@ -211,7 +221,12 @@ local function reconcile()
   if glock > 0 and now + glock > num(redis.call('GET', KEYS[2])) then
     redis.call('SET', KEYS[2], d(now + glock), 'PX', ms(glock))
   end
-  if ban > 0 then redis.call('SET', KEYS[5], d(now + ban), 'PX', ms(ban)) end
+  if ban > 0 then
+    -- Kept past its backoff (a day at most) until a probe is answered without a ban.
+    redis.call('SET', KEYS[5], d(now + ban), 'PX', ms(ban) + REMEMBER_MS)
+  elseif probed_ban then
+    redis.call('DEL', KEYS[5])
+  end
   if invalid then
     redis.call('ZADD', KEYS[6], d(now), id)
     redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', d(now - inv_window))

@@ -233,3 +233,41 @@ async fn a_sub_limit_refusal_holds_its_body_shape_for_every_process() {
         Gate::Admit(_)
     ));
 }
+
+/// After a ban's backoff, one request from any process probes it; the others stay stopped until the
+/// probe is answered: banned again, or not (traffic resumes).
+#[tokio::test]
+async fn one_request_from_any_process_probes_a_ban() {
+    let (redis, budget) = start().await;
+    let banned = admitted(&budget).await;
+    let banned_id = banned.id().to_owned();
+    banned.reconcile(Report {
+        ban: 200_000,
+        ..report(4, Duration::from_secs(10))
+    });
+    reconciled(&redis, &banned_id).await;
+    assert!(matches!(budget.reserve(ask()).await, Gate::Banned(us) if us <= 200_000));
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let probe = admitted(&budget).await;
+    assert!(
+        matches!(budget.reserve(ask()).await, Gate::Banned(_)),
+        "a second probe"
+    );
+    // Banned again: stopped for another backoff.
+    let probe_id = probe.id().to_owned();
+    probe.reconcile(Report {
+        ban: 200_000,
+        ..report(3, Duration::from_secs(10))
+    });
+    reconciled(&redis, &probe_id).await;
+    assert!(matches!(budget.reserve(ask()).await, Gate::Banned(us) if us > 100_000));
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let probe = admitted(&budget).await;
+    let probe_id = probe.id().to_owned();
+    probe.reconcile(report(2, Duration::from_secs(10)));
+    reconciled(&redis, &probe_id).await;
+    let _a = admitted(&budget).await;
+    let _b = admitted(&budget).await;
+}
