@@ -173,7 +173,7 @@ impl SharedBudget {
         let Some(permit) = inner.breaker.permit() else {
             return self.fall_back(ask);
         };
-        let mut pending = Lease::new(self.clone(), &ask, inner.next_id());
+        let pending = Lease::new(self.clone(), &ask, inner.next_id());
         let keys = inner.keys(ask.token, ask.route_key);
         let mut inv = inner.script.prepare_invoke();
         for k in &keys {
@@ -197,28 +197,7 @@ impl SharedBudget {
         match reply {
             Ok(reply) => {
                 inner.settle(permit.succeeded(), None);
-                match reply {
-                    Reply::Admit { at, counter, .. } => {
-                        pending.admitted(at, counter);
-                        Gate::Admit(pending)
-                    }
-                    Reply::Wait(w) => {
-                        pending.disarm();
-                        Gate::Wait(w)
-                    }
-                    Reply::Banned(w) => {
-                        pending.disarm();
-                        Gate::Banned(w)
-                    }
-                    Reply::Stopped(n) => {
-                        pending.disarm();
-                        Gate::Stopped(n)
-                    }
-                    Reply::NeedShape => {
-                        pending.disarm();
-                        Gate::NeedShape
-                    }
-                }
+                gate(reply, pending)
             }
             Err(fault) => {
                 // The call may have been applied: the pending lease releases it when dropped here.
@@ -306,6 +285,23 @@ impl SharedBudget {
             Err(fault) => inner.failed(permit.failed(), &fault),
         }
     }
+}
+
+/// What a believed reply means for the caller: the lease on an admission, or why to wait.
+fn gate(reply: Reply, mut pending: Lease) -> Gate {
+    let waiting = match reply {
+        Reply::Admit { at, counter } => {
+            pending.admitted(at, counter);
+            return Gate::Admit(pending);
+        }
+        Reply::Wait(w) => Gate::Wait(w),
+        Reply::Banned(w) => Gate::Banned(w),
+        Reply::Stopped(n) => Gate::Stopped(n),
+        Reply::NeedShape => Gate::NeedShape,
+    };
+    // Nothing was reserved: nothing to release.
+    pending.disarm();
+    waiting
 }
 
 /// How a reservation ends: with its response's report, or without a response.

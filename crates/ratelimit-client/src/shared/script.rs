@@ -19,12 +19,9 @@ const LONGEST_COUNTER_NAME: usize = 1024;
 /// What a reservation answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Reply {
-    /// Admitted at `at` (µs on the server's clock), drawing on `counter` (empty: none, or probing).
-    Admit {
-        at: Micros,
-        counter: String,
-        probe: bool,
-    },
+    /// Admitted at `at` (µs on the server's clock), drawing on `counter` (empty: none, or probing the
+    /// route; the probe flag is checked, and the route's probe lock says it).
+    Admit { at: Micros, counter: String },
     /// Try again in this many µs.
     Wait(Micros),
     /// The egress identity is banned for this many µs.
@@ -102,19 +99,13 @@ pub(crate) fn reserve_reply(reply: &Value, id: &str) -> Result<Reply, BadReply> 
             let counter = std::str::from_utf8(counter)
                 .map_err(|_| BadReply::Range("counter name is not UTF-8"))?
                 .to_owned();
-            let probe = match int(&items[4]) {
-                Some(0) => false,
-                Some(1) => true,
-                _ => return Err(BadReply::Range("probe flag is not 0 or 1")),
-            };
+            if !matches!(int(&items[4]), Some(0 | 1)) {
+                return Err(BadReply::Range("probe flag is not 0 or 1"));
+            }
             if value == 0 {
                 return Err(BadReply::Range("admitted at time 0"));
             }
-            Ok(Reply::Admit {
-                at: value,
-                counter,
-                probe,
-            })
+            Ok(Reply::Admit { at: value, counter })
         }
         (1, 3) => Ok(Reply::Wait(wait(value)?)),
         (2, 3) => Ok(Reply::Banned(wait(value)?)),
@@ -145,7 +136,7 @@ mod tests {
     }
 
     #[test]
-    fn an_admission_is_read_with_its_counter_and_probe_flag() {
+    fn an_admission_is_read_with_its_counter() {
         let r = Value::Array(vec![
             Value::Int(0),
             bulk("1700000000000000"),
@@ -158,7 +149,6 @@ mod tests {
             Ok(Reply::Admit {
                 at: 1_700_000_000_000_000,
                 counter: "ab|#h|1".into(),
-                probe: true
             })
         );
     }
