@@ -7,7 +7,9 @@
 //! `--messages N` message creates and `--reactions R` reaction adds are spread over `--channels C` channel
 //! ids (`--first-channel ID` and up, default 100); reactions go to message `--reaction-message ID` (default:
 //! `9000 + channel id`, the messages the bundled simulator's scenarios use); `--global N` sets the global
-//! limit per second (default 50, Discord's; the simulator's `mixed` scenario allows 250). Everything is issued at once,
+//! limit per second (default 50, Discord's; the simulator's `mixed` scenario allows 50 per 200 ms, more in a
+//! second but never more than 50 at once, so keep 50: a higher figure takes global 429s). Everything is
+//! issued at once,
 //! and the layer schedules it: buckets learned from the headers, parallel within a bucket, the global limit,
 //! retries. At the end it prints requests, retries, 2xx, 429s by scope, the total wait and the elapsed time.
 //!
