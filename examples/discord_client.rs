@@ -243,7 +243,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                     *limited_by_scope.entry(scope).or_default() += 1;
                 }
             }
-            Ok(Err(e)) => *errors.entry(e).or_default() += 1,
+            // Grouped by message with its figures masked: a ban's countdown differs for every request.
+            Ok(Err(e)) => *errors.entry(without_figures(&e)).or_default() += 1,
             Err(e) => *errors.entry(e.to_string()).or_default() += 1,
         }
     }
@@ -282,4 +283,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         );
     }
     Ok(())
+}
+
+/// `e` with each run of digits (and the points between them) written `#`.
+fn without_figures(e: &str) -> String {
+    let mut out = String::with_capacity(e.len());
+    for c in e.chars() {
+        let figure = c.is_ascii_digit() || (c == '.' && out.ends_with('#'));
+        match (figure, out.ends_with('#')) {
+            (true, true) => {}
+            (true, false) => out.push('#'),
+            (false, _) => out.push(c),
+        }
+    }
+    out
 }
