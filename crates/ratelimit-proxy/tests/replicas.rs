@@ -210,17 +210,7 @@ async fn a_replica_shares_through_a_redis_cluster_named_by_its_nodes() {
     let nodes = cluster.urls().join(",");
     let args = ["--redis-cluster", &nodes, "--namespace", "cluster"].map(str::to_owned);
     let replica = Replica::start(&upstream, &args).await;
-    let url = format!("{}/channels/100/messages", replica.base());
-    assert_eq!(
-        common::post(&bot(), &url, "{}").await.unwrap().status,
-        StatusCode::OK
-    );
-    let a = get_untokened(&bot(), &format!("http://{}/status", replica.admin))
-        .await
-        .unwrap();
-    let shared = serde_json::from_slice::<serde_json::Value>(&a.body).unwrap()["shared"].clone();
-    assert_eq!(shared["degraded"], false, "{shared}");
-    assert!(shared["calls"].as_u64().unwrap() > 0, "{shared}");
+    assert_one_message_went_through_redis(&replica).await;
     let keys: u64 = cluster
         .nodes
         .iter()
@@ -240,17 +230,7 @@ async fn a_replica_shares_over_tls_with_the_ca_it_is_given_and_refuses_an_unknow
     let mut flags = shared_flags(&tls.url, "tls", 1);
     flags.extend(["--redis-ca".to_owned(), tls.ca_file().display().to_string()]);
     let replica = Replica::start(&upstream, &flags).await;
-    let url = format!("{}/channels/100/messages", replica.base());
-    assert_eq!(
-        common::post(&bot(), &url, "{}").await.unwrap().status,
-        StatusCode::OK
-    );
-    let a = get_untokened(&bot(), &format!("http://{}/status", replica.admin))
-        .await
-        .unwrap();
-    let shared = serde_json::from_slice::<serde_json::Value>(&a.body).unwrap()["shared"].clone();
-    assert_eq!(shared["degraded"], false, "{shared}");
-    assert!(shared["calls"].as_u64().unwrap() > 0, "{shared}");
+    assert_one_message_went_through_redis(&replica).await;
     let keys = tls.server.cli(&["KEYS", "{tls}:*"]);
     assert!(keys.contains("{tls}:g:"), "the state is in Redis: {keys}");
     assert!(replica.stop().await.success());
@@ -265,4 +245,20 @@ async fn a_replica_shares_over_tls_with_the_ca_it_is_given_and_refuses_an_unknow
         stderr.contains("--redis-url rediss://127.0.0.1:"),
         "{stderr}"
     );
+}
+
+/// One message through `replica` is answered 200, and its `/status` says the shared budget was asked and
+/// is not degraded.
+async fn assert_one_message_went_through_redis(replica: &Replica) {
+    let url = format!("{}/channels/100/messages", replica.base());
+    assert_eq!(
+        common::post(&bot(), &url, "{}").await.unwrap().status,
+        StatusCode::OK
+    );
+    let a = get_untokened(&bot(), &format!("http://{}/status", replica.admin))
+        .await
+        .unwrap();
+    let shared = serde_json::from_slice::<serde_json::Value>(&a.body).unwrap()["shared"].clone();
+    assert_eq!(shared["degraded"], false, "{shared}");
+    assert!(shared["calls"].as_u64().unwrap() > 0, "{shared}");
 }
