@@ -16,8 +16,8 @@
 //!
 //! # The model
 //!
-//! Each process keeps its own scheduler (its queues, its callers' order, what it learned about sub-limits
-//! and bucket shapes). Before a request leaves, the process also *reserves* it in Redis; the
+//! Each process keeps its own scheduler (its queues, its callers' order, how many a sub-limit's window
+//! takes, bucket shapes). Before a request leaves, the process also *reserves* it in Redis; the
 //! reservation is one atomic script on the Redis server's clock (`TIME`), so every process counts on one
 //! clock, whatever their own clocks say:
 //!
@@ -71,8 +71,9 @@
 //! each process decides alone: its own scheduler's bucket limits, and the global limit divided by the
 //! declared [`instances`](SharedBudgetBuilder::instances), each slot held until one window after its
 //! request ends, as in Redis. The change is logged once each way (WARN, INFO; each kind of failed call
-//! also once, then at most once a minute with the count since), [`SharedBudget::is_degraded`] and the gauge `ratelimit_client_shared_degraded` say so, and one
-//! call per cooldown probes Redis until it answers. Replies are checked before they are believed (shape,
+//! also once, then at most once a minute with the count since), [`SharedBudget::is_degraded`] and the
+//! gauge `ratelimit_client_shared_degraded` say so, and one call per cooldown probes Redis until it
+//! answers. Replies are checked before they are believed (shape,
 //! range, and the request id every reply echoes); a timeout or another call's reply replaces the
 //! connection. `ratelimit_client_shared_calls_total`, `…_errors_total{kind}`, `…_fallbacks_total` and
 //! `…_reconnects_total` count what happened.
