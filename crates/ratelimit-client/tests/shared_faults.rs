@@ -549,6 +549,11 @@ async fn replies_not_believed_degrade_replace_the_connection_and_recover() {
         );
         assert!(!budget.is_degraded(), "{name}");
     }
+    assert!(
+        budget.stats().reconnects > 0,
+        "a foreign reply or a timeout replaced the connection: {:?}",
+        budget.stats()
+    );
 }
 
 /// Redis unreachable for a whole `mixed` run (paused before the first request): three processes each

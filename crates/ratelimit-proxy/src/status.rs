@@ -50,8 +50,12 @@ pub struct Shared {
     pub calls: u64,
     /// Calls that failed, timed out or got a reply that was not believed.
     pub errors: u64,
-    /// Requests this replica admitted alone because Redis could not be asked.
+    /// Reservation steps this replica decided alone because Redis could not be asked.
     pub fallbacks: u64,
+    /// How many replicas were declared to share the budget.
+    pub instances: u32,
+    /// Connections to Redis replaced after a timeout or another call's reply.
+    pub reconnects: u64,
 }
 
 /// One bucket counter.
@@ -176,6 +180,8 @@ impl Status {
             calls: stats.calls,
             errors: stats.errors,
             fallbacks: stats.fallbacks,
+            instances: budget.instances(),
+            reconnects: stats.reconnects,
         });
         self
     }

@@ -63,6 +63,8 @@ pub struct SharedStats {
     pub calls: u64,
     /// Calls that failed, timed out or got a reply that was not believed.
     pub errors: u64,
+    /// Connections replaced because a call timed out or got another call's reply.
+    pub reconnects: u64,
     /// Reservation steps this process decided alone because Redis could not be asked (an admission or a
     /// wait each: a request that waited counts once per step).
     pub fallbacks: u64,
@@ -152,6 +154,7 @@ impl SharedBudget {
             calls: i.calls.load(Ordering::Relaxed),
             errors: i.errors.load(Ordering::Relaxed),
             fallbacks: i.fallbacks.load(Ordering::Relaxed),
+            reconnects: i.link.replaced(),
         }
     }
 

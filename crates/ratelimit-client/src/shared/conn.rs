@@ -5,7 +5,7 @@
 //! echoes its call's request id, so such a reply is never believed, and a timeout or a foreign reply
 //! replaces the connection (at most once per `spacing`) so that later calls get their own replies.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,6 +70,7 @@ pub(super) struct Link {
     spacing: Duration,
     last_replaced: Mutex<Option<Instant>>,
     replacing: AtomicBool,
+    replaced: AtomicU64,
 }
 
 impl Link {
@@ -80,7 +81,13 @@ impl Link {
             spacing,
             last_replaced: Mutex::new(None),
             replacing: AtomicBool::new(false),
+            replaced: AtomicU64::new(0),
         })
+    }
+
+    /// Connections replaced so far.
+    pub(super) fn replaced(&self) -> u64 {
+        self.replaced.load(Ordering::Relaxed)
     }
 
     /// A handle on the connection in use (cheap: redis-rs connections are shared handles).
@@ -118,6 +125,7 @@ impl Link {
             match link.connector.connect().await {
                 Ok(conn) => {
                     *link.current.write() = conn;
+                    link.replaced.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("ratelimit_client_shared_reconnects_total").increment(1);
                     tracing::debug!("shared state: replaced the Redis connection");
                 }
