@@ -54,7 +54,7 @@ impl<P: Profile> Limiter<P> {
             return Ok(SharedStep::Admitted);
         };
         let cfg = &self.inner.micros;
-        let ask = Ask {
+        let mut ask = Ask {
             token: t.token,
             route_key: &t.route_key,
             global_limit: match cfg.global_limit {
@@ -65,9 +65,13 @@ impl<P: Profile> Limiter<P> {
             invalid_stop: cfg.invalid.stop,
             invalid_window: super::config::us(cfg.invalid.window),
             shape: shape.or((t.fingerprint != 0).then_some(t.fingerprint)),
+            // The call's arrival order, which its retries keep (never 0: `| 1` on a shifted count).
+            waiter: (t.seq << 1) | 1,
+            waited: 0,
         };
         let start = self.now();
         loop {
+            ask.waited = self.now().saturating_sub(start);
             match budget.reserve(ask).await {
                 Gate::Admit(lease) => {
                     permit.shared_admitted(lease, start, self.now());

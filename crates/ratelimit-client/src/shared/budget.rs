@@ -32,6 +32,10 @@ pub(crate) struct Ask<'a> {
     pub invalid_window: Micros,
     /// The request body's shape (its fingerprint; 0 for none), once read.
     pub shape: Option<u64>,
+    /// The request, the same on each of its asks (0: not a waiter, it asks once).
+    pub waiter: u64,
+    /// How long it has waited for the shared state so far.
+    pub waited: Micros,
 }
 
 /// State that several processes sharing one upstream identity (one token, one egress IP) share through
@@ -192,7 +196,17 @@ impl SharedBudget {
         inv.arg(inner.poll)
             .arg(ask.invalid_stop)
             .arg(ask.invalid_window)
-            .arg(ask.shape.map_or_else(String::new, |s| s.to_string()));
+            .arg(ask.shape.map_or_else(String::new, |s| s.to_string()))
+            .arg(match ask.waiter {
+                0 => String::new(),
+                w => {
+                    let mut id = String::with_capacity(32);
+                    hex::push_hex(&mut id, inner.nonce);
+                    hex::push_hex(&mut id, w);
+                    id
+                }
+            })
+            .arg(ask.waited);
         let reply = inner
             .call(&inv)
             .await
@@ -330,8 +344,8 @@ impl Inner {
         id
     }
 
-    /// The seven keys every step declares (see the script).
-    pub(super) fn keys(&self, token: u64, route_key: &str) -> [String; 7] {
+    /// The eight keys every step declares (see the script).
+    pub(super) fn keys(&self, token: u64, route_key: &str) -> [String; 8] {
         let p = &self.prefix;
         let tok = hex::hex16(token);
         let tok = std::str::from_utf8(&tok).unwrap_or("0");
@@ -343,6 +357,7 @@ impl Inner {
             format!("{p}ban"),
             format!("{p}inv"),
             format!("{p}s:{route_key}"),
+            format!("{p}gc:{tok}"),
         ]
     }
 

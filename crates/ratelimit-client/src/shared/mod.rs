@@ -52,9 +52,11 @@
 //! The shared counters are conservative where the per-process scheduler is clever: they release at the
 //! latest reported reset (no early release), and a leaky bucket is refilled only once it has drained
 //! completely. A sub-limit's refusal holds its body shape (the request body's top-level keys) for every
-//! process until its `Retry-After`; how many requests a sub-window takes, each process learns alone. The
-//! global limit's slots go to whichever process asks first: the in-process scheduler's preference for
-//! routes with longer queues is not shared.
+//! process until its `Retry-After`; how many requests a sub-window takes, each process learns alone.
+//! Requests waiting for a counter's window to end *claim* global slots for that moment: within a window
+//! of it, other routes' requests leave as many slots as wait (up to the counter's limit), unless they
+//! have been held back a whole window already. (The in-process scheduler weighs queue lengths more
+//! finely.)
 //!
 //! # Keys
 //!

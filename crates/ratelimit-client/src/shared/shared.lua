@@ -11,6 +11,8 @@
 --         without a ban; `…:probe` holds the id of the one request, from any process, probing it)
 --       6 the invalid-request log (sorted set: id -> µs of the invalid response)
 --       7 the route's sub-limits (hash: body fingerprint -> µs until which requests of that shape wait)
+--       8 the token's claims (sorted set: counter -> its window's end, for counters whose requests wait
+--         for that end and will want global slots then; `{ns}:w:<counter>` holds the waiting requests)
 -- ARGV: 1 op ('reserve', 'reconcile', 'release'), 2 request id, 3 key prefix of counters (`{ns}:`),
 --       4 global limit (0: none), 5 global window µs, 6 in-flight lease µs, then per op (below).
 -- Replies end with the request id, so that a reply answering another call is never believed.
@@ -78,10 +80,48 @@ local function take_probe(wait_poll)
   return { WAIT, d(math.max(1, math.min(wait_poll, left))), id }
 end
 
+-- Extends `key`'s time to live to `ttl` ms, never shortens it (claims of other waiters may need longer).
+local function keep(key, ttl)
+  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+end
+
+-- `waiter` waits for `name`'s window to end (`w.ends`) and comes back at `back`: its counter claims a
+-- global slot for it then.
+local function claim(name, w, back)
+  local wk = prefix .. 'w:' .. name
+  redis.call('ZADD', wk, d(back), ARGV[11])
+  keep(wk, ms(back - now + gwindow))
+  redis.call('ZADD', KEYS[8], d(w.ends), name)
+  keep(KEYS[8], ms(math.max(w.ends - now, 0) + gwindow))
+end
+
+-- Global slots claimed by the waiting requests of counters other than `own` whose windows end within
+-- a window from now: as many as wait, at most each counter's limit. Waiters that did not come back
+-- within a window of when they said they would are gone (cancelled, or their process died), and so are
+-- claims a window past their end.
+local function set_aside(own)
+  redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', d(now - gwindow))
+  local n = 0
+  for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[8], '-inf', d(now + gwindow))) do
+    if name ~= own then
+      local wk = prefix .. 'w:' .. name
+      redis.call('ZREMRANGEBYSCORE', wk, '-inf', d(now - gwindow))
+      local waiting = redis.call('ZCARD', wk)
+      if waiting == 0 then
+        redis.call('ZREM', KEYS[8], name)
+      else
+        n = n + math.min(waiting, num(redis.call('HGET', prefix .. 'c:' .. name, 'lim')))
+      end
+    end
+  end
+  return n
+end
+
 local function reserve()
   local poll = tonumber(ARGV[7])
   local inv_stop, inv_window = tonumber(ARGV[8]), tonumber(ARGV[9])
   local shape = ARGV[10]
+  local waiter, waited = ARGV[11], tonumber(ARGV[12])
   local ban = num(redis.call('GET', KEYS[5]))
   if ban > now then return { BANNED, d(ban - now), id } end
   local ban_probe = ban > 0
@@ -97,13 +137,34 @@ local function reserve()
   end
   local lock = num(redis.call('GET', KEYS[2]))
   if lock > now then return { WAIT, d(lock - now), id } end
+  local counter = redis.call('GET', KEYS[3])
+  local c, f, w
+  if counter and counter ~= '' then
+    c, f = counter_keys(counter)
+    w = load(c, f)
+    if w and w.hold > now then return { WAIT, d(w.hold - now), id } end
+    if w and w.avail <= 0 then
+      local wait = poll
+      if w.ends > 0 then wait = w.ends - now end
+      wait = math.max(1, wait)
+      store(c, w)
+      if glimit > 0 and w.ends > 0 and waiter ~= '' then claim(counter, w, now + wait) end
+      return { WAIT, d(wait), id }
+    end
+  end
   if glimit > 0 then
     redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', d(now))
-    if redis.call('ZCARD', KEYS[1]) >= glimit then
+    local used = redis.call('ZCARD', KEYS[1])
+    if used >= glimit then
       -- The oldest slot frees at its score, or, while its request is still out (score past one window
       -- from now), no earlier than one window from now: ask again then rather than at its lease's end.
       local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
       return { WAIT, d(math.max(1, math.min(num(first[2]) - now, gwindow))), id }
+    end
+    -- Slots set aside for other counters' waiting requests, due within a window. A request held back
+    -- by them for a whole window goes anyway: they are a preference, never a starvation.
+    if waited < gwindow and used + set_aside(counter or '') >= glimit then
+      return { WAIT, d(poll), id }
     end
   end
   -- A route with sub-limits holds the shapes they refused: the caller names its request's shape
@@ -113,27 +174,16 @@ local function reserve()
     local held = num(redis.call('HGET', KEYS[7], shape))
     if held > now then return { WAIT, d(held - now), id } end
   end
-  local counter = redis.call('GET', KEYS[3])
   local probe = 0
-  if counter and counter ~= '' then
-    local c, f = counter_keys(counter)
-    local w = load(c, f)
-    if w then
-      if w.hold > now then return { WAIT, d(w.hold - now), id } end
-      if w.avail <= 0 then
-        local wait = poll
-        if w.ends > 0 then wait = w.ends - now end
-        store(c, w)
-        return { WAIT, d(math.max(1, wait)), id }
-      end
-      w.avail = w.avail - 1
-      w.last = now
-      store(c, w)
-      redis.call('ZADD', f, d(now + lease), id)
-      redis.call('PEXPIRE', f, ms(lease))
-    else
-      counter = false
-    end
+  if w then
+    w.avail = w.avail - 1
+    w.last = now
+    store(c, w)
+    redis.call('ZADD', f, d(now + lease), id)
+    redis.call('PEXPIRE', f, ms(lease))
+    if waiter ~= '' then redis.call('ZREM', prefix .. 'w:' .. counter, waiter) end
+  elseif counter and counter ~= '' then
+    counter = false
   end
   if not counter then
     -- An unknown route (or a forgotten counter): one request, from any process, learns it.

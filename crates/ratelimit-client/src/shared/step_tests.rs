@@ -29,6 +29,8 @@ fn shaped(shape: Option<u64>) -> Ask<'static> {
         invalid_stop: 0,
         invalid_window: 1_000_000,
         shape,
+        waiter: 0,
+        waited: 0,
     }
 }
 
@@ -270,4 +272,55 @@ async fn one_request_from_any_process_probes_a_ban() {
     reconciled(&redis, &probe_id).await;
     let _a = admitted(&budget).await;
     let _b = admitted(&budget).await;
+}
+
+/// Requests waiting for a counter's window to end claim global slots for that moment: within a window
+/// of it, requests of other routes leave those slots to them, unless they have been held back a whole
+/// window already.
+#[tokio::test]
+async fn waiting_requests_claim_global_slots_for_their_window_end() {
+    let (redis, budget) = start().await;
+    let on = |route_key: &'static str, waiter: u64, waited: u64| Ask {
+        global_limit: 2,
+        waiter,
+        waited,
+        route_key,
+        ..ask()
+    };
+    let first = match budget.reserve(on(ROUTE, 1, 0)).await {
+        Gate::Admit(lease) => lease,
+        other => panic!("not admitted: {other:?}"),
+    };
+    let first_id = first.id().to_owned();
+    first.reconcile(report(0, Duration::from_millis(300)));
+    reconciled(&redis, &first_id).await;
+    // One request waits for the counter's window to end, in 300 ms: it claims a slot then.
+    assert!(matches!(budget.reserve(on(ROUTE, 7, 0)).await, Gate::Wait(us) if us > 200_000));
+    // Another route's request: 1 slot in use, 1 claimed, of 2.
+    let other = "1|POST /y|";
+    match budget.reserve(on(other, 9, 0)).await {
+        Gate::Wait(us) => assert!(us <= 20_000, "asks again at the poll interval: {us} µs"),
+        g => panic!("took the claimed slot: {g:?}"),
+    }
+    assert!(
+        matches!(
+            budget.reserve(on(other, 9, 1_000_000)).await,
+            Gate::Admit(_)
+        ),
+        "held back a whole window: it goes anyway"
+    );
+    // The window ends: the waiter takes its slot (the first request's is still held one window).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _g = redis.cli(&["DEL", "{order}:g:0000000000000001"]);
+    assert!(matches!(
+        budget.reserve(on(ROUTE, 7, 300_000)).await,
+        Gate::Admit(_)
+    ));
+    assert_eq!(
+        redis
+            .cli(&["ZCARD", &format!("{{order}}:w:{COUNTER}")])
+            .trim(),
+        "0",
+        "the waiter left the claim when admitted"
+    );
 }
