@@ -124,24 +124,13 @@ async fn run(scenario: &Scenario) -> (Run, RunningSim, Limiter<Discord>) {
     let base = sim.base_url();
     let probe = LagProbe::start();
     let start = Instant::now();
-    let tasks: Vec<_> = scenario
-        .operations
-        .iter()
-        .map(|op| {
-            let svc = svc.clone();
-            let req = request(&base, op, DEFAULT_TOKEN);
-            tokio::spawn(async move {
-                svc.oneshot(req)
-                    .await
-                    .map(|r| r.status())
-                    .map_err(|e| e.to_string())
-            })
-        })
-        .collect();
-    let mut results = Vec::new();
-    for t in tasks {
-        results.push(t.await.unwrap());
-    }
+    let results = common::send_all_at_once(
+        scenario
+            .operations
+            .iter()
+            .map(|op| (svc.clone(), request(&base, op, DEFAULT_TOKEN))),
+    )
+    .await;
     let elapsed = start.elapsed();
     let lag = probe.stop();
     let stats = sim.stats();

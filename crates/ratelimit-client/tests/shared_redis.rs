@@ -81,25 +81,14 @@ async fn run_shared(
         clients.push(RateLimitLayer::new(l).layer(ReqwestService::new(reqwest::Client::new())));
     }
     let start = Instant::now();
-    let tasks: Vec<_> = scenario
-        .operations
-        .iter()
-        .enumerate()
-        .map(|(i, op)| {
-            let svc = clients[i % instances].clone();
-            let req = request(&base, op);
-            tokio::spawn(async move {
-                svc.oneshot(req)
-                    .await
-                    .map(|r| r.status())
-                    .map_err(|e| e.to_string())
-            })
-        })
-        .collect();
-    let mut results = Vec::new();
-    for t in tasks {
-        results.push(t.await.unwrap());
-    }
+    let results = common::send_all_at_once(
+        scenario
+            .operations
+            .iter()
+            .enumerate()
+            .map(|(i, op)| (clients[i % instances].clone(), request(&base, op))),
+    )
+    .await;
     (sim.stats(), results, start.elapsed())
 }
 

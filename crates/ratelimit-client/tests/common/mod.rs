@@ -57,3 +57,34 @@ pub fn sim_request(
     )))
     .unwrap()
 }
+
+/// Sends every request at once, each through the service paired with it, and returns each one's status
+/// (or error, as text) in the order given.
+pub async fn send_all_at_once<S, B, RB>(
+    sends: impl IntoIterator<Item = (S, http::Request<B>)>,
+) -> Vec<Result<http::StatusCode, String>>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>> + Send + 'static,
+    S::Future: Send,
+    S::Error: std::fmt::Display,
+    B: Send + 'static,
+    RB: Send + 'static,
+{
+    use tower::ServiceExt;
+    let tasks: Vec<_> = sends
+        .into_iter()
+        .map(|(svc, req)| {
+            tokio::spawn(async move {
+                svc.oneshot(req)
+                    .await
+                    .map(|r| r.status())
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    results
+}
