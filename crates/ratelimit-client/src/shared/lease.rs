@@ -184,7 +184,6 @@ impl Report {
             .arg(if self.invalid { "1" } else { "0" })
             .arg(self.invalid_window)
             .arg(self.invalid_keep)
-            .arg(if self.hold > 0 { "1" } else { "0" })
             .arg(self.hold)
             .arg(self.shape)
             .arg(self.shape_wait);

@@ -41,6 +41,7 @@ local function counter_keys(name) return prefix .. 'c:' .. name, prefix .. 'f:' 
 -- `describing`: the caller holds a response of this counter (its window is being described now).
 local function load(c, f, describing)
   redis.call('ZREMRANGEBYSCORE', f, '-inf', d(now))
+  local in_flight = redis.call('ZCARD', f)
   local st = redis.call('HMGET', c, 'lim', 'avail', 'reset', 'start', 'len', 'last', 'hold', 'floor')
   local lim = tonumber(st[1])
   if not lim then return nil end
@@ -52,14 +53,14 @@ local function load(c, f, describing)
   -- before `floor`: a request of an earlier window may have reached the upstream after this window's
   -- first ones, and a draining bucket holds it until then.
   w.ends = w.reset
-  if w.ends == 0 and not describing and redis.call('ZCARD', f) == 0 then
+  if w.ends == 0 and not describing and in_flight == 0 then
     w.ends = math.max(w.start, w.last) + w.len
   end
   if w.ends > 0 and w.floor > w.ends then w.ends = w.floor end
   if w.ends > 0 and w.ends <= now then
     -- The window is over (its end is the latest response's estimate, never early): a new one starts,
     -- less what is still in flight, which may be counted in it.
-    w.avail = lim - redis.call('ZCARD', f)
+    w.avail = lim - in_flight
     w.reset = 0
     w.ends = 0
     w.floor = 0
@@ -70,7 +71,7 @@ end
 
 local function store(c, w)
   redis.call('HSET', c, 'lim', d(w.lim), 'avail', d(w.avail), 'reset', d(w.reset), 'start', d(w.start),
-    'len', d(w.len), 'last', d(w.last), 'hold', d(w.hold or 0), 'floor', d(w.floor or 0))
+    'len', d(w.len), 'last', d(w.last), 'hold', d(w.hold), 'floor', d(w.floor))
   redis.call('PEXPIRE', c, REMEMBER_MS)
 end
 
@@ -202,7 +203,8 @@ end
 
 -- The request was sent and ended: its global slot stays taken for one window from now (the upstream
 -- counted it at an unknown moment before now). `only_if_held`: a request that may never have left
--- (its reservation may not exist) does not take a slot it never had.
+-- (its reservation may not exist) does not take a slot it never had. Returns whether the request was
+-- the ban's probe.
 local function end_request(reserved_counter, only_if_held)
   if glimit > 0 then
     if only_if_held then
@@ -213,11 +215,13 @@ local function end_request(reserved_counter, only_if_held)
     redis.call('PEXPIRE', KEYS[1], ms(lease + gwindow))
   end
   if redis.call('GET', KEYS[4]) == id then redis.call('DEL', KEYS[4]) end
-  if redis.call('GET', KEYS[5] .. ':probe') == id then redis.call('DEL', KEYS[5] .. ':probe') end
+  local probed_ban = redis.call('GET', KEYS[5] .. ':probe') == id
+  if probed_ban then redis.call('DEL', KEYS[5] .. ':probe') end
   if reserved_counter ~= '' then
     local _, f = counter_keys(reserved_counter)
     redis.call('ZREM', f, id)
   end
+  return probed_ban
 end
 
 local function reconcile()
@@ -225,10 +229,9 @@ local function reconcile()
   local lim, remaining, reset_after = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
   local block, glock, ban = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
   local invalid, inv_window, inv_keep = ARGV[16] == '1', tonumber(ARGV[17]), tonumber(ARGV[18])
-  local uncounted, hold = ARGV[19] == '1', tonumber(ARGV[20])
-  local shape, shape_wait = ARGV[21], tonumber(ARGV[22])
-  local probed_ban = redis.call('GET', KEYS[5] .. ':probe') == id
-  end_request(reserved_counter, false)
+  local hold = tonumber(ARGV[19])
+  local shape, shape_wait = ARGV[20], tonumber(ARGV[21])
+  local probed_ban = end_request(reserved_counter, false)
   if named == '-' then
     -- The response named no limit: the route is unlimited unless another response said otherwise.
     redis.call('SET', KEYS[3], '', 'PX', REMEMBER_MS, 'NX')
@@ -240,11 +243,11 @@ local function reconcile()
     local estimate = remaining - in_flight
     if not w then
       w = { lim = lim, avail = estimate, reset = now + reset_after, start = reserved_at, len = reset_after,
-            last = reserved_at, hold = 0 }
+            last = reserved_at, hold = 0, floor = 0 }
     elseif reserved_at >= w.start then
       -- A request the upstream did not count (a shared-scope 429) gives its unit back first; the header,
       -- which did not count it either, still bounds what is left.
-      if uncounted then w.avail = w.avail + 1 end
+      if hold > 0 then w.avail = w.avail + 1 end
       -- A response of this window: the header counts this request and everything that arrived before it;
       -- what is still in flight may or may not be counted, so it is taken as counted. Never rises.
       if estimate < w.avail then w.avail = estimate end
