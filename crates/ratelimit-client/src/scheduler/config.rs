@@ -78,6 +78,18 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// The span a global slot is held after its response: the window plus its margin.
+    pub(crate) fn global_span(&self) -> Micros {
+        self.global_window.saturating_add(self.global_margin)
+    }
+
+    /// The invalid-request budget's window.
+    pub(crate) fn invalid_window(&self) -> Micros {
+        us(self.invalid.window)
+    }
+}
+
 pub(crate) fn us(d: Duration) -> Micros {
     duration_to_micros(d)
 }

@@ -5,10 +5,9 @@
 use ratelimit_core::Micros;
 use sha2::{Digest, Sha256};
 
-use super::state::Grant;
+use super::state::{counter_key_of, Grant};
 use super::{Limiter, Permit, SHARED};
 use crate::error::Error;
-use crate::hex;
 use crate::parse::micros;
 use crate::profile::{Observation, Profile, Scope};
 use crate::shared::{Ask, Gate, Named, Report};
@@ -61,9 +60,9 @@ impl<P: Profile> Limiter<P> {
                 Some(n) if !t.global_exempt => n,
                 _ => 0,
             },
-            global_window: cfg.global_window.saturating_add(cfg.global_margin),
+            global_window: cfg.global_span(),
             invalid_stop: cfg.invalid.stop,
-            invalid_window: super::config::us(cfg.invalid.window),
+            invalid_window: cfg.invalid_window(),
             shape: shape.or((t.fingerprint != 0).then_some(t.fingerprint)),
             // The call's arrival order, which its retries keep (never 0: `| 1` on a shifted count).
             waiter: (t.seq << 1) | 1,
@@ -103,9 +102,9 @@ impl<P: Profile> Limiter<P> {
     }
 }
 
-/// What a response tells the shared state, in its terms: the counter named like every process names it
-/// (`token|#bucket|major`, or `token|=template|major` for a route's own limit), the most restrictive of
-/// the limits the response describes, and the locks it calls for.
+/// What a response tells the shared state, in its terms: the counter named as this process's scheduler
+/// names it when shared by hash ([`counter_key_of`]), the most restrictive of the limits the response
+/// describes, and the locks it calls for.
 pub(super) fn report(
     grant: &Grant,
     obs: &Observation,
@@ -114,26 +113,19 @@ pub(super) fn report(
 ) -> Report {
     let mut r = Report {
         invalid: obs.invalid,
-        invalid_window: super::config::us(cfg.invalid.window),
+        invalid_window: cfg.invalid_window(),
         invalid_keep: cfg.invalid.stop,
         ..Report::default()
     };
     let tightest = obs.buckets.iter().min_by_key(|b| b.remaining);
     if let Some(b) = tightest {
-        let mut name = String::with_capacity(grant.route_key.len() + 24);
-        hex::push_hex(&mut name, grant.token);
-        match &b.id {
-            Some(id) => {
-                name.push_str("|#");
-                name.push_str(id);
-            }
+        let name = match &b.id {
+            Some(id) => counter_key_of(grant.token, '#', id, grant.major()),
             None => {
-                name.push_str("|=");
-                name.push_str(grant.template());
+                let unnamed = format!("{}{}", super::names::UNNAMED_LIMIT, grant.template());
+                counter_key_of(grant.token, '#', &unnamed, grant.major())
             }
-        }
-        name.push('|');
-        name.push_str(grant.major());
+        };
         r.named = Named::Counter(name);
         r.limit = b.limit;
         r.remaining = b.remaining;

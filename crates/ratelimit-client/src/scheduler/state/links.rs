@@ -12,6 +12,20 @@ use crate::hex;
 use crate::profile::BucketInfo;
 use crate::scheduler::names;
 
+/// `token|<mark><name>|major`: `#` and the limit's name for a counter shared by hash (`route:<template>`
+/// when the upstream names none), `=` and the template for a route that keeps its own count under a
+/// shared hash. Every process names a counter alike (the shared state's keys use these names too).
+pub(crate) fn counter_key_of(token: u64, mark: char, name: &str, major: &str) -> String {
+    let mut key = String::with_capacity(16 + 2 + name.len() + 1 + major.len());
+    hex::push_hex(&mut key, token);
+    key.push('|');
+    key.push(mark);
+    key.push_str(name);
+    key.push('|');
+    key.push_str(major);
+    key
+}
+
 impl<S: SchedulerState> Core<S> {
     /// A new route whose template is known to use a hash for which this major already has a counter is
     /// linked at once, without a probe (the counter's state already covers it).
@@ -51,14 +65,7 @@ impl<S: SchedulerState> Core<S> {
         } else {
             ('#', hash)
         };
-        let mut key = String::with_capacity(16 + 2 + name.len() + 1 + major.len());
-        hex::push_hex(&mut key, token);
-        key.push('|');
-        key.push(mark);
-        key.push_str(name);
-        key.push('|');
-        key.push_str(major);
-        key.into()
+        counter_key_of(token, mark, name, major).into()
     }
 
     /// Learns from one bucket of a response; returns the counter it concerns.

@@ -56,6 +56,7 @@ use cap::CapLogged;
 pub(crate) use complete::is_sublimit;
 use evidence::{Early, RoundTrips};
 use global::GlobalWaiters;
+pub(crate) use links::counter_key_of;
 use memory::MemoryState;
 use route::RouteState;
 use safety::BudgetLevel;
@@ -101,8 +102,8 @@ impl<S: SchedulerState> Core<S> {
     /// A scheduler over `state`.
     pub(crate) fn with_state(cfg: Config, state: S) -> Self {
         Core {
-            global_window: cfg.global_window.saturating_add(cfg.global_margin),
-            invalid_window: super::config::us(cfg.invalid.window),
+            global_window: cfg.global_span(),
+            invalid_window: cfg.invalid_window(),
             rtt: RoundTrips::new(),
             cfg,
             routes: HashMap::default(),
