@@ -199,12 +199,7 @@ impl SharedBudget {
             .arg(ask.shape.map_or_else(String::new, |s| s.to_string()))
             .arg(match ask.waiter {
                 0 => String::new(),
-                w => {
-                    let mut id = String::with_capacity(32);
-                    hex::push_hex(&mut id, inner.nonce);
-                    hex::push_hex(&mut id, w);
-                    id
-                }
+                w => inner.unique(w),
             })
             .arg(ask.waited);
         let reply = inner
@@ -337,7 +332,11 @@ fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
 
 impl Inner {
     fn next_id(&self) -> String {
-        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.unique(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// `n` (unique in this process) made unique across the processes sharing the namespace.
+    fn unique(&self, n: u64) -> String {
         let mut id = String::with_capacity(32);
         hex::push_hex(&mut id, self.nonce);
         hex::push_hex(&mut id, n);
