@@ -102,7 +102,20 @@ async fn send(
     op: &Operation,
 ) -> Result<StatusCode, String> {
     let svc = RateLimitLayer::new(limiter.clone()).layer(ReqwestService::new(client()));
-    tokio::time::timeout(HANG_DETECTOR, svc.oneshot(request(base, op)))
+    within_hang_detector(svc, request(base, op)).await
+}
+
+/// Sends `req` through `svc`: its status, or its error as text. Only a hang outlasts [`HANG_DETECTOR`].
+async fn within_hang_detector<S, RB>(
+    svc: S,
+    req: http::Request<Full<Bytes>>,
+) -> Result<StatusCode, String>
+where
+    S: tower::Service<http::Request<Full<Bytes>>, Response = http::Response<RB>>,
+    S::Error: std::fmt::Display,
+{
+    use tower::ServiceExt;
+    tokio::time::timeout(HANG_DETECTOR, svc.oneshot(req))
         .await
         .expect("hang detector: a request never finished")
         .map(|r| r.status())
@@ -265,13 +278,7 @@ async fn a_paused_redis_degrades_each_process_to_its_share_and_recovers() {
         .map(|i| {
             let svc = clients[i % INSTANCES].clone();
             let req = request(&base, &message(100 + (i % 12) as u32));
-            tokio::spawn(async move {
-                tokio::time::timeout(HANG_DETECTOR, svc.oneshot(req))
-                    .await
-                    .expect("hang detector: a request never finished")
-                    .map(|r| r.status())
-                    .map_err(|e| e.to_string())
-            })
+            tokio::spawn(within_hang_detector(svc, req))
         })
         .collect();
 
@@ -596,13 +603,7 @@ async fn processes_alone_from_the_start_take_no_global_429() {
         .map(|(i, op)| {
             let svc = clients[i % INSTANCES].clone();
             let req = request(&base, op);
-            tokio::spawn(async move {
-                tokio::time::timeout(HANG_DETECTOR, svc.oneshot(req))
-                    .await
-                    .expect("hang detector: a request never finished")
-                    .map(|r| r.status())
-                    .map_err(|e| e.to_string())
-            })
+            tokio::spawn(within_hang_detector(svc, req))
         })
         .collect();
     let mut done = 0;

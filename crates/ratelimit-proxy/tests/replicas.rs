@@ -155,19 +155,13 @@ async fn two_replicas_limiting_alone_take_avoidable_429s_on_the_same_scenario() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_redis_does_not_answer_at_start_exits_naming_the_flag() {
     let nobody = format!("redis://:secret@127.0.0.1:{}/", free_port());
-    let out = command("http://127.0.0.1:9/api", &shared_flags(&nobody, "x", 2))
-        .output()
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = refused_at_start("http://127.0.0.1:9/api", &shared_flags(&nobody, "x", 2)).await;
     assert!(
         stderr.contains("--redis-url redis://***@127.0.0.1:"),
         "{stderr}"
     );
     assert!(stderr.contains("does not start"), "{stderr}");
     assert!(!stderr.contains("secret"), "{stderr}");
-    assert!(out.stdout.is_empty(), "it never listened");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,12 +229,7 @@ async fn a_replica_shares_over_tls_with_the_ca_it_is_given_and_refuses_an_unknow
     assert!(keys.contains("{tls}:g:"), "the state is in Redis: {keys}");
     assert!(replica.stop().await.success());
 
-    let out = command(&upstream, &shared_flags(&tls.url, "tls", 1))
-        .output()
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = refused_at_start(&upstream, &shared_flags(&tls.url, "tls", 1)).await;
     assert!(
         stderr.contains("--redis-url rediss://127.0.0.1:"),
         "{stderr}"
@@ -261,4 +250,13 @@ async fn assert_one_message_went_through_redis(replica: &Replica) {
     let shared = serde_json::from_slice::<serde_json::Value>(&a.body).unwrap()["shared"].clone();
     assert_eq!(shared["degraded"], false, "{shared}");
     assert!(shared["calls"].as_u64().unwrap() > 0, "{shared}");
+}
+
+/// Runs a replica with `flags` that must refuse to start: it exits 1 without ever listening. Its stderr.
+async fn refused_at_start(upstream: &str, flags: &[String]) -> String {
+    let out = command(upstream, flags).output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.stdout.is_empty(), "it never listened: {stderr}");
+    stderr
 }
