@@ -324,3 +324,62 @@ async fn waiting_requests_claim_global_slots_for_their_window_end() {
         "the waiter left the claim when admitted"
     );
 }
+
+/// A global 429 reported by one process stops the token for every process until its `Retry-After`.
+#[tokio::test]
+async fn a_global_429_locks_the_token_for_every_process() {
+    let (redis, budget) = start().await;
+    let refused = admitted(&budget).await;
+    let refused_id = refused.id().to_owned();
+    refused.reconcile(Report {
+        global_lock: 300_000,
+        ..report(4, Duration::from_secs(10))
+    });
+    reconciled(&redis, &refused_id).await;
+    let other_process = SharedBudget::builder()
+        .namespace("order")
+        .connect(&redis.url())
+        .await
+        .unwrap();
+    match other_process.reserve(ask()).await {
+        Gate::Wait(us) => assert!(us > 100_000 && us <= 300_000, "{us} µs"),
+        other => panic!("not locked: {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(matches!(other_process.reserve(ask()).await, Gate::Admit(_)));
+}
+
+/// Invalid responses (401, 403, non-shared 429) reported by any process count in one budget per egress
+/// identity: at its stop threshold nothing is sent, from any process.
+#[tokio::test]
+async fn the_invalid_request_budget_is_counted_across_processes() {
+    let (redis, budget) = start().await;
+    let stop_at_3 = |a: Ask<'static>| Ask {
+        invalid_stop: 3,
+        invalid_window: 60_000_000,
+        ..a
+    };
+    for _ in 0..3 {
+        let lease = match budget.reserve(stop_at_3(ask())).await {
+            Gate::Admit(lease) => lease,
+            other => panic!("stopped early: {other:?}"),
+        };
+        let id = lease.id().to_owned();
+        lease.reconcile(Report {
+            invalid: true,
+            invalid_window: 60_000_000,
+            invalid_keep: 3,
+            ..report(4, Duration::from_secs(10))
+        });
+        reconciled(&redis, &id).await;
+    }
+    let other_process = SharedBudget::builder()
+        .namespace("order")
+        .connect(&redis.url())
+        .await
+        .unwrap();
+    assert!(matches!(
+        other_process.reserve(stop_at_3(ask())).await,
+        Gate::Stopped(3)
+    ));
+}
