@@ -83,14 +83,26 @@ impl RedisServer {
         let start = Instant::now();
         while start.elapsed() < limit {
             if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
-                return false; // exited (port taken?)
+                // Exited (port taken by a parallel test?) and reaped: its pid may already belong to
+                // another process, so nothing may signal it any more.
+                self.child = None;
+                return false;
             }
-            if self.cli(&["PING"]).trim() == "PONG" {
+            if self.answering_pid() == self.child.as_ref().map(Child::id) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         false
+    }
+
+    /// The pid of whatever server answers on this port: another test's server may hold the port
+    /// this one failed to bind, and its PONG must not pass for ours.
+    fn answering_pid(&self) -> Option<u32> {
+        self.cli(&["INFO", "server"])
+            .lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .and_then(|pid| pid.trim().parse().ok())
     }
 
     pub fn url(&self) -> String {
@@ -145,19 +157,25 @@ impl RedisServer {
 }
 
 fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
+    assert!(try_signal(pid, sig), "kill {sig} {pid} failed");
+}
+
+fn try_signal(pid: u32, sig: &str) -> bool {
+    Command::new("kill")
         .args([sig, &pid.to_string()])
+        .stderr(Stdio::null())
         .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig} {pid} failed");
+        .is_ok_and(|s| s.success())
 }
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        if let Some(c) = &self.child {
-            // A paused server would ignore SIGTERM; SIGKILL works regardless.
-            signal(c.id(), "-CONT");
+        if let Some(c) = &mut self.child {
+            // A paused server is woken so it dies cleanly; one that already exited needs nothing
+            // (and a drop must not panic over it).
+            if matches!(c.try_wait(), Ok(None)) {
+                try_signal(c.id(), "-CONT");
+            }
         }
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -220,5 +238,27 @@ impl RedisCluster {
 
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.url()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A start that loses its port to another server (parallel tests pick ports the same way) must
+    /// report failure, and dropping it must neither panic nor signal the reaped pid.
+    #[test]
+    fn a_start_on_a_taken_port_fails_quietly_and_drops_cleanly() {
+        let holder = RedisServer::start();
+        let mut loser = RedisServer {
+            port: holder.port,
+            child: None,
+            dir: tmp_dir("loser"),
+            extra: Vec::new(),
+        };
+        assert!(!loser.spawn(), "a second server bound a taken port");
+        assert!(loser.child.is_none(), "the exited server is still tracked");
+        drop(loser);
+        assert_eq!(holder.cli(&["PING"]).trim(), "PONG");
     }
 }
