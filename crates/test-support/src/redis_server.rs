@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 const SERVER: &str = "redis-server";
 const CLI: &str = "redis-cli";
+/// Ports are picked free and then released, so a parallel test may take one first: try again elsewhere.
+pub const START_ATTEMPTS: usize = 5;
 
 /// A free loopback TCP port (bound, then released: good enough for tests on one machine).
 pub fn free_port() -> u16 {
@@ -45,19 +47,25 @@ impl RedisServer {
 
     /// Starts a server with extra `--flag value` arguments.
     pub fn start_with(extra: &[&str]) -> Self {
-        for _ in 0..5 {
-            let port = free_port();
-            let mut s = RedisServer {
-                port,
-                child: None,
-                dir: tmp_dir("node"),
-                extra: extra.iter().map(|s| s.to_string()).collect(),
-            };
-            if s.spawn() {
-                return s;
-            }
-        }
-        panic!("could not start redis-server on a free port after 5 attempts");
+        (0..START_ATTEMPTS)
+            .find_map(|_| Self::try_start_with(extra))
+            .unwrap_or_else(|| {
+                panic!(
+                    "could not start redis-server on a free port after {START_ATTEMPTS} attempts"
+                )
+            })
+    }
+
+    /// One attempt on one free port: `None` when the server exits (a port it needs was taken) or does
+    /// not answer in time.
+    pub fn try_start_with(extra: &[&str]) -> Option<Self> {
+        let mut s = RedisServer {
+            port: free_port(),
+            child: None,
+            dir: tmp_dir("node"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        s.spawn().then_some(s)
     }
 
     fn spawn(&mut self) -> bool {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::redis_server::{free_port, RedisServer};
+use crate::redis_server::{free_port, RedisServer, START_ATTEMPTS};
 
 /// A TLS `redis-server` and the CA that signed its certificate. Dropping it stops the server and removes
 /// the certificates.
@@ -23,19 +23,25 @@ impl TlsRedis {
         std::fs::create_dir_all(&dir).unwrap();
         certificates(&dir);
         let path = |f: &str| dir.join(f).to_str().unwrap().to_owned();
-        let tls_port = free_port().to_string();
-        let server = RedisServer::start_with(&[
-            "--tls-port",
-            &tls_port,
-            "--tls-cert-file",
-            &path("server.crt"),
-            "--tls-key-file",
-            &path("server.key"),
-            "--tls-ca-cert-file",
-            &path("ca.crt"),
-            "--tls-auth-clients",
-            "no",
-        ]);
+        let (server, tls_port) = (0..START_ATTEMPTS)
+            .find_map(|_| {
+                // The TLS port is picked like the plain one and may be lost the same way.
+                let tls_port = free_port().to_string();
+                let server = RedisServer::try_start_with(&[
+                    "--tls-port",
+                    &tls_port,
+                    "--tls-cert-file",
+                    &path("server.crt"),
+                    "--tls-key-file",
+                    &path("server.key"),
+                    "--tls-ca-cert-file",
+                    &path("ca.crt"),
+                    "--tls-auth-clients",
+                    "no",
+                ])?;
+                Some((server, tls_port))
+            })
+            .expect("could not start a TLS redis-server on free ports");
         TlsRedis {
             server,
             url: format!("rediss://127.0.0.1:{tls_port}/"),
