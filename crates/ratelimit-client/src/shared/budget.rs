@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use ratelimit_core::log_once::LogOnce;
+use ratelimit_core::store::redis::conn::{Connection, Evidence, Handle};
 use ratelimit_core::store::redis::{Breaker, Transition};
 use ratelimit_core::Micros;
 use redis::Value;
 
 use super::builder::SharedBudgetBuilder;
-use super::conn::Link;
 use super::fallback::Fallback;
 use super::lease::{Gate, Lease, Report};
 use super::script::{self, BadReply, Reply};
@@ -75,7 +75,7 @@ pub struct SharedStats {
 }
 
 pub(super) struct Inner {
-    pub(super) link: Arc<Link>,
+    pub(super) connection: Arc<Connection>,
     pub(super) script: redis::Script,
     /// `{namespace}:`: every key's prefix and Cluster hash tag.
     pub(super) prefix: String,
@@ -158,7 +158,7 @@ impl SharedBudget {
             calls: i.calls.load(Ordering::Relaxed),
             errors: i.errors.load(Ordering::Relaxed),
             fallbacks: i.fallbacks.load(Ordering::Relaxed),
-            reconnects: i.link.replaced(),
+            reconnects: i.connection.reconnects(),
         }
     }
 
@@ -203,9 +203,8 @@ impl SharedBudget {
             })
             .arg(ask.waited);
         let reply = inner
-            .call(&inv)
-            .await
-            .and_then(|v| Ok(script::reserve_reply(&v, pending.id())?));
+            .call(&inv, |v| script::reserve_reply(v, pending.id()))
+            .await;
         match reply {
             Ok(reply) => {
                 inner.settle(permit.succeeded(), None);
@@ -288,11 +287,7 @@ impl SharedBudget {
         let Some(permit) = inner.breaker.permit() else {
             return;
         };
-        match inner
-            .call(inv)
-            .await
-            .and_then(|v| Ok(script::done_reply(&v, id)?))
-        {
+        match inner.call(inv, |v| script::done_reply(v, id)).await {
             Ok(()) => inner.settle(permit.succeeded(), None),
             Err(fault) => inner.failed(permit.failed(), &fault),
         }
@@ -376,24 +371,39 @@ impl Inner {
             .arg(self.lease);
     }
 
-    async fn call(&self, inv: &redis::ScriptInvocation<'_>) -> Result<Value, Fault> {
+    /// One script call on the connection in use, its reply checked by `believe`. A late reply, or one
+    /// that answers another call, is evidence that the connection is out of step: it is replaced.
+    async fn call<T>(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+        believe: impl FnOnce(&Value) -> Result<T, BadReply>,
+    ) -> Result<T, Fault> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("ratelimit_client_shared_calls_total").increment(1);
-        let mut conn = self.link.conn();
-        match tokio::time::timeout(self.timeout, conn.run(inv)).await {
-            Ok(Ok(v)) => Ok(v),
+        let Handle {
+            generation,
+            mut conn,
+        } = self.connection.current();
+        let result = match tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn)).await {
+            Ok(Ok(v)) => believe(&v).map_err(Fault::Reply),
             Ok(Err(e)) => Err(Fault::Redis(e)),
             Err(_) => Err(Fault::Timeout(self.timeout)),
+        };
+        match &result {
+            Ok(_) => self.connection.in_step(generation),
+            Err(Fault::Timeout(_)) => self.connection.out_of_step(generation, Evidence::Timeout),
+            Err(Fault::Reply(BadReply::Foreign)) => self
+                .connection
+                .out_of_step(generation, Evidence::ForeignReply),
+            Err(_) => {}
         }
+        result
     }
 
     fn failed(&self, t: Transition, fault: &Fault) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("ratelimit_client_shared_errors_total", "kind" => fault.kind())
             .increment(1);
-        if matches!(fault, Fault::Timeout(_) | Fault::Reply(BadReply::Foreign)) {
-            self.link.out_of_step();
-        }
         if let Some(unlogged) = self.logs.occurred(fault.index()) {
             tracing::warn!(
                 namespace = %self.namespace,

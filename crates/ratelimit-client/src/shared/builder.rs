@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use ratelimit_core::log_once::LogOnce;
+use ratelimit_core::store::redis::conn::{Conn, Connection, Connector, Handle};
 use ratelimit_core::store::redis::Breaker;
-use redis::aio::ConnectionManagerConfig;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::budget::{Inner, SharedBudget};
-use super::conn::{Connector, Link};
 use super::fallback::Fallback;
 use super::script::SOURCE;
 
@@ -147,7 +147,11 @@ impl SharedBudgetBuilder {
             .set_connection_timeout(Some(self.connect_timeout()))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(200));
-        self.build(Connector::Single { client, config }).await
+        let manager = ConnectionManager::new_with_config(client.clone(), config.clone())
+            .await
+            .map_err(SharedError::Connect)?;
+        self.build(Conn::Single(manager), Connector::Single { client, config })
+            .await
     }
 
     /// Connects to a Redis Cluster through any of its nodes.
@@ -157,20 +161,27 @@ impl SharedBudgetBuilder {
             .connection_timeout(self.connect_timeout())
             .build()
             .map_err(SharedError::Connect)?;
-        self.build(Connector::Cluster(client)).await
+        let conn = client
+            .get_async_connection()
+            .await
+            .map_err(SharedError::Connect)?;
+        let budget = self
+            .connect_timeout()
+            .saturating_mul(CLUSTER_RECONNECT_BUDGET_IN_CONNECT_TIMEOUTS);
+        self.build(Conn::Cluster(conn), Connector::Cluster { client, budget })
+            .await
     }
 
     fn connect_timeout(&self) -> Duration {
         self.timeout.max(Duration::from_millis(250))
     }
 
-    async fn build(self, connector: Connector) -> Result<SharedBudget, SharedError> {
-        let conn = connector.connect().await.map_err(SharedError::Connect)?;
+    async fn build(self, conn: Conn, connector: Connector) -> Result<SharedBudget, SharedError> {
         let script = redis::Script::new(SOURCE);
         let spacing = self.breaker.1.max(self.timeout);
         let budget = SharedBudget {
             inner: Arc::new(Inner {
-                link: Link::new(conn, connector, spacing),
+                connection: Connection::new(conn, connector, spacing, RECONNECTS_METRIC),
                 script,
                 prefix: format!("{{{}}}:", self.namespace),
                 namespace: self.namespace,
@@ -193,8 +204,12 @@ impl SharedBudgetBuilder {
             }),
         };
         // Loads the script now, so that a wrong URL or a server refusing scripts fails here, not later.
-        let mut conn = budget.inner.link.conn();
-        conn.load(&budget.inner.script)
+        let Handle { mut conn, .. } = budget.inner.connection.current();
+        budget
+            .inner
+            .script
+            .prepare_invoke()
+            .load_async(&mut conn)
             .await
             .map_err(SharedError::Connect)?;
         // Present from the start, so that a dashboard sees 0 before the first outage rather than nothing.
@@ -202,6 +217,12 @@ impl SharedBudgetBuilder {
         Ok(budget)
     }
 }
+
+/// A Cluster connection is rebuilt from scratch (every node, the slot map): it may take a few connects.
+const CLUSTER_RECONNECT_BUDGET_IN_CONNECT_TIMEOUTS: u32 = 4;
+
+/// Where connection replacements are counted, by reason.
+const RECONNECTS_METRIC: &str = "ratelimit_client_shared_reconnects_total";
 
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)

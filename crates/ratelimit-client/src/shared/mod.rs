@@ -78,11 +78,10 @@
 //! answers. Replies are checked before they are believed (shape,
 //! range, and the request id every reply echoes); a timeout or another call's reply replaces the
 //! connection. `ratelimit_client_shared_calls_total`, `…_errors_total{kind}`, `…_fallbacks_total` and
-//! `…_reconnects_total` count what happened.
+//! `…_reconnects_total{reason}` count what happened.
 
 mod budget;
 mod builder;
-mod conn;
 mod fallback;
 mod lease;
 mod script;

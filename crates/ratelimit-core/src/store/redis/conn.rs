@@ -1,5 +1,8 @@
 //! The connection to Redis, and replacing it when its replies fall out of step with its requests.
 //!
+//! Public so that other code of the workspace calling Redis (the client's shared state) keeps its
+//! connection in step the same way; each user names the counter its reconnects go to.
+//!
 //! redis-rs multiplexes every call over one connection and hands each reply to the oldest request still
 //! waiting for one. When a reply is lost or cut short while the connection stays up (a proxy or a network
 //! fault dropping bytes), each later reply answers an older request for as long as the connection lives:
@@ -18,8 +21,8 @@
 //! cooldown (at least one timeout): while Redis keeps failing, the breaker lets one probe through per
 //! cooldown, so a failing server sees at most one new connection per cooldown from each store, as it sees
 //! its probes. An episode is logged twice: when replies go out of step (WARN), and when a call on a
-//! replacement is answered by its own reply (INFO); the reconnects in between are counted
-//! (`ratelimit_redis_reconnects_total{reason}`, [`RedisStats::reconnects`](super::RedisStats)).
+//! replacement is answered by its own reply (INFO); the reconnects in between are counted (the store's
+//! are `ratelimit_redis_reconnects_total{reason}` and [`RedisStats::reconnects`](super::RedisStats)).
 //!
 //! **Redis Cluster.** `ClusterConnection` keeps one multiplexed connection per node and has the same
 //! failure (redis-rs reconnects a node on I/O and parse errors, not on a timeout); it cannot be told to
@@ -39,17 +42,49 @@ use parking_lot::RwLock;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture};
 use redis::{RedisError, Value};
 
-/// One connection: a single node's manager, or a cluster's.
+/// One connection: a single node's manager, or a cluster's. A cheap handle (clone it per call); it is a
+/// [`ConnectionLike`], so `redis::Script::invoke_async` and commands run on it directly.
 #[derive(Clone)]
-pub(super) enum Conn {
+pub enum Conn {
+    /// One node, through redis-rs's reconnecting manager.
     Single(ConnectionManager),
+    /// A Cluster, through redis-rs's cluster connection.
     Cluster(ClusterConnection),
 }
 
-/// `&mut self`: redis-rs sends through a mutable handle. A call sends on the [`Lease`] it owns, so the
-/// handle is cloned once per call (in [`Connection::current`]), not again per command.
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// `&mut self`: redis-rs sends through a mutable handle. A call sends on the [`Handle`] it owns, so the
+/// connection is cloned once per call (in [`Connection::current`]), not again per command.
 impl Conn {
     pub(super) async fn query(&mut self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
         // Server errors (NOSCRIPT among them) arrive as a value; make them errors.
@@ -66,32 +101,33 @@ impl Conn {
     }
 
     async fn send(&mut self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
-        match self {
-            Conn::Single(c) => c.req_packed_command(cmd).await,
-            Conn::Cluster(c) => c.req_packed_command(cmd).await,
-        }
+        self.req_packed_command(cmd).await
     }
 }
 
 /// How to build the connection again.
-pub(super) enum Connector {
+pub enum Connector {
     /// A single node: a new manager from the same client and settings.
     Single {
+        /// The client the first manager was built from.
         client: redis::Client,
+        /// Its timeouts and retries.
         config: ConnectionManagerConfig,
     },
     /// A cluster: a new cluster connection from the same client, within `budget`.
     Cluster {
+        /// The client the first connection was built from.
         client: ClusterClient,
+        /// How long one rebuild may take (it connects to every node and reads the slot map).
         budget: Duration,
     },
     /// A manager the application gave: it cannot be rebuilt.
     Given,
 }
 
-/// Why the store believes a connection's replies are out of step with its requests.
+/// Why a caller believes a connection's replies are out of step with its requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Evidence {
+pub enum Evidence {
     /// A call got no reply in time: its reply may be lost, and then the next reply would answer it.
     Timeout,
     /// A reply did not carry its call's token: it answers another request.
@@ -109,34 +145,26 @@ impl Evidence {
         }
     }
 
-    /// Counts one reconnect for this reason in `ratelimit_redis_reconnects_total{reason}` (literal labels:
-    /// no allocation).
-    fn count(self) {
-        match self {
-            Evidence::Timeout => {
-                metrics::counter!("ratelimit_redis_reconnects_total", "reason" => "timeout")
-            }
-            Evidence::ForeignReply => {
-                metrics::counter!("ratelimit_redis_reconnects_total", "reason" => "foreign_reply")
-            }
-            Evidence::BatchLength => {
-                metrics::counter!("ratelimit_redis_reconnects_total", "reason" => "batch_length")
-            }
-        }
-        .increment(1);
+    /// Counts one reconnect for this reason in `metric{reason}` (static name and labels: no allocation).
+    fn count(self, metric: &'static str) {
+        metrics::counter!(metric, "reason" => self.label()).increment(1);
     }
 }
 
 /// The connection a call goes out on, and its generation (what evidence about it is filed under).
-pub(super) struct Lease {
-    pub(super) generation: u64,
-    pub(super) conn: Conn,
+pub struct Handle {
+    /// Which connection this is: evidence about an older one says nothing about the current one.
+    pub generation: u64,
+    /// The connection to send on.
+    pub conn: Conn,
 }
 
-/// The store's connection, replaced when its replies are out of step (see the [module docs](self)).
-pub(super) struct Connection {
-    current: RwLock<Lease>,
+/// A connection replaced when its replies are out of step (see the [module docs](self)).
+pub struct Connection {
+    current: RwLock<Handle>,
     connector: Connector,
+    /// The counter reconnects go to, labelled by their reason.
+    metric: &'static str,
     origin: Instant,
     /// The least time between two replacements, in µs.
     spacing: u64,
@@ -152,13 +180,21 @@ pub(super) struct Connection {
 }
 
 impl Connection {
-    pub(super) fn new(conn: Conn, connector: Connector, spacing: Duration) -> Arc<Self> {
+    /// Starts with `conn`; `connector` builds its replacements, at most one per `spacing`, each counted in
+    /// `metric{reason}`.
+    pub fn new(
+        conn: Conn,
+        connector: Connector,
+        spacing: Duration,
+        metric: &'static str,
+    ) -> Arc<Self> {
         Arc::new(Connection {
-            current: RwLock::new(Lease {
+            current: RwLock::new(Handle {
                 generation: 1,
                 conn,
             }),
             connector,
+            metric,
             origin: Instant::now(),
             spacing: u64::try_from(spacing.as_micros()).unwrap_or(u64::MAX),
             last_replaced: AtomicU64::new(0),
@@ -170,27 +206,27 @@ impl Connection {
     }
 
     /// The connection to send on now. A read lock held for one clone (an `Arc`'s).
-    pub(super) fn current(&self) -> Lease {
+    pub fn current(&self) -> Handle {
         let c = self.current.read();
-        Lease {
+        Handle {
             generation: c.generation,
             conn: c.conn.clone(),
         }
     }
 
     /// Connections replaced so far.
-    pub(super) fn reconnects(&self) -> u64 {
+    pub fn reconnects(&self) -> u64 {
         self.reconnects.load(Ordering::Relaxed)
     }
 
     /// Whether a replacement is being made.
-    pub(super) fn is_replacing(&self) -> bool {
+    pub fn is_replacing(&self) -> bool {
         self.replacing.load(Ordering::Acquire)
     }
 
     /// A call sent on `generation` got its own reply. Ends an out-of-step episode once that is a call on
     /// a replacement; otherwise one load.
-    pub(super) fn in_step(&self, generation: u64) {
+    pub fn in_step(&self, generation: u64) {
         let unsettled = self.unsettled.load(Ordering::Relaxed);
         if unsettled != 0
             && generation >= unsettled
@@ -208,7 +244,7 @@ impl Connection {
 
     /// A call sent on `generation` suggests its replies are out of step: replaces that connection, unless
     /// it was replaced already, a replacement is under way, or the last one was less than `spacing` ago.
-    pub(super) fn out_of_step(self: &Arc<Self>, generation: u64, evidence: Evidence) {
+    pub fn out_of_step(self: &Arc<Self>, generation: u64, evidence: Evidence) {
         if self.current.read().generation != generation {
             return;
         }
@@ -242,7 +278,8 @@ impl Connection {
         if self.unsettled.swap(next, Ordering::Relaxed) == 0 {
             tracing::warn!(
                 evidence = evidence.label(),
-                "Redis replies out of step with their requests (a reply lost or cut short on a connection that stayed up): replacing the connection; further reconnects are counted in ratelimit_redis_reconnects_total"
+                counter = self.metric,
+                "Redis replies out of step with their requests (a reply lost or cut short on a connection that stayed up): replacing the connection; further reconnects are counted"
             );
         } else {
             tracing::debug!(
@@ -251,7 +288,7 @@ impl Connection {
             );
         }
         self.reconnects.fetch_add(1, Ordering::Relaxed);
-        evidence.count();
+        evidence.count(self.metric);
         match &self.connector {
             Connector::Single { client, config } => {
                 // Lazy: the new manager connects on its first call (a shared future, one attempt for

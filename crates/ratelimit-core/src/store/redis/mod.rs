@@ -175,7 +175,7 @@
 
 mod batch;
 pub mod breaker;
-mod conn;
+pub mod conn;
 mod deny_cache;
 mod failure;
 mod health;
@@ -208,7 +208,7 @@ use crate::store::{MemoryStore, Store, StoreError};
 use crate::Rule;
 
 use self::batch::{Batcher, Entry, Waiter};
-use self::conn::{Conn, Connection, Connector, Evidence, Lease};
+use self::conn::{Conn, Connection, Connector, Evidence, Handle};
 use self::deny_cache::DenyCache;
 use self::failure::{Failure, ProtocolStreak};
 use self::health::{Caller, LOG_SLOTS, RELOAD_LOG_SLOT};
@@ -501,7 +501,7 @@ impl RedisStoreBuilder {
         let reconnect_spacing = self.breaker_cooldown.max(self.timeout);
         let store = RedisStore {
             inner: Arc::new(Inner {
-                conn: Connection::new(conn, connector, reconnect_spacing),
+                conn: Connection::new(conn, connector, reconnect_spacing, RECONNECTS_METRIC),
                 tokens: AtomicU64::new(0),
                 prefix: self.prefix,
                 timeout: self.timeout,
@@ -571,6 +571,9 @@ const DEFAULT_MAX_IN_FLIGHT: usize = 2;
 /// connection attempts' worth, after which the replacement is given up (and tried again on the next
 /// evidence).
 const CLUSTER_RECONNECT_BUDGET_IN_CONNECT_TIMEOUTS: u32 = 4;
+
+/// Where the store counts its connection replacements, by reason.
+const RECONNECTS_METRIC: &str = "ratelimit_redis_reconnects_total";
 
 /// A probe finishes within its timeout or is dropped; one that did neither after this many timeouts
 /// (a future parked and never polled again) is presumed lost, so it cannot keep the breaker open.
@@ -823,7 +826,7 @@ impl Inner {
     ) -> (u64, Result<Value, Failure>) {
         self.counters.redis_calls.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("ratelimit_redis_calls_total").increment(1);
-        let Lease {
+        let Handle {
             generation,
             mut conn,
         } = self.conn.current();
@@ -1058,7 +1061,7 @@ impl Inner {
             script::push_policy_key(&mut base, p);
             cmd.arg(base.as_bytes());
         }
-        let Lease {
+        let Handle {
             generation,
             mut conn,
         } = self.conn.current();
