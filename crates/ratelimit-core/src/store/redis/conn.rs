@@ -8,8 +8,8 @@
 //! fault dropping bytes), each later reply answers an older request for as long as the connection lives:
 //! calls time out one after the other, and a caller can be handed another call's reply. So:
 //!
-//! * every script call carries a token the script echoes at the end of its reply
-//!   ([`script::untag`](super::script::untag)): a reply without its call's token is never a decision;
+//! * every script call carries a token the script echoes in its reply: a reply without its call's token
+//!   is never a decision (the caller checks it);
 //! * a call that timed out, a reply without its call's token, a batch reply of the wrong length are
 //!   [`Evidence`] that the connection is out of step: it is replaced by a fresh one built from the same
 //!   client and settings, so that calls sent afterwards get their own replies. Calls already sent on the
