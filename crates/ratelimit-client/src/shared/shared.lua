@@ -37,16 +37,19 @@ local function counter_keys(name) return prefix .. 'c:' .. name, prefix .. 'f:' 
 -- (µs; responses to requests reserved before it belong to an earlier window and are ignored), `len` (the
 -- longest reset-after seen: a window's length at most), `last` (µs of the window's latest reservation),
 -- `floor` (µs: the latest `response time + reset-after` of responses to earlier windows' requests) and
--- `hold` (µs until which the resource is contended by others: a shared-scope 429 holds every process).
+-- `hold` (µs until which the resource is contended by others: a shared-scope 429 holds every process),
+-- `back` and `back_at` (units given back to the window at µs `back_at`, see `give_back_later`).
 -- `describing`: the caller holds a response of this counter (its window is being described now).
 local function load(c, f, describing)
   redis.call('ZREMRANGEBYSCORE', f, '-inf', d(now))
   local in_flight = redis.call('ZCARD', f)
-  local st = redis.call('HMGET', c, 'lim', 'avail', 'reset', 'start', 'len', 'last', 'hold', 'floor')
+  local st = redis.call('HMGET', c, 'lim', 'avail', 'reset', 'start', 'len', 'last', 'hold', 'floor',
+    'back', 'back_at')
   local lim = tonumber(st[1])
   if not lim then return nil end
   local w = { lim = lim, avail = num(st[2]), reset = num(st[3]), start = num(st[4]), len = num(st[5]),
-              last = num(st[6]), hold = num(st[7]), floor = num(st[8]) }
+              last = num(st[6]), hold = num(st[7]), floor = num(st[8]), back = num(st[9]),
+              back_at = num(st[10]) }
   -- `ends`: when the window is over at the latest. Its reset, once a response described it; else, when
   -- nothing is in flight that could still describe it (its requests were cancelled, failed, refused by
   -- the global limit, or their process died), one window length after the last of them left. Never
@@ -64,14 +67,23 @@ local function load(c, f, describing)
     w.reset = 0
     w.ends = 0
     w.floor = 0
+    w.back = 0
+    w.back_at = 0
     w.start = now
+  elseif w.back > 0 and w.back_at <= now then
+    -- Units of earlier windows' requests, whose count has ended by now: within what is not in flight.
+    local room = lim - in_flight
+    if w.avail < room then w.avail = math.min(w.avail + w.back, room) end
+    w.back = 0
+    w.back_at = 0
   end
   return w
 end
 
 local function store(c, w)
   redis.call('HSET', c, 'lim', d(w.lim), 'avail', d(w.avail), 'reset', d(w.reset), 'start', d(w.start),
-    'len', d(w.len), 'last', d(w.last), 'hold', d(w.hold), 'floor', d(w.floor))
+    'len', d(w.len), 'last', d(w.last), 'hold', d(w.hold), 'floor', d(w.floor), 'back', d(w.back),
+    'back_at', d(w.back_at))
   redis.call('PEXPIRE', c, REMEMBER_MS)
 end
 
@@ -224,6 +236,17 @@ local function end_request(reserved_counter, only_if_held)
   return probed_ban
 end
 
+-- The current window started with the requests then in flight taken from it, as if it counted them. A
+-- response shows when such a request's count ends at the latest, `now + reset_after`, whatever the
+-- bucket's shape (a fixed window's reset, or a leaky bucket's drain, which later requests do not delay):
+-- from then on its unit is the current window's again. Units are given back together, at the latest of
+-- their times. Only a request still in flight when the window started was taken from it.
+local function give_back_later(w, reserved_at, reset_after)
+  if reserved_at + lease <= w.start then return end
+  w.back = w.back + 1
+  if now + reset_after > w.back_at then w.back_at = now + reset_after end
+end
+
 local function reconcile()
   local reserved_at, reserved_counter, named = tonumber(ARGV[7]), ARGV[8], ARGV[9]
   local lim, remaining, reset_after = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
@@ -243,7 +266,7 @@ local function reconcile()
     local estimate = remaining - in_flight
     if not w then
       w = { lim = lim, avail = estimate, reset = now + reset_after, start = reserved_at, len = reset_after,
-            last = reserved_at, hold = 0, floor = 0 }
+            last = reserved_at, hold = 0, floor = 0, back = 0, back_at = 0 }
     elseif reserved_at >= w.start then
       -- A request the upstream did not count (a shared-scope 429) gives its unit back first; the header,
       -- which did not count it either, still bounds what is left.
@@ -254,14 +277,16 @@ local function reconcile()
       if now + reset_after > w.reset then w.reset = now + reset_after end
       if reset_after > w.len then w.len = reset_after end
       w.lim = lim
-    elseif now + reset_after > w.floor then
+    else
       -- A response to an earlier window's request: its count is not this window's, but what it says about
       -- when the bucket drains still holds.
-      w.floor = now + reset_after
+      if now + reset_after > w.floor then w.floor = now + reset_after end
+      give_back_later(w, reserved_at, reset_after)
     end
     if hold > 0 and now + hold > w.hold then w.hold = now + hold end
     if block > 0 then
       w.avail = 0
+      w.back = 0
       if now + block > w.reset then w.reset = now + block end
     end
     store(c, w)

@@ -383,3 +383,30 @@ async fn the_invalid_request_budget_is_counted_across_processes() {
         Gate::Stopped(3)
     ));
 }
+
+/// The current window started with a request of the earlier window taken from it, still in flight. Its
+/// response shows its count ended 20 ms later (the earlier window's reset): from then on, its unit is the
+/// current window's again, and five requests go in it rather than four.
+#[tokio::test]
+async fn a_unit_taken_for_an_earlier_windows_request_comes_back_when_its_count_ends() {
+    let (redis, budget) = start().await;
+    let first = admitted(&budget).await;
+    let first_id = first.id().to_owned();
+    first.reconcile(report(4, Duration::from_millis(100)));
+    reconciled(&redis, &first_id).await;
+    let late = admitted(&budget).await;
+    let late_id = late.id().to_owned();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The next window: 5, less `late` still in flight, less this one.
+    let mut held = vec![admitted(&budget).await];
+    assert_eq!(window(&redis).0, 3);
+
+    late.reconcile(report(3, Duration::from_millis(20)));
+    reconciled(&redis, &late_id).await;
+    assert_eq!(window(&redis).0, 3, "given back before its count ended");
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    for _ in 0..4 {
+        held.push(admitted(&budget).await);
+    }
+    assert!(matches!(budget.reserve(ask()).await, Gate::Wait(_)));
+}
