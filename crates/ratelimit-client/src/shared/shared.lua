@@ -33,23 +33,34 @@ local function ms(us) return math.floor((us + 999) / 1000) end
 local function num(v) return tonumber(v) or 0 end
 local function counter_keys(name) return prefix .. 'c:' .. name, prefix .. 'f:' .. name end
 
--- A counter's window: `lim` per window, `avail` still to send, `reset` (µs; 0 = not known yet), `start`
--- (µs; responses to requests reserved before it belong to an earlier window and are ignored), `len` (the
--- longest reset-after seen: a window's length at most), `last` (µs of the window's latest reservation),
--- `floor` (µs: the latest `response time + reset-after` of responses to earlier windows' requests) and
--- `hold` (µs until which the resource is contended by others: a shared-scope 429 holds every process),
--- `back` and `back_at` (units given back to the window at µs `back_at`, see `give_back_later`).
+-- A counter's window: `lim` per window, `minrem` (the smallest remaining count its responses reported;
+-- `lim` until one did), `lost` (requests that left it without a response, or whose response belongs to an
+-- earlier window: they may be counted in it), `reset` (µs; 0 = not known yet), `start` (µs; responses to
+-- requests reserved before it belong to an earlier window), `len` (the longest reset-after seen: a
+-- window's length at most), `last` (µs of the window's latest reservation), `floor` (µs: the latest
+-- `response time + reset-after` of responses to earlier windows' requests), `hold` (µs until which the
+-- resource is contended by others: a shared-scope 429 holds every process), `back` and `back_at` (units
+-- of `lost` whose count ends at µs `back_at`, see `give_back_later`), and `in_flight` (requests reserved
+-- and not ended: the `f` set).
+--
+-- What may still be sent is `minrem - in_flight - lost` (see `avail`): the latest count answered, less
+-- everything that may be counted after it. It rises when a request in flight turns out to be in the count
+-- already, or not counted at all (a shared-scope 429), and never above what the count allows: a stale
+-- response cannot raise the smallest count.
 -- `describing`: the caller holds a response of this counter (its window is being described now).
 local function load(c, f, describing)
-  redis.call('ZREMRANGEBYSCORE', f, '-inf', d(now))
+  -- Requests whose lease ran out (their process died, or is very late) may still be counted.
+  local expired = redis.call('ZREMRANGEBYSCORE', f, '-inf', d(now))
   local in_flight = redis.call('ZCARD', f)
   local st = redis.call('HMGET', c, 'lim', 'avail', 'reset', 'start', 'len', 'last', 'hold', 'floor',
-    'back', 'back_at')
+    'back', 'back_at', 'minrem', 'lost')
   local lim = tonumber(st[1])
   if not lim then return nil end
-  local w = { lim = lim, avail = num(st[2]), reset = num(st[3]), start = num(st[4]), len = num(st[5]),
+  local w = { lim = lim, reset = num(st[3]), start = num(st[4]), len = num(st[5]),
               last = num(st[6]), hold = num(st[7]), floor = num(st[8]), back = num(st[9]),
-              back_at = num(st[10]) }
+              back_at = num(st[10]), lost = num(st[12]) + expired, in_flight = in_flight }
+  -- A window stored without `minrem` (by an earlier version of this script) said only what was left.
+  w.minrem = tonumber(st[11]) or (num(st[2]) + in_flight)
   -- `ends`: when the window is over at the latest. Its reset, once a response described it; else, when
   -- nothing is in flight that could still describe it (its requests were cancelled, failed, refused by
   -- the global limit, or their process died), one window length after the last of them left. Never
@@ -63,7 +74,8 @@ local function load(c, f, describing)
   if w.ends > 0 and w.ends <= now then
     -- The window is over (its end is the latest response's estimate, never early): a new one starts,
     -- less what is still in flight, which may be counted in it.
-    w.avail = lim - in_flight
+    w.minrem = lim
+    w.lost = 0
     w.reset = 0
     w.ends = 0
     w.floor = 0
@@ -71,20 +83,30 @@ local function load(c, f, describing)
     w.back_at = 0
     w.start = now
   elseif w.back > 0 and w.back_at <= now then
-    -- Units of earlier windows' requests, whose count has ended by now: within what is not in flight.
-    local room = lim - in_flight
-    if w.avail < room then w.avail = math.min(w.avail + w.back, room) end
+    -- Earlier windows' requests whose count has ended by now: they are no longer this window's.
+    w.lost = math.max(0, w.lost - w.back)
     w.back = 0
     w.back_at = 0
   end
   return w
 end
 
+local function avail(w) return w.minrem - w.in_flight - w.lost end
+
 local function store(c, w)
-  redis.call('HSET', c, 'lim', d(w.lim), 'avail', d(w.avail), 'reset', d(w.reset), 'start', d(w.start),
+  redis.call('HSET', c, 'lim', d(w.lim), 'avail', d(avail(w)), 'reset', d(w.reset), 'start', d(w.start),
     'len', d(w.len), 'last', d(w.last), 'hold', d(w.hold), 'floor', d(w.floor), 'back', d(w.back),
-    'back_at', d(w.back_at))
+    'back_at', d(w.back_at), 'minrem', d(w.minrem), 'lost', d(w.lost))
   redis.call('PEXPIRE', c, REMEMBER_MS)
+end
+
+-- A request of counter `name` left it without a response that describes it: it may be counted.
+local function lose(name)
+  local c, f = counter_keys(name)
+  local w = load(c, f)
+  if not w then return end
+  w.lost = w.lost + 1
+  store(c, w)
 end
 
 local function take_probe(wait_poll)
@@ -156,7 +178,7 @@ local function reserve()
     c, f = counter_keys(counter)
     w = load(c, f)
     if w and w.hold > now then return { WAIT, d(w.hold - now), id } end
-    if w and w.avail <= 0 then
+    if w and avail(w) <= 0 then
       local wait = poll
       if w.ends > 0 then wait = w.ends - now end
       wait = math.max(1, wait)
@@ -189,7 +211,7 @@ local function reserve()
   end
   local probe = 0
   if w then
-    w.avail = w.avail - 1
+    w.in_flight = w.in_flight + 1
     w.last = now
     store(c, w)
     redis.call('ZADD', f, d(now + lease), id)
@@ -216,7 +238,7 @@ end
 -- The request was sent and ended: its global slot stays taken for one window from now (the upstream
 -- counted it at an unknown moment before now). `only_if_held`: a request that may never have left
 -- (its reservation may not exist) does not take a slot it never had. Returns whether the request was
--- the ban's probe.
+-- the ban's probe, and whether it was still in flight on `reserved_counter`.
 local function end_request(reserved_counter, only_if_held)
   if glimit > 0 then
     if only_if_held then
@@ -229,20 +251,21 @@ local function end_request(reserved_counter, only_if_held)
   if redis.call('GET', KEYS[4]) == id then redis.call('DEL', KEYS[4]) end
   local probed_ban = redis.call('GET', KEYS[5] .. ':probe') == id
   if probed_ban then redis.call('DEL', KEYS[5] .. ':probe') end
+  local was_in_flight = false
   if reserved_counter ~= '' then
     local _, f = counter_keys(reserved_counter)
-    redis.call('ZREM', f, id)
+    was_in_flight = redis.call('ZREM', f, id) == 1
   end
-  return probed_ban
+  return probed_ban, was_in_flight
 end
 
--- The current window started with the requests then in flight taken from it, as if it counted them. A
--- response shows when such a request's count ends at the latest, `now + reset_after`, whatever the
--- bucket's shape (a fixed window's reset, or a leaky bucket's drain, which later requests do not delay):
--- from then on its unit is the current window's again. Units are given back together, at the latest of
--- their times. Only a request still in flight when the window started was taken from it.
-local function give_back_later(w, reserved_at, reset_after)
-  if reserved_at + lease <= w.start then return end
+-- A request of an earlier window, still in flight when the current one started, was taken from it as if
+-- it counted there: its response does not say whether it does, so it stays taken (`lost`). The response
+-- does show when its count ends at the latest, `now + reset_after`, whatever the bucket's shape (a fixed
+-- window's reset, or a leaky bucket's drain, which later requests do not delay): from then on its unit is
+-- the current window's again. Units come back together, at the latest of their times.
+local function give_back_later(w, reset_after)
+  w.lost = w.lost + 1
   w.back = w.back + 1
   if now + reset_after > w.back_at then w.back_at = now + reset_after end
 end
@@ -254,26 +277,26 @@ local function reconcile()
   local invalid, inv_window, inv_keep = ARGV[16] == '1', tonumber(ARGV[17]), tonumber(ARGV[18])
   local hold = tonumber(ARGV[19])
   local shape, shape_wait = ARGV[20], tonumber(ARGV[21])
-  local probed_ban = end_request(reserved_counter, false)
+  local probed_ban, was_in_flight = end_request(reserved_counter, false)
   if named == '-' then
     -- The response named no limit: the route is unlimited unless another response said otherwise.
     redis.call('SET', KEYS[3], '', 'PX', REMEMBER_MS, 'NX')
   elseif named ~= '' then
     redis.call('SET', KEYS[3], named, 'PX', REMEMBER_MS)
+    if was_in_flight and reserved_counter ~= named then
+      -- Its route now draws on another counter: the one it was reserved on may still count it.
+      lose(reserved_counter)
+    end
     local c, f = counter_keys(named)
-    local in_flight = redis.call('ZCARD', f)
     local w = load(c, f, true)
-    local estimate = remaining - in_flight
     if not w then
-      w = { lim = lim, avail = estimate, reset = now + reset_after, start = reserved_at, len = reset_after,
-            last = reserved_at, hold = 0, floor = 0, back = 0, back_at = 0 }
+      w = { lim = lim, minrem = remaining, lost = 0, reset = now + reset_after, start = reserved_at,
+            len = reset_after, last = reserved_at, hold = 0, floor = 0, back = 0, back_at = 0,
+            in_flight = redis.call('ZCARD', f) }
     elseif reserved_at >= w.start then
-      -- A request the upstream did not count (a shared-scope 429) gives its unit back first; the header,
-      -- which did not count it either, still bounds what is left.
-      if hold > 0 then w.avail = w.avail + 1 end
-      -- A response of this window: the header counts this request and everything that arrived before it;
-      -- what is still in flight may or may not be counted, so it is taken as counted. Never rises.
-      if estimate < w.avail then w.avail = estimate end
+      -- A response of this window: its count includes this request (unless the upstream refused it
+      -- uncounted, a shared-scope 429) and everything that arrived before it.
+      if remaining < w.minrem then w.minrem = remaining end
       if now + reset_after > w.reset then w.reset = now + reset_after end
       if reset_after > w.len then w.len = reset_after end
       w.lim = lim
@@ -281,11 +304,11 @@ local function reconcile()
       -- A response to an earlier window's request: its count is not this window's, but what it says about
       -- when the bucket drains still holds.
       if now + reset_after > w.floor then w.floor = now + reset_after end
-      give_back_later(w, reserved_at, reset_after)
+      if was_in_flight and reserved_counter == named then give_back_later(w, reset_after) end
     end
     if hold > 0 and now + hold > w.hold then w.hold = now + hold end
     if block > 0 then
-      w.avail = 0
+      w.minrem = 0
       w.back = 0
       if now + block > w.reset then w.reset = now + block end
     end
@@ -321,7 +344,8 @@ local function release()
     -- marked the route's counter in flight. Removing an id that is not there is harmless.
     counter = redis.call('GET', KEYS[3]) or ''
   end
-  end_request(counter, true)
+  local _, was_in_flight = end_request(counter, true)
+  if was_in_flight then lose(counter) end
   return { id }
 end
 

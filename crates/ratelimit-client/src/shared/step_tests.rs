@@ -147,8 +147,10 @@ async fn a_late_response_from_an_earlier_window_still_delays_the_end_of_the_curr
     reconciled(&redis, &late_id).await;
     current.reconcile(report(3, Duration::from_millis(50)));
     reconciled(&redis, &current_id).await;
+    // 3 left, less `late`: its response does not say whether the current count includes it, so it
+    // stays taken until its count ends.
     let mut held = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..2 {
         held.push(admitted(&budget).await);
     }
     match budget.reserve(ask()).await {
@@ -185,6 +187,49 @@ async fn a_shared_scope_429_holds_everyone_and_gives_its_unit_back() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _after = admitted(&budget).await;
     assert_eq!(window(&redis).0, 3);
+}
+
+/// Shared-scope 429s answered while other requests are still in flight: each request that was not
+/// counted comes back once nothing in flight can be counted in its place. Four requests after the first:
+/// one counted, three refused uncounted, each response reporting 3 left; the first refusal is answered
+/// while the other three are still out (its unit then could not come back at once).
+#[tokio::test]
+async fn shared_scope_429s_among_requests_in_flight_give_every_uncounted_unit_back() {
+    let (redis, budget) = start().await;
+    let first = admitted(&budget).await;
+    let first_id = first.id().to_owned();
+    first.reconcile(report(4, Duration::from_secs(10)));
+    reconciled(&redis, &first_id).await;
+    let mut out = Vec::new();
+    for _ in 0..4 {
+        out.push(admitted(&budget).await);
+    }
+    assert_eq!(window(&redis).0, 0);
+    let refused = |l: Lease| {
+        let id = l.id().to_owned();
+        l.reconcile(Report {
+            hold: 1_000,
+            ..report(3, Duration::from_secs(10))
+        });
+        id
+    };
+    let id = refused(out.remove(0));
+    reconciled(&redis, &id).await;
+    let counted = out.remove(0);
+    let id = counted.id().to_owned();
+    counted.reconcile(report(3, Duration::from_secs(10)));
+    reconciled(&redis, &id).await;
+    for l in out.drain(..) {
+        let id = refused(l);
+        reconciled(&redis, &id).await;
+    }
+    assert_eq!(window(&redis).0, 3, "5 less the two counted");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(admitted(&budget).await);
+    }
+    assert!(matches!(budget.reserve(ask()).await, Gate::Wait(_)));
 }
 
 /// A sub-limit refusal of one body shape holds that shape for every process, and only that shape; a
