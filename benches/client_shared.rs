@@ -11,6 +11,10 @@
 //!    with its own connection and scheduler), and through one in-memory limiter for reference. Reported as
 //!    utilisation (the earliest the last request may leave at the allowed maximum, over the time taken),
 //!    with 429s by scope.
+//! 3. **The whole `mixed` scenario** (per-channel windows, leaky reaction buckets, role windows, shared
+//!    storms and the global limit), all 312 operations at once, through one in-memory limiter and through
+//!    1 and 3 limiters sharing one Redis, rounds alternating. Reported as time, utilisation (the
+//!    scenario's lower bound over the time taken) and the ratio of each shared median to the in-memory one.
 //!
 //! ```sh
 //! cargo bench --bench client_shared
@@ -281,6 +285,68 @@ fn line(name: &str, elapsed: Duration, s: &SimStats, bound: Duration) {
     );
 }
 
+const MIXED_ROUNDS: usize = 5;
+
+async fn mixed(redis: &RedisServer) {
+    let scenario = Scenario::mixed();
+    let global = scenario.config.global.map(|g| (g.limit, g.period));
+    let bound = scenario.lower_bound();
+    println!(
+        "\nclient_shared/mixed: the mixed scenario, {} operations at once, {MIXED_ROUNDS} alternating rounds (lower bound {:.3} s)",
+        scenario.operations.len(),
+        bound.as_secs_f64()
+    );
+    let configurations = [
+        ("1 in-memory limiter", 0u32),
+        ("1 shared limiter", 1),
+        ("3 shared limiters", 3),
+    ];
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); configurations.len()];
+    for round in 0..MIXED_ROUNDS {
+        for (k, &(name, n)) in configurations.iter().enumerate() {
+            let clients = match n {
+                0 => vec![layer(
+                    Limiter::builder(Discord::new())
+                        .global_limit(global.map(|g| g.0))
+                        .global_window(
+                            global.map_or(Duration::from_secs(1), |g| g.1),
+                            Duration::from_millis(10),
+                        )
+                        .build()
+                        .unwrap(),
+                )],
+                n => {
+                    let mut clients = Vec::new();
+                    for _ in 0..n {
+                        // A namespace per run: counters learned in one run must not describe the next
+                        // run's fresh simulator.
+                        let ns = format!("mixed-{n}-{round}");
+                        clients.push(layer(shared_limiter(redis, &ns, n, global).await));
+                    }
+                    clients
+                }
+            };
+            let (elapsed, s) = throughput_run(&scenario, &clients).await;
+            line(name, elapsed, &s, bound);
+            times[k].push(elapsed);
+        }
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let reference = median(&mut times[0]);
+    for (k, &(name, _)) in configurations.iter().enumerate() {
+        let m = median(&mut times[k]);
+        println!(
+            "  median {name:<20} {:>6.3} s  utilisation {:.2}  time / in-memory {:.3}",
+            m.as_secs_f64(),
+            bound.as_secs_f64() / m.as_secs_f64(),
+            m.as_secs_f64() / reference.as_secs_f64()
+        );
+    }
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -291,5 +357,6 @@ fn main() {
     rt.block_on(async {
         added_latency(&redis).await;
         throughput(&redis).await;
+        mixed(&redis).await;
     });
 }

@@ -30,23 +30,25 @@
 //! * **the route → counter map**: which upstream bucket a route draws on, learned from the first
 //!   response and remembered for a day. A route no process knows sends one request, from one process,
 //!   and the others wait for its response.
-//! * **each counter's window**: what may still be sent (`avail`) and when the window ends. A reservation
-//!   takes one from `avail`. A response of the same window lowers `avail` to `remaining − in flight` when
-//!   that is smaller; it never raises it, so a late or reordered response cannot make room that is not
-//!   there. The window ends at the latest `response time + reset-after` of its responses (late by the
-//!   way back, never early); then `avail` returns to the limit minus what is still in flight. A response
-//!   to a request reserved before the window started does not count in this window, but the window does
-//!   not end before the drain time it reports (a draining bucket holds that request until then). A
-//!   shared-scope 429 (others contend the resource) holds every process for its `Retry-After` and gives
-//!   its unit back, since the upstream did not count it. A window no response describes (its requests
+//! * **each counter's window**: what may still be sent, and when the window ends. What may be sent is
+//!   the smallest remaining count the window's responses reported (the limit until one did), less the
+//!   requests in flight and those *lost* (ended without a response, so perhaps counted): every request
+//!   that may be counted after that count. A reservation puts one more in flight. The smallest count
+//!   never rises, so a late or reordered response cannot make room that is not there; room comes back
+//!   when a request in flight turns out to be in the count already, or not counted at all (a shared-scope
+//!   429, which also holds every process for its `Retry-After`). The window ends at the latest `response
+//!   time + reset-after` of its responses (late by the way back, never early); the next one starts from
+//!   the limit less what is still in flight. A request of an earlier window answered in this one stays
+//!   taken until its count ends (its `response time + reset-after`), and the window does not end before
+//!   that (a draining bucket holds it until then). A window no response describes (its requests
 //!   cancelled, failed, refused by a global 429, or their process killed) ends one window length after
 //!   its last reservation, once nothing is in flight.
 //!
 //! The response is reported (*reconciled*) in the background: the request's path waits for one round
 //! trip, the reservation. A request that ends without a response (cancelled, failed, timed out)
 //! *releases* its reservation: its global slot is kept one window (it may have reached the upstream),
-//! its in-flight mark is removed. Both run from guards, so a dropped future gives back what it holds.
-//! Reservations also expire on their own after [`lease`](SharedBudgetBuilder::lease) (default 2 s): a
+//! and it stays taken from its counter's window as lost. Both run from guards, so a dropped future gives
+//! back what it holds. Reservations also expire on their own after [`lease`](SharedBudgetBuilder::lease) (default 2 s): a
 //! process killed with requests in flight holds their slots no longer than that.
 //!
 //! The shared counters are conservative where the per-process scheduler is clever: they release at the
