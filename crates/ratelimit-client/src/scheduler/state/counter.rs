@@ -233,13 +233,15 @@ impl Counter {
         self.routes.push(route);
     }
 
-    /// Whether a response (to a request admitted at `sent` under `gc`) belongs to the current window. A
-    /// response from the previous window that is not counted gives its slot back.
+    /// Whether a response (to a request admitted at `sent` under `gc`, read at `now`) belongs to the
+    /// current window. A response from the previous window that is not counted in it gives its slot back,
+    /// once the bucket is known to run fixed windows.
     pub(super) fn answers_current(
         &mut self,
         gc: Option<&GrantCounter>,
         b: &BucketInfo,
         sent: Micros,
+        now: Micros,
     ) -> bool {
         if self.drain.is_some() {
             // A drain has no windows: every response says how full it is.
@@ -259,7 +261,13 @@ impl Counter {
                 if sent.saturating_add(b.reset_after) > old_end.saturating_add(self.period / 2) {
                     true
                 } else {
-                    self.give_back_one();
+                    // In a drain (a leaky bucket) the request still fills the bucket until it drains:
+                    // only a fixed window's reset frees its slot. A drain's first response reads like a
+                    // short window, so the slot stays taken until the responses tell the shapes apart.
+                    self.learn_shape(b, now);
+                    if self.shape.is_windows() {
+                        self.give_back_one();
+                    }
                     false
                 }
             }

@@ -115,7 +115,7 @@ impl<S: SchedulerState> Core<S> {
             tracing::debug!(limit = %names::limit(&hash), major = names::major(&major), old = c.limit, new = b.limit, "limit changed its size");
             c.limit = b.limit;
         }
-        let current = c.answers_current(gc, b, g.sent_at);
+        let current = c.answers_current(gc, b, g.sent_at, now);
         tracing::trace!(limit = %names::limit(&hash), major = names::major(&major), remaining = b.remaining, reset_after = b.reset_after, window = c.window, grant_window = ?gc.map(|g| g.window), current, now, avail = c.avail, in_flight = c.in_flight, reset_at = ?c.reset_at, "observed");
         if !current {
             return Some(key);

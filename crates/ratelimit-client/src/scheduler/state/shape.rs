@@ -44,6 +44,11 @@ impl Shape {
         empty_by: 0,
     };
 
+    /// Whether two responses allowed no common drain interval: the bucket runs fixed windows.
+    pub(super) fn is_windows(&self) -> bool {
+        self.windows
+    }
+
     /// Adds a response read at `received` that reports `remaining` of `limit` and `reset_after`.
     pub(super) fn add(
         &mut self,

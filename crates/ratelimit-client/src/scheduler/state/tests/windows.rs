@@ -167,6 +167,29 @@ fn a_late_answer_from_the_window_before_an_early_release_is_not_taken_for_the_ne
     assert_eq!(c.snapshot(112_000).buckets[0].available, 1);
 }
 
+/// A leaky bucket of 5 draining one per 25 ms reads, from its first response, like a window of 25 ms. Four
+/// requests leave in it; the next window opens with the one slot not in flight. The first of the four was
+/// counted as the probe drained, and its answer (one in the bucket, empty in 25 ms) comes from the window
+/// before: a fixed window would not count it again, but the drain still holds it, so its slot is not
+/// given back (the upstream would refuse a sixth request now).
+#[test]
+fn an_earlier_windows_answer_keeps_its_slot_until_the_bucket_is_known_to_run_windows() {
+    let mut c = warmed(Config::default());
+    let t = ticket("PUT /leaky", "");
+    let probe = try_send(&mut c, &t, 0).unwrap();
+    c.complete(&probe, &bucket("l", 5, 4, 25_000), 0, 1_000);
+    let four: Vec<Grant> = (0..4)
+        .map(|_| try_send(&mut c, &t, 1_000).unwrap())
+        .collect();
+    let _next = try_send(&mut c, &t, 30_000).unwrap();
+    let (sixth, _) = try_send(&mut c, &t, 30_000).unwrap_err();
+    c.complete(&four[0], &bucket("l", 5, 4, 25_000), 0, 31_000);
+    assert!(
+        admit(&mut c, sixth, &t, 31_000).is_none(),
+        "a slot the drain still holds was given back"
+    );
+}
+
 #[test]
 fn a_moving_reset_is_bounded_by_the_latest_response() {
     let mut c = warmed(Config::default());
