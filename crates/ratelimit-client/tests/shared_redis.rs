@@ -156,6 +156,34 @@ async fn three_limiters_without_a_shared_budget_take_avoidable_429s() {
     assert!(s.non_shared_429() > 0, "{s:#?}");
 }
 
+/// Windows released early through the shared state (from the responses' bounds on the reset, on the
+/// Redis server's clock) still let no request arrive before the reset, however a round trip splits: 20 %
+/// or 80 % of the simulator's latency (80-120 ms) on the way in. Each webhook's requests are dealt to all
+/// three limiters, so every window is shared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_released_early_through_redis_hold_on_asymmetric_paths() {
+    let redis = RedisServer::start();
+    for inbound in [20, 80] {
+        let mut scenario = Scenario::parallel();
+        scenario.config = scenario.config.inbound_percent(inbound);
+        // Grouped by webhook, so that round-robin dealing gives each webhook to all three limiters.
+        scenario.operations.sort_by(|a, b| a.path.cmp(&b.path));
+        let ns = format!("asymmetric-{inbound}");
+        let (s, results, elapsed) = run_shared(&Sharing::Server(&redis), &ns, &scenario, 3).await;
+        report(
+            &format!("parallel, {inbound} % inbound"),
+            &s,
+            elapsed,
+            &scenario,
+        );
+        assert_eq!(s.non_shared_429(), 0, "inbound {inbound} %: {s:#?}");
+        assert!(
+            results.iter().all(|r| matches!(r, Ok(s) if s.is_success())),
+            "inbound {inbound} %: {results:?}"
+        );
+    }
+}
+
 /// A route with a hidden sub-limit on one body shape, used from three limiters: the sub-limit is spent by
 /// the others as much as by each one. Every request still finishes (a refusal seen before this limiter
 /// opened a sub-window once made it wait for decades), with the shape's holds shared or not. The

@@ -738,6 +738,7 @@ impl<P: Profile> Permit<P> {
                 &obs,
                 (ok, fingerprint),
                 &inner.micros,
+                now,
             ));
         }
         metrics::counter!("ratelimit_client_responses_total", "class" => status_class(status))

@@ -10,7 +10,7 @@ use super::{Limiter, Permit, SHARED};
 use crate::error::Error;
 use crate::parse::micros;
 use crate::profile::{Observation, Profile, Scope};
-use crate::shared::{Ask, Gate, Named, Report};
+use crate::shared::{Ask, Gate, Named, Report, Timing};
 
 /// A credential's digest that every process sharing `namespace` computes alike (the per-limiter random
 /// seed would not), and that says nothing about the credential without it.
@@ -110,11 +110,18 @@ pub(super) fn report(
     obs: &Observation,
     (ok, shape): (bool, u64),
     cfg: &super::config::Config,
+    now: Micros,
 ) -> Report {
     let mut r = Report {
         invalid: obs.invalid,
         invalid_window: cfg.invalid_window(),
         invalid_keep: cfg.invalid.stop,
+        timing: Timing {
+            rtt: now.saturating_sub(grant.sent_at),
+            answered: Some(std::time::Instant::now()),
+            percent: cfg.latency_compensation,
+            margin: cfg.reset_margin,
+        },
         ..Report::default()
     };
     let tightest = obs.buckets.iter().min_by_key(|b| b.remaining);

@@ -69,6 +69,33 @@ pub(crate) struct Report {
     /// A sub-limit refused this body shape (its fingerprint): requests of that shape wait this long.
     pub shape: u64,
     pub shape_wait: Micros,
+    /// When the request left and its response was read, for releasing the counter's next window early.
+    pub timing: Timing,
+}
+
+/// When a request left and when its response was read, and how early the limiter releases a window (see
+/// [`Config::latency_compensation`](crate::Config::latency_compensation)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Timing {
+    /// The round trip: from the send to the response, on the limiter's clock.
+    pub rtt: Micros,
+    /// When the response was read; the script places the send `rtt` plus the time since then before its
+    /// own clock's now (late by the call's way in: the safe direction for an early release).
+    pub answered: Option<std::time::Instant>,
+    /// Share, in percent, of the early release the responses justify (0: none).
+    pub percent: u8,
+    /// Added to every early release.
+    pub margin: Micros,
+}
+
+impl Timing {
+    /// µs from the send until now.
+    fn sent_ago(&self) -> Micros {
+        let since = self.answered.map_or(0, |a| {
+            u64::try_from(a.elapsed().as_micros()).unwrap_or(Micros::MAX)
+        });
+        self.rtt.saturating_add(since)
+    }
 }
 
 /// Which counter a response describes.
@@ -186,6 +213,10 @@ impl Report {
             .arg(self.invalid_keep)
             .arg(self.hold)
             .arg(self.shape)
-            .arg(self.shape_wait);
+            .arg(self.shape_wait)
+            .arg(self.timing.sent_ago())
+            .arg(self.timing.rtt)
+            .arg(self.timing.percent)
+            .arg(self.timing.margin);
     }
 }

@@ -97,4 +97,4 @@ pub use builder::{SharedBudgetBuilder, SharedError};
 pub use redis;
 
 pub(crate) use budget::Ask;
-pub(crate) use lease::{Gate, Lease, Named, Report};
+pub(crate) use lease::{Gate, Lease, Named, Report, Timing};

@@ -40,25 +40,89 @@ local function counter_keys(name) return prefix .. 'c:' .. name, prefix .. 'f:' 
 -- window's length at most), `last` (µs of the window's latest reservation), `floor` (µs: the latest
 -- `response time + reset-after` of responses to earlier windows' requests), `hold` (µs until which the
 -- resource is contended by others: a shared-scope 429 holds every process), `back` and `back_at` (units
--- of `lost` whose count ends at µs `back_at`, see `give_back_later`), and `in_flight` (requests reserved
--- and not ended: the `f` set).
+-- of `lost` whose count ends at µs `back_at`, see `give_back_later`), `in_flight` (requests reserved
+-- and not ended: the `f` set), what the window's responses say about its reset (`ev_*`, see
+-- `release_at`), and, kept across windows, what the responses say about the bucket's shape (`sh_*`, see
+-- `learn_shape`), the smallest round trip and how many were seen, and the limiter's early-release
+-- settings (`pct`, `margin`).
 --
 -- What may still be sent is `minrem - in_flight - lost` (see `avail`): the latest count answered, less
 -- everything that may be counted after it. It rises when a request in flight turns out to be in the count
 -- already, or not counted at all (a shared-scope 429), and never above what the count allows: a stale
 -- response cannot raise the smallest count.
 -- `describing`: the caller holds a response of this counter (its window is being described now).
+-- Responses needed before a window is released early: the smallest of fewer round trips may be a lucky
+-- one the next request does not repeat.
+local RTT_SAMPLES = 8
+-- `Reset-After` is rounded to the millisecond.
+local HEADER_ROUNDING = 1000
+
+-- When the window's requests may leave so that they *arrive* at its reset, never later than `reset`.
+-- The upstream counts a request at some moment between its send `s` and the reading of its response
+-- `r`, so every response bounds the reset: `s + reset_after <= reset <= r + reset_after`. Here `r` is
+-- this script's clock when the response was reported and `s` that less the time the client measured since
+-- the send: both late by the report's way in, which only makes the bounds later (safe). Two estimates,
+-- each safe under its own assumption, and the later is taken: (a) the largest lower bound plus the spread
+-- of the lower bounds over their number (a request sent then arrives at the reset unless its way in beats
+-- the fastest seen); (b) the smallest upper bound less the smallest round trip seen. Only for a bucket its
+-- responses showed to run fixed windows: a drain's reset moves with every request. A request reserved at
+-- the release still has to reach its client and leave: later again.
+local function release_at(w)
+  if w.reset == 0 or w.ev_n == 0 or w.sh_win == 0 or w.rtt_n < RTT_SAMPLES or w.pct == 0 then
+    return w.reset
+  end
+  local upper = w.reset
+  if w.ev_maxlo <= w.ev_minhi + HEADER_ROUNDING then upper = math.min(upper, w.ev_minhi) end
+  local by_way_in = w.ev_maxlo + math.floor((w.ev_maxlo - w.ev_minlo) / w.ev_n)
+  local by_round_trip = upper - w.rtt_min
+  local take = math.max(0, upper - math.max(by_way_in, by_round_trip))
+  take = math.floor(take * math.min(w.pct, 100) / 100)
+  return math.min(upper - take + w.margin, w.reset)
+end
+
+-- What a response says about the bucket's shape. A drain (a leaky bucket) reports, for a request that
+-- makes its count `count = lim - remaining`, `(count - 1) * interval < reset_after <= count * interval`:
+-- its responses all agree on one interval. A fixed window reports one reset whatever the count, so two of
+-- its responses with counts two apart allow no common interval: `sh_win`, for good.
+local function learn_shape(w, lim, remaining, reset_after)
+  local count = lim - remaining
+  if w.sh_win == 1 or count <= 0 then return end
+  w.sh_lo = math.max(w.sh_lo, math.floor((reset_after - HEADER_ROUNDING) / count))
+  if count > 1 then
+    local hi = math.floor(reset_after / (count - 1))
+    if w.sh_hi == 0 or hi < w.sh_hi then w.sh_hi = hi end
+  end
+  if w.sh_hi > 0 and w.sh_lo > w.sh_hi then w.sh_win = 1 end
+end
+
+-- A response of the window: its bounds on the reset, sent `sent_ago` µs before now.
+local function add_evidence(w, sent_ago, reset_after)
+  local lo, hi = now - sent_ago + reset_after, now + reset_after
+  if w.ev_n == 0 then
+    w.ev_maxlo, w.ev_minlo, w.ev_minhi = lo, lo, hi
+  else
+    w.ev_maxlo = math.max(w.ev_maxlo, lo)
+    w.ev_minlo = math.min(w.ev_minlo, lo)
+    w.ev_minhi = math.min(w.ev_minhi, hi)
+  end
+  w.ev_n = w.ev_n + 1
+end
+
 local function load(c, f, describing)
   -- Requests whose lease ran out (their process died, or is very late) may still be counted.
   local expired = redis.call('ZREMRANGEBYSCORE', f, '-inf', d(now))
   local in_flight = redis.call('ZCARD', f)
   local st = redis.call('HMGET', c, 'lim', 'avail', 'reset', 'start', 'len', 'last', 'hold', 'floor',
-    'back', 'back_at', 'minrem', 'lost')
+    'back', 'back_at', 'minrem', 'lost', 'ev_n', 'ev_maxlo', 'ev_minlo', 'ev_minhi', 'sh_lo', 'sh_hi',
+    'sh_win', 'rtt_min', 'rtt_n', 'pct', 'margin')
   local lim = tonumber(st[1])
   if not lim then return nil end
   local w = { lim = lim, reset = num(st[3]), start = num(st[4]), len = num(st[5]),
               last = num(st[6]), hold = num(st[7]), floor = num(st[8]), back = num(st[9]),
-              back_at = num(st[10]), lost = num(st[12]) + expired, in_flight = in_flight }
+              back_at = num(st[10]), lost = num(st[12]) + expired, in_flight = in_flight,
+              ev_n = num(st[13]), ev_maxlo = num(st[14]), ev_minlo = num(st[15]), ev_minhi = num(st[16]),
+              sh_lo = num(st[17]), sh_hi = num(st[18]), sh_win = num(st[19]), rtt_min = num(st[20]),
+              rtt_n = num(st[21]), pct = num(st[22]), margin = num(st[23]) }
   -- A window stored without `minrem` (by an earlier version of this script) said only what was left.
   w.minrem = tonumber(st[11]) or (num(st[2]) + in_flight)
   -- `ends`: when the window is over at the latest. Its reset, once a response described it; else, when
@@ -66,7 +130,7 @@ local function load(c, f, describing)
   -- the global limit, or their process died), one window length after the last of them left. Never
   -- before `floor`: a request of an earlier window may have reached the upstream after this window's
   -- first ones, and a draining bucket holds it until then.
-  w.ends = w.reset
+  w.ends = release_at(w)
   if w.ends == 0 and not describing and in_flight == 0 then
     w.ends = math.max(w.start, w.last) + w.len
   end
@@ -81,6 +145,7 @@ local function load(c, f, describing)
     w.floor = 0
     w.back = 0
     w.back_at = 0
+    w.ev_n = 0
     w.start = now
   elseif w.back > 0 and w.back_at <= now then
     -- Earlier windows' requests whose count has ended by now: they are no longer this window's.
@@ -96,7 +161,10 @@ local function avail(w) return w.minrem - w.in_flight - w.lost end
 local function store(c, w)
   redis.call('HSET', c, 'lim', d(w.lim), 'avail', d(avail(w)), 'reset', d(w.reset), 'start', d(w.start),
     'len', d(w.len), 'last', d(w.last), 'hold', d(w.hold), 'floor', d(w.floor), 'back', d(w.back),
-    'back_at', d(w.back_at), 'minrem', d(w.minrem), 'lost', d(w.lost))
+    'back_at', d(w.back_at), 'minrem', d(w.minrem), 'lost', d(w.lost), 'ev_n', d(w.ev_n),
+    'ev_maxlo', d(w.ev_maxlo), 'ev_minlo', d(w.ev_minlo), 'ev_minhi', d(w.ev_minhi), 'sh_lo', d(w.sh_lo),
+    'sh_hi', d(w.sh_hi), 'sh_win', d(w.sh_win), 'rtt_min', d(w.rtt_min), 'rtt_n', d(w.rtt_n),
+    'pct', d(w.pct), 'margin', d(w.margin))
   redis.call('PEXPIRE', c, REMEMBER_MS)
 end
 
@@ -277,6 +345,8 @@ local function reconcile()
   local invalid, inv_window, inv_keep = ARGV[16] == '1', tonumber(ARGV[17]), tonumber(ARGV[18])
   local hold = tonumber(ARGV[19])
   local shape, shape_wait = ARGV[20], tonumber(ARGV[21])
+  local sent_ago, rtt, pct, margin = tonumber(ARGV[22]), tonumber(ARGV[23]), tonumber(ARGV[24]),
+    tonumber(ARGV[25])
   local probed_ban, was_in_flight = end_request(reserved_counter, false)
   if named == '-' then
     -- The response named no limit: the route is unlimited unless another response said otherwise.
@@ -292,11 +362,14 @@ local function reconcile()
     if not w then
       w = { lim = lim, minrem = remaining, lost = 0, reset = now + reset_after, start = reserved_at,
             len = reset_after, last = reserved_at, hold = 0, floor = 0, back = 0, back_at = 0,
-            in_flight = redis.call('ZCARD', f) }
+            in_flight = redis.call('ZCARD', f), ev_n = 0, ev_maxlo = 0, ev_minlo = 0, ev_minhi = 0,
+            sh_lo = 0, sh_hi = 0, sh_win = 0, rtt_min = 0, rtt_n = 0 }
+      add_evidence(w, sent_ago, reset_after)
     elseif reserved_at >= w.start then
       -- A response of this window: its count includes this request (unless the upstream refused it
       -- uncounted, a shared-scope 429) and everything that arrived before it.
       if remaining < w.minrem then w.minrem = remaining end
+      add_evidence(w, sent_ago, reset_after)
       if now + reset_after > w.reset then w.reset = now + reset_after end
       if reset_after > w.len then w.len = reset_after end
       w.lim = lim
@@ -307,8 +380,15 @@ local function reconcile()
       if was_in_flight and reserved_counter == named then give_back_later(w, reset_after) end
     end
     if hold > 0 and now + hold > w.hold then w.hold = now + hold end
+    learn_shape(w, lim, remaining, reset_after)
+    if rtt > 0 then
+      if w.rtt_n == 0 or rtt < w.rtt_min then w.rtt_min = rtt end
+      w.rtt_n = w.rtt_n + 1
+    end
+    w.pct, w.margin = pct, margin
     if block > 0 then
       w.minrem = 0
+      w.ev_n = 0
       w.back = 0
       if now + block > w.reset then w.reset = now + block end
     end

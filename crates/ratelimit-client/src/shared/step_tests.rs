@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ratelimit_test_support::redis_server::RedisServer;
 
-use super::{Ask, Gate, Lease, Named, Report, SharedBudget};
+use super::{Ask, Gate, Lease, Named, Report, SharedBudget, Timing};
 
 const ROUTE: &str = "1|POST /x|";
 const COUNTER: &str = "1|#k|";
@@ -454,4 +454,64 @@ async fn a_unit_taken_for_an_earlier_windows_request_comes_back_when_its_count_e
         held.push(admitted(&budget).await);
     }
     assert!(matches!(budget.reserve(ask()).await, Gate::Wait(_)));
+}
+
+/// The Redis server's clock, in µs.
+fn redis_now(redis: &RedisServer) -> i64 {
+    let out = redis.cli(&["TIME"]);
+    let mut v = out.lines().map(|l| l.trim().parse::<i64>().unwrap());
+    v.next().unwrap() * 1_000_000 + v.next().unwrap()
+}
+
+/// Ten requests of a 10-per-window counter, each answered with a 200 ms round trip and reporting
+/// `reset_after(count)` for the count it made; then how long the next request is told to wait, and how
+/// long the window has left to its latest reported reset (measured after the wait was given).
+async fn wait_after_timed_window(reset_after: impl Fn(u64) -> Duration) -> (i64, i64) {
+    let (redis, budget) = start().await;
+    let rtt = 200_000;
+    for count in 1..=10u64 {
+        let lease = admitted(&budget).await;
+        let id = lease.id().to_owned();
+        lease.reconcile(Report {
+            timing: Timing {
+                rtt,
+                answered: None,
+                percent: 100,
+                margin: 2_000,
+            },
+            ..Report {
+                limit: 10,
+                ..report(10 - count, reset_after(count))
+            }
+        });
+        reconciled(&redis, &id).await;
+    }
+    let wait = match budget.reserve(ask()).await {
+        Gate::Wait(us) => i64::try_from(us).unwrap(),
+        other => panic!("not waiting: {other:?}"),
+    };
+    let left = window(&redis).1 - redis_now(&redis);
+    (wait, left)
+}
+
+/// A fixed window (every response names one reset, whatever its count) whose responses show 200 ms round
+/// trips is released early: requests reserved then still arrive at the reset.
+#[tokio::test]
+async fn a_fixed_window_is_released_early_by_what_its_round_trips_show() {
+    let (wait, left) = wait_after_timed_window(|_| Duration::from_secs(1)).await;
+    assert!(
+        left - wait > 150_000,
+        "released {} µs before the latest reset; expected about 200 ms less the margin",
+        left - wait
+    );
+}
+
+/// A drain (a leaky bucket: each response's reset grows with its count) is never released early: its
+/// reset moves with every request.
+#[tokio::test]
+async fn a_drain_is_not_released_early() {
+    let (wait, left) =
+        wait_after_timed_window(|count| Duration::from_millis(100) * u32::try_from(count).unwrap())
+            .await;
+    assert!(wait >= left, "released {} µs early", left - wait);
 }
