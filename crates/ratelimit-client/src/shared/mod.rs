@@ -37,7 +37,8 @@
 //!   never rises, so a late or reordered response cannot make room that is not there; room comes back
 //!   when a request in flight turns out to be in the count already, or not counted at all (a shared-scope
 //!   429, which also holds every process for its `Retry-After`). The window ends at the latest `response
-//!   time + reset-after` of its responses (late by the way back, never early); the next one starts from
+//!   time + reset-after` of its responses (late by the way back), or earlier for a bucket its responses
+//!   showed to run fixed windows (below); the next one starts from
 //!   the limit less what is still in flight. A request of an earlier window answered in this one stays
 //!   taken until its count ends (its `response time + reset-after`), and the window does not end before
 //!   that (a draining bucket holds it until then). A window no response describes (its requests
@@ -48,12 +49,21 @@
 //! trip, the reservation. A request that ends without a response (cancelled, failed, timed out)
 //! *releases* its reservation: its global slot is kept one window (it may have reached the upstream),
 //! and it stays taken from its counter's window as lost. Both run from guards, so a dropped future gives
-//! back what it holds. Reservations also expire on their own after [`lease`](SharedBudgetBuilder::lease) (default 2 s): a
-//! process killed with requests in flight holds their slots no longer than that.
+//! back what it holds. Reservations also expire on their own after [`lease`](SharedBudgetBuilder::lease)
+//! (default 2 s): a process killed with requests in flight holds their slots no longer than that.
 //!
-//! The shared counters are conservative where the per-process scheduler is clever: they release at the
-//! latest reported reset (no early release), and a leaky bucket is refilled only once it has drained
-//! completely. A sub-limit's refusal holds its body shape (the request body's top-level keys) for every
+//! **Early release**, as in one process ([`Config::latency_compensation`](crate::Config::latency_compensation)):
+//! each report carries its request's round trip and the time since its send, so the script bounds the
+//! window's reset from both sides on its own clock (`send + reset-after ≤ reset ≤ response +
+//! reset-after`, the send placed late by the report's way in: the safe direction), and once 8 round trips
+//! were seen it ends a fixed window when requests reserved then arrive at the reset: the later of the
+//! largest lower bound (plus its spread over their number) and the smallest upper bound less the
+//! smallest round trip, plus the limiter's margin. A request reserved then still has to reach its process
+//! and leave. Only for buckets whose responses showed fixed windows: a drain's reset moves with every
+//! request.
+//!
+//! The shared counters stay conservative where the per-process scheduler is cleverer: a leaky bucket is
+//! refilled only once it has drained completely. A sub-limit's refusal holds its body shape (the request body's top-level keys) for every
 //! process until its `Retry-After`; how many requests a sub-window takes, each process learns alone.
 //! Requests waiting for a counter's window to end *claim* global slots for that moment: within a window
 //! of it, other routes' requests leave as many slots as wait (up to the counter's limit), unless they
