@@ -13,7 +13,8 @@
 //!    with 429s by scope.
 //! 3. **Whole scenarios**: `mixed` (per-channel windows, leaky reaction buckets, role windows, shared
 //!    storms and the global limit) and `parallel` (three webhooks' fixed windows of 40 per second, latency
-//!    80-120 ms, where releasing each window early matters), all operations at once, through one in-memory
+//!    80-120 ms, where releasing each window early matters) and `parallel-leaky` (the same on leaky
+//!    buckets, where pacing at the drain rate matters), all operations at once, through one in-memory
 //!    limiter and through 1 and 3 limiters sharing one Redis, rounds alternating. Reported as time,
 //!    utilisation (the scenario's lower bound over the time taken) and the ratio of each shared median to
 //!    the in-memory one.
@@ -364,5 +365,9 @@ fn main() {
         // Grouped by webhook, so that round-robin dealing gives each webhook to every limiter.
         parallel.operations.sort_by(|a, b| a.path.cmp(&b.path));
         whole(&redis, parallel).await;
+        let mut leaky = Scenario::parallel_leaky();
+        // The same grouping: every limiter sends to every webhook's leaky bucket.
+        leaky.operations.sort_by(|a, b| a.path.cmp(&b.path));
+        whole(&redis, leaky).await;
     });
 }

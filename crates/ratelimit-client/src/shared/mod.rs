@@ -62,8 +62,11 @@
 //! and leave. Only for buckets whose responses showed fixed windows: a drain's reset moves with every
 //! request.
 //!
-//! The shared counters stay conservative where the per-process scheduler is cleverer: a leaky bucket is
-//! refilled only once it has drained completely. A sub-limit's refusal holds its body shape (the request body's top-level keys) for every
+//! **Drains** (leaky buckets) are told from fixed windows as in one process: a drain reports a
+//! reset-after that grows with the count, so its responses agree on one drain interval. Once they show
+//! one, the script paces the bucket: requests leave while it has room as counted here (the latest moment
+//! a response said it is empty, plus an interval per request in flight or reserved since), with one
+//! request's room kept free and more for the spread of the paced round trips. A sub-limit's refusal holds its body shape (the request body's top-level keys) for every
 //! process until its `Retry-After`; how many requests a sub-window takes, each process learns alone.
 //! Requests waiting for a counter's window to end *claim* global slots for that moment: within a window
 //! of it, other routes' requests leave as many slots as wait (up to the counter's limit), unless they

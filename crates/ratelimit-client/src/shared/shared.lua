@@ -43,8 +43,9 @@ local function counter_keys(name) return prefix .. 'c:' .. name, prefix .. 'f:' 
 -- of `lost` whose count ends at µs `back_at`, see `give_back_later`), `in_flight` (requests reserved
 -- and not ended: the `f` set), what the window's responses say about its reset (`ev_*`, see
 -- `release_at`), and, kept across windows, what the responses say about the bucket's shape (`sh_*`, see
--- `learn_shape`), the smallest round trip and how many were seen, and the limiter's early-release
--- settings (`pct`, `margin`).
+-- `learn_shape`), the latest moment a response said the bucket is empty (`empty_by`), the pacing of a
+-- drain (`dr_*`, see `drain_room`), the smallest round trip and how many were seen, and the limiter's
+-- early-release settings (`pct`, `margin`).
 --
 -- What may still be sent is `minrem - in_flight - lost` (see `avail`): the latest count answered, less
 -- everything that may be counted after it. It rises when a request in flight turns out to be in the count
@@ -92,7 +93,45 @@ local function learn_shape(w, lim, remaining, reset_after)
     local hi = math.floor(reset_after / (count - 1))
     if w.sh_hi == 0 or hi < w.sh_hi then w.sh_hi = hi end
   end
-  if w.sh_hi > 0 and w.sh_lo > w.sh_hi then w.sh_win = 1 end
+  if w.sh_hi > 0 and w.sh_lo > w.sh_hi then
+    w.sh_win = 1
+    return
+  end
+  -- The smallest count seen (`sh_fc`) with its smallest reset-after, the largest with its largest.
+  if w.sh_fc == 0 or count < w.sh_fc or (count == w.sh_fc and reset_after < w.sh_fr) then
+    w.sh_fc, w.sh_fr = count, reset_after
+  end
+  if count > w.sh_mc or (count == w.sh_mc and reset_after > w.sh_mr) then
+    w.sh_mc, w.sh_mr = count, reset_after
+  end
+end
+
+-- Counts two apart: two responses of one fixed window with adjacent counts, counted within the same
+-- millisecond, can agree on an interval (the whole window); counts two apart cannot.
+local DRAIN_COUNT_SPAN = 2
+
+-- The drain interval, once the responses show a drain (0 until then): they agree on an interval, their
+-- counts span `DRAIN_COUNT_SPAN` or more, and reset-after grew with the count. The largest interval they
+-- allow: pacing slower than the upstream drains is safe.
+local function drain_interval(w)
+  if w.sh_win == 1 or w.sh_hi == 0 or w.sh_fc == 0 then return 0 end
+  if w.sh_mc - w.sh_fc < DRAIN_COUNT_SPAN or w.sh_mr <= w.sh_fr + HEADER_ROUNDING then return 0 end
+  return math.max(1, w.sh_hi)
+end
+
+-- A drain, paced: requests leave while the bucket, as counted here, has room, then one per interval. It
+-- is empty at the latest at `empty_at`: the latest moment a response said so, plus an interval for each
+-- request in flight (it may be counted after that response), or later when requests that left after it
+-- emptied fill it from their own reservation (`dr_adm`). One request's room is kept free, and as many
+-- more as the spread of the paced round trips covers intervals: a request whose way in is the shortest
+-- still finds the bucket below its limit. Returns the room now and when the next request may leave.
+local function drain_room(w)
+  local empty_at = math.max(w.empty_by + w.in_flight * w.dr_int, w.dr_adm)
+  local spread = 0
+  if w.dr_rmax > 0 then spread = w.dr_rmax - w.dr_rmin end
+  local usable = math.max(1, w.lim - 1 - math.ceil(spread / w.dr_int))
+  local level = math.ceil(math.max(0, empty_at - now) / w.dr_int)
+  return usable - level, empty_at - (usable - 1) * w.dr_int
 end
 
 -- A response of the window: its bounds on the reset, sent `sent_ago` µs before now.
@@ -108,23 +147,32 @@ local function add_evidence(w, sent_ago, reset_after)
   w.ev_n = w.ev_n + 1
 end
 
+-- The fields of a counter's hash, all integers (0: none yet).
+local FIELDS = { 'lim', 'avail', 'minrem', 'lost', 'reset', 'start', 'len', 'last', 'hold', 'floor', 'back',
+  'back_at', 'ev_n', 'ev_maxlo', 'ev_minlo', 'ev_minhi', 'sh_lo', 'sh_hi', 'sh_win', 'sh_fc', 'sh_fr',
+  'sh_mc', 'sh_mr', 'empty_by', 'dr_int', 'dr_adm', 'dr_since', 'dr_rmin', 'dr_rmax', 'rtt_min', 'rtt_n',
+  'pct', 'margin' }
+
+-- A counter first described by a response now.
+local function fresh(lim)
+  local w = {}
+  for _, k in ipairs(FIELDS) do w[k] = 0 end
+  w.lim = lim
+  return w
+end
+
 local function load(c, f, describing)
   -- Requests whose lease ran out (their process died, or is very late) may still be counted.
   local expired = redis.call('ZREMRANGEBYSCORE', f, '-inf', d(now))
   local in_flight = redis.call('ZCARD', f)
-  local st = redis.call('HMGET', c, 'lim', 'avail', 'reset', 'start', 'len', 'last', 'hold', 'floor',
-    'back', 'back_at', 'minrem', 'lost', 'ev_n', 'ev_maxlo', 'ev_minlo', 'ev_minhi', 'sh_lo', 'sh_hi',
-    'sh_win', 'rtt_min', 'rtt_n', 'pct', 'margin')
+  local st = redis.call('HMGET', c, unpack(FIELDS))
   local lim = tonumber(st[1])
   if not lim then return nil end
-  local w = { lim = lim, reset = num(st[3]), start = num(st[4]), len = num(st[5]),
-              last = num(st[6]), hold = num(st[7]), floor = num(st[8]), back = num(st[9]),
-              back_at = num(st[10]), lost = num(st[12]) + expired, in_flight = in_flight,
-              ev_n = num(st[13]), ev_maxlo = num(st[14]), ev_minlo = num(st[15]), ev_minhi = num(st[16]),
-              sh_lo = num(st[17]), sh_hi = num(st[18]), sh_win = num(st[19]), rtt_min = num(st[20]),
-              rtt_n = num(st[21]), pct = num(st[22]), margin = num(st[23]) }
+  local w = { in_flight = in_flight }
+  for i, k in ipairs(FIELDS) do w[k] = num(st[i]) end
+  w.lost = w.lost + expired
   -- A window stored without `minrem` (by an earlier version of this script) said only what was left.
-  w.minrem = tonumber(st[11]) or (num(st[2]) + in_flight)
+  if not tonumber(st[3]) then w.minrem = w.avail + in_flight end
   -- `ends`: when the window is over at the latest. Its reset, once a response described it; else, when
   -- nothing is in flight that could still describe it (its requests were cancelled, failed, refused by
   -- the global limit, or their process died), one window length after the last of them left. Never
@@ -156,15 +204,20 @@ local function load(c, f, describing)
   return w
 end
 
-local function avail(w) return w.minrem - w.in_flight - w.lost end
+-- What may be sent now: a window's allowance, or a drain's room.
+local function avail(w)
+  if w.dr_int > 0 then return (drain_room(w)) end
+  return w.minrem - w.in_flight - w.lost
+end
 
 local function store(c, w)
-  redis.call('HSET', c, 'lim', d(w.lim), 'avail', d(avail(w)), 'reset', d(w.reset), 'start', d(w.start),
-    'len', d(w.len), 'last', d(w.last), 'hold', d(w.hold), 'floor', d(w.floor), 'back', d(w.back),
-    'back_at', d(w.back_at), 'minrem', d(w.minrem), 'lost', d(w.lost), 'ev_n', d(w.ev_n),
-    'ev_maxlo', d(w.ev_maxlo), 'ev_minlo', d(w.ev_minlo), 'ev_minhi', d(w.ev_minhi), 'sh_lo', d(w.sh_lo),
-    'sh_hi', d(w.sh_hi), 'sh_win', d(w.sh_win), 'rtt_min', d(w.rtt_min), 'rtt_n', d(w.rtt_n),
-    'pct', d(w.pct), 'margin', d(w.margin))
+  w.avail = avail(w)
+  local args = {}
+  for _, k in ipairs(FIELDS) do
+    args[#args + 1] = k
+    args[#args + 1] = d(w[k])
+  end
+  redis.call('HSET', c, unpack(args))
   redis.call('PEXPIRE', c, REMEMBER_MS)
 end
 
@@ -248,6 +301,10 @@ local function reserve()
     if w and w.hold > now then return { WAIT, d(w.hold - now), id } end
     if w and avail(w) <= 0 then
       local wait = poll
+      if w.dr_int > 0 then
+        local _, next_at = drain_room(w)
+        w.ends = next_at
+      end
       if w.ends > 0 then wait = w.ends - now end
       wait = math.max(1, wait)
       store(c, w)
@@ -280,6 +337,7 @@ local function reserve()
   local probe = 0
   if w then
     w.in_flight = w.in_flight + 1
+    if w.dr_int > 0 then w.dr_adm = math.max(w.dr_adm, now) + w.dr_int end
     w.last = now
     store(c, w)
     redis.call('ZADD', f, d(now + lease), id)
@@ -338,6 +396,29 @@ local function give_back_later(w, reset_after)
   if now + reset_after > w.back_at then w.back_at = now + reset_after end
 end
 
+-- Starts, keeps or stops pacing the counter as a drain, from what its responses now say about its shape.
+-- Only round trips of requests reserved while it was paced measure the spread (those of a first burst,
+-- opening connections, say nothing of the paced ones' way in).
+local function pace(w, reserved_at, rtt)
+  local interval = drain_interval(w)
+  if interval == 0 then
+    if w.dr_int > 0 then
+      -- Later responses contradict the drain: counted by windows again, from a full bucket's end.
+      w.dr_int = 0
+      w.minrem = 0
+      if w.empty_by > w.reset then w.reset = w.empty_by end
+    end
+    return
+  end
+  if w.dr_int == 0 then
+    w.dr_since, w.dr_adm, w.dr_rmin, w.dr_rmax = now, 0, 0, 0
+  elseif reserved_at >= w.dr_since and rtt > 0 then
+    if w.dr_rmax == 0 or rtt < w.dr_rmin then w.dr_rmin = rtt end
+    if rtt > w.dr_rmax then w.dr_rmax = rtt end
+  end
+  w.dr_int = interval
+end
+
 local function reconcile()
   local reserved_at, reserved_counter, named = tonumber(ARGV[7]), ARGV[8], ARGV[9]
   local lim, remaining, reset_after = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
@@ -360,10 +441,10 @@ local function reconcile()
     local c, f = counter_keys(named)
     local w = load(c, f, true)
     if not w then
-      w = { lim = lim, minrem = remaining, lost = 0, reset = now + reset_after, start = reserved_at,
-            len = reset_after, last = reserved_at, hold = 0, floor = 0, back = 0, back_at = 0,
-            in_flight = redis.call('ZCARD', f), ev_n = 0, ev_maxlo = 0, ev_minlo = 0, ev_minhi = 0,
-            sh_lo = 0, sh_hi = 0, sh_win = 0, rtt_min = 0, rtt_n = 0 }
+      w = fresh(lim)
+      w.minrem, w.reset, w.start, w.len, w.last = remaining, now + reset_after, reserved_at, reset_after,
+        reserved_at
+      w.in_flight = redis.call('ZCARD', f)
       add_evidence(w, sent_ago, reset_after)
     elseif reserved_at >= w.start then
       -- A response of this window: its count includes this request (unless the upstream refused it
@@ -381,6 +462,8 @@ local function reconcile()
     end
     if hold > 0 and now + hold > w.hold then w.hold = now + hold end
     learn_shape(w, lim, remaining, reset_after)
+    if now + reset_after > w.empty_by then w.empty_by = now + reset_after end
+    pace(w, reserved_at, rtt)
     if rtt > 0 then
       if w.rtt_n == 0 or rtt < w.rtt_min then w.rtt_min = rtt end
       w.rtt_n = w.rtt_n + 1
@@ -390,6 +473,9 @@ local function reconcile()
       w.minrem = 0
       w.ev_n = 0
       w.back = 0
+      -- A drain: nothing drains before the block ends, and then the bucket is full less one.
+      local full = now + block + (w.lim - 1) * w.dr_int
+      if w.dr_int > 0 and full > w.empty_by then w.empty_by = full end
       if now + block > w.reset then w.reset = now + block end
     end
     store(c, w)

@@ -105,7 +105,9 @@ async fn a_response_from_an_earlier_window_neither_lowers_nor_extends_the_curren
     let current = admitted(&budget).await;
     assert_eq!(window(&redis), (3, 0));
 
-    late.reconcile(report(0, Duration::from_secs(10)));
+    // Counted fifth in its window 400 ms before the reset (the first was counted with 200 ms left: a fixed
+    // window, no drain, as far as the responses tell).
+    late.reconcile(report(0, Duration::from_millis(400)));
     reconciled(&redis, &late_id).await;
     assert_eq!(
         window(&redis),
@@ -142,11 +144,12 @@ async fn a_late_response_from_an_earlier_window_still_delays_the_end_of_the_curr
     // The next window: 5, less `late` in flight, less this one.
     let current = admitted(&budget).await;
     let current_id = current.id().to_owned();
-    // `late` drains 2 s from now; `current`'s own response says 50 ms.
-    late.reconcile(report(0, Duration::from_secs(2)));
-    reconciled(&redis, &late_id).await;
+    // `current`'s own response says 50 ms (with the first's, the counts show a fixed window); then `late`
+    // says the bucket drains 2 s from now.
     current.reconcile(report(3, Duration::from_millis(50)));
     reconciled(&redis, &current_id).await;
+    late.reconcile(report(0, Duration::from_secs(2)));
+    reconciled(&redis, &late_id).await;
     // 3 left, less `late`: its response does not say whether the current count includes it, so it
     // stays taken until its count ends.
     let mut held = Vec::new();
@@ -506,12 +509,48 @@ async fn a_fixed_window_is_released_early_by_what_its_round_trips_show() {
     );
 }
 
-/// A drain (a leaky bucket: each response's reset grows with its count) is never released early: its
-/// reset moves with every request.
+/// A drain (a leaky bucket: each response's reset grows with its count) is paced, not released early: with
+/// counts 1 to 10 reporting 100 ms each, its interval is at most 1 s / 9, and once nine are in the bucket
+/// (one kept free) the next may leave when the level falls to eight: eight intervals before it is empty.
 #[tokio::test]
-async fn a_drain_is_not_released_early() {
+async fn a_drain_is_paced_below_its_limit_not_released_early() {
     let (wait, left) =
         wait_after_timed_window(|count| Duration::from_millis(100) * u32::try_from(count).unwrap())
             .await;
-    assert!(wait >= left, "released {} µs early", left - wait);
+    let before_empty = left - wait;
+    let eight_intervals = 8 * 1_000_000 / 9;
+    assert!(
+        (eight_intervals - 50_000..=eight_intervals).contains(&before_empty),
+        "the next request may leave {before_empty} µs before the bucket is empty, not eight intervals"
+    );
+}
+
+/// Once a drain has emptied, it takes its limit less the one request's room kept free, then waits about
+/// one interval for the next.
+#[tokio::test]
+async fn an_empty_drain_takes_its_limit_less_one_then_paces() {
+    let (redis, budget) = start().await;
+    for count in 1..=10u64 {
+        let lease = admitted(&budget).await;
+        let id = lease.id().to_owned();
+        lease.reconcile(Report {
+            limit: 10,
+            ..report(
+                10 - count,
+                Duration::from_millis(10) * u32::try_from(count).unwrap(),
+            )
+        });
+        reconciled(&redis, &id).await;
+    }
+    // Empty 100 ms after the last response at the latest.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let mut held = Vec::new();
+    for _ in 0..9 {
+        held.push(admitted(&budget).await);
+    }
+    match budget.reserve(ask()).await {
+        // One interval (at most 100 ms / 9) after the first of the nine, less the time they took.
+        Gate::Wait(us) => assert!(us <= 11_112, "{us} µs"),
+        other => panic!("a tenth went into a bucket of ten: {other:?}"),
+    }
 }
