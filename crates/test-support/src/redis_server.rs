@@ -68,6 +68,18 @@ impl RedisServer {
         s.spawn().then_some(s)
     }
 
+    /// Starts a server on a given port (a test that starts Redis only after its client): `None` if the
+    /// port is taken.
+    pub fn try_start_on(port: u16, extra: &[&str]) -> Option<Self> {
+        let mut s = RedisServer {
+            port,
+            child: None,
+            dir: tmp_dir("node"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        s.spawn().then_some(s)
+    }
+
     fn spawn(&mut self) -> bool {
         let child = Command::new(SERVER)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use ratelimit_core::log_once::LogOnce;
 use ratelimit_core::store::redis::conn::{Connection, Evidence, Handle};
 use ratelimit_core::store::redis::{Breaker, Transition};
@@ -75,7 +75,8 @@ pub struct SharedStats {
 }
 
 pub(super) struct Inner {
-    pub(super) connection: Arc<Connection>,
+    /// `None` until Redis first answers (a budget that did not wait for it).
+    pub(super) connection: RwLock<Option<Arc<Connection>>>,
     pub(super) script: redis::Script,
     /// `{namespace}:`: every key's prefix and Cluster hash tag.
     pub(super) prefix: String,
@@ -148,7 +149,7 @@ impl SharedBudget {
     /// with the global limit divided by the declared number of instances. Mirrored by the `metrics` gauge
     /// `ratelimit_client_shared_degraded`.
     pub fn is_degraded(&self) -> bool {
-        self.inner.breaker.is_open()
+        self.inner.connection.read().is_none() || self.inner.breaker.is_open()
     }
 
     /// Counts since creation.
@@ -158,7 +159,7 @@ impl SharedBudget {
             calls: i.calls.load(Ordering::Relaxed),
             errors: i.errors.load(Ordering::Relaxed),
             fallbacks: i.fallbacks.load(Ordering::Relaxed),
-            reconnects: i.connection.reconnects(),
+            reconnects: i.connection.read().as_ref().map_or(0, |c| c.reconnects()),
         }
     }
 
@@ -177,6 +178,9 @@ impl SharedBudget {
     /// Cancel-safe: dropped while Redis is being asked, it releases whatever the call may have reserved.
     pub(crate) async fn reserve(&self, ask: Ask<'_>) -> Gate {
         let inner = &self.inner;
+        let Some(connection) = inner.connected() else {
+            return self.fall_back(ask);
+        };
         let Some(permit) = inner.breaker.permit() else {
             return self.fall_back(ask);
         };
@@ -203,7 +207,9 @@ impl SharedBudget {
             })
             .arg(ask.waited);
         let reply = inner
-            .call(&inv, |v| script::reserve_reply(v, pending.id()))
+            .call(&connection, &inv, |v| {
+                script::reserve_reply(v, pending.id())
+            })
             .await;
         match reply {
             Ok(reply) => {
@@ -284,10 +290,16 @@ impl SharedBudget {
     /// expires with its lease).
     async fn finish(&self, inv: &redis::ScriptInvocation<'_>, id: &str) {
         let inner = &self.inner;
+        let Some(connection) = inner.connected() else {
+            return;
+        };
         let Some(permit) = inner.breaker.permit() else {
             return;
         };
-        match inner.call(inv, |v| script::done_reply(v, id)).await {
+        match inner
+            .call(&connection, inv, |v| script::done_reply(v, id))
+            .await
+        {
             Ok(()) => inner.settle(permit.succeeded(), None),
             Err(fault) => inner.failed(permit.failed(), &fault),
         }
@@ -371,10 +383,16 @@ impl Inner {
             .arg(self.lease);
     }
 
+    /// The connection, once Redis has answered.
+    fn connected(&self) -> Option<Arc<Connection>> {
+        self.connection.read().clone()
+    }
+
     /// One script call on the connection in use, its reply checked by `believe`. A late reply, or one
     /// that answers another call, is evidence that the connection is out of step: it is replaced.
     async fn call<T>(
         &self,
+        connection: &Arc<Connection>,
         inv: &redis::ScriptInvocation<'_>,
         believe: impl FnOnce(&Value) -> Result<T, BadReply>,
     ) -> Result<T, Fault> {
@@ -383,18 +401,18 @@ impl Inner {
         let Handle {
             generation,
             mut conn,
-        } = self.connection.current();
+        } = connection.current();
         let result = match tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn)).await {
             Ok(Ok(v)) => believe(&v).map_err(Fault::Reply),
             Ok(Err(e)) => Err(Fault::Redis(e)),
             Err(_) => Err(Fault::Timeout(self.timeout)),
         };
         match &result {
-            Ok(_) => self.connection.in_step(generation),
-            Err(Fault::Timeout(_)) => self.connection.out_of_step(generation, Evidence::Timeout),
-            Err(Fault::Reply(BadReply::Foreign)) => self
-                .connection
-                .out_of_step(generation, Evidence::ForeignReply),
+            Ok(_) => connection.in_step(generation),
+            Err(Fault::Timeout(_)) => connection.out_of_step(generation, Evidence::Timeout),
+            Err(Fault::Reply(BadReply::Foreign)) => {
+                connection.out_of_step(generation, Evidence::ForeignReply)
+            }
             Err(_) => {}
         }
         result

@@ -4,14 +4,15 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use ratelimit_core::log_once::LogOnce;
-use ratelimit_core::store::redis::conn::{Conn, Connection, Connector, Handle};
+use ratelimit_core::store::redis::conn::Connection;
 use ratelimit_core::store::redis::Breaker;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 
 use super::budget::{Inner, SharedBudget};
 use super::fallback::Fallback;
+use super::join::{self, Target};
 use super::script::SOURCE;
 
 /// Namespaces are part of every key and its Cluster hash tag: short, and without the tag's braces.
@@ -39,6 +40,7 @@ pub struct SharedBudgetBuilder {
     lease: Duration,
     poll: Duration,
     breaker: (u32, Duration),
+    wait_for_redis: bool,
 }
 
 impl Default for SharedBudgetBuilder {
@@ -50,6 +52,7 @@ impl Default for SharedBudgetBuilder {
             lease: Duration::from_secs(2),
             poll: Duration::from_millis(20),
             breaker: (3, Duration::from_millis(500)),
+            wait_for_redis: true,
         }
     }
 }
@@ -95,6 +98,27 @@ impl SharedBudgetBuilder {
     /// Redis again (defaults 3 and 500 ms).
     pub fn breaker(mut self, failures: u32, cooldown: Duration) -> Self {
         self.breaker = (failures, cooldown);
+        self
+    }
+
+    /// Whether connecting waits for Redis (default `true`: [`connect`](Self::connect) and its siblings
+    /// fail when Redis does not answer). With `false`, a Redis that does not answer yet (connection
+    /// refused, host unreachable, timed out) is no error: the budget starts degraded, each process
+    /// limiting itself as while Redis is down ([`SharedBudget::is_degraded`]), and joins the shared
+    /// budget once Redis answers, tried once per breaker cooldown. A Redis that answers and refuses (a
+    /// wrong password, scripts not allowed) still fails.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), ratelimit_client::shared::SharedError> {
+    /// use ratelimit_client::shared::SharedBudget;
+    /// let budget = SharedBudget::builder()
+    ///     .wait_for_redis(false)
+    ///     .connect("redis://10.0.0.5:6379/")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn wait_for_redis(mut self, wait: bool) -> Self {
+        self.wait_for_redis = wait;
         self
     }
 
@@ -147,11 +171,7 @@ impl SharedBudgetBuilder {
             .set_connection_timeout(Some(self.connect_timeout()))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(200));
-        let manager = ConnectionManager::new_with_config(client.clone(), config.clone())
-            .await
-            .map_err(SharedError::Connect)?;
-        self.build(Conn::Single(manager), Connector::Single { client, config })
-            .await
+        self.start(Target::Single { client, config }).await
     }
 
     /// Connects to a Redis Cluster through any of its nodes.
@@ -161,27 +181,49 @@ impl SharedBudgetBuilder {
             .connection_timeout(self.connect_timeout())
             .build()
             .map_err(SharedError::Connect)?;
-        let conn = client
-            .get_async_connection()
-            .await
-            .map_err(SharedError::Connect)?;
         let budget = self
             .connect_timeout()
             .saturating_mul(CLUSTER_RECONNECT_BUDGET_IN_CONNECT_TIMEOUTS);
-        self.build(Conn::Cluster(conn), Connector::Cluster { client, budget })
-            .await
+        self.start(Target::Cluster { client, budget }).await
     }
 
     fn connect_timeout(&self) -> Duration {
         self.timeout.max(Duration::from_millis(250))
     }
 
-    async fn build(self, conn: Conn, connector: Connector) -> Result<SharedBudget, SharedError> {
+    /// Connects (or, not waiting for Redis, starts degraded and connects later) and builds the budget.
+    async fn start(self, target: Target) -> Result<SharedBudget, SharedError> {
         let script = redis::Script::new(SOURCE);
+        // Reconnects spaced like the breaker's probes, never closer than one timeout.
         let spacing = self.breaker.1.max(self.timeout);
-        let budget = SharedBudget {
+        match target.open(&script, spacing).await {
+            Ok(connection) => {
+                // Present from the start, so that a dashboard sees 0 before the first outage.
+                metrics::gauge!("ratelimit_client_shared_degraded").set(0.0);
+                Ok(self.build(script, Some(connection)))
+            }
+            Err(e) if !self.wait_for_redis && join::unreachable(&e) => {
+                let cooldown = self.breaker.1;
+                let budget = self.build(script, None);
+                metrics::gauge!("ratelimit_client_shared_degraded").set(1.0);
+                tracing::warn!(
+                    namespace = %budget.namespace(),
+                    error = %e,
+                    instances = budget.instances(),
+                    "shared rate-limit state: Redis does not answer yet; this process limits itself, with the global limit divided by {} instances, and joins the shared budget once Redis answers",
+                    budget.instances()
+                );
+                join::later(&budget, target, cooldown, spacing);
+                Ok(budget)
+            }
+            Err(e) => Err(SharedError::Connect(e)),
+        }
+    }
+
+    fn build(self, script: redis::Script, connection: Option<Arc<Connection>>) -> SharedBudget {
+        SharedBudget {
             inner: Arc::new(Inner {
-                connection: Connection::new(conn, connector, spacing, RECONNECTS_METRIC),
+                connection: RwLock::new(connection),
                 script,
                 prefix: format!("{{{}}}:", self.namespace),
                 namespace: self.namespace,
@@ -202,27 +244,12 @@ impl SharedBudgetBuilder {
                 fallbacks: Default::default(),
                 logs: LogOnce::new(),
             }),
-        };
-        // Loads the script now, so that a wrong URL or a server refusing scripts fails here, not later.
-        let Handle { mut conn, .. } = budget.inner.connection.current();
-        budget
-            .inner
-            .script
-            .prepare_invoke()
-            .load_async(&mut conn)
-            .await
-            .map_err(SharedError::Connect)?;
-        // Present from the start, so that a dashboard sees 0 before the first outage rather than nothing.
-        metrics::gauge!("ratelimit_client_shared_degraded").set(0.0);
-        Ok(budget)
+        }
     }
 }
 
 /// A Cluster connection is rebuilt from scratch (every node, the slot map): it may take a few connects.
 const CLUSTER_RECONNECT_BUDGET_IN_CONNECT_TIMEOUTS: u32 = 4;
-
-/// Where connection replacements are counted, by reason.
-const RECONNECTS_METRIC: &str = "ratelimit_client_shared_reconnects_total";
 
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)

@@ -98,6 +98,7 @@
 mod budget;
 mod builder;
 mod fallback;
+mod join;
 mod lease;
 mod script;
 #[cfg(test)]

@@ -554,3 +554,46 @@ async fn an_empty_drain_takes_its_limit_less_one_then_paces() {
         other => panic!("a tenth went into a bucket of ten: {other:?}"),
     }
 }
+
+/// Not waiting for Redis: a budget whose Redis does not answer yet starts degraded and decides alone,
+/// then joins the shared budget by itself once Redis answers. Waiting (the default), the same start is an
+/// error; and a Redis that answers but refuses (the script) is an error either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_not_waiting_for_redis_starts_alone_and_joins_when_redis_answers() {
+    let port = ratelimit_test_support::redis_server::free_port();
+    let url = format!("redis://127.0.0.1:{port}/");
+    let builder = || {
+        SharedBudget::builder()
+            .namespace("late")
+            .breaker(3, Duration::from_millis(50))
+    };
+    assert!(builder().connect(&url).await.is_err());
+    let budget = builder().wait_for_redis(false).connect(&url).await.unwrap();
+    assert!(budget.is_degraded());
+    let alone = admitted(&budget).await;
+    drop(alone);
+    assert_eq!((budget.stats().calls, budget.stats().fallbacks), (0, 1));
+
+    let redis = RedisServer::try_start_on(port, &[]).expect("the port was taken meanwhile");
+    let start = Instant::now();
+    while budget.is_degraded() {
+        assert!(start.elapsed() < HANG_DETECTOR, "never joined");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!("joined {:?} after Redis started", start.elapsed());
+    let shared = admitted(&budget).await;
+    assert_eq!(budget.stats().calls, 1, "{:?}", budget.stats());
+    drop(shared);
+    drop(redis);
+
+    // A server without SCRIPT: it answers, and refuses to load the budget's script.
+    let refusing = RedisServer::start_with(&["--rename-command", "SCRIPT", ""]);
+    let refused = builder()
+        .wait_for_redis(false)
+        .connect(&refusing.url())
+        .await;
+    assert!(
+        refused.is_err(),
+        "a Redis refusing the script was taken for one not answering yet"
+    );
+}
