@@ -56,7 +56,8 @@ pub struct Args {
     #[arg(long, env = "RATELIMIT_PROXY_GLOBAL_WINDOW", default_value = "1s", value_parser = humantime::parse_duration)]
     pub global_window: Duration,
     /// Redis holding the budget shared by every replica with the same namespace (e.g.
-    /// `redis://10.0.0.5:6379/`). Must answer at start: the proxy does not start without it.
+    /// `redis://10.0.0.5:6379/`). Must answer at start (the proxy does not start without it), unless
+    /// --start-without-redis.
     #[arg(long, env = "REDIS_URL", conflicts_with = "redis_cluster")]
     pub redis_url: Option<String>,
     /// A Redis Cluster instead, through any of its nodes (comma-separated `redis://` URLs).
@@ -73,6 +74,11 @@ pub struct Args {
     /// public roots built in.
     #[arg(long, env = "RATELIMIT_PROXY_REDIS_CA")]
     pub redis_ca: Option<std::path::PathBuf>,
+    /// Start even when Redis does not answer yet (refused, unreachable, timed out): the replica limits
+    /// itself, with the global limit divided by --instances, and joins the shared budget once Redis
+    /// answers. A Redis that answers and refuses (password, ACL) still stops the start.
+    #[arg(long, env = "RATELIMIT_PROXY_START_WITHOUT_REDIS")]
+    pub start_without_redis: bool,
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -108,6 +114,7 @@ impl Args {
         shared.namespace.clone_from(&self.namespace);
         shared.instances = self.instances;
         shared.redis_ca.clone_from(&self.redis_ca);
+        shared.wait_for_redis = !self.start_without_redis;
         Some(shared)
     }
 }

@@ -138,7 +138,8 @@ impl Proxy {
     /// A proxy with the limiter of [`Proxy::limiter_builder`], sharing its budget with other replicas
     /// when `config.shared` says so: then Redis must answer now, or this fails with a
     /// [`SharedStartError`] naming the flag to fix (the proxy does not start limiting alone when it was
-    /// told to share: its replicas would together exceed the limits).
+    /// told to share: its replicas would together exceed the limits), unless
+    /// [`SharedConfig::wait_for_redis`] is false (then it starts degraded and joins when Redis answers).
     ///
     /// ```no_run
     /// use ratelimit_proxy::{Proxy, ProxyConfig, Redis, SharedConfig, Upstream};

@@ -97,6 +97,9 @@ pub struct SharedConfig {
     pub instances: u32,
     /// The CA that signed a `rediss://` server's certificate, when it is not a public one (PEM).
     pub redis_ca: Option<std::path::PathBuf>,
+    /// Whether the proxy waits for Redis at start (default `true`; `--start-without-redis` sets it
+    /// false): see [`SharedBudgetBuilder::wait_for_redis`](ratelimit_client::shared::SharedBudgetBuilder::wait_for_redis).
+    pub wait_for_redis: bool,
 }
 
 /// The shared budget could not be set up; the proxy does not start without it.
@@ -104,7 +107,7 @@ pub struct SharedConfig {
 #[non_exhaustive]
 pub enum SharedStartError {
     /// Redis could not be reached, or the URL is not one.
-    #[error("{flag} {redis}: {source}. The proxy does not start without the shared budget it was given: start Redis or correct {flag}, then start the proxy again (or leave {flag} unset to limit this replica alone)")]
+    #[error("{flag} {redis}: {source}. The proxy does not start without the shared budget it was given: start Redis or correct {flag}, then start the proxy again (or pass --start-without-redis to start alone and join when Redis answers, or leave {flag} unset to limit this replica alone)")]
     Connect {
         /// The flag that named Redis.
         flag: &'static str,
@@ -126,6 +129,7 @@ impl SharedConfig {
             namespace: DEFAULT_NAMESPACE.to_owned(),
             instances: 1,
             redis_ca: None,
+            wait_for_redis: true,
         }
     }
 
@@ -154,11 +158,13 @@ impl SharedConfig {
         client.map_err(SharedError::Connect)
     }
 
-    /// Connects to Redis and loads the budget's script: fails if Redis cannot be reached now.
+    /// Connects to Redis and loads the budget's script: fails if Redis cannot be reached now, unless
+    /// [`wait_for_redis`](Self::wait_for_redis) is false.
     pub async fn connect(&self) -> Result<SharedBudget, SharedStartError> {
         let builder = SharedBudget::builder()
             .namespace(self.namespace.as_str())
-            .instances(self.instances);
+            .instances(self.instances)
+            .wait_for_redis(self.wait_for_redis);
         let connected = match &self.redis {
             Redis::Url(url) => match self.client(url) {
                 Ok(client) => builder.from_client(client).await,

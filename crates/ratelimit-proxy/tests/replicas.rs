@@ -164,6 +164,46 @@ async fn a_replica_whose_redis_does_not_answer_at_start_exits_naming_the_flag() 
     assert!(!stderr.contains("secret"), "{stderr}");
 }
 
+/// `--start-without-redis`: a replica whose Redis does not answer yet starts, says so in `/status`, serves
+/// alone, and joins the shared budget by itself once Redis answers on that address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_started_without_redis_serves_alone_and_joins_when_redis_answers() {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}/");
+    let sim = Simulator::start(Scenario::mixed().config).await.unwrap();
+    let upstream = format!("http://{}/api", sim.addr());
+    let mut flags = shared_flags(&url, "late", 2);
+    flags.push("--start-without-redis".to_owned());
+    let replica = Replica::start(&upstream, &flags).await;
+    let status = async || {
+        let a = get_untokened(&bot(), &format!("http://{}/status", replica.admin))
+            .await
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&a.body).unwrap()["shared"].clone()
+    };
+    let url = format!("{}/channels/100/messages", replica.base());
+    assert_eq!(
+        common::post(&bot(), &url, "{}").await.unwrap().status,
+        StatusCode::OK
+    );
+    let alone = status().await;
+    assert_eq!(alone["degraded"], true, "{alone}");
+    assert_eq!(alone["calls"], 0, "{alone}");
+
+    let _redis = RedisServer::try_start_on(port, &[]).expect("the port was taken meanwhile");
+    let start = Instant::now();
+    while status().await["degraded"] == true {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "never joined the shared budget"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("joined {:?} after Redis started", start.elapsed());
+    assert_one_message_went_through_redis(&replica).await;
+    assert!(replica.stop().await.success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_says_degraded_while_redis_is_down_and_the_replica_keeps_serving() {
     let mut redis = RedisServer::start();
