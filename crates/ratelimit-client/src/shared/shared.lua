@@ -171,8 +171,6 @@ local function load(c, f, describing)
   local w = { in_flight = in_flight }
   for i, k in ipairs(FIELDS) do w[k] = num(st[i]) end
   w.lost = w.lost + expired
-  -- A window stored without `minrem` (by an earlier version of this script) said only what was left.
-  if not tonumber(st[3]) then w.minrem = w.avail + in_flight end
   -- `ends`: when the window is over at the latest. Its reset, once a response described it; else, when
   -- nothing is in flight that could still describe it (its requests were cancelled, failed, refused by
   -- the global limit, or their process died), one window length after the last of them left. Never
