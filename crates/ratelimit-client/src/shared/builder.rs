@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use ratelimit_core::log_once::LogOnce;
-use ratelimit_core::store::redis::conn::Connection;
+use ratelimit_core::store::redis::conn::{Connection, Connector};
 use ratelimit_core::store::redis::Breaker;
 use redis::aio::ConnectionManagerConfig;
 
 use super::budget::{Inner, SharedBudget};
 use super::fallback::Fallback;
-use super::join::{self, Target};
+use super::join;
 use super::script::SOURCE;
 
 /// Namespaces are part of every key and its Cluster hash tag: short, and without the tag's braces.
@@ -171,7 +171,7 @@ impl SharedBudgetBuilder {
             .set_connection_timeout(Some(self.connect_timeout()))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(200));
-        self.start(Target::Single { client, config }).await
+        self.start(Connector::Single { client, config }).await
     }
 
     /// Connects to a Redis Cluster through any of its nodes.
@@ -184,7 +184,7 @@ impl SharedBudgetBuilder {
         let budget = self
             .connect_timeout()
             .saturating_mul(CLUSTER_RECONNECT_BUDGET_IN_CONNECT_TIMEOUTS);
-        self.start(Target::Cluster { client, budget }).await
+        self.start(Connector::Cluster { client, budget }).await
     }
 
     fn connect_timeout(&self) -> Duration {
@@ -192,11 +192,11 @@ impl SharedBudgetBuilder {
     }
 
     /// Connects (or, not waiting for Redis, starts degraded and connects later) and builds the budget.
-    async fn start(self, target: Target) -> Result<SharedBudget, SharedError> {
+    async fn start(self, connector: Connector) -> Result<SharedBudget, SharedError> {
         let script = redis::Script::new(SOURCE);
         // Reconnects spaced like the breaker's probes, never closer than one timeout.
         let spacing = self.breaker.1.max(self.timeout);
-        match target.open(&script, spacing).await {
+        match join::open(&connector, &script, spacing).await {
             Ok(connection) => {
                 // Present from the start, so that a dashboard sees 0 before the first outage.
                 metrics::gauge!("ratelimit_client_shared_degraded").set(0.0);
@@ -213,7 +213,7 @@ impl SharedBudgetBuilder {
                     "shared rate-limit state: Redis does not answer yet; this process limits itself, with the global limit divided by {} instances, and joins the shared budget once Redis answers",
                     budget.instances()
                 );
-                join::later(&budget, target, cooldown, spacing);
+                join::later(&budget, connector, cooldown, spacing);
                 Ok(budget)
             }
             Err(e) => Err(SharedError::Connect(e)),

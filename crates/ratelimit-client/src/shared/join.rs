@@ -5,9 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ratelimit_core::store::redis::conn::{Conn, Connection, Connector};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClient;
+use ratelimit_core::store::redis::conn::{Connection, Connector};
 use redis::RedisError;
 
 use super::budget::SharedBudget;
@@ -16,48 +14,21 @@ use super::script::SOURCE;
 /// Where connection replacements are counted, by reason.
 pub(super) const RECONNECTS_METRIC: &str = "ratelimit_client_shared_reconnects_total";
 
-/// One Redis server, or a Cluster, and how to connect to it.
-pub(super) enum Target {
-    Single {
-        client: redis::Client,
-        config: ConnectionManagerConfig,
-    },
-    Cluster {
-        client: ClusterClient,
-        /// How long rebuilding the Cluster connection may take.
-        budget: Duration,
-    },
-}
-
-impl Target {
-    /// Connects and loads the script (on every primary of a Cluster), so that a wrong URL, a refused
-    /// password or a server refusing scripts shows now, not on the first request.
-    pub(super) async fn open(
-        &self,
-        script: &redis::Script,
-        spacing: Duration,
-    ) -> Result<Arc<Connection>, RedisError> {
-        let (mut conn, connector) = match self {
-            Target::Single { client, config } => (
-                Conn::Single(
-                    ConnectionManager::new_with_config(client.clone(), config.clone()).await?,
-                ),
-                Connector::Single {
-                    client: client.clone(),
-                    config: config.clone(),
-                },
-            ),
-            Target::Cluster { client, budget } => (
-                Conn::Cluster(client.get_async_connection().await?),
-                Connector::Cluster {
-                    client: client.clone(),
-                    budget: *budget,
-                },
-            ),
-        };
-        script.prepare_invoke().load_async(&mut conn).await?;
-        Ok(Connection::new(conn, connector, spacing, RECONNECTS_METRIC))
-    }
+/// Connects with `connector` and loads the script (on every primary of a Cluster), so that a wrong URL,
+/// a refused password or a server refusing scripts shows now, not on the first request.
+pub(super) async fn open(
+    connector: &Connector,
+    script: &redis::Script,
+    spacing: Duration,
+) -> Result<Arc<Connection>, RedisError> {
+    let mut conn = connector.connect().await?;
+    script.prepare_invoke().load_async(&mut conn).await?;
+    Ok(Connection::new(
+        conn,
+        connector.clone(),
+        spacing,
+        RECONNECTS_METRIC,
+    ))
 }
 
 /// Whether `e` says that Redis does not answer (yet), rather than that it answered and refused.
@@ -65,9 +36,14 @@ pub(super) fn unreachable(e: &RedisError) -> bool {
     e.is_io_error() || e.is_connection_refusal() || e.is_timeout() || e.is_connection_dropped()
 }
 
-/// Tries `target` once per `cooldown` until it answers, then puts the connection in place: the next call
+/// Tries `connector` once per `cooldown` until it answers, then puts the connection in place: the next call
 /// goes to Redis. Stops when the budget is dropped.
-pub(super) fn later(budget: &SharedBudget, target: Target, cooldown: Duration, spacing: Duration) {
+pub(super) fn later(
+    budget: &SharedBudget,
+    connector: Connector,
+    cooldown: Duration,
+    spacing: Duration,
+) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
@@ -80,7 +56,7 @@ pub(super) fn later(budget: &SharedBudget, target: Target, cooldown: Duration, s
             if weak.strong_count() == 0 {
                 return;
             }
-            match target.open(&script, spacing).await {
+            match open(&connector, &script, spacing).await {
                 Ok(connection) => {
                     let Some(inner) = weak.upgrade() else { return };
                     *inner.connection.write() = Some(connection);

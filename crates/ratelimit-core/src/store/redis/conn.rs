@@ -106,6 +106,7 @@ impl Conn {
 }
 
 /// How to build the connection again.
+#[derive(Clone)]
 pub enum Connector {
     /// A single node: a new manager from the same client and settings.
     Single {
@@ -123,6 +124,33 @@ pub enum Connector {
     },
     /// A manager the application gave: it cannot be rebuilt.
     Given,
+}
+
+impl Connector {
+    /// A new connection: a manager from the client and settings (connected before it returns), or a
+    /// cluster connection within the budget. A given manager cannot be built again: an error.
+    pub async fn connect(&self) -> Result<Conn, RedisError> {
+        match self {
+            Connector::Single { client, config } => Ok(Conn::Single(
+                ConnectionManager::new_with_config(client.clone(), config.clone()).await?,
+            )),
+            Connector::Cluster { client, budget } => {
+                match tokio::time::timeout(*budget, client.get_async_connection()).await {
+                    Ok(c) => Ok(Conn::Cluster(c?)),
+                    Err(_) => Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the Redis Cluster did not answer in time",
+                    )
+                    .into()),
+                }
+            }
+            Connector::Given => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "a connection manager given by the application cannot be built again",
+            )
+            .into()),
+        }
+    }
 }
 
 /// Why a caller believes a connection's replies are out of step with its requests.

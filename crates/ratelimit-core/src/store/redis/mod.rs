@@ -454,11 +454,9 @@ impl RedisStoreBuilder {
             .set_connection_timeout(Some(self.connect_timeout()))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(200));
-        let manager = ConnectionManager::new_with_config(client.clone(), config.clone())
-            .await
-            .map_err(backend)?;
-        self.build(Conn::Single(manager), Connector::Single { client, config })
-            .await
+        let connector = Connector::Single { client, config };
+        let conn = connector.connect().await.map_err(backend)?;
+        self.build(conn, connector).await
     }
 
     /// Uses an existing connection manager (for sharing one with the application). Loads the script.
@@ -479,12 +477,12 @@ impl RedisStoreBuilder {
             .connection_timeout(self.connect_timeout())
             .build()
             .map_err(backend)?;
-        let conn = client.get_async_connection().await.map_err(backend)?;
         let budget = self
             .connect_timeout()
             .saturating_mul(CLUSTER_RECONNECT_BUDGET_IN_CONNECT_TIMEOUTS);
-        self.build(Conn::Cluster(conn), Connector::Cluster { client, budget })
-            .await
+        let connector = Connector::Cluster { client, budget };
+        let conn = connector.connect().await.map_err(backend)?;
+        self.build(conn, connector).await
     }
 
     /// How long one connection attempt may take: the call timeout, but enough for a TLS handshake.
