@@ -88,14 +88,23 @@ async fn reconciled(redis: &RedisServer, id: &str) {
     }
 }
 
+/// Reconciles `lease` with `report` and waits until the script has applied it.
+async fn answer(redis: &RedisServer, lease: Lease, report: Report) {
+    let id = lease.id().to_owned();
+    lease.reconcile(report);
+    reconciled(redis, &id).await;
+}
+
 #[tokio::test]
 async fn a_response_from_an_earlier_window_neither_lowers_nor_extends_the_current_one() {
     let (redis, budget) = start().await;
     // The route's first request learns its counter: 5 per window, 4 left, the window ends in 200 ms.
-    let first = admitted(&budget).await;
-    let first_id = first.id().to_owned();
-    first.reconcile(report(4, Duration::from_millis(200)));
-    reconciled(&redis, &first_id).await;
+    answer(
+        &redis,
+        admitted(&budget).await,
+        report(4, Duration::from_millis(200)),
+    )
+    .await;
     // Reserved in that window, answered only after the next one started.
     let late = admitted(&budget).await;
     let late_id = late.id().to_owned();
@@ -121,9 +130,7 @@ async fn a_response_from_an_earlier_window_neither_lowers_nor_extends_the_curren
     assert!(matches!(budget.reserve(ask()).await, Gate::Wait(_)));
 
     // The control: the same report for a request of the current window is applied.
-    let current_id = current.id().to_owned();
-    current.reconcile(report(0, Duration::from_secs(10)));
-    reconciled(&redis, &current_id).await;
+    answer(&redis, current, report(0, Duration::from_secs(10))).await;
     let (avail, reset) = window(&redis);
     assert!(avail <= 0 && reset > 0, "({avail}, {reset})");
 }
@@ -134,10 +141,12 @@ async fn a_response_from_an_earlier_window_neither_lowers_nor_extends_the_curren
 #[tokio::test]
 async fn a_late_response_from_an_earlier_window_still_delays_the_end_of_the_current_one() {
     let (redis, budget) = start().await;
-    let first = admitted(&budget).await;
-    let first_id = first.id().to_owned();
-    first.reconcile(report(4, Duration::from_millis(100)));
-    reconciled(&redis, &first_id).await;
+    answer(
+        &redis,
+        admitted(&budget).await,
+        report(4, Duration::from_millis(100)),
+    )
+    .await;
     let late = admitted(&budget).await;
     let late_id = late.id().to_owned();
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -170,10 +179,12 @@ async fn a_late_response_from_an_earlier_window_still_delays_the_end_of_the_curr
 #[tokio::test]
 async fn a_shared_scope_429_holds_everyone_and_gives_its_unit_back() {
     let (redis, budget) = start().await;
-    let first = admitted(&budget).await;
-    let first_id = first.id().to_owned();
-    first.reconcile(report(4, Duration::from_secs(10)));
-    reconciled(&redis, &first_id).await;
+    answer(
+        &redis,
+        admitted(&budget).await,
+        report(4, Duration::from_secs(10)),
+    )
+    .await;
     let contended = admitted(&budget).await;
     let contended_id = contended.id().to_owned();
     assert_eq!(window(&redis).0, 3);
@@ -199,32 +210,26 @@ async fn a_shared_scope_429_holds_everyone_and_gives_its_unit_back() {
 #[tokio::test]
 async fn shared_scope_429s_among_requests_in_flight_give_every_uncounted_unit_back() {
     let (redis, budget) = start().await;
-    let first = admitted(&budget).await;
-    let first_id = first.id().to_owned();
-    first.reconcile(report(4, Duration::from_secs(10)));
-    reconciled(&redis, &first_id).await;
+    answer(
+        &redis,
+        admitted(&budget).await,
+        report(4, Duration::from_secs(10)),
+    )
+    .await;
     let mut out = Vec::new();
     for _ in 0..4 {
         out.push(admitted(&budget).await);
     }
     assert_eq!(window(&redis).0, 0);
-    let refused = |l: Lease| {
-        let id = l.id().to_owned();
-        l.reconcile(Report {
-            hold: 1_000,
-            ..report(3, Duration::from_secs(10))
-        });
-        id
+    let refused = Report {
+        hold: 1_000,
+        ..report(3, Duration::from_secs(10))
     };
-    let id = refused(out.remove(0));
-    reconciled(&redis, &id).await;
+    answer(&redis, out.remove(0), refused.clone()).await;
     let counted = out.remove(0);
-    let id = counted.id().to_owned();
-    counted.reconcile(report(3, Duration::from_secs(10)));
-    reconciled(&redis, &id).await;
+    answer(&redis, counted, report(3, Duration::from_secs(10))).await;
     for l in out.drain(..) {
-        let id = refused(l);
-        reconciled(&redis, &id).await;
+        answer(&redis, l, refused.clone()).await;
     }
     assert_eq!(window(&redis).0, 3, "5 less the two counted");
     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -242,10 +247,12 @@ async fn a_sub_limit_refusal_holds_its_body_shape_for_every_process() {
     const RENAME: u64 = 0x5a;
     const OTHER: u64 = 0x6b;
     let (redis, budget) = start().await;
-    let first = admitted(&budget).await;
-    let first_id = first.id().to_owned();
-    first.reconcile(report(4, Duration::from_secs(10)));
-    reconciled(&redis, &first_id).await;
+    answer(
+        &redis,
+        admitted(&budget).await,
+        report(4, Duration::from_secs(10)),
+    )
+    .await;
     // Another process's rename is refused by the sub-limit: the bucket still has room.
     let other_process = SharedBudget::builder()
         .namespace("order")
@@ -256,13 +263,16 @@ async fn a_sub_limit_refusal_holds_its_body_shape_for_every_process() {
         Gate::Admit(lease) => lease,
         other => panic!("not admitted: {other:?}"),
     };
-    let refused_id = refused.id().to_owned();
-    refused.reconcile(Report {
-        shape: RENAME,
-        shape_wait: 300_000,
-        ..report(3, Duration::from_secs(10))
-    });
-    reconciled(&redis, &refused_id).await;
+    answer(
+        &redis,
+        refused,
+        Report {
+            shape: RENAME,
+            shape_wait: 300_000,
+            ..report(3, Duration::from_secs(10))
+        },
+    )
+    .await;
 
     assert!(matches!(budget.reserve(ask()).await, Gate::NeedShape));
     match budget.reserve(shaped(Some(RENAME))).await {
@@ -289,13 +299,15 @@ async fn a_sub_limit_refusal_holds_its_body_shape_for_every_process() {
 #[tokio::test]
 async fn one_request_from_any_process_probes_a_ban() {
     let (redis, budget) = start().await;
-    let banned = admitted(&budget).await;
-    let banned_id = banned.id().to_owned();
-    banned.reconcile(Report {
-        ban: 200_000,
-        ..report(4, Duration::from_secs(10))
-    });
-    reconciled(&redis, &banned_id).await;
+    answer(
+        &redis,
+        admitted(&budget).await,
+        Report {
+            ban: 200_000,
+            ..report(4, Duration::from_secs(10))
+        },
+    )
+    .await;
     assert!(matches!(budget.reserve(ask()).await, Gate::Banned(us) if us <= 200_000));
 
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -305,19 +317,24 @@ async fn one_request_from_any_process_probes_a_ban() {
         "a second probe"
     );
     // Banned again: stopped for another backoff.
-    let probe_id = probe.id().to_owned();
-    probe.reconcile(Report {
-        ban: 200_000,
-        ..report(3, Duration::from_secs(10))
-    });
-    reconciled(&redis, &probe_id).await;
+    answer(
+        &redis,
+        probe,
+        Report {
+            ban: 200_000,
+            ..report(3, Duration::from_secs(10))
+        },
+    )
+    .await;
     assert!(matches!(budget.reserve(ask()).await, Gate::Banned(us) if us > 100_000));
 
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let probe = admitted(&budget).await;
-    let probe_id = probe.id().to_owned();
-    probe.reconcile(report(2, Duration::from_secs(10)));
-    reconciled(&redis, &probe_id).await;
+    answer(
+        &redis,
+        admitted(&budget).await,
+        report(2, Duration::from_secs(10)),
+    )
+    .await;
     let _a = admitted(&budget).await;
     let _b = admitted(&budget).await;
 }
@@ -339,9 +356,7 @@ async fn waiting_requests_claim_global_slots_for_their_window_end() {
         Gate::Admit(lease) => lease,
         other => panic!("not admitted: {other:?}"),
     };
-    let first_id = first.id().to_owned();
-    first.reconcile(report(0, Duration::from_millis(300)));
-    reconciled(&redis, &first_id).await;
+    answer(&redis, first, report(0, Duration::from_millis(300))).await;
     // One request waits for the counter's window to end, in 300 ms: it claims a slot then.
     assert!(matches!(budget.reserve(on(ROUTE, 7, 0)).await, Gate::Wait(us) if us > 200_000));
     // Another route's request: 1 slot in use, 1 claimed, of 2.
@@ -377,13 +392,15 @@ async fn waiting_requests_claim_global_slots_for_their_window_end() {
 #[tokio::test]
 async fn a_global_429_locks_the_token_for_every_process() {
     let (redis, budget) = start().await;
-    let refused = admitted(&budget).await;
-    let refused_id = refused.id().to_owned();
-    refused.reconcile(Report {
-        global_lock: 300_000,
-        ..report(4, Duration::from_secs(10))
-    });
-    reconciled(&redis, &refused_id).await;
+    answer(
+        &redis,
+        admitted(&budget).await,
+        Report {
+            global_lock: 300_000,
+            ..report(4, Duration::from_secs(10))
+        },
+    )
+    .await;
     let other_process = SharedBudget::builder()
         .namespace("order")
         .connect(&redis.url())
@@ -412,14 +429,17 @@ async fn the_invalid_request_budget_is_counted_across_processes() {
             Gate::Admit(lease) => lease,
             other => panic!("stopped early: {other:?}"),
         };
-        let id = lease.id().to_owned();
-        lease.reconcile(Report {
-            invalid: true,
-            invalid_window: 60_000_000,
-            invalid_keep: 3,
-            ..report(4, Duration::from_secs(10))
-        });
-        reconciled(&redis, &id).await;
+        answer(
+            &redis,
+            lease,
+            Report {
+                invalid: true,
+                invalid_window: 60_000_000,
+                invalid_keep: 3,
+                ..report(4, Duration::from_secs(10))
+            },
+        )
+        .await;
     }
     let other_process = SharedBudget::builder()
         .namespace("order")
@@ -438,10 +458,12 @@ async fn the_invalid_request_budget_is_counted_across_processes() {
 #[tokio::test]
 async fn a_unit_taken_for_an_earlier_windows_request_comes_back_when_its_count_ends() {
     let (redis, budget) = start().await;
-    let first = admitted(&budget).await;
-    let first_id = first.id().to_owned();
-    first.reconcile(report(4, Duration::from_millis(100)));
-    reconciled(&redis, &first_id).await;
+    answer(
+        &redis,
+        admitted(&budget).await,
+        report(4, Duration::from_millis(100)),
+    )
+    .await;
     let late = admitted(&budget).await;
     let late_id = late.id().to_owned();
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -474,20 +496,23 @@ async fn wait_after_timed_window(reset_after: impl Fn(u64) -> Duration) -> (i64,
     let rtt = 200_000;
     for count in 1..=10u64 {
         let lease = admitted(&budget).await;
-        let id = lease.id().to_owned();
-        lease.reconcile(Report {
-            timing: Timing {
-                rtt,
-                answered: None,
-                percent: 100,
-                margin: 2_000,
+        answer(
+            &redis,
+            lease,
+            Report {
+                timing: Timing {
+                    rtt,
+                    answered: None,
+                    percent: 100,
+                    margin: 2_000,
+                },
+                ..Report {
+                    limit: 10,
+                    ..report(10 - count, reset_after(count))
+                }
             },
-            ..Report {
-                limit: 10,
-                ..report(10 - count, reset_after(count))
-            }
-        });
-        reconciled(&redis, &id).await;
+        )
+        .await;
     }
     let wait = match budget.reserve(ask()).await {
         Gate::Wait(us) => i64::try_from(us).unwrap(),
@@ -532,15 +557,18 @@ async fn an_empty_drain_takes_its_limit_less_one_then_paces() {
     let (redis, budget) = start().await;
     for count in 1..=10u64 {
         let lease = admitted(&budget).await;
-        let id = lease.id().to_owned();
-        lease.reconcile(Report {
-            limit: 10,
-            ..report(
-                10 - count,
-                Duration::from_millis(10) * u32::try_from(count).unwrap(),
-            )
-        });
-        reconciled(&redis, &id).await;
+        answer(
+            &redis,
+            lease,
+            Report {
+                limit: 10,
+                ..report(
+                    10 - count,
+                    Duration::from_millis(10) * u32::try_from(count).unwrap(),
+                )
+            },
+        )
+        .await;
     }
     // Empty 100 ms after the last response at the latest.
     tokio::time::sleep(Duration::from_millis(150)).await;
