@@ -288,6 +288,17 @@ fn line(name: &str, elapsed: Duration, s: &SimStats, bound: Duration) {
     );
 }
 
+/// What Redis itself spent per script call (reserve and reconcile alike) over the latency rounds, from
+/// its own command statistics.
+fn redis_time_per_call(redis: &RedisServer) {
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    let line = stats
+        .lines()
+        .find(|l| l.starts_with("cmdstat_evalsha:"))
+        .unwrap_or("cmdstat_evalsha: none");
+    println!("  redis-server time per script call: {line}");
+}
+
 const WHOLE_ROUNDS: usize = 5;
 
 async fn whole(redis: &RedisServer, scenario: Scenario) {
@@ -359,6 +370,7 @@ fn main() {
     let redis = RedisServer::start();
     rt.block_on(async {
         added_latency(&redis).await;
+        redis_time_per_call(&redis);
         throughput(&redis).await;
         whole(&redis, Scenario::mixed()).await;
         let mut parallel = Scenario::parallel();
