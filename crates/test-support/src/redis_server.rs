@@ -59,13 +59,7 @@ impl RedisServer {
     /// One attempt on one free port: `None` when the server exits (a port it needs was taken) or does
     /// not answer in time.
     pub fn try_start_with(extra: &[&str]) -> Option<Self> {
-        let mut s = RedisServer {
-            port: free_port(),
-            child: None,
-            dir: tmp_dir("node"),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        s.spawn().then_some(s)
+        Self::try_start_on(free_port(), extra)
     }
 
     /// Starts a server on a given port (a test that starts Redis only after its client): `None` if the

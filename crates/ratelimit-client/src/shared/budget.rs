@@ -145,7 +145,8 @@ impl SharedBudget {
         SharedBudgetBuilder::default()
     }
 
-    /// Whether Redis is presumed unreachable (its breaker is open): each process then limits itself alone,
+    /// Whether Redis is presumed unreachable (its breaker is open, or it has not answered since a start
+    /// that did not wait for it): each process then limits itself alone,
     /// with the global limit divided by the declared number of instances. Mirrored by the `metrics` gauge
     /// `ratelimit_client_shared_degraded`.
     pub fn is_degraded(&self) -> bool {

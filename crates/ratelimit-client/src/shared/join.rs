@@ -1,7 +1,6 @@
 //! Where the shared state lives, and joining it when Redis answers only after the process started
 //! ([`wait_for_redis(false)`](super::SharedBudgetBuilder::wait_for_redis)).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,7 +49,7 @@ pub(super) fn later(
     let weak = Arc::downgrade(&budget.inner);
     runtime.spawn(async move {
         let script = redis::Script::new(SOURCE);
-        let refused_logged = AtomicBool::new(false);
+        let mut refused_logged = false;
         loop {
             tokio::time::sleep(cooldown).await;
             if weak.strong_count() == 0 {
@@ -71,7 +70,7 @@ pub(super) fn later(
                     tracing::debug!(error = %e, "shared rate-limit state: Redis does not answer yet");
                 }
                 Err(e) => {
-                    if !refused_logged.swap(true, Ordering::Relaxed) {
+                    if !std::mem::replace(&mut refused_logged, true) {
                         tracing::warn!(
                             error = %e,
                             "shared rate-limit state: Redis answers but refuses this process (check the password, ACL and that scripts are allowed); still deciding alone, trying again"

@@ -33,25 +33,6 @@ local function ms(us) return math.floor((us + 999) / 1000) end
 local function num(v) return tonumber(v) or 0 end
 local function counter_keys(name) return prefix .. 'c:' .. name, prefix .. 'f:' .. name end
 
--- A counter's window: `lim` per window, `minrem` (the smallest remaining count its responses reported;
--- `lim` until one did), `lost` (requests that left it without a response, or whose response belongs to an
--- earlier window: they may be counted in it), `reset` (µs; 0 = not known yet), `start` (µs; responses to
--- requests reserved before it belong to an earlier window), `len` (the longest reset-after seen: a
--- window's length at most), `last` (µs of the window's latest reservation), `floor` (µs: the latest
--- `response time + reset-after` of responses to earlier windows' requests), `hold` (µs until which the
--- resource is contended by others: a shared-scope 429 holds every process), `back` and `back_at` (units
--- of `lost` whose count ends at µs `back_at`, see `give_back_later`), `in_flight` (requests reserved
--- and not ended: the `f` set), what the window's responses say about its reset (`ev_*`, see
--- `release_at`), and, kept across windows, what the responses say about the bucket's shape (`sh_*`, see
--- `learn_shape`), the latest moment a response said the bucket is empty (`empty_by`), the pacing of a
--- drain (`dr_*`, see `drain_room`), the smallest round trip and how many were seen, and the limiter's
--- early-release settings (`pct`, `margin`).
---
--- What may still be sent is `minrem - in_flight - lost` (see `avail`): the latest count answered, less
--- everything that may be counted after it. It rises when a request in flight turns out to be in the count
--- already, or not counted at all (a shared-scope 429), and never above what the count allows: a stale
--- response cannot raise the smallest count.
--- `describing`: the caller holds a response of this counter (its window is being described now).
 -- Responses needed before a window is released early: the smallest of fewer round trips may be a lucky
 -- one the next request does not repeat.
 local RTT_SAMPLES = 8
@@ -147,6 +128,25 @@ local function add_evidence(w, sent_ago, reset_after)
   w.ev_n = w.ev_n + 1
 end
 
+-- A counter's window: `lim` per window, `minrem` (the smallest remaining count its responses reported;
+-- `lim` until one did), `lost` (requests that left it without a response, or whose response belongs to an
+-- earlier window: they may be counted in it), `reset` (µs; 0 = not known yet), `start` (µs; responses to
+-- requests reserved before it belong to an earlier window), `len` (the longest reset-after seen: a
+-- window's length at most), `last` (µs of the window's latest reservation), `floor` (µs: the latest
+-- `response time + reset-after` of responses to earlier windows' requests), `hold` (µs until which the
+-- resource is contended by others: a shared-scope 429 holds every process), `back` and `back_at` (units
+-- of `lost` whose count ends at µs `back_at`, see `give_back_later`), `in_flight` (requests reserved
+-- and not ended: the `f` set), what the window's responses say about its reset (`ev_*`, see
+-- `release_at`), and, kept across windows, what the responses say about the bucket's shape (`sh_*`, see
+-- `learn_shape`), the latest moment a response said the bucket is empty (`empty_by`), the pacing of a
+-- drain (`dr_*`, see `drain_room`), the smallest round trip and how many were seen, and the limiter's
+-- early-release settings (`pct`, `margin`).
+--
+-- What may still be sent is `minrem - in_flight - lost` (see `avail`): the latest count answered, less
+-- everything that may be counted after it. It rises when a request in flight turns out to be in the count
+-- already, or not counted at all (a shared-scope 429), and never above what the count allows: a stale
+-- response cannot raise the smallest count.
+--
 -- A counter's state, all integers (0: none yet), packed into its hash's field `w` as 64-bit integers:
 -- one field read and written per step (its fields one by one cost as much again as the rest of the
 -- script). The hash also keeps `lim`, `avail` and `reset` as text, for other counters' steps and for
@@ -165,6 +165,7 @@ local function fresh(lim)
   return w
 end
 
+-- `describing`: the caller holds a response of this counter (its window is being described now).
 local function load(c, f, describing)
   -- Requests whose lease ran out (their process died, or is very late) may still be counted.
   local expired = redis.call('ZREMRANGEBYSCORE', f, '-inf', d(now))
@@ -187,8 +188,8 @@ local function load(c, f, describing)
   end
   if w.ends > 0 and w.floor > w.ends then w.ends = w.floor end
   if w.ends > 0 and w.ends <= now then
-    -- The window is over (its end is the latest response's estimate, never early): a new one starts,
-    -- less what is still in flight, which may be counted in it.
+    -- The window is over (at the latest response's estimate of its end, or at its early release): a new
+    -- one starts, less what is still in flight, which may be counted in it.
     w.minrem = lim
     w.lost = 0
     w.reset = 0
